@@ -1,0 +1,206 @@
+"""Requests, decisions, reason codes and ledger records: frozen values, no behaviour that
+does I/O.
+
+    >>> r = Reason(code=ReasonCode.POLICY_FORBID, detail="forbidden by policy", policy="no-rm")
+    >>> r.to_json()
+    {'code': 'POLICY_FORBID', 'detail': 'forbidden by policy', 'policy': 'no-rm'}
+
+A ``Decision`` is a value: a denial never raises. ``decision_hash`` is the SHA-256 of the
+RFC 8785 bytes of the decision record, which are exactly the bytes appended to the ledger.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+#: the ledger record schema version
+RECORD_VERSION = 1
+
+#: intake limits (DESIGN §6, issue #2)
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_RECORD_BYTES = 64 * 1024
+
+
+class ReasonCode(StrEnum):
+    """Denial reason codes (DESIGN §3). Stable and machine-readable: never rename one."""
+
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    IDENTITY_UNVERIFIED = "IDENTITY_UNVERIFIED"
+    CAPABILITY_INVALID = "CAPABILITY_INVALID"
+    CAPABILITY_EXPIRED = "CAPABILITY_EXPIRED"
+    CAPABILITY_REVOKED = "CAPABILITY_REVOKED"
+    CAPABILITY_INSUFFICIENT = "CAPABILITY_INSUFFICIENT"
+    PRINCIPAL_QUARANTINED = "PRINCIPAL_QUARANTINED"
+    BOUNDARY_VIOLATION = "BOUNDARY_VIOLATION"
+    ENVIRONMENT_UNTRUSTED = "ENVIRONMENT_UNTRUSTED"
+    LINEAGE_BROKEN = "LINEAGE_BROKEN"
+    POLICY_UNAVAILABLE = "POLICY_UNAVAILABLE"
+    POLICY_STALE = "POLICY_STALE"
+    POLICY_NO_PERMIT = "POLICY_NO_PERMIT"
+    POLICY_FORBID = "POLICY_FORBID"
+    POLICY_ERROR = "POLICY_ERROR"
+    APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
+    LEDGER_UNAVAILABLE = "LEDGER_UNAVAILABLE"
+    LEDGER_CORRUPT = "LEDGER_CORRUPT"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class Effect(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class RecordType(StrEnum):
+    DECISION = "decision"
+    EXEC_START = "exec.start"
+    EXEC_VERIFY = "exec.verify"
+    EXEC_END = "exec.end"
+    EXEC_TERMINATED = "exec.terminated"
+    GOVERNANCE = "governance"
+
+
+class Stage(StrEnum):
+    """Where a decision was made. Only ``pipeline`` decisions are re-decided by replay: the
+    others depend on the gate's clock, storage or input bytes, which replay reports apart."""
+
+    INTAKE = "intake"
+    PIPELINE = "pipeline"
+    GATE = "gate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reason:
+    code: ReasonCode
+    detail: str
+    policy: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        out = {"code": self.code.value, "detail": self.detail}
+        if self.policy is not None:
+            out["policy"] = self.policy
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reason:
+        return cls(
+            code=ReasonCode(data["code"]), detail=str(data["detail"]), policy=data.get("policy")
+        )
+
+
+_TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resource:
+    """A resource: a Cedar entity type (``Tool``, ``File``, ``McpTool``) and an id."""
+
+    type: str
+    id: str
+
+    @property
+    def uid(self) -> str:
+        """``Type::id``, the form used in capability rights."""
+        return f"{self.type}::{self.id}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "id": self.id}
+
+    @staticmethod
+    def is_valid_type(value: str) -> bool:
+        return bool(_TYPE_RE.match(value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionRequest:
+    """A validated request. Built only by intake (``interlock.intake``), which assigns ``id``
+    (UUIDv7) and ``time`` (RFC 3339 UTC, read once from the gate's clock)."""
+
+    id: str
+    time: str
+    principal: str
+    action: str
+    resource: Resource
+    args: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+    capability: str | None = None
+    parent: str | None = None
+    traceparent: str | None = None
+
+    @property
+    def epoch(self) -> int:
+        """``time`` as integer epoch seconds (pure: parses the recorded string)."""
+        return rfc3339_to_epoch(self.time)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The answer of the pipeline. ``ledger_index`` is where its record was committed (None
+    when the record could not be committed: then ``effect`` is always deny)."""
+
+    request_id: str
+    effect: Effect
+    reasons: tuple[Reason, ...]
+    snapshot: str
+    decision_hash: str
+    obligations: tuple[str, ...] = ()
+    ledger_index: int | None = None
+    stage: Stage = Stage.PIPELINE
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect is Effect.ALLOW
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(r.code.value for r in self.reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "effect": self.effect.value,
+            "reasons": [r.to_json() for r in self.reasons],
+            "obligations": list(self.obligations),
+            "snapshot": self.snapshot,
+            "decision_hash": self.decision_hash,
+            "ledger_index": self.ledger_index,
+            "stage": self.stage.value,
+        }
+
+
+def format_time(dt: datetime) -> str:
+    """RFC 3339, UTC, microsecond precision, ``Z`` suffix."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rfc3339_to_epoch(value: str) -> int:
+    """Parse an RFC 3339 timestamp to integer epoch seconds (floor).
+
+    Raises:
+        ValueError: if ``value`` is not RFC 3339 with an offset.
+    """
+    text = value.replace("Z", "+00:00").replace("z", "+00:00")
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp without offset: {value!r}")
+    return int(dt.timestamp() // 1)
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp to an aware datetime.
+
+    Raises:
+        ValueError: if ``value`` is not RFC 3339 with an offset.
+    """
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp without offset: {value!r}")
+    return dt

@@ -1,0 +1,99 @@
+"""Interlock's exception hierarchy.
+
+Two channels (see STYLE.md): an expected refusal is a value — a deny ``Decision`` — and never
+raises. An exception means "could not decide"; ``gate.py`` is the one place that turns any
+exception into a deny with ``INTERNAL_ERROR`` (or the code the exception carries).
+
+    >>> from interlock.errors import VerificationError
+    >>> try:
+    ...     raise VerificationError("bad signature", index=3)
+    ... except VerificationError as exc:
+    ...     exc.diagnostics()
+    'bad signature (index=3)'
+
+This module imports nothing from ``interlock``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Error(Exception):
+    """Base of every Interlock error. ``diagnostics()`` is for operators and logs."""
+
+    #: the DESIGN §3 reason code a gate reports when this error stops a decision
+    reason_code: str = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, **evidence: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.evidence = evidence
+
+    def diagnostics(self) -> str:
+        """A human-readable description including the evidence carried."""
+        if not self.evidence:
+            return self.message
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(self.evidence.items()))
+        return f"{self.message} ({detail})"
+
+
+class UsageError(Error):
+    """The caller asked for something malformed (bad flag value, missing file)."""
+
+
+class ConfigError(Error):
+    """``interlock.toml`` or a home directory is missing, unreadable or invalid."""
+
+    reason_code = "INTERNAL_ERROR"
+
+
+class HomeExists(ConfigError):
+    """``interlock init`` refuses to overwrite an existing home."""
+
+
+class MalformedRequest(Error):
+    """An ActionRequest failed intake (schema, size, encoding)."""
+
+    reason_code = "MALFORMED_REQUEST"
+
+
+class VerificationError(Error):
+    """A signature, proof, checkpoint or ledger failed verification."""
+
+
+class KeyError_(Error):  # noqa: N818 - named to avoid shadowing the builtin KeyError
+    """A key file is missing, has unsafe permissions, or cannot be parsed."""
+
+
+class CapabilityError(Error):
+    """A capability token could not be created, parsed or verified.
+
+    Agents only ever learn ``CAPABILITY_INVALID``; the message is for the ledger and operator.
+    """
+
+    reason_code = "CAPABILITY_INVALID"
+
+
+class PolicyError(Error):
+    """A policy bundle is invalid, unsigned, or failed schema validation."""
+
+    reason_code = "POLICY_UNAVAILABLE"
+
+
+class LedgerError(Error):
+    """The ledger could not be read or written."""
+
+    reason_code = "LEDGER_UNAVAILABLE"
+
+
+class LedgerUnavailable(LedgerError):
+    """An append did not become durable (I/O error, lock held past the deadline)."""
+
+    reason_code = "LEDGER_UNAVAILABLE"
+
+
+class LedgerCorrupt(LedgerError):
+    """The stored ledger does not match its own hashes or signed checkpoints."""
+
+    reason_code = "LEDGER_CORRUPT"
