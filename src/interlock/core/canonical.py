@@ -42,13 +42,18 @@ def _reject_floats(value: Any, depth: int = 0) -> None:
             _reject_floats(v, depth + 1)
 
 
-def canonical_bytes(value: Any) -> bytes:
+def canonical_bytes(value: Any, *, allow_floats: bool = False) -> bytes:
     """Return the RFC 8785 bytes of a JSON value.
 
+    ``allow_floats=True`` is for values that are only ever stored by digest (an agent's tool
+    arguments); records that are signed never contain floats.
+
     Raises:
-        CanonicalizationError: on floats, non-string keys, non-JSON types or nesting > 64.
+        CanonicalizationError: on floats (unless allowed), non-string keys, non-JSON types,
+            integers outside ±2^53, or nesting > 64.
     """
-    _reject_floats(value)
+    if not allow_floats:
+        _reject_floats(value)
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
@@ -60,10 +65,10 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def digest(value: Any) -> str:
+def digest(value: Any, *, allow_floats: bool = False) -> str:
     """Hex SHA-256 of the canonical bytes of ``value``.
 
     Raises:
         CanonicalizationError: as :func:`canonical_bytes`.
     """
-    return hashlib.sha256(canonical_bytes(value)).hexdigest()
+    return hashlib.sha256(canonical_bytes(value, allow_floats=allow_floats)).hexdigest()

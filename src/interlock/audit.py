@@ -1,0 +1,329 @@
+"""Auditing an embedded ledger: full verification, evidence bundles, tile export and replay.
+
+    >>> from interlock.gate import Gate
+    >>> gate = Gate.open(".interlock")                     # doctest: +SKIP
+    >>> verify_ledger(gate.ledger, gate.vkey).entries      # doctest: +SKIP
+    42
+
+These read the storage and hand the bytes to :mod:`interlock.ledger.verify`, which never
+imports storage: an auditor without a home uses that module alone (``interlock receipt verify``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interlock.core.canonical import canonical_bytes, digest
+from interlock.core.model import ActionRequest, Resource, Stage
+from interlock.errors import LedgerError, VerificationError
+from interlock.gate import Gate, Lineage, Snapshot, decide, decision_record
+from interlock.ledger import merkle
+from interlock.ledger.proof import ProofBundle, format_proof
+from interlock.ledger.storage.sqlite import TILE, SqliteLedger
+from interlock.ledger.tiles import export_tiles
+from interlock.ledger.verify import LedgerVerifier, VerifyReport
+from interlock.policy.bundle import PolicyBundle
+
+__all__ = ["ReplayReport", "export_ledger_tiles", "proof_bundle", "replay", "verify_ledger"]
+
+Progress = Callable[[int, int], None]
+
+
+def verify_ledger(ledger: SqliteLedger, vkey: str, *, progress: Progress | None = None) -> VerifyReport:
+    """Recompute every leaf hash, the tree at every stored checkpoint, every checkpoint
+    signature, and every persisted tile.
+
+    Raises:
+        VerificationError: naming the first bad index (``evidence["index"]``) on any change,
+            removal or reordering.
+    """
+    total = ledger.size()
+    checkpoints = ledger.checkpoints()
+    verifier = LedgerVerifier(vkey)
+    verifier.expect_checkpoints([c.note for c in checkpoints])
+    tile_hashes: list[bytes] = []
+    tile_n = 0
+    upper: list[list[bytes]] = []  # per tile level >= 1: recomputed roots awaiting a full tile
+    for idx, stored_lh, data in ledger.iter_entries():
+        verifier.feed(idx, stored_lh, data)
+        tile_hashes.append(stored_lh)
+        if len(tile_hashes) == TILE:
+            _check_tile(ledger, 0, tile_n, tile_hashes, upper)
+            tile_hashes = []
+            tile_n += 1
+        if progress is not None and (idx & 0x3FFF) == 0:
+            progress(idx, total)
+    report = verifier.finish()
+    if report.size != total:
+        raise VerificationError("entry count changed during verification", index=report.size)
+    if progress is not None:
+        progress(total, total)
+    return report
+
+
+def _check_tile(
+    ledger: SqliteLedger, level: int, n: int, hashes: list[bytes], upper: list[list[bytes]]
+) -> None:
+    with ledger._reader() as c:  # noqa: SLF001 - the audit module is storage's sibling
+        row = c.execute("SELECT hashes, root FROM tiles WHERE level = ? AND n = ?", (level, n)).fetchone()
+    first_leaf = n * TILE ** (level + 1)
+    if row is None or bytes(row[0]) != b"".join(hashes):
+        raise VerificationError(
+            "persisted tile does not match the recomputed tree", index=first_leaf, level=level, tile=n
+        )
+    root = merkle.root_of(hashes)
+    if bytes(row[1]) != root:
+        raise VerificationError("persisted tile root is wrong", index=first_leaf, level=level, tile=n)
+    while len(upper) <= level:
+        upper.append([])
+    upper[level].append(root)
+    if len(upper[level]) == TILE:
+        full, upper[level] = upper[level], []
+        _check_tile(ledger, level + 1, n // TILE, full, upper)
+
+
+def proof_bundle(ledger: SqliteLedger, index: int) -> str:
+    """A C2SP ``tlog-proof@v1`` file for ``index`` whose ``extra`` carries the entry's bytes:
+    one file that anyone holding the log's verifier key can check offline.
+
+    Raises:
+        LedgerError: if there is no such entry or no checkpoint could be signed.
+    """
+    data = ledger.entry(index)
+    cp = ledger.latest_checkpoint()
+    if cp is None or cp.size <= index:
+        cp = ledger.checkpoint()
+    if cp is None or cp.size <= index:
+        raise LedgerError("no signed checkpoint covers this entry", index=index)
+    proof = ledger.inclusion_proof(index, cp.size)
+    return format_proof(ProofBundle(index=index, extra=data, inclusion=proof, checkpoint_note=cp.note))
+
+
+def export_ledger_tiles(ledger: SqliteLedger, out_dir: Path) -> int:
+    """Write the ledger as C2SP tlog-tiles under ``out_dir``; returns files written.
+
+    Raises:
+        LedgerError: if there is nothing checkpointed to export.
+    """
+    cp = ledger.latest_checkpoint()
+    if cp is None or cp.size < ledger.size():
+        cp = ledger.checkpoint()
+    if cp is None:
+        raise LedgerError("the ledger is empty: nothing to export")
+    return export_tiles(
+        out_dir, size=cp.size, checkpoint_note=cp.note, reader=ledger.node, entry_at=ledger.entry
+    )
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    decisions: int = 0
+    replayed: int = 0
+    matched: int = 0
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+    skipped_stage: int = 0
+    unverifiable: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and not self.unverifiable
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "decisions": self.decisions,
+            "replayed": self.replayed,
+            "matched": self.matched,
+            "mismatches": self.mismatches,
+            "not_replayable_stage": self.skipped_stage,
+            "unverifiable": self.unverifiable,
+        }
+
+
+def _records(ledger: SqliteLedger) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    for idx, _lh, data in ledger.iter_entries():
+        try:
+            rec = json.loads(data)
+        except ValueError as exc:
+            raise VerificationError("entry is not JSON", index=idx) from exc
+        yield idx, data, rec
+
+
+def replay(gate: Gate, *, progress: Progress | None = None) -> ReplayReport:
+    """Re-decide every recorded pipeline decision with its pinned snapshot and compare the
+    re-made record with the recorded bytes (DESIGN I3). Intake and gate-stage denials
+    (malformed input, deadline, storage) depend on the gate's environment and are counted
+    apart. A decision whose payload was purged or whose lineage facts disagree with the
+    ledger before it is *unverifiable*, which also fails the replay.
+    """
+    ledger = gate.ledger
+    report = ReplayReport()
+    revoked_order: list[str] = []
+    seen_revoked: set[str] = set()
+    decisions: dict[str, tuple[str, str]] = {}  # id -> (effect, leaf hash hex)
+    snapshots: dict[tuple[str, int], Snapshot] = {}
+    bundles: dict[str, PolicyBundle] = {}
+    total = ledger.size()
+    trusted = gate.home.trusted_policy_keys()
+    for idx, data, rec in _records(ledger):
+        if progress is not None and (idx & 0x3FF) == 0:
+            progress(idx, total)
+        if rec.get("type") == "governance" and rec.get("event") == "capability.revoked":
+            for rid in rec.get("revocation_ids", []):
+                if rid not in seen_revoked:
+                    seen_revoked.add(rid)
+                    revoked_order.append(rid)
+            continue
+        if rec.get("type") != "decision":
+            continue
+        report.decisions += 1
+        decisions[rec["id"]] = (rec["effect"], merkle.leaf_hash(data).hex())
+        if rec.get("stage") != Stage.PIPELINE.value:
+            report.skipped_stage += 1
+            continue
+        try:
+            snap = _snapshot_for(ledger, rec["snapshot"], snapshots, bundles, revoked_order, trusted)
+            request = _request_for(ledger, rec)
+            lineage = _lineage_for(rec, decisions)
+        except (LedgerError, VerificationError, KeyError, ValueError) as exc:
+            msg = exc.message if isinstance(exc, LedgerError | VerificationError) else str(exc)
+            report.unverifiable.append({"index": idx, "id": rec.get("id"), "why": msg})
+            continue
+        report.replayed += 1
+        verdict = decide(request, snap, lineage)
+        again = canonical_bytes(
+            decision_record(request, verdict, snapshot_id=snap.id, lineage=lineage, stage=Stage.PIPELINE)
+        )
+        if again == data:
+            report.matched += 1
+        else:
+            report.mismatches.append(
+                {
+                    "index": idx,
+                    "id": rec["id"],
+                    "recorded": {"effect": rec["effect"], "reasons": rec["reasons"]},
+                    "replayed": {
+                        "effect": verdict.effect.value,
+                        "reasons": [r.to_json() for r in verdict.reasons],
+                    },
+                }
+            )
+    if progress is not None:
+        progress(total, total)
+    return report
+
+
+def _snapshot_for(
+    ledger: SqliteLedger,
+    snapshot_id: str,
+    cache: dict[tuple[str, int], Snapshot],
+    bundles: dict[str, PolicyBundle],
+    revoked_order: list[str],
+    trusted: list[Any],
+) -> Snapshot:
+    raw = ledger.blob(f"snapshot:{snapshot_id}")
+    if raw is None:
+        raise LedgerError(f"snapshot {snapshot_id[:12]} descriptor is missing")
+    desc = json.loads(raw)
+    if digest(desc) != snapshot_id:
+        raise VerificationError("snapshot descriptor does not match its id")
+    tv = int(desc["trust_version"])
+    key = (snapshot_id, tv)
+    if key in cache:
+        return cache[key]
+    if tv > len(revoked_order):
+        raise VerificationError("snapshot names revocations not on the ledger before it")
+    bundle = None
+    pd = desc.get("policy_digest")
+    if pd is not None:
+        if pd not in bundles:
+            blob = ledger.blob(f"bundle:{pd}")
+            if blob is None:
+                raise LedgerError(f"policy bundle {pd[:12]} is missing")
+            bundles[pd] = PolicyBundle.from_blob(blob, trusted)
+        bundle = bundles[pd]
+    snap = Snapshot.build(
+        root_public=bytes.fromhex(desc["capability_root"]),
+        bundle=bundle,
+        policy_problem=desc.get("policy_problem"),
+        revoked=frozenset(revoked_order[:tv]),
+        trust_version=tv,
+        max_depth=int(desc["max_depth"]),
+    )
+    if snap.id != snapshot_id:
+        raise VerificationError("rebuilt snapshot does not match the recorded id")
+    cache[key] = snap
+    return snap
+
+
+def _request_for(ledger: SqliteLedger, rec: dict[str, Any]) -> ActionRequest:
+    raw = ledger.blob(f"req:{rec['id']}")
+    if raw is None:
+        raise LedgerError("request payload was purged or is missing")
+    payload = json.loads(raw)
+    r = rec["request"]
+    req = ActionRequest(
+        id=rec["id"],
+        time=rec["ts"],
+        principal=r["principal"],
+        action=r["action"],
+        resource=Resource(type=r["resource"]["type"], id=r["resource"]["id"]),
+        args=payload["args"],
+        context=payload["context"],
+        capability=payload["capability"],
+        parent=rec.get("parent"),
+        traceparent=r.get("traceparent"),
+    )
+    if digest(req.args, allow_floats=True) != r["args_sha256"]:
+        raise VerificationError("stored arguments do not match the recorded digest")
+    if digest(req.context, allow_floats=True) != r["context_sha256"]:
+        raise VerificationError("stored context does not match the recorded digest")
+    return req
+
+
+def _lineage_for(rec: dict[str, Any], decisions: dict[str, tuple[str, str]]) -> Lineage:
+    parent = rec.get("parent")
+    if parent is None:
+        return Lineage()
+    lin = rec.get("lineage") or {}
+    status = str(lin.get("status", "unknown"))
+    known = decisions.get(parent)
+    if status == "allowed":
+        if known is None or known[0] != "allow" or known[1] != rec.get("parent_leaf"):
+            raise VerificationError("recorded lineage claims an allowed parent the ledger lacks")
+    elif status == "denied" and (known is None or known[0] != "deny"):
+        raise VerificationError("recorded lineage claims a denied parent the ledger lacks")
+    return Lineage(
+        parent=parent, status=status, depth=int(lin.get("depth", 0)), parent_leaf=rec.get("parent_leaf")
+    )
+
+
+def recorded_requests(ledger: SqliteLedger) -> list[dict[str, Any]]:
+    """The recorded pipeline requests (with their stored arguments) in the form
+    ``interlock policy diff`` takes; requests whose payload was purged are left out."""
+    from interlock.core.model import rfc3339_to_epoch
+
+    out: list[dict[str, Any]] = []
+    for _idx, _data, rec in _records(ledger):
+        if rec.get("type") != "decision" or rec.get("stage") != Stage.PIPELINE.value:
+            continue
+        raw = ledger.blob(f"req:{rec['id']}")
+        if raw is None:
+            continue
+        payload = json.loads(raw)
+        r = rec["request"]
+        out.append(
+            {
+                "principal": r["principal"],
+                "action": r["action"],
+                "resource": r["resource"],
+                "args": payload["args"],
+                "context": payload["context"],
+                "time": rfc3339_to_epoch(rec["ts"]),
+            }
+        )
+    return out

@@ -1,0 +1,723 @@
+"""The ``interlock`` command line: the only place that prints or exits.
+
+Exit codes (DESIGN §9): 0 allow/success, 1 deny or verification failure, 2 usage error.
+Every command that prints a result takes ``--json``. Every command calls a function that the
+tests also call; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from interlock.errors import Error, VerificationError
+
+app = typer.Typer(
+    name="interlock",
+    help="Fail-closed execution governance for AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+token_app = typer.Typer(help="Issue, attenuate, inspect and revoke capability tokens.", no_args_is_help=True)
+policy_app = typer.Typer(help="Sign, validate, test and diff policy bundles.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Verify, prove, export and replay the ledger.", no_args_is_help=True)
+receipt_app = typer.Typer(help="Verify evidence bundles offline.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(policy_app, name="policy")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(receipt_app, name="receipt")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Governance home (default: $INTERLOCK_HOME or ./.interlock).",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+EXIT_OK, EXIT_DENY, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _gate(home: Path | None) -> Any:
+    from interlock.gate import Gate
+
+    try:
+        return Gate.open(home)
+    except Error as exc:
+        _fail(exc.diagnostics())
+
+
+_TTL_RE = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_ttl(text: str) -> timedelta:
+    """``30s``, ``15m``, ``2h``, ``7d`` → timedelta.
+
+    Raises:
+        typer.BadParameter: on anything else.
+    """
+    m = _TTL_RE.match(text.strip())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 15m, 2h or 7d")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+
+
+def _read_token(value: str) -> str:
+    if value == "-":
+        return sys.stdin.read().strip()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            _fail(f"cannot read token file {value[1:]}: {exc.strerror}")
+    return value.strip()
+
+
+# -- init ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    home: HomeOpt = None,
+    origin: Annotated[str | None, typer.Option(help="Log origin (default interlock.local/<id>).")] = None,
+    durability: Annotated[str, typer.Option(help="full (fsync per commit) or process.")] = "full",
+    json_: JsonOpt = False,
+) -> None:
+    """Create a governance home: keys (0600), interlock.toml, a signed default policy, the ledger."""
+    from interlock.home import default_home, init_home
+
+    path = default_home(home)
+    try:
+        h = init_home(path, origin=origin, durability=durability)
+    except Error as exc:
+        _fail(exc.diagnostics())
+    from interlock.gate import Gate
+
+    with Gate.open(h.path) as gate:
+        vkey = gate.vkey
+    if json_:
+        _emit_json({"home": str(h.path), "origin": h.config.origin, "vkey": vkey})
+        return
+    out.print(f"[green]Initialised[/] Interlock home at [bold]{h.path}[/]")
+    out.print(f"  log origin     {h.config.origin}")
+    out.print(f"  verifier key   {vkey}")
+    out.print("  policy         signed default bundle (version 1) in policy/")
+    out.print(f"Next: interlock token issue --home {h.path} --principal spiffe://acme.test/agent/researcher"
+              " --right 'tool.call:Tool::*' --ttl 15m")
+
+
+# -- decide ----------------------------------------------------------------------------------------
+
+
+def _print_decision(d: Any) -> None:
+    colour = "green" if d.allowed else "red"
+    out.print(f"[bold {colour}]{d.effect.value.upper()}[/]")
+    for r in d.reasons:
+        pol = f" [dim](policy {r.policy})[/]" if r.policy else ""
+        out.print(f"  [bold]{r.code.value}[/]: {r.detail}{pol}")
+    out.print(f"  decision hash  {d.decision_hash}")
+    idx = "not recorded" if d.ledger_index is None else str(d.ledger_index)
+    out.print(f"  ledger index   {idx}")
+    out.print(f"  request id     {d.request_id}")
+
+
+@app.command()
+def decide(
+    file: Annotated[str, typer.Argument(help="Request JSON file, or - for stdin.")] = "-",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Decide one action request and record it. Exit 0 allow, 1 deny, 2 usage error."""
+    if file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            raw = Path(file).read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {file}: {exc.strerror}")
+    with _gate(home) as gate:
+        d = gate.decide(raw)
+    if json_:
+        _emit_json(d.to_json())
+    else:
+        _print_decision(d)
+    raise typer.Exit(EXIT_OK if d.allowed else EXIT_DENY)
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+def _parse_rights(rights: list[str]) -> list[Any]:
+    from interlock.capability import Right
+
+    try:
+        return [Right.parse(r) for r in rights]
+    except Error as exc:
+        _fail(f"{exc.message} (a right looks like ACTION:TYPE::ID, e.g. tool.call:Tool::web_search)")
+
+
+@token_app.command("issue")
+def token_issue(
+    principal: Annotated[str, typer.Option(help="SPIFFE ID the token is bound to.")],
+    right: Annotated[list[str], typer.Option("--right", help="ACTION:TYPE::ID (repeatable; * wildcards).")],
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 2h, 7d.")] = "15m",
+    check: Annotated[list[str] | None, typer.Option("--check", help="Extra Datalog check (repeatable).")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Issue a capability token signed by the home's Biscuit root key."""
+    from interlock.capability import CapabilityIssuer
+    from interlock.home import Home, default_home
+    from interlock.trust import keys
+
+    rights = _parse_rights(right)
+    try:
+        h = Home.load(default_home(home))
+        issuer = CapabilityIssuer(keys.private_raw(h.private_key("biscuit-root")))
+        expires = datetime.now(UTC) + parse_ttl(ttl)
+        token = issuer.issue(principal=principal, rights=rights, expires_at=expires, checks=check or ())
+    except Error as exc:
+        _fail(exc.diagnostics())
+    if json_:
+        _emit_json({"token": token, "principal": principal, "expires_at": expires.isoformat()})
+    else:
+        sys.stdout.write(token + "\n")
+
+
+@token_app.command("attenuate")
+def token_attenuate(
+    token: Annotated[str, typer.Argument(help="Token, @file, or - for stdin.")],
+    right: Annotated[list[str] | None, typer.Option("--right", help="Narrower right (repeatable).")] = None,
+    ttl: Annotated[str | None, typer.Option(help="Shorter lifetime from now.")] = None,
+    parent: Annotated[str | None, typer.Option(help="Bind to a parent execution id.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Narrow a token for a sub-agent (no key needed; a token can only ever be narrowed)."""
+    from interlock.capability import attenuate
+
+    rights = _parse_rights(right) if right else None
+    expires = datetime.now(UTC) + parse_ttl(ttl) if ttl else None
+    try:
+        child = attenuate(_read_token(token), rights=rights, expires_at=expires, parent=parent)
+    except Error as exc:
+        _fail(exc.diagnostics())
+    if json_:
+        _emit_json({"token": child})
+    else:
+        sys.stdout.write(child + "\n")
+
+
+@token_app.command("inspect")
+def token_inspect(
+    token: Annotated[str, typer.Argument(help="Token, @file, or - for stdin.")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show a token's principal, rights, expiry, parent binding and revocation ids."""
+    from interlock.capability import inspect
+    from interlock.home import Home, default_home
+    from interlock.trust import keys
+
+    root = None
+    try:
+        h = Home.load(default_home(home))
+        root = keys.public_raw(h.private_key("biscuit-root"))
+    except Error:
+        root = None  # inspect without a home: shown as unverified
+    try:
+        info = inspect(_read_token(token), root)
+    except Error as exc:
+        _fail(exc.diagnostics(), EXIT_DENY)
+    data = info.to_json()
+    if json_:
+        _emit_json(data)
+        return
+    t = Table(title="Capability token", show_header=False)
+    for k, v in data.items():
+        t.add_row(k, json.dumps(v) if not isinstance(v, str) else v)
+    out.print(t)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token: Annotated[str, typer.Argument(help="Token, @file, or - for stdin.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the ledger).")] = "",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Revoke a token (and every token attenuated from it) by its revocation ids."""
+    from interlock.capability import revocation_ids
+
+    try:
+        ids = revocation_ids(_read_token(token))
+    except Error as exc:
+        _fail(exc.diagnostics())
+    with _gate(home) as gate:
+        try:
+            index = gate.revoke(ids, reason=reason)
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+    if json_:
+        _emit_json({"revoked": list(ids), "ledger_index": index})
+    else:
+        out.print(f"[green]Revoked[/] {len(ids)} revocation id(s); recorded at ledger index {index}")
+
+
+# -- policy ----------------------------------------------------------------------------------------
+
+
+def _policy_dir(directory: Path | None, home: Path | None) -> Path:
+    if directory is not None:
+        return directory
+    from interlock.home import default_home
+
+    return default_home(home) / "policy"
+
+
+@policy_app.command("sign")
+def policy_sign(
+    directory: Annotated[Path | None, typer.Argument(help="Bundle folder (default: <home>/policy).")] = None,
+    version: Annotated[int | None, typer.Option(help="Version (default: previous + 1).")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write manifest.json and its signature with the home's policy key."""
+    from interlock.home import Home, default_home
+    from interlock.policy.bundle import sign_bundle
+
+    d = _policy_dir(directory, home)
+    try:
+        h = Home.load(default_home(home))
+        manifest = sign_bundle(d, h.private_key("policy"), version=version)
+    except Error as exc:
+        _fail(exc.diagnostics())
+    data = manifest.to_json() if hasattr(manifest, "to_json") else dict(manifest)
+    if json_:
+        _emit_json(data)
+    else:
+        out.print(f"[green]Signed[/] {d} as version {data.get('version')} ({len(data.get('files', {}))} files)")
+
+
+@policy_app.command("validate")
+def policy_validate(
+    directory: Annotated[Path | None, typer.Argument(help="Bundle folder (default: <home>/policy).")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Validate policies against the bundle's schema."""
+    from interlock.policy.bundle import validate_bundle
+
+    d = _policy_dir(directory, home)
+    try:
+        problems = validate_bundle(d)
+    except Error as exc:
+        _fail(exc.diagnostics(), EXIT_DENY)
+    if json_:
+        _emit_json({"valid": not problems, "errors": problems})
+    elif problems:
+        for p in problems:
+            err.print(f"[red]✗[/] {p}")
+    else:
+        out.print(f"[green]✓[/] {d}: policies validate against the schema")
+    raise typer.Exit(EXIT_DENY if problems else EXIT_OK)
+
+
+@policy_app.command("test")
+def policy_test(
+    directory: Annotated[Path | None, typer.Argument(help="Bundle folder with tests/*.json.")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Run the request/expected-decision cases stored beside the policies."""
+    from interlock.policy.testing import run_policy_tests
+
+    d = _policy_dir(directory, home)
+    try:
+        results = run_policy_tests(d)
+    except Error as exc:
+        _fail(exc.diagnostics())
+    failed = [r for r in results if not r.passed]
+    if json_:
+        _emit_json({"passed": len(results) - len(failed), "failed": len(failed),
+                    "cases": [r.to_json() for r in results]})
+    else:
+        t = Table(title=f"Policy tests: {d}")
+        for col in ("case", "expected", "got", ""):
+            t.add_column(col)
+        for r in results:
+            t.add_row(r.name, r.expected, r.got, "[green]✓[/]" if r.passed else "[red]✗[/]")
+        out.print(t)
+        out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    raise typer.Exit(EXIT_DENY if failed or not results else EXIT_OK)
+
+
+@policy_app.command("diff")
+def policy_diff(
+    old: Annotated[Path, typer.Argument(help="Old bundle folder.")],
+    new: Annotated[Path, typer.Argument(help="New bundle folder.")],
+    requests: Annotated[Path | None, typer.Option(help="JSON list of requests (default: recorded ones).")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Which requests change decision between two bundles (given, or recorded on the ledger)."""
+    from interlock.policy.testing import diff_bundles
+
+    if requests is not None:
+        try:
+            reqs = json.loads(requests.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read requests from {requests}: {exc}")
+        if not isinstance(reqs, list):
+            _fail("--requests must hold a JSON list of requests")
+    else:
+        from interlock.audit import recorded_requests
+
+        with _gate(home) as gate:
+            reqs = recorded_requests(gate.ledger)
+    try:
+        rows = diff_bundles(old, new, reqs)
+    except Error as exc:
+        _fail(exc.diagnostics())
+    if json_:
+        _emit_json({"requests": len(reqs), "changed": [r.to_json() for r in rows]})
+    else:
+        t = Table(title=f"{len(rows)} of {len(reqs)} request(s) change decision")
+        for col in ("principal", "action", "resource", "old", "new"):
+            t.add_column(col)
+        for r in rows:
+            j = r.to_json()
+            req = j["request"]
+            res = req.get("resource", {})
+            t.add_row(str(req.get("principal")), str(req.get("action")),
+                      f"{res.get('type')}::{res.get('id')}", str(j["old"]), str(j["new"]))
+        out.print(t)
+    raise typer.Exit(EXIT_DENY if rows else EXIT_OK)
+
+
+# -- ledger ----------------------------------------------------------------------------------------
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err, transient=True,
+    )
+
+
+@ledger_app.command("verify")
+def ledger_verify(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Recompute every hash, tile and checkpoint; exit 1 naming the first bad index."""
+    from interlock.audit import verify_ledger
+
+    with _gate(home) as gate:
+        try:
+            if json_:
+                rep = verify_ledger(gate.ledger, gate.vkey)
+            else:
+                with _progress() as prog:
+                    task = prog.add_task("verifying ledger", total=gate.ledger.size() or 1)
+                    rep = verify_ledger(gate.ledger, gate.vkey,
+                                        progress=lambda n, t: prog.update(task, completed=n, total=t or 1))
+        except VerificationError as exc:
+            if json_:
+                _emit_json({"ok": False, "error": exc.message, "index": exc.evidence.get("index")})
+            else:
+                err.print(f"[bold red]✗ ledger verification FAILED[/] at index {exc.evidence.get('index')}: {exc.message}")
+            raise typer.Exit(EXIT_DENY) from None
+    data = {"ok": True, "entries": rep.entries, "checkpoints": rep.checkpoints, "root": rep.root.hex(), "size": rep.size}
+    if json_:
+        _emit_json(data)
+    else:
+        out.print(f"[bold green]✓ ledger verified[/]: {rep.entries} entries, {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…")
+
+
+@ledger_app.command("vkey")
+def ledger_vkey(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Print the log's C2SP verifier key (give it to auditors)."""
+    with _gate(home) as gate:
+        v = gate.vkey
+    if json_:
+        _emit_json({"vkey": v})
+    else:
+        sys.stdout.write(v + "\n")
+
+
+@ledger_app.command("checkpoint")
+def ledger_checkpoint(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Print the latest signed checkpoint (signing a fresh one if entries are uncovered)."""
+    with _gate(home) as gate:
+        cp = gate.ledger.latest_checkpoint()
+        if cp is None or cp.size < gate.ledger.size():
+            cp = gate.ledger.checkpoint()
+    if cp is None:
+        _fail("the ledger is empty: no checkpoint yet", EXIT_DENY)
+    if json_:
+        _emit_json({"size": cp.size, "root": cp.root.hex(), "note": cp.note, "created": cp.created})
+    else:
+        sys.stdout.write(cp.note)
+
+
+@ledger_app.command("show")
+def ledger_show(
+    index: Annotated[int, typer.Argument(help="Entry index.")],
+    raw: Annotated[bool, typer.Option("--raw", help="Print the exact stored bytes.")] = False,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print one ledger entry."""
+    with _gate(home) as gate:
+        try:
+            data = gate.ledger.entry(index)
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+    if raw:
+        sys.stdout.buffer.write(data + b"\n")
+        return
+    rec = json.loads(data)
+    if json_:
+        _emit_json({"index": index, "record": rec})
+    else:
+        out.print_json(data.decode())
+
+
+@ledger_app.command("tail")
+def ledger_tail(
+    n: Annotated[int, typer.Option("-n", help="How many entries.")] = 10,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the last N entries."""
+    with _gate(home) as gate:
+        size = gate.ledger.size()
+        rows = [(i, json.loads(d)) for i, _h, d in gate.ledger.iter_entries(max(0, size - n))]
+    if json_:
+        _emit_json([{"index": i, "record": r} for i, r in rows])
+        return
+    t = Table(title=f"Last {len(rows)} of {size} entries")
+    for col in ("#", "time", "type", "principal / event", "action", "resource", "effect", "reason"):
+        t.add_column(col)
+    for i, r in rows:
+        req = r.get("request", {})
+        res = req.get("resource") or {}
+        reasons = ",".join(x["code"] for x in r.get("reasons", []))
+        eff = r.get("effect", "")
+        colour = "green" if eff == "allow" else "red" if eff == "deny" else "white"
+        t.add_row(str(i), r.get("ts", "")[11:23], r.get("type", ""),
+                  req.get("principal", r.get("event", "")), req.get("action", ""),
+                  f"{res.get('type')}::{res.get('id')}" if res else "", f"[{colour}]{eff}[/]", reasons)
+    out.print(t)
+
+
+@ledger_app.command("consistency")
+def ledger_consistency(
+    old: Annotated[int, typer.Argument(help="Older tree size.")],
+    new: Annotated[int, typer.Argument(help="Newer tree size.")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print (and check) an RFC 9162 consistency proof between two tree sizes."""
+    from interlock.ledger import merkle
+
+    with _gate(home) as gate:
+        try:
+            proof = gate.ledger.consistency_proof(old, new)
+            old_root, new_root = gate.ledger.root_at(old), gate.ledger.root_at(new)
+            merkle.verify_consistency(old, new, old_root, new_root, proof)
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+    data = {"old": old, "new": new, "old_root": old_root.hex(), "new_root": new_root.hex(),
+            "proof": [p.hex() for p in proof]}
+    if json_:
+        _emit_json(data)
+    else:
+        out.print(f"[green]✓ consistent[/]: {old} → {new}")
+        for p in proof:
+            out.print(f"  {p.hex()}")
+
+
+@ledger_app.command("proof")
+def ledger_proof(
+    index: Annotated[int, typer.Argument(help="Entry index.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the tlog-proof file here.")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a C2SP tlog-proof@v1 evidence bundle (entry + inclusion proof + checkpoint)."""
+    from interlock.audit import proof_bundle
+
+    with _gate(home) as gate:
+        try:
+            text = proof_bundle(gate.ledger, index)
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+        vkey = gate.vkey
+    if out_file is not None:
+        out_file.write_text(text, encoding="utf-8")
+        if json_:
+            _emit_json({"index": index, "file": str(out_file), "vkey": vkey})
+        else:
+            out.print(f"[green]Wrote[/] evidence bundle for entry {index} to {out_file}")
+            out.print(f"Verify offline: interlock receipt verify {out_file} --vkey '{vkey}'")
+    elif json_:
+        _emit_json({"index": index, "proof": text, "vkey": vkey})
+    else:
+        sys.stdout.write(text)
+
+
+@ledger_app.command("export-tiles")
+def ledger_export_tiles(
+    directory: Annotated[Path, typer.Argument(help="Output folder (C2SP tlog-tiles layout).")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Export the ledger as C2SP tlog-tiles (checkpoint, tile/L/N, tile/entries/N)."""
+    from interlock.audit import export_ledger_tiles
+
+    with _gate(home) as gate:
+        try:
+            n = export_ledger_tiles(gate.ledger, directory)
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+    if json_:
+        _emit_json({"directory": str(directory), "files": n})
+    else:
+        out.print(f"[green]Exported[/] {n} files to {directory}")
+
+
+@ledger_app.command("replay")
+def ledger_replay(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Re-decide every recorded request with its pinned snapshot; exit 0 only with 0 mismatches."""
+    from interlock.audit import replay
+
+    with _gate(home) as gate:
+        if json_:
+            rep = replay(gate)
+        else:
+            with _progress() as prog:
+                task = prog.add_task("replaying decisions", total=gate.ledger.size() or 1)
+                rep = replay(gate, progress=lambda n, t: prog.update(task, completed=n, total=t or 1))
+    if json_:
+        _emit_json(rep.to_json())
+    else:
+        colour = "green" if rep.ok else "red"
+        out.print(f"[bold {colour}]{'✓' if rep.ok else '✗'} replay[/]: {rep.replayed} decisions re-decided,"
+                  f" {rep.matched} byte-identical, {len(rep.mismatches)} mismatches,"
+                  f" {len(rep.unverifiable)} unverifiable, {rep.skipped_stage} intake/gate denials not re-decided")
+        for m in rep.mismatches[:20]:
+            err.print(f"  mismatch at {m['index']}: recorded {m['recorded']} replayed {m['replayed']}")
+        for u in rep.unverifiable[:20]:
+            err.print(f"  unverifiable at {u['index']}: {u['why']}")
+    raise typer.Exit(EXIT_OK if rep.ok else EXIT_DENY)
+
+
+# -- receipts --------------------------------------------------------------------------------------
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    file: Annotated[Path, typer.Argument(help="A .tlog-proof evidence bundle.")],
+    vkey: Annotated[str | None, typer.Option(help="The log's verifier key (C2SP vkey).")] = None,
+    vkey_file: Annotated[Path | None, typer.Option(help="File holding the verifier key.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Verify an evidence bundle offline: checkpoint signature, inclusion, entry bytes. No home."""
+    from interlock.ledger.verify import verify_proof_bundle
+
+    if vkey is None and vkey_file is None:
+        _fail("give the log's verifier key with --vkey or --vkey-file (interlock ledger vkey prints it)")
+    key = vkey if vkey is not None else vkey_file.read_text(encoding="utf-8").strip()  # type: ignore[union-attr]
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+    try:
+        entry = verify_proof_bundle(text, key)
+    except Error as exc:
+        if json_:
+            _emit_json({"ok": False, "error": exc.message})
+        else:
+            err.print(f"[bold red]✗ evidence does NOT verify[/]: {exc.message}")
+        raise typer.Exit(EXIT_DENY) from None
+    try:
+        rec = json.loads(entry.data)
+    except ValueError:
+        rec = None
+    if json_:
+        _emit_json({"ok": True, "index": entry.index, "tree_size": entry.tree_size, "record": rec})
+        return
+    out.print(f"[bold green]✓ evidence verified[/]: entry {entry.index} is in the log of size {entry.tree_size}"
+              f" signed by {entry.checkpoint.origin}")
+    if isinstance(rec, dict):
+        req = rec.get("request", {})
+        out.print(f"  {rec.get('type')} {rec.get('effect', rec.get('event', ''))}  {req.get('principal', '')}"
+                  f" {req.get('action', '')} {json.dumps(req.get('resource'))}  at {rec.get('ts')}")
+
+
+# -- demo and bench --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(json_: JsonOpt = False) -> None:
+    """Run the scripted scenario in a fresh temporary home: allows, denials with reasons, a verified ledger."""
+    from interlock.demo import run_demo
+
+    result = run_demo(console=None if json_ else out)
+    if json_:
+        _emit_json(result.to_json())
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_DENY)
+
+
+@app.command()
+def bench(
+    json_: JsonOpt = False,
+    quick: Annotated[bool, typer.Option(help="Smaller sizes (for smoke tests).")] = False,
+) -> None:
+    """Measure DESIGN §10 figures, each beside a baseline measured in the same run."""
+    from interlock.bench import run_benchmarks
+
+    results = run_benchmarks(quick=quick, console=None if json_ else err)
+    if json_:
+        _emit_json(results)
+        return
+    t = Table(title="Interlock benchmarks (ratios against baselines measured in this run)")
+    for col in ("figure", "value", "unit", "baseline", "ratio", "goal", "met"):
+        t.add_column(col)
+    for k, v in results.items():
+        t.add_row(k, f"{v['value']:.4g}", v["unit"], f"{v['baseline']:.4g}", f"{v['ratio']:.3g}",
+                  v.get("goal", ""), "[green]yes[/]" if v.get("met") else "[red]no[/]")
+    out.print(t)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except Error as exc:  # a bug that escaped a command: still a clear message, never a traceback
+        err.print(f"[bold red]error:[/] {exc.diagnostics()}")
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,695 @@
+"""The decision point: the fail-closed pipeline, and the only place that returns allow.
+
+    >>> import interlock
+    >>> gate = interlock.open(".interlock")                       # doctest: +SKIP
+    >>> d = gate.decide({"principal": "spiffe://acme.test/agent/researcher",
+    ...                  "action": "tool.call", "resource": {"type": "Tool", "id": "web_search"},
+    ...                  "capability": token})                     # doctest: +SKIP
+    >>> d.effect, d.codes, d.ledger_index                          # doctest: +SKIP
+    (<Effect.ALLOW: 'allow'>, (), 7)
+
+Two parts:
+
+* :func:`decide` is PURE (DESIGN I3): ``decide(request, snapshot, lineage) -> Verdict``. No
+  clock, no randomness, no I/O. Validators run in the fixed order of DESIGN §2; the first
+  denial wins. Allow is its last line and nowhere else.
+* :class:`Gate` does the I/O around it: intake (reads the clock once), the lineage lookup,
+  the deadline, the durable ledger append. An allow is returned only after its record is
+  committed (I1). Every exception becomes a deny (I2): ``Gate.decide`` never raises and never
+  allows on an error path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from interlock.capability import CapabilityVerifier
+from interlock.core.canonical import canonical_bytes, digest
+from interlock.core.model import (
+    RECORD_VERSION,
+    ActionRequest,
+    Decision,
+    Effect,
+    Reason,
+    ReasonCode,
+    RecordType,
+    Stage,
+    format_time,
+)
+from interlock.errors import Error, LedgerCorrupt, LedgerError, MalformedRequest, PolicyError
+from interlock.home import Home, default_home
+from interlock.intake import new_request_id, parse_request
+from interlock.ledger.note import NoteSigner, NoteVerifier
+from interlock.ledger.storage.sqlite import Append, ExecutionRow, SqliteLedger
+from interlock.policy.bundle import PolicyBundle, load_bundle
+from interlock.policy.engine import PolicyEngine
+from interlock.trust import keys
+
+__all__ = ["Gate", "Lineage", "Snapshot", "Verdict", "decide", "open_gate"]
+
+#: obligations this version knows how to enforce; any other obligation denies (fail-closed)
+KNOWN_OBLIGATIONS = frozenset({"approval"})
+TRUST_REFRESH_S = 0.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lineage:
+    """What the gate found about the request's parent, an *input* of :func:`decide`.
+
+    ``status`` is ``none`` (no parent), ``allowed``, ``denied``, ``terminated`` or ``unknown``.
+    """
+
+    parent: str | None = None
+    status: str = "none"
+    depth: int = 0
+    parent_leaf: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "depth": self.depth}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """Immutable governance state a decision reads. ``id`` names it in every record."""
+
+    id: str
+    descriptor: Mapping[str, Any]
+    capabilities: CapabilityVerifier
+    engine: PolicyEngine | None
+    policy_problem: str | None
+    revoked: frozenset[str]
+    trust_version: int
+    max_depth: int
+    quarantined: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        root_public: bytes,
+        bundle: PolicyBundle | None,
+        policy_problem: str | None,
+        revoked: frozenset[str],
+        trust_version: int,
+        max_depth: int,
+        engine: PolicyEngine | None = None,
+    ) -> Snapshot:
+        descriptor = {
+            "v": 1,
+            "capability_root": root_public.hex(),
+            "policy_digest": bundle.digest if bundle else None,
+            "policy_version": bundle.version if bundle else None,
+            "policy_problem": policy_problem,
+            "trust_version": trust_version,
+            "max_depth": max_depth,
+        }
+        if engine is None and bundle is not None:
+            engine = PolicyEngine.from_bundle(bundle)
+        return cls(
+            id=digest(descriptor),
+            descriptor=descriptor,
+            capabilities=CapabilityVerifier(root_public),
+            engine=engine,
+            policy_problem=policy_problem,
+            revoked=revoked,
+            trust_version=trust_version,
+            max_depth=max_depth,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    effect: Effect
+    reasons: tuple[Reason, ...] = ()
+    obligations: tuple[str, ...] = ()
+
+
+def _deny(code: ReasonCode, detail: str, policy: str | None = None) -> Verdict:
+    return Verdict(effect=Effect.DENY, reasons=(Reason(code=code, detail=detail, policy=policy),))
+
+
+def _cedar_value(value: Any) -> Any:
+    """Cedar has no floats: they reach policies as decimal strings (use ``decimal(...)``)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _cedar_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cedar_value(v) for v in value]
+    return value
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+def request_digest(request: ActionRequest) -> str:
+    """Digest of what an approval binds to: who, what, on what, with which arguments."""
+    return digest(
+        {
+            "principal": request.principal,
+            "action": request.action,
+            "resource": request.resource.to_json(),
+            "args": request.args,
+            "context": request.context,
+        },
+        allow_floats=True,
+    )
+
+
+def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verdict:
+    """The pure pipeline (DESIGN §2). Same inputs, same verdict.
+
+    Returns a deny with one of: IDENTITY_UNVERIFIED, CAPABILITY_INVALID, CAPABILITY_EXPIRED,
+    CAPABILITY_REVOKED, CAPABILITY_INSUFFICIENT, PRINCIPAL_QUARANTINED, LINEAGE_BROKEN,
+    POLICY_UNAVAILABLE, POLICY_NO_PERMIT, POLICY_FORBID, POLICY_ERROR, APPROVAL_REQUIRED.
+    Raises only on programmer error; the gate turns that into INTERNAL_ERROR.
+    """
+    now = request.epoch
+
+    # identity & capability: signature, principal binding, expiry, revocation, coverage
+    if not request.capability:
+        return _deny(
+            ReasonCode.IDENTITY_UNVERIFIED,
+            "no capability presented: the principal's identity cannot be established",
+        )
+    cap = snapshot.capabilities.check(
+        token=request.capability,
+        principal=request.principal,
+        action=request.action,
+        resource=request.resource.uid,
+        parent=request.parent,
+        now=now,
+        revoked=snapshot.revoked,
+        args=request.args,
+    )
+    if not cap.ok:
+        return _deny(cap.code or ReasonCode.CAPABILITY_INVALID, cap.detail)
+
+    if request.principal in snapshot.quarantined:
+        return _deny(ReasonCode.PRINCIPAL_QUARANTINED, "principal is quarantined")
+
+    # lineage (DESIGN I5)
+    if request.parent is not None:
+        if lineage.parent != request.parent:
+            return _deny(ReasonCode.LINEAGE_BROKEN, "lineage facts do not name this parent")
+        if lineage.status != "allowed":
+            return _deny(
+                ReasonCode.LINEAGE_BROKEN,
+                f"parent {request.parent} is {lineage.status}: only a recorded, allowed, "
+                "not-terminated execution can have children",
+            )
+        if lineage.depth > snapshot.max_depth:
+            return _deny(
+                ReasonCode.LINEAGE_BROKEN,
+                f"lineage depth {lineage.depth} exceeds the limit {snapshot.max_depth}",
+            )
+
+    # policy availability and evaluation
+    engine = snapshot.engine
+    if engine is None:
+        return _deny(
+            ReasonCode.POLICY_UNAVAILABLE,
+            snapshot.policy_problem or "no valid signed policy bundle is loaded",
+        )
+    args = request.args
+    context = request.context
+    if _has_float(args) or _has_float(context):
+        args, context = _cedar_value(args), _cedar_value(context)
+    result = engine.evaluate(
+        principal=request.principal,
+        action=request.action,
+        resource_type=request.resource.type,
+        resource_id=request.resource.id,
+        args=args,
+        context=context,
+        now=now,
+    )
+    if not result.permitted:
+        policies = ",".join(result.policies) or None
+        return _deny(result.code or ReasonCode.POLICY_ERROR, result.detail, policies)
+
+    # obligations: enforce what we know, deny what we don't
+    for ob in result.obligations:
+        if ob not in KNOWN_OBLIGATIONS:
+            return _deny(ReasonCode.POLICY_ERROR, f"unknown obligation {ob!r} on a permit policy")
+        if ob == "approval":
+            return _deny(
+                ReasonCode.APPROVAL_REQUIRED,
+                f"a signed human approval is required for request digest {request_digest(request)}",
+                ",".join(result.policies) or None,
+            )
+
+    return Verdict(effect=Effect.ALLOW, obligations=result.obligations)
+
+
+def decision_record(
+    request: ActionRequest,
+    verdict: Verdict,
+    *,
+    snapshot_id: str | None,
+    lineage: Lineage,
+    stage: Stage,
+) -> dict[str, Any]:
+    """The ledger record of a decision. Its RFC 8785 bytes are the leaf data; their SHA-256
+    is the decision hash. Arguments, context and token are recorded by digest."""
+    rec: dict[str, Any] = {
+        "v": RECORD_VERSION,
+        "type": RecordType.DECISION.value,
+        "id": request.id,
+        "ts": request.time,
+        "stage": stage.value,
+        "request": {
+            "principal": request.principal,
+            "action": request.action,
+            "resource": request.resource.to_json(),
+            "args_sha256": digest(request.args, allow_floats=True),
+            "context_sha256": digest(request.context, allow_floats=True),
+            "capability_sha256": (
+                hashlib.sha256(request.capability.encode()).hexdigest()
+                if request.capability
+                else None
+            ),
+            "traceparent": request.traceparent,
+        },
+        "parent": request.parent,
+        "parent_leaf": lineage.parent_leaf,
+        "snapshot": snapshot_id,
+        "effect": verdict.effect.value,
+        "reasons": [r.to_json() for r in verdict.reasons],
+        "obligations": list(verdict.obligations),
+    }
+    if request.parent is not None:
+        rec["lineage"] = lineage.to_json()
+    return rec
+
+
+def _payload_blob(request: ActionRequest) -> bytes:
+    return canonical_bytes(
+        {"args": request.args, "context": request.context, "capability": request.capability},
+        allow_floats=True,
+    )
+
+
+class Gate:
+    """An open governance home: the snapshot, the ledger, and :meth:`decide`.
+
+    Use :meth:`Gate.open` (or ``interlock.open``). Thread-safe: many threads may decide at
+    once; their ledger appends share fsyncs (group commit).
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        ledger: SqliteLedger,
+        verifier: NoteVerifier,
+        *,
+        clock_ns: Any = time.time_ns,
+    ) -> None:
+        self.home = home
+        self.ledger = ledger
+        self.log_verifier = verifier
+        self._clock_ns = clock_ns
+        self._lock = threading.Lock()
+        self._stored_snapshots: set[str] = set()
+        self._corrupt: str | None = None
+        self._root_public = keys.public_raw(home.private_key("biscuit-root"))
+        self._bundle: PolicyBundle | None = None
+        self._engine: PolicyEngine | None = None
+        self._policy_problem: str | None = None
+        self._trust_checked = 0.0
+        self._snapshot: Snapshot | None = None
+        cfg = home.config
+        self.deadline_ns = cfg.deadline_ms * 1_000_000
+        self.ledger_timeout_s = cfg.ledger_timeout_ms / 1000
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, *, clock_ns: Any = time.time_ns) -> Gate:
+        """Open a governance home: verify the ledger's tail, load the signed policy bundle.
+
+        A gate whose ledger or policy is broken still opens, and denies everything with the
+        reason (LEDGER_CORRUPT, POLICY_UNAVAILABLE): fail-closed, and visible.
+
+        Raises:
+            ConfigError: if there is no home at ``home`` (nothing can be decided or recorded).
+            KeyError_: if a key file is missing or has unsafe permissions.
+        """
+        h = Home.load(default_home(home))
+        log_key = h.private_key("log")
+        signer = NoteSigner(h.config.origin, log_key)
+        verifier = NoteVerifier.from_vkey(signer.vkey)
+        ledger = SqliteLedger(h.ledger_path, signer=signer, durability=h.config.durability)
+        gate = cls(h, ledger, verifier, clock_ns=clock_ns)
+        try:
+            ledger.self_check(verifier)
+        except LedgerError as exc:
+            gate._corrupt = exc.diagnostics()
+        gate.reload_policy()
+        return gate
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def __enter__(self) -> Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def vkey(self) -> str:
+        """The log's C2SP verifier key."""
+        return NoteSigner(self.home.config.origin, self.home.private_key("log")).vkey
+
+    @property
+    def corrupt(self) -> str | None:
+        """Why this node stopped allowing because of its ledger, or None."""
+        return self._corrupt
+
+    # -- governance state -------------------------------------------------------------------------
+
+    def reload_policy(self) -> None:
+        """Load ``<home>/policy`` if its signature verifies and its version does not go back;
+        record the load on the ledger. On failure the previous bundle stays active only if it
+        is still the recorded one; with none, every decision is POLICY_UNAVAILABLE."""
+        last_version = int(self.ledger.get_meta("policy_version") or 0)
+        last_digest = self.ledger.get_meta("policy_digest")
+        try:
+            bundle = load_bundle(
+                self.home.policy_dir, self.home.trusted_policy_keys(), min_version=last_version
+            )
+            if bundle.version == last_version and last_digest and bundle.digest != last_digest:
+                raise PolicyError(
+                    f"bundle version {bundle.version} was already loaded with different content;"
+                    " sign changes with a higher version (interlock policy sign)"
+                )
+        except (PolicyError, OSError, ValueError) as exc:
+            message = exc.diagnostics() if isinstance(exc, Error) else str(exc)
+            with self._lock:
+                self._policy_problem = f"policy bundle rejected: {message}"
+                if self._bundle is None:
+                    self._engine = None
+            self._rebuild_snapshot(force_trust=True)
+            return
+        engine = PolicyEngine.from_bundle(bundle)
+        if bundle.digest != last_digest and self._corrupt is None:
+            now = format_time(datetime.fromtimestamp(self._clock_ns() / 1e9, UTC))
+            rec = {
+                "v": RECORD_VERSION,
+                "type": RecordType.GOVERNANCE.value,
+                "event": "policy.loaded",
+                "id": new_request_id(self._clock_ns()),
+                "ts": now,
+                "policy_version": bundle.version,
+                "policy_digest": bundle.digest,
+            }
+            self.ledger.append(
+                [
+                    Append(
+                        record=canonical_bytes(rec),
+                        blobs={f"bundle:{bundle.digest}": bundle.to_blob()},
+                        meta={
+                            "policy_version": str(bundle.version),
+                            "policy_digest": bundle.digest,
+                        },
+                    )
+                ],
+                timeout=self.ledger_timeout_s,
+            )
+        with self._lock:
+            self._bundle, self._engine, self._policy_problem = bundle, engine, None
+        self._rebuild_snapshot(force_trust=True)
+
+    def _rebuild_snapshot(self, *, force_trust: bool = False) -> Snapshot:
+        version, revoked = self.ledger.revocations()
+        with self._lock:
+            snap = self._snapshot
+            if (
+                not force_trust
+                and snap is not None
+                and snap.trust_version == version
+            ):
+                return snap
+            snap = Snapshot.build(
+                root_public=self._root_public,
+                bundle=self._bundle,
+                policy_problem=self._policy_problem,
+                revoked=revoked,
+                trust_version=version,
+                max_depth=self.home.config.max_lineage_depth,
+                engine=self._engine,
+            )
+            self._snapshot = snap
+            return snap
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot; revocations committed by other processes are picked up within
+        100 ms."""
+        snap = self._snapshot
+        now = time.monotonic()
+        if snap is None or now - self._trust_checked > TRUST_REFRESH_S:
+            self._trust_checked = now
+            snap = self._rebuild_snapshot()
+        return snap
+
+    def revoke(self, revocation_ids: tuple[str, ...], *, reason: str = "") -> int:
+        """Revoke capability revocation ids; effective for this gate at once.
+
+        Raises:
+            LedgerUnavailable: if the governance record could not be committed.
+        """
+        rec = {
+            "v": RECORD_VERSION,
+            "type": RecordType.GOVERNANCE.value,
+            "event": "capability.revoked",
+            "id": new_request_id(self._clock_ns()),
+            "ts": format_time(datetime.fromtimestamp(self._clock_ns() / 1e9, UTC)),
+            "revocation_ids": list(revocation_ids),
+            "reason": reason,
+        }
+        (res,) = self.ledger.append(
+            [Append(record=canonical_bytes(rec), revocations=revocation_ids)],
+            timeout=self.ledger_timeout_s,
+        )
+        self._rebuild_snapshot(force_trust=True)
+        return res.index
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def decide(self, request: Mapping[str, Any] | bytes | str) -> Decision:
+        """Decide one action request and record the decision before answering.
+
+        Never raises. Returns allow only when every validator passed and the record is durably
+        committed; otherwise a deny with a DESIGN §3 reason code, including MALFORMED_REQUEST,
+        DEADLINE_EXCEEDED, LEDGER_UNAVAILABLE, LEDGER_CORRUPT and INTERNAL_ERROR.
+        """
+        started = time.perf_counter_ns()
+        try:
+            return self._decide(request, started)
+        except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
+            return self._error_decision(exc)
+
+    def _now(self) -> tuple[str, str]:
+        ns = self._clock_ns()
+        when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
+        return new_request_id(ns), when
+
+    def _decide(self, raw: Mapping[str, Any] | bytes | str, started: int) -> Decision:
+        request_id, when = self._now()
+        if self._corrupt is not None:
+            return self._unrecorded(
+                request_id, ReasonCode.LEDGER_CORRUPT, f"ledger failed verification: {self._corrupt}"
+            )
+        snapshot = self.snapshot
+        try:
+            request = parse_request(raw, request_id=request_id, time=when)
+        except MalformedRequest as exc:
+            return self._record_malformed(raw, exc, request_id, when, snapshot.id)
+
+        lineage = self._lineage(request)
+        verdict = decide(request, snapshot, lineage)
+        stage = Stage.PIPELINE
+        elapsed = time.perf_counter_ns() - started
+        if elapsed > self.deadline_ns:
+            verdict = _deny(
+                ReasonCode.DEADLINE_EXCEEDED,
+                f"decision took {elapsed / 1e6:.1f} ms, over the {self.deadline_ns / 1e6:.0f} ms"
+                " deadline",
+            )
+            stage = Stage.GATE
+        return self._commit(request, verdict, snapshot, lineage, stage)
+
+    def _lineage(self, request: ActionRequest) -> Lineage:
+        if request.parent is None:
+            return Lineage()
+        row = self.ledger.execution(request.parent)
+        if row is None:
+            return Lineage(parent=request.parent, status="unknown", depth=0)
+        status = row.status if row.effect == Effect.ALLOW.value else "denied"
+        return Lineage(
+            parent=request.parent,
+            status=status,
+            depth=row.depth + 1,
+            parent_leaf=row.leaf_hash.hex(),
+        )
+
+    def _commit(
+        self,
+        request: ActionRequest,
+        verdict: Verdict,
+        snapshot: Snapshot,
+        lineage: Lineage,
+        stage: Stage,
+    ) -> Decision:
+        record = decision_record(
+            request, verdict, snapshot_id=snapshot.id, lineage=lineage, stage=stage
+        )
+        data = canonical_bytes(record)
+        decision_hash = hashlib.sha256(data).hexdigest()
+        blobs = {f"req:{request.id}": _payload_blob(request)}
+        if snapshot.id not in self._stored_snapshots:
+            blobs[f"snapshot:{snapshot.id}"] = canonical_bytes(dict(snapshot.descriptor))
+        allowed = verdict.effect is Effect.ALLOW
+        row = ExecutionRow(
+            id=request.id,
+            effect=verdict.effect.value,
+            status="allowed" if allowed else "denied",
+            parent=request.parent,
+            depth=lineage.depth,
+        )
+        try:
+            (res,) = self.ledger.append(
+                [Append(record=data, blobs=blobs, execution=row)], timeout=self.ledger_timeout_s
+            )
+        except LedgerError as exc:
+            if isinstance(exc, LedgerCorrupt):
+                self._corrupt = exc.diagnostics()
+            code = (
+                ReasonCode.LEDGER_CORRUPT
+                if isinstance(exc, LedgerCorrupt)
+                else ReasonCode.LEDGER_UNAVAILABLE
+            )
+            return Decision(
+                request_id=request.id,
+                effect=Effect.DENY,
+                reasons=(*((r for r in verdict.reasons) if not allowed else ()),
+                         Reason(code=code, detail=f"decision not recorded: {exc.message}")),
+                snapshot=snapshot.id,
+                decision_hash=decision_hash,
+                ledger_index=None,
+                stage=Stage.GATE,
+            )
+        self._stored_snapshots.add(snapshot.id)
+        # I1: this is the only allow in Interlock, and it is after the durable commit.
+        return Decision(
+            request_id=request.id,
+            effect=verdict.effect,
+            reasons=verdict.reasons,
+            obligations=verdict.obligations,
+            snapshot=snapshot.id,
+            decision_hash=decision_hash,
+            ledger_index=res.index,
+            stage=stage,
+        )
+
+    def _record_malformed(
+        self,
+        raw: Mapping[str, Any] | bytes | str,
+        exc: MalformedRequest,
+        request_id: str,
+        when: str,
+        snapshot_id: str,
+    ) -> Decision:
+        if isinstance(raw, bytes | str):
+            raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        else:
+            try:
+                raw_bytes = repr(dict(raw)).encode("utf-8", "surrogatepass")[: 1 << 20]
+            except Exception:  # noqa: BLE001 - an unprintable object is still a malformed request
+                raw_bytes = b"<unrepresentable>"
+        raw_digest = hashlib.sha256(raw_bytes).hexdigest()
+        reason = Reason(code=ReasonCode.MALFORMED_REQUEST, detail=exc.message[:500])
+        record = {
+            "v": RECORD_VERSION,
+            "type": RecordType.DECISION.value,
+            "id": request_id,
+            "ts": when,
+            "stage": Stage.INTAKE.value,
+            "request": {"raw_sha256": raw_digest, "raw_size": len(raw_bytes)},
+            "parent": None,
+            "parent_leaf": None,
+            "snapshot": snapshot_id,
+            "effect": Effect.DENY.value,
+            "reasons": [reason.to_json()],
+            "obligations": [],
+        }
+        data = canonical_bytes(record)
+        decision_hash = hashlib.sha256(data).hexdigest()
+        blobs = {f"raw:{raw_digest}": raw_bytes} if len(raw_bytes) <= 1 << 20 else {}
+        row = ExecutionRow(id=request_id, effect="deny", status="denied", parent=None, depth=0)
+        index: int | None
+        try:
+            (res,) = self.ledger.append(
+                [Append(record=data, blobs=blobs, execution=row)], timeout=self.ledger_timeout_s
+            )
+            index = res.index
+        except LedgerError:
+            index = None
+        return Decision(
+            request_id=request_id,
+            effect=Effect.DENY,
+            reasons=(reason,),
+            snapshot=snapshot_id,
+            decision_hash=decision_hash,
+            ledger_index=index,
+            stage=Stage.INTAKE,
+        )
+
+    def _unrecorded(self, request_id: str, code: ReasonCode, detail: str) -> Decision:
+        reason = Reason(code=code, detail=detail)
+        return Decision(
+            request_id=request_id,
+            effect=Effect.DENY,
+            reasons=(reason,),
+            snapshot="",
+            decision_hash=hashlib.sha256(canonical_bytes(reason.to_json())).hexdigest(),
+            ledger_index=None,
+            stage=Stage.GATE,
+        )
+
+    def _error_decision(self, exc: BaseException) -> Decision:
+        code = ReasonCode.INTERNAL_ERROR
+        if isinstance(exc, Error):
+            try:
+                code = ReasonCode(exc.reason_code)
+            except ValueError:
+                code = ReasonCode.INTERNAL_ERROR
+            detail = exc.diagnostics()
+        else:
+            detail = f"{type(exc).__name__}: could not decide"
+        try:
+            request_id, _ = self._now()
+        except Exception:  # noqa: BLE001 - even the clock failing must end in a deny
+            request_id = "00000000-0000-7000-8000-000000000000"
+        return self._unrecorded(request_id, code, detail[:500])
+
+
+def open_gate(home: str | Path | None = None) -> Gate:
+    """``interlock.open(home)``: open a governance home. See :meth:`Gate.open`."""
+    return Gate.open(home)

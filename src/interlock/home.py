@@ -1,0 +1,216 @@
+"""A governance home: keys, configuration, the signed policy bundle and the ledger.
+
+    >>> from pathlib import Path
+    >>> import tempfile
+    >>> home = init_home(Path(tempfile.mkdtemp()) / "gov")
+    >>> sorted(p.name for p in (home.path / "keys").iterdir())
+    ['biscuit-root.key', 'log.key', 'node.key', 'policy.key']
+
+Layout::
+
+    <home>/interlock.toml        log origin, durability, deadlines, trusted policy keys
+    <home>/keys/*.key            Ed25519 private keys, mode 0600, folder 0700, never overwritten
+    <home>/policy/               the active signed policy bundle
+    <home>/ledger.db             the ledger (SQLite, WAL)
+
+The home is chosen by ``--home DIR``, else ``INTERLOCK_HOME``, else ``./.interlock``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from interlock.errors import ConfigError, HomeExists
+from interlock.trust import keys
+
+__all__ = ["Config", "Home", "default_home", "init_home"]
+
+CONFIG_NAME = "interlock.toml"
+KEY_NAMES = ("log", "policy", "biscuit-root", "node")
+DEFAULT_POLICY_DIR = Path(__file__).parent / "policy" / "default"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """``interlock.toml``. Every field has a safe default except the log origin."""
+
+    origin: str
+    durability: str = "full"
+    deadline_ms: int = 50
+    ledger_timeout_ms: int = 2000
+    max_lineage_depth: int = 16
+    trusted_policy_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = CONFIG_NAME) -> Config:
+        """Parse and validate ``interlock.toml``.
+
+        Raises:
+            ConfigError: on a syntax error, an unknown key or a value out of range.
+        """
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        known = {"log": {"origin", "durability"},
+                 "gate": {"deadline_ms", "ledger_timeout_ms", "max_lineage_depth"},
+                 "policy": {"trusted_keys"}}
+        for section, body in doc.items():
+            if section not in known or not isinstance(body, dict):
+                raise ConfigError(f"{source}: unknown section [{section}]")
+            extra = set(body) - known[section]
+            if extra:
+                raise ConfigError(f"{source}: unknown key(s) in [{section}]: {sorted(extra)}")
+        log: dict[str, Any] = doc.get("log", {})
+        gate: dict[str, Any] = doc.get("gate", {})
+        pol: dict[str, Any] = doc.get("policy", {})
+        origin = log.get("origin")
+        if not isinstance(origin, str) or not origin or any(c.isspace() for c in origin):
+            raise ConfigError(f"{source}: [log] origin must be a non-empty string without spaces")
+        durability = log.get("durability", "full")
+        if durability not in ("full", "process"):
+            raise ConfigError(f"{source}: [log] durability must be 'full' or 'process'")
+
+        def _int(name: str, default: int, lo: int, hi: int) -> int:
+            v = gate.get(name, default)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{source}: [gate] {name} must be an integer in {lo}..{hi}")
+            return v
+
+        tk = pol.get("trusted_keys", [])
+        if not isinstance(tk, list) or not all(isinstance(k, str) for k in tk):
+            raise ConfigError(f"{source}: [policy] trusted_keys must be a list of hex keys")
+        for k in tk:
+            try:
+                keys.public_from_raw(bytes.fromhex(k))
+            except (ValueError, keys.KeyError_) as exc:
+                raise ConfigError(f"{source}: [policy] trusted key {k!r} is not hex Ed25519") from exc
+        return cls(
+            origin=origin,
+            durability=durability,
+            deadline_ms=_int("deadline_ms", 50, 1, 60_000),
+            ledger_timeout_ms=_int("ledger_timeout_ms", 2000, 1, 600_000),
+            max_lineage_depth=_int("max_lineage_depth", 16, 1, 1024),
+            trusted_policy_keys=tuple(tk),
+        )
+
+    def to_toml(self) -> str:
+        keys_list = ", ".join(f'"{k}"' for k in self.trusted_policy_keys)
+        return (
+            "# Interlock governance home configuration.\n"
+            "[log]\n"
+            f'origin = "{self.origin}"\n'
+            "# full: fsync before every allow (group commit). process: survives a process crash,\n"
+            "# not power loss.\n"
+            f'durability = "{self.durability}"\n\n'
+            "[gate]\n"
+            "# intake-to-decision budget; past it the answer is DEADLINE_EXCEEDED\n"
+            f"deadline_ms = {self.deadline_ms}\n"
+            "# how long an allow may wait for its durable ledger commit (LEDGER_UNAVAILABLE)\n"
+            f"ledger_timeout_ms = {self.ledger_timeout_ms}\n"
+            f"max_lineage_depth = {self.max_lineage_depth}\n\n"
+            "[policy]\n"
+            "# hex Ed25519 public keys whose signature on a policy bundle is trusted\n"
+            f"trusted_keys = [{keys_list}]\n"
+        )
+
+
+def default_home(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``explicit``, else ``$INTERLOCK_HOME``, else ``./.interlock``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("INTERLOCK_HOME")
+    return Path(env) if env else Path(".interlock")
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """An initialised home directory."""
+
+    path: Path
+    config: Config
+
+    @classmethod
+    def load(cls, path: Path) -> Home:
+        """Open an existing home.
+
+        Raises:
+            ConfigError: if the home or its configuration is missing or invalid.
+        """
+        cfg = path / CONFIG_NAME
+        try:
+            text = cfg.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"no Interlock home at {path} (missing {CONFIG_NAME}); run: interlock init"
+                f" --home {path}"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read {cfg}: {exc.strerror}") from exc
+        return cls(path=path, config=Config.from_toml(text, source=str(cfg)))
+
+    def key_path(self, name: str) -> Path:
+        return self.path / "keys" / f"{name}.key"
+
+    def private_key(self, name: str) -> Ed25519PrivateKey:
+        return keys.load_private_key(self.key_path(name))
+
+    def trusted_policy_keys(self) -> list[Ed25519PublicKey]:
+        return [keys.public_from_raw(bytes.fromhex(k)) for k in self.config.trusted_policy_keys]
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.path / "policy"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "ledger.db"
+
+
+def init_home(path: Path, *, origin: str | None = None, durability: str = "full") -> Home:
+    """Create a new home: four keys, ``interlock.toml``, the default signed policy bundle and an
+    empty ledger.
+
+    Raises:
+        HomeExists: if ``path`` already holds a home (nothing is overwritten).
+        ConfigError: if the directory cannot be created.
+    """
+    if (path / CONFIG_NAME).exists() or (path / "keys").exists():
+        raise HomeExists(
+            f"{path} is already an Interlock home; refusing to overwrite its keys."
+            " Choose another --home or remove it deliberately."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "keys").mkdir(mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create home {path}: {exc.strerror}") from exc
+    created = {name: keys.create_key(path / "keys" / f"{name}.key") for name in KEY_NAMES}
+    policy_pub = keys.public_raw(created["policy"]).hex()
+    install_id = secrets.token_hex(6)
+    config = Config(
+        origin=origin or f"interlock.local/{install_id}",
+        durability=durability,
+        trusted_policy_keys=(policy_pub,),
+    )
+    Config.from_toml(config.to_toml())  # what we write must be what we can read
+    (path / CONFIG_NAME).write_text(config.to_toml(), encoding="utf-8")
+
+    from interlock.policy.bundle import sign_bundle
+
+    shutil.copytree(DEFAULT_POLICY_DIR, path / "policy", ignore=shutil.ignore_patterns("__pycache__"))
+    sign_bundle(path / "policy", created["policy"], version=1)
+    home = Home(path=path, config=config)
+
+    from interlock.gate import Gate
+
+    Gate.open(home.path).close()  # creates the ledger and records the policy load
+    return home

@@ -1,0 +1,223 @@
+"""Request intake: untrusted input in, a validated :class:`ActionRequest` out.
+
+    >>> req = parse_request(
+    ...     b'{"principal": "spiffe://acme.test/agent/a", "action": "tool.call",'
+    ...     b' "resource": {"type": "Tool", "id": "web_search"}}',
+    ...     request_id="0190b3f6-7a1c-7000-8000-000000000000", time="2026-01-01T00:00:00.000000Z")
+    >>> req.resource.uid
+    'Tool::web_search'
+
+Everything an agent sends is untrusted. Intake is strict: a size limit (64 KiB request,
+64 KiB token), exact fields (unknown fields are refused), exact types, no control characters in
+identifiers, bounded nesting, integers within the I-JSON range. Any violation raises
+:class:`MalformedRequest`, which the gate records as a deny with ``MALFORMED_REQUEST`` (the raw
+input by digest), never a traceback.
+
+The id (UUIDv7) and time come from the gate, which reads its clock once; clients cannot set them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from interlock.core.model import (
+    MAX_REQUEST_BYTES,
+    MAX_TOKEN_BYTES,
+    ActionRequest,
+    Resource,
+)
+from interlock.errors import MalformedRequest
+
+__all__ = ["REQUEST_FIELDS", "new_request_id", "parse_request"]
+
+REQUEST_FIELDS = frozenset(
+    {"principal", "action", "resource", "args", "context", "capability", "parent", "traceparent"}
+)
+_REQUIRED = ("principal", "action", "resource")
+_MAX_DEPTH = 32
+_MAX_ID = 1024
+_I_JSON = 2**53 - 1
+
+# SPIFFE ID: spiffe://<trust domain>/<path>; trust domain chars per the SPIFFE spec.
+_SPIFFE_RE = re.compile(r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.\-/]{0,127}$")
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_\-]+={0,2}$")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TRACEPARENT_RE = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def new_request_id(unix_ns: int) -> str:
+    """A UUIDv7 (RFC 9562 §5.7) for the given time: 48-bit ms timestamp, random rest."""
+    ms = unix_ns // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a (12 bits)
+    value |= 0b10 << 62  # variant
+    value |= rand & ((1 << 62) - 1)  # rand_b (62 bits)
+    return str(uuid.UUID(int=value))
+
+
+def _fail(message: str, **evidence: Any) -> MalformedRequest:
+    return MalformedRequest(message, **evidence)
+
+
+def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
+    if depth > _MAX_DEPTH:
+        raise _fail(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not -_I_JSON <= value <= _I_JSON:
+            raise _fail(f"{where}: integer outside the I-JSON range (±2^53-1)")
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _fail(f"{where}: NaN and infinity are not JSON")
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json_value(v, f"{where}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _fail(f"{where}: object keys must be strings")
+            _check_json_value(v, f"{where}.{k}", depth + 1)
+        return
+    raise _fail(f"{where}: {type(value).__name__} is not a JSON type")
+
+
+def _ident(value: Any, name: str, pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"'{name}' must be a string")
+    if not value:
+        raise _fail(f"'{name}' must not be empty")
+    if len(value) > _MAX_ID:
+        raise _fail(f"'{name}' is longer than {_MAX_ID} characters")
+    if _CONTROL_RE.search(value):
+        raise _fail(f"'{name}' contains control characters")
+    if pattern is not None and not pattern.match(value):
+        raise _fail(f"'{name}' is not well-formed", value=value[:80])
+    return value
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _fail(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise _fail(f"{name} is not valid JSON")
+
+
+def parse_request(
+    raw: bytes | str | Mapping[str, Any], *, request_id: str, time: str
+) -> ActionRequest:
+    """Validate untrusted input and build an :class:`ActionRequest`.
+
+    Args:
+        raw: JSON bytes or text, or an already-decoded mapping (from the Python API).
+        request_id: the UUIDv7 the gate assigned.
+        time: the RFC 3339 time the gate read.
+
+    Raises:
+        MalformedRequest: on any violation; the message says what is wrong.
+    """
+    if isinstance(raw, bytes | str):
+        data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        if len(data_bytes) > MAX_REQUEST_BYTES:
+            raise _fail("request exceeds 64 KiB", size=len(data_bytes))
+        try:
+            text = data_bytes.decode("utf-8")
+            doc = json.loads(
+                text,
+                object_pairs_hook=_reject_duplicate_keys,
+                parse_constant=_reject_constant,
+            )
+        except MalformedRequest:
+            raise
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise _fail(f"request is not valid UTF-8 JSON: {exc}") from exc
+    elif isinstance(raw, Mapping):
+        doc = dict(raw)
+        try:
+            size = len(json.dumps(doc, allow_nan=False, default=_no_default).encode())
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise _fail(f"request is not JSON-serialisable: {exc}") from exc
+        if size > MAX_REQUEST_BYTES:
+            raise _fail("request exceeds 64 KiB", size=size)
+    else:
+        raise _fail(f"request must be a JSON object, not {type(raw).__name__}")
+
+    if not isinstance(doc, dict):
+        raise _fail("request must be a JSON object")
+    unknown = set(doc) - REQUEST_FIELDS
+    if unknown:
+        raise _fail(f"unknown field(s): {', '.join(sorted(unknown))}")
+    missing = [f for f in _REQUIRED if f not in doc]
+    if missing:
+        raise _fail(f"missing field(s): {', '.join(missing)}")
+
+    principal = _ident(doc["principal"], "principal", _SPIFFE_RE)
+    action = _ident(doc["action"], "action", _ACTION_RE)
+
+    res = doc["resource"]
+    if not isinstance(res, dict) or set(res) != {"type", "id"}:
+        raise _fail("'resource' must be an object with exactly 'type' and 'id'")
+    resource = Resource(
+        type=_ident(res["type"], "resource.type", _TYPE_RE), id=_ident(res["id"], "resource.id")
+    )
+
+    args = doc.get("args", {})
+    if not isinstance(args, dict):
+        raise _fail("'args' must be an object")
+    _check_json_value(args, "args")
+    context = doc.get("context", {})
+    if not isinstance(context, dict):
+        raise _fail("'context' must be an object")
+    _check_json_value(context, "context")
+
+    capability = doc.get("capability")
+    if capability is not None:
+        if not isinstance(capability, str):
+            raise _fail("'capability' must be a string")
+        if len(capability) > MAX_TOKEN_BYTES:
+            raise _fail("capability exceeds 64 KiB", size=len(capability))
+        if not _B64URL_RE.match(capability):
+            raise _fail("'capability' is not base64url")
+
+    parent = doc.get("parent")
+    if parent is not None:
+        parent = _ident(parent, "parent", _UUID_RE)
+    traceparent = doc.get("traceparent")
+    if traceparent is not None:
+        traceparent = _ident(traceparent, "traceparent", _TRACEPARENT_RE)
+
+    return ActionRequest(
+        id=request_id,
+        time=time,
+        principal=principal,
+        action=action,
+        resource=resource,
+        args=args,
+        context=context,
+        capability=capability,
+        parent=parent,
+        traceparent=traceparent,
+    )
+
+
+def _no_default(obj: Any) -> Any:
+    raise TypeError(f"{type(obj).__name__} is not a JSON type")

@@ -1,0 +1,74 @@
+"""Shared fixtures: real homes, real keys, real SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from interlock.ledger.note import NoteSigner, NoteVerifier
+from interlock.ledger.storage.sqlite import SqliteLedger
+
+RESEARCHER = "spiffe://acme.test/agent/researcher"
+SUMMARIZER = "spiffe://acme.test/agent/researcher/summarizer"
+
+
+@pytest.fixture
+def signer() -> NoteSigner:
+    return NoteSigner("interlock.test/log", Ed25519PrivateKey.generate())
+
+
+@pytest.fixture
+def verifier(signer: NoteSigner) -> NoteVerifier:
+    return NoteVerifier.from_vkey(signer.vkey)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, signer: NoteSigner) -> Iterator[SqliteLedger]:
+    led = SqliteLedger(tmp_path / "ledger.db", signer=signer)
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh governance home (keys, config, signed default policy, ledger)."""
+    from interlock.home import init_home
+
+    return init_home(tmp_path / "home", origin="interlock.test/home").path
+
+
+@pytest.fixture
+def issue(home: Path):  # type: ignore[no-untyped-def]
+    """Issue a real Biscuit token from the home's root key: issue(principal, *rights, ttl=...)."""
+    from interlock.capability import CapabilityIssuer, Right
+    from interlock.home import Home
+    from interlock.trust import keys
+
+    h = Home.load(home)
+    issuer = CapabilityIssuer(keys.private_raw(h.private_key("biscuit-root")))
+
+    def _issue(principal: str = RESEARCHER, *rights: str, ttl: timedelta = timedelta(minutes=15)) -> str:
+        rs = [Right.parse(r) for r in (rights or ("tool.call:Tool::*",))]
+        return issuer.issue(principal=principal, rights=rs, expires_at=datetime.now(UTC) + ttl)
+
+    return _issue
+
+
+def tool_request(token: str | None, tool: str = "web_search", principal: str = RESEARCHER,
+                 parent: str | None = None, **extra: object) -> dict[str, object]:
+    req: dict[str, object] = {
+        "principal": principal,
+        "action": "tool.call",
+        "resource": {"type": "Tool", "id": tool},
+        "args": {"q": "x"},
+    }
+    if token is not None:
+        req["capability"] = token
+    if parent is not None:
+        req["parent"] = parent
+    req.update(extra)
+    return req

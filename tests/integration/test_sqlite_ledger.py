@@ -1,0 +1,208 @@
+"""The embedded ledger on real SQLite: sequencing, tiles, checkpoints, proofs, faults."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from interlock.errors import LedgerCorrupt, LedgerError, LedgerUnavailable
+from interlock.ledger import merkle
+from interlock.ledger.note import NoteSigner, NoteVerifier, open_checkpoint
+from interlock.ledger.storage.sqlite import Append, SqliteLedger
+
+
+def _records(n: int, start: int = 0) -> list[Append]:
+    return [Append(record=f'{{"n":{i}}}'.encode()) for i in range(start, start + n)]
+
+
+def test_append_assigns_contiguous_indices(ledger: SqliteLedger) -> None:
+    got = [r.index for r in ledger.append(_records(3))]
+    got += [r.index for r in ledger.append(_records(2, 3))]
+    assert got == [0, 1, 2, 3, 4]
+    assert ledger.size() == 5
+    assert ledger.entry(3) == b'{"n":3}'
+    assert ledger.leaf_hash_at(3) == merkle.leaf_hash(b'{"n":3}')
+
+
+def test_concurrent_appends_share_commits_and_lose_nothing(ledger: SqliteLedger) -> None:
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        for i in range(100):
+            (r,) = ledger.append([Append(record=f'{{"t":{t},"i":{i}}}'.encode())])
+            with lock:
+                results.append(r.index)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(results) == list(range(800))
+    leaves = [lh for _, lh, _ in ledger.iter_entries()]
+    assert ledger.root_at(800) == merkle.root_of(leaves)
+
+
+def test_tiles_and_proofs_match_reference(ledger: SqliteLedger) -> None:
+    # 700 entries: two full level-0 tiles persisted, one partial derived from entries
+    for chunk in range(7):
+        ledger.append(_records(100, chunk * 100))
+    leaves = [merkle.leaf_hash(f'{{"n":{i}}}'.encode()) for i in range(700)]
+    ref = merkle.list_reader(leaves)
+    for level, index in [(0, 5), (0, 699), (3, 10), (8, 0), (8, 1), (9, 0), (5, 20)]:
+        assert ledger.node(level, index) == ref(level, index), (level, index)
+    for size in (1, 2, 255, 256, 257, 512, 513, 700):
+        root = merkle.root_of(leaves[:size])
+        assert ledger.root_at(size) == root
+        for index in {0, size // 2, size - 1}:
+            proof = ledger.inclusion_proof(index, size)
+            merkle.verify_inclusion(index, size, leaves[index], proof, root)
+    for old, new in [(1, 700), (256, 512), (300, 700), (700, 700)]:
+        proof = ledger.consistency_proof(old, new)
+        merkle.verify_consistency(old, new, ledger.root_at(old), ledger.root_at(new), proof)
+
+
+def test_checkpoint_is_signed_and_names_durability(
+    ledger: SqliteLedger, verifier: NoteVerifier
+) -> None:
+    ledger.append(_records(10))
+    cp = ledger.checkpoint()
+    assert cp is not None and cp.size == 10
+    parsed = open_checkpoint(cp.note, verifier)
+    assert parsed.root_hash == ledger.root_at(10)
+    assert parsed.extensions == ("durability full",)
+
+
+def test_process_durability_is_recorded(tmp_path: Path, signer: NoteSigner) -> None:
+    led = SqliteLedger(tmp_path / "p.db", signer=signer, durability="process")
+    try:
+        led.append(_records(1))
+        cp = led.checkpoint()
+        assert cp is not None and "durability process" in cp.note
+    finally:
+        led.close()
+
+
+def test_every_thousand_entries_get_a_checkpoint(ledger: SqliteLedger) -> None:
+    for chunk in range(5):
+        ledger.append(_records(500, chunk * 500))
+    sizes = [c.size for c in ledger.checkpoints()]
+    assert sizes, "no checkpoint issued"
+    gaps = [b - a for a, b in zip([0, *sizes], sizes, strict=False)]
+    assert max(gaps) <= 1000 + 500  # a batch may cross the threshold
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE entries SET data = x'00' WHERE idx = 0",
+    "DELETE FROM entries WHERE idx = 0",
+    "UPDATE checkpoints SET note = 'x'",
+    "DELETE FROM checkpoints",
+])
+def test_triggers_refuse_rewrites(ledger: SqliteLedger, tmp_path: Path, statement: str) -> None:
+    ledger.append(_records(3))
+    ledger.checkpoint()
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute(statement)
+    conn.close()
+
+
+def test_self_check_detects_a_changed_entry(
+    ledger: SqliteLedger, verifier: NoteVerifier, tmp_path: Path
+) -> None:
+    ledger.append(_records(20))
+    ledger.checkpoint()
+    ledger.self_check(verifier)  # clean
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    conn.execute("DROP TRIGGER entries_no_update")
+    # an attacker rewrites an entry and its leaf hash, but cannot re-sign the checkpoint
+    conn.execute("UPDATE entries SET data = CAST('{\"n\":99}' AS BLOB) WHERE idx = 7")
+    conn.execute("UPDATE entries SET leaf_hash = ? WHERE idx = 7", (merkle.leaf_hash(b'{"n":99}'),))
+    conn.commit()
+    conn.close()
+    fresh = SqliteLedger(tmp_path / "ledger.db")
+    try:
+        with pytest.raises(LedgerCorrupt, match="checkpoint"):
+            fresh.self_check(verifier)
+    finally:
+        fresh.close()
+
+
+def test_self_check_detects_a_tail_entry_changed_after_the_checkpoint(
+    ledger: SqliteLedger, verifier: NoteVerifier, tmp_path: Path
+) -> None:
+    ledger.append(_records(5))
+    ledger.checkpoint()
+    ledger.append(_records(3, 5))
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    conn.execute("DROP TRIGGER entries_no_update")
+    conn.execute("UPDATE entries SET data = CAST('{\"n\":0}' AS BLOB) WHERE idx = 6")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerCorrupt, match="leaf hash"):
+        ledger.self_check(verifier)
+
+
+def test_two_writers_on_one_file_stay_consistent(tmp_path: Path, signer: NoteSigner) -> None:
+    a = SqliteLedger(tmp_path / "shared.db", signer=signer)
+    b = SqliteLedger(tmp_path / "shared.db", signer=signer)
+    try:
+        for i in range(300):
+            (a if i % 3 else b).append([Append(record=f'{{"i":{i}}}'.encode())])
+        leaves = [lh for _, lh, _ in a.iter_entries()]
+        assert len(leaves) == 300
+        assert a.root_at(300) == b.root_at(300) == merkle.root_of(leaves)
+        cp = b.checkpoint()
+        assert cp is not None and cp.root == merkle.root_of(leaves)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_append_times_out_when_another_process_holds_the_lock(
+    tmp_path: Path, signer: NoteSigner
+) -> None:
+    led = SqliteLedger(tmp_path / "l.db", signer=signer, busy_timeout_ms=50)
+    try:
+        led.append(_records(1))
+        blocker = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(LedgerUnavailable):
+            led.append(_records(1, 1), timeout=0.5)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        # once the lock is released the ledger works again, and nothing was half-written
+        (r,) = led.append(_records(1, 2))
+        assert r.index == 1
+        assert led.size() == 2
+    finally:
+        led.close()
+
+
+def test_oversize_record_is_refused(ledger: SqliteLedger) -> None:
+    with pytest.raises(LedgerUnavailable, match="64 KiB"):
+        ledger.append([Append(record=b"x" * (64 * 1024 + 1))])
+    assert ledger.size() == 0
+
+
+def test_missing_entry_and_bad_ranges(ledger: SqliteLedger) -> None:
+    ledger.append(_records(4))
+    with pytest.raises(LedgerError):
+        ledger.entry(4)
+    with pytest.raises(LedgerError):
+        ledger.inclusion_proof(4, 4)
+    with pytest.raises(LedgerError):
+        ledger.consistency_proof(3, 9)
+
+
+def test_read_only_ledger_cannot_append(tmp_path: Path) -> None:
+    led = SqliteLedger(tmp_path / "ro.db")
+    try:
+        with pytest.raises(LedgerUnavailable, match="log key"):
+            led.append(_records(1))
+    finally:
+        led.close()
