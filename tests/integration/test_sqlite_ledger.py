@@ -96,12 +96,15 @@ def test_every_thousand_entries_get_a_checkpoint(ledger: SqliteLedger) -> None:
     assert max(gaps) <= 1000 + 500  # a batch may cross the threshold
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE entries SET data = x'00' WHERE idx = 0",
-    "DELETE FROM entries WHERE idx = 0",
-    "UPDATE checkpoints SET note = 'x'",
-    "DELETE FROM checkpoints",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE entries SET data = x'00' WHERE idx = 0",
+        "DELETE FROM entries WHERE idx = 0",
+        "UPDATE checkpoints SET note = 'x'",
+        "DELETE FROM checkpoints",
+    ],
+)
 def test_triggers_refuse_rewrites(ledger: SqliteLedger, tmp_path: Path, statement: str) -> None:
     ledger.append(_records(3))
     ledger.checkpoint()
@@ -185,7 +188,7 @@ def test_append_times_out_when_another_process_holds_the_lock(
 
 def test_oversize_record_is_refused(ledger: SqliteLedger) -> None:
     with pytest.raises(LedgerUnavailable, match="64 KiB"):
-        ledger.append([Append(record=b"x" * (64 * 1024 + 1))])
+        ledger.append([Append(record=b"x" * (64 * 1024))])
     assert ledger.size() == 0
 
 

@@ -24,7 +24,7 @@ RECORD_VERSION = 1
 #: intake limits (DESIGN §6, issue #2)
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
-MAX_RECORD_BYTES = 64 * 1024
+MAX_RECORD_BYTES = 64 * 1024 - 1  # an entry bundle (C2SP tlog-tiles) holds at most 65,535 bytes
 
 
 class ReasonCode(StrEnum):

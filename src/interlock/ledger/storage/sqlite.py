@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from interlock.core.model import MAX_RECORD_BYTES
 from interlock.errors import LedgerCorrupt, LedgerError, LedgerUnavailable, VerificationError
 from interlock.ledger import merkle
 from interlock.ledger.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
@@ -220,7 +221,9 @@ class SqliteLedger:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None,
+                self.path,
+                timeout=self._busy_timeout_ms / 1000,
+                isolation_level=None,
                 check_same_thread=False,
             )
             conn.execute("PRAGMA journal_mode=WAL")
@@ -255,8 +258,10 @@ class SqliteLedger:
         if not items:
             return []
         for it in items:
-            if len(it.record) > 64 * 1024:
-                raise LedgerUnavailable("record exceeds 64 KiB", size=len(it.record))
+            if len(it.record) > MAX_RECORD_BYTES:
+                raise LedgerUnavailable(
+                    f"record exceeds {MAX_RECORD_BYTES} bytes (64 KiB - 1)", size=len(it.record)
+                )
         pending = _Pending(items)
         with self._cond:
             if self._closed:
@@ -313,8 +318,10 @@ class SqliteLedger:
                 while not self._queue and not self._closed:
                     # wake at least every second to publish a checkpoint for idle tails
                     self._cond.wait(timeout=CHECKPOINT_EVERY_SECONDS)
-                    if not self._queue and self._frontier is not None and (
-                        self._frontier.size > self._last_cp_size
+                    if (
+                        not self._queue
+                        and self._frontier is not None
+                        and (self._frontier.size > self._last_cp_size)
                     ):
                         break
                 if self._closed and not self._queue:
@@ -530,7 +537,9 @@ class SqliteLedger:
             raise LedgerError(f"no entry at index {index}", index=index)
         return bytes(row[0])
 
-    def iter_entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes]]:
+    def iter_entries(
+        self, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes]]:
         """Yield ``(index, stored leaf hash, data)`` in index order, without holding the
         read lock between chunks."""
         pos = start
@@ -591,8 +600,13 @@ class SqliteLedger:
         if row is None:
             return None
         return ExecutionRow(
-            id=row[0], idx=int(row[1]), leaf_hash=bytes(row[2]), effect=row[3], status=row[4],
-            parent=row[5], depth=int(row[6]),
+            id=row[0],
+            idx=int(row[1]),
+            leaf_hash=bytes(row[2]),
+            effect=row[3],
+            status=row[4],
+            parent=row[5],
+            depth=int(row[6]),
         )
 
     def revocations(self) -> tuple[int, frozenset[str]]:
@@ -702,7 +716,8 @@ class SqliteLedger:
         if frontier.size != size:
             raise LedgerCorrupt(
                 "persisted tree edge does not match the entry count",
-                frontier_size=frontier.size, entries=size,
+                frontier_size=frontier.size,
+                entries=size,
             )
         cp = self.latest_checkpoint()
         if cp is None:

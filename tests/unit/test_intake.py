@@ -1,0 +1,120 @@
+"""Intake: strict schema, limits and encodings; every violation is MalformedRequest."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from interlock.errors import MalformedRequest
+from interlock.intake import new_request_id, parse_request
+
+RID = "0190b3f6-7a1c-7000-8000-000000000000"
+WHEN = "2026-01-01T00:00:00.000000Z"
+GOOD = {
+    "principal": "spiffe://acme.test/agent/researcher",
+    "action": "tool.call",
+    "resource": {"type": "Tool", "id": "web_search"},
+}
+
+
+def parse(raw: object) -> object:
+    return parse_request(raw, request_id=RID, time=WHEN)  # type: ignore[arg-type]
+
+
+def with_(**kw: object) -> dict[str, object]:
+    return {**GOOD, **kw}
+
+
+def test_good_request_parses_from_bytes_text_and_mapping() -> None:
+    for raw in (json.dumps(GOOD).encode(), json.dumps(GOOD), GOOD):
+        req = parse(raw)
+        assert req.principal == GOOD["principal"]  # type: ignore[attr-defined]
+        assert req.resource.uid == "Tool::web_search"  # type: ignore[attr-defined]
+        assert req.id == RID and req.time == WHEN  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"{not json", "not valid UTF-8 JSON"),
+        (b"\xff\xfe", "not valid UTF-8 JSON"),
+        (b"[]", "JSON object"),
+        (json.dumps({**GOOD, "sudo": True}).encode(), "unknown field"),
+        (json.dumps({**GOOD, "id": RID}).encode(), "unknown field"),
+        (json.dumps({"action": "tool.call", "resource": GOOD["resource"]}).encode(), "missing"),
+        (json.dumps(with_(principal=7)).encode(), "'principal' must be a string"),
+        (json.dumps(with_(principal="root")).encode(), "not well-formed"),
+        (json.dumps(with_(principal="spiffe://acme.test/a\nb")).encode(), "control characters"),
+        (json.dumps(with_(action="Tool Call")).encode(), "not well-formed"),
+        (json.dumps(with_(resource="everything")).encode(), "exactly 'type' and 'id'"),
+        (json.dumps(with_(resource={"type": "Tool", "id": "a\x00b"})).encode(), "control"),
+        (json.dumps(with_(resource={"type": "tool; drop", "id": "x"})).encode(), "not well-formed"),
+        (json.dumps(with_(resource={"type": "Tool", "id": "x", "extra": 1})).encode(), "exactly"),
+        (json.dumps(with_(args=[1, 2])).encode(), "'args' must be an object"),
+        (json.dumps(with_(context="x")).encode(), "'context' must be an object"),
+        (json.dumps(with_(capability=5)).encode(), "'capability' must be a string"),
+        (json.dumps(with_(capability="not base64!")).encode(), "base64url"),
+        (json.dumps(with_(parent="not-a-uuid")).encode(), "not well-formed"),
+        (json.dumps(with_(traceparent="00-xyz")).encode(), "not well-formed"),
+        (json.dumps(with_(args={"n": 2**60})).encode(), "I-JSON"),
+        (b'{"principal": "a", "principal": "b"}', "duplicate key"),
+        (b'{"args": NaN}', "not valid JSON"),
+        (json.dumps(with_(args={"a": "x" * (70 * 1024)})).encode(), "64 KiB"),
+        (json.dumps(with_(capability="A" * (65 * 1024))).encode(), "64 KiB"),
+    ],
+)
+def test_malformed_inputs_are_refused_with_a_clear_message(raw: bytes, fragment: str) -> None:
+    with pytest.raises(MalformedRequest, match=fragment):
+        parse(raw)
+
+
+def test_deep_nesting_is_refused() -> None:
+    deep: object = "x"
+    for _ in range(40):
+        deep = {"a": deep}
+    with pytest.raises(MalformedRequest, match="nested deeper"):
+        parse(with_(args={"d": deep}))
+
+
+def test_non_json_python_values_are_refused() -> None:
+    with pytest.raises(MalformedRequest):
+        parse(with_(args={"s": {1, 2}}))
+    with pytest.raises(MalformedRequest):
+        parse(12)
+
+
+def test_request_ids_are_uuidv7_and_time_ordered() -> None:
+    a = uuid.UUID(new_request_id(1_700_000_000_000_000_000))
+    b = uuid.UUID(new_request_id(1_700_000_000_001_000_000))
+    assert a.version == 7 and b.version == 7
+    assert a.variant == uuid.RFC_4122
+    assert a.int >> 80 < b.int >> 80
+    assert new_request_id(1) != new_request_id(1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_never_escape_as_another_exception(raw: bytes) -> None:
+    try:
+        parse(raw)
+    except MalformedRequest:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+        max_leaves=10,
+    )
+)
+def test_arbitrary_json_never_escapes_as_another_exception(value: object) -> None:
+    try:
+        parse(json.dumps(value).encode())
+    except MalformedRequest:
+        pass
