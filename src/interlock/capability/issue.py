@@ -1,0 +1,157 @@
+"""Issuing and attenuating capability tokens (the writing side; verification never imports it).
+
+    >>> from datetime import UTC, datetime
+    >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    >>> from interlock.trust.keys import private_raw, public_raw
+    >>> root = Ed25519PrivateKey.generate()
+    >>> issuer = CapabilityIssuer(private_raw(root))
+    >>> token = issuer.issue(
+    ...     principal="spiffe://acme.test/agent/researcher",
+    ...     rights=[Right.parse("tool.call:Tool::*")],
+    ...     expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    ... )
+    >>> child = attenuate(
+    ...     token,
+    ...     root_public_raw=public_raw(root),
+    ...     rights=[Right.parse("tool.call:Tool::web_search")],
+    ...     expires_at=datetime(2029, 1, 1, tzinfo=UTC),
+    ...     parent="0190f1a2-0000-7000-8000-000000000000",
+    ... )
+
+Attenuation can only narrow. Each block a holder appends may add checks, and Biscuit requires
+every check of every block to pass; facts a block adds are visible to that block alone, never to
+the authority block or to the authorizer's allow policy (Biscuit's default scopes). So an
+appended block can restrict what the token allows, and nothing it contains can widen it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from interlock.capability import _biscuit
+from interlock.capability._forms import attenuation_block, authority_block
+from interlock.capability.right import Right, check_text
+from interlock.core.model import MAX_TOKEN_BYTES
+from interlock.errors import CapabilityError
+
+__all__ = ["CapabilityIssuer", "attenuate"]
+
+
+def _check_rights(rights: Sequence[Right]) -> tuple[Right, ...]:
+    if isinstance(rights, str | Right):
+        raise CapabilityError("rights must be a sequence of Right")
+    out = tuple(rights)
+    if not out:
+        # An empty list would give a token that allows nothing: almost always a mistake.
+        raise CapabilityError("rights must not be empty")
+    if not all(isinstance(r, Right) for r in out):
+        raise CapabilityError("rights must be Right values (see Right.parse)")
+    return out
+
+
+def _check_expiry(expires_at: datetime) -> datetime:
+    if not isinstance(expires_at, datetime) or expires_at.tzinfo is None:
+        raise CapabilityError("expires_at must be a timezone-aware datetime")
+    return expires_at
+
+
+def _check_size(token: str) -> str:
+    if len(token) > MAX_TOKEN_BYTES:
+        raise CapabilityError(f"the token would exceed {MAX_TOKEN_BYTES} bytes")
+    return token
+
+
+class CapabilityIssuer:
+    """Issues tokens signed by the Biscuit root key (32 raw Ed25519 bytes, as
+    :func:`interlock.trust.keys.private_raw` returns).
+
+    Raises:
+        CapabilityError: (on construction) if ``root_private_raw`` is not a 32-byte key.
+    """
+
+    __slots__ = ("_root",)
+
+    def __init__(self, root_private_raw: bytes) -> None:
+        self._root = _biscuit.load_private_key(root_private_raw)
+
+    def __repr__(self) -> str:
+        return "CapabilityIssuer(<root key>)"
+
+    def issue(
+        self,
+        *,
+        principal: str,
+        rights: Sequence[Right],
+        expires_at: datetime,
+        checks: Sequence[str] = (),
+    ) -> str:
+        """Issue a token for ``principal`` holding ``rights`` until ``expires_at``.
+
+        ``expires_at`` is floored to the second (Biscuit dates are whole seconds). ``checks`` are
+        extra Datalog checks (``check if ...``) in the authority block, for argument constraints
+        such as ``check if arg("path", $p), $p.starts_with("/tmp/")``; the verifier supplies
+        ``arg(key, value)`` facts for a request's top-level string, integer and boolean args.
+        A token with such checks is authorized on every call (never memoised).
+
+        Returns the token as URL-safe base64.
+
+        Raises:
+            CapabilityError: if ``principal`` is empty or contains a quote, backslash or
+                control character; ``rights`` is empty; ``expires_at`` is naive; a check is not
+                a single valid Datalog check; or the token would exceed 64 KiB.
+        """
+        check_text("principal", principal)
+        rights = _check_rights(rights)
+        expires_at = _check_expiry(expires_at)
+        if isinstance(checks, str):
+            raise CapabilityError("checks must be a sequence of Datalog checks")
+        sources: list[str] = []
+        for check in checks:
+            if not isinstance(check, str):
+                raise CapabilityError("a check must be a string")
+            source = check.strip().removesuffix(";").strip()
+            _biscuit.validate_check(source)
+            sources.append(source)
+        source, params = authority_block(principal=principal, rights=rights, expires_at=expires_at)
+        return _check_size(_biscuit.build_token(self._root, source, params, sources))
+
+
+def attenuate(
+    token: str,
+    *,
+    root_public_raw: bytes,
+    rights: Sequence[Right] | None = None,
+    expires_at: datetime | None = None,
+    parent: str | None = None,
+) -> str:
+    """Append a block that narrows ``token``; no private key is needed.
+
+    - ``rights``: the request must match one of them (same wildcards as :meth:`Right.covers`),
+      *and* still one of the authority's rights: a right the token lacks stays denied.
+    - ``expires_at``: a further expiry; the token expires at the earliest of all its blocks, so
+      a later one changes nothing.
+    - ``parent``: the request must name this parent execution id.
+
+    ``root_public_raw`` is the root public key: biscuit-python 0.4 can append to a token only
+    after verifying it (it cannot serialize an unverified one), which also means a forged token
+    is refused here rather than passed on.
+
+    Returns the new token as URL-safe base64.
+
+    Raises:
+        CapabilityError: if the token does not parse or verify, nothing to add was given,
+            ``rights`` is empty, ``expires_at`` is naive, ``parent`` is not safe text, or the
+            token would exceed 64 KiB.
+    """
+    if rights is None and expires_at is None and parent is None:
+        raise CapabilityError("nothing to attenuate: give rights, expires_at or parent")
+    narrowed = _check_rights(rights) if rights is not None else None
+    expiry = _check_expiry(expires_at) if expires_at is not None else None
+    if parent is not None:
+        check_text("parent", parent)
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
+        raise CapabilityError("not a capability token (empty, or larger than 64 KiB)")
+    parsed = _biscuit.parse_verified(token, _biscuit.load_public_key(root_public_raw))
+    source, params = attenuation_block(rights=narrowed, expires_at=expiry, parent=parent)
+    return _check_size(_biscuit.append_block(parsed, source, params))
