@@ -51,15 +51,22 @@ def issue(home: Path):  # type: ignore[no-untyped-def]
     h = Home.load(home)
     issuer = CapabilityIssuer(keys.private_raw(h.private_key("biscuit-root")))
 
-    def _issue(principal: str = RESEARCHER, *rights: str, ttl: timedelta = timedelta(minutes=15)) -> str:
+    def _issue(
+        principal: str = RESEARCHER, *rights: str, ttl: timedelta = timedelta(minutes=15)
+    ) -> str:
         rs = [Right.parse(r) for r in (rights or ("tool.call:Tool::*",))]
         return issuer.issue(principal=principal, rights=rs, expires_at=datetime.now(UTC) + ttl)
 
     return _issue
 
 
-def tool_request(token: str | None, tool: str = "web_search", principal: str = RESEARCHER,
-                 parent: str | None = None, **extra: object) -> dict[str, object]:
+def tool_request(
+    token: str | None,
+    tool: str = "web_search",
+    principal: str = RESEARCHER,
+    parent: str | None = None,
+    **extra: object,
+) -> dict[str, object]:
     req: dict[str, object] = {
         "principal": principal,
         "action": "tool.call",

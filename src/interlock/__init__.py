@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from interlock.gate import Gate
 
 
-def open(home: str | Path | None = None) -> Gate:  # noqa: A001 - the documented public name
+def open(home: str | Path | None = None) -> Gate:
     """Open a governance home (``--home``/``INTERLOCK_HOME``/``./.interlock``).
 
     Raises:

@@ -33,7 +33,9 @@ __all__ = ["ReplayReport", "export_ledger_tiles", "proof_bundle", "replay", "ver
 Progress = Callable[[int, int], None]
 
 
-def verify_ledger(ledger: SqliteLedger, vkey: str, *, progress: Progress | None = None) -> VerifyReport:
+def verify_ledger(
+    ledger: SqliteLedger, vkey: str, *, progress: Progress | None = None
+) -> VerifyReport:
     """Recompute every leaf hash, the tree at every stored checkpoint, every checkpoint
     signature, and every persisted tile.
 
@@ -68,16 +70,23 @@ def verify_ledger(ledger: SqliteLedger, vkey: str, *, progress: Progress | None 
 def _check_tile(
     ledger: SqliteLedger, level: int, n: int, hashes: list[bytes], upper: list[list[bytes]]
 ) -> None:
-    with ledger._reader() as c:  # noqa: SLF001 - the audit module is storage's sibling
-        row = c.execute("SELECT hashes, root FROM tiles WHERE level = ? AND n = ?", (level, n)).fetchone()
+    with ledger._reader() as c:
+        row = c.execute(
+            "SELECT hashes, root FROM tiles WHERE level = ? AND n = ?", (level, n)
+        ).fetchone()
     first_leaf = n * TILE ** (level + 1)
     if row is None or bytes(row[0]) != b"".join(hashes):
         raise VerificationError(
-            "persisted tile does not match the recomputed tree", index=first_leaf, level=level, tile=n
+            "persisted tile does not match the recomputed tree",
+            index=first_leaf,
+            level=level,
+            tile=n,
         )
     root = merkle.root_of(hashes)
     if bytes(row[1]) != root:
-        raise VerificationError("persisted tile root is wrong", index=first_leaf, level=level, tile=n)
+        raise VerificationError(
+            "persisted tile root is wrong", index=first_leaf, level=level, tile=n
+        )
     while len(upper) <= level:
         upper.append([])
     upper[level].append(root)
@@ -100,7 +109,9 @@ def proof_bundle(ledger: SqliteLedger, index: int) -> str:
     if cp is None or cp.size <= index:
         raise LedgerError("no signed checkpoint covers this entry", index=index)
     proof = ledger.inclusion_proof(index, cp.size)
-    return format_proof(ProofBundle(index=index, extra=data, inclusion=proof, checkpoint_note=cp.note))
+    return format_proof(
+        ProofBundle(index=index, extra=data, inclusion=proof, checkpoint_note=cp.note)
+    )
 
 
 def export_ledger_tiles(ledger: SqliteLedger, out_dir: Path) -> int:
@@ -186,7 +197,9 @@ def replay(gate: Gate, *, progress: Progress | None = None) -> ReplayReport:
             report.skipped_stage += 1
             continue
         try:
-            snap = _snapshot_for(ledger, rec["snapshot"], snapshots, bundles, revoked_order, trusted)
+            snap = _snapshot_for(
+                ledger, rec["snapshot"], snapshots, bundles, revoked_order, trusted
+            )
             request = _request_for(ledger, rec)
             lineage = _lineage_for(rec, decisions)
         except (LedgerError, VerificationError, KeyError, ValueError) as exc:
@@ -196,7 +209,9 @@ def replay(gate: Gate, *, progress: Progress | None = None) -> ReplayReport:
         report.replayed += 1
         verdict = decide(request, snap, lineage)
         again = canonical_bytes(
-            decision_record(request, verdict, snapshot_id=snap.id, lineage=lineage, stage=Stage.PIPELINE)
+            decision_record(
+                request, verdict, snapshot_id=snap.id, lineage=lineage, stage=Stage.PIPELINE
+            )
         )
         if again == data:
             report.matched += 1
@@ -298,7 +313,10 @@ def _lineage_for(rec: dict[str, Any], decisions: dict[str, tuple[str, str]]) -> 
     elif status == "denied" and (known is None or known[0] != "deny"):
         raise VerificationError("recorded lineage claims a denied parent the ledger lacks")
     return Lineage(
-        parent=parent, status=status, depth=int(lin.get("depth", 0)), parent_leaf=rec.get("parent_leaf")
+        parent=parent,
+        status=status,
+        depth=int(lin.get("depth", 0)),
+        parent_leaf=rec.get("parent_leaf"),
     )
 
 

@@ -28,7 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-token_app = typer.Typer(help="Issue, attenuate, inspect and revoke capability tokens.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Issue, attenuate, inspect and revoke capability tokens.", no_args_is_help=True
+)
 policy_app = typer.Typer(help="Sign, validate, test and diff policy bundles.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Verify, prove, export and replay the ledger.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Verify evidence bundles offline.", no_args_is_help=True)
@@ -42,8 +44,11 @@ err = Console(stderr=True, highlight=False)
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="Governance home (default: $INTERLOCK_HOME or ./.interlock).",
-                 show_default=False),
+    typer.Option(
+        "--home",
+        help="Governance home (default: $INTERLOCK_HOME or ./.interlock).",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -101,11 +106,13 @@ def _read_token(value: str) -> str:
 @app.command()
 def init(
     home: HomeOpt = None,
-    origin: Annotated[str | None, typer.Option(help="Log origin (default interlock.local/<id>).")] = None,
+    origin: Annotated[
+        str | None, typer.Option(help="Log origin (default interlock.local/<id>).")
+    ] = None,
     durability: Annotated[str, typer.Option(help="full (fsync per commit) or process.")] = "full",
     json_: JsonOpt = False,
 ) -> None:
-    """Create a governance home: keys (0600), interlock.toml, a signed default policy, the ledger."""
+    """Create a home: keys (0600), interlock.toml, a signed default policy, the ledger."""
     from interlock.home import default_home, init_home
 
     path = default_home(home)
@@ -124,8 +131,10 @@ def init(
     out.print(f"  log origin     {h.config.origin}")
     out.print(f"  verifier key   {vkey}")
     out.print("  policy         signed default bundle (version 1) in policy/")
-    out.print(f"Next: interlock token issue --home {h.path} --principal spiffe://acme.test/agent/researcher"
-              " --right 'tool.call:Tool::*' --ttl 15m")
+    out.print(
+        f"Next: interlock token issue --home {h.path} --principal spiffe://acme.test/agent/researcher"
+        " --right 'tool.call:Tool::*' --ttl 15m"
+    )
 
 
 # -- decide ----------------------------------------------------------------------------------------
@@ -175,15 +184,21 @@ def _parse_rights(rights: list[str]) -> list[Any]:
     try:
         return [Right.parse(r) for r in rights]
     except Error as exc:
-        _fail(f"{exc.message} (a right looks like ACTION:TYPE::ID, e.g. tool.call:Tool::web_search)")
+        _fail(
+            f"{exc.message} (a right looks like ACTION:TYPE::ID, e.g. tool.call:Tool::web_search)"
+        )
 
 
 @token_app.command("issue")
 def token_issue(
     principal: Annotated[str, typer.Option(help="SPIFFE ID the token is bound to.")],
-    right: Annotated[list[str], typer.Option("--right", help="ACTION:TYPE::ID (repeatable; * wildcards).")],
+    right: Annotated[
+        list[str], typer.Option("--right", help="ACTION:TYPE::ID (repeatable; * wildcards).")
+    ],
     ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 2h, 7d.")] = "15m",
-    check: Annotated[list[str] | None, typer.Option("--check", help="Extra Datalog check (repeatable).")] = None,
+    check: Annotated[
+        list[str] | None, typer.Option("--check", help="Extra Datalog check (repeatable).")
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -197,7 +212,9 @@ def token_issue(
         h = Home.load(default_home(home))
         issuer = CapabilityIssuer(keys.private_raw(h.private_key("biscuit-root")))
         expires = datetime.now(UTC) + parse_ttl(ttl)
-        token = issuer.issue(principal=principal, rights=rights, expires_at=expires, checks=check or ())
+        token = issuer.issue(
+            principal=principal, rights=rights, expires_at=expires, checks=check or ()
+        )
     except Error as exc:
         _fail(exc.diagnostics())
     if json_:
@@ -209,18 +226,35 @@ def token_issue(
 @token_app.command("attenuate")
 def token_attenuate(
     token: Annotated[str, typer.Argument(help="Token, @file, or - for stdin.")],
-    right: Annotated[list[str] | None, typer.Option("--right", help="Narrower right (repeatable).")] = None,
+    right: Annotated[
+        list[str] | None, typer.Option("--right", help="Narrower right (repeatable).")
+    ] = None,
     ttl: Annotated[str | None, typer.Option(help="Shorter lifetime from now.")] = None,
     parent: Annotated[str | None, typer.Option(help="Bind to a parent execution id.")] = None,
+    delegate_to: Annotated[
+        str | None, typer.Option(help="Sub-agent principal (a SPIFFE ID under the holder's path).")
+    ] = None,
+    home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Narrow a token for a sub-agent (no key needed; a token can only ever be narrowed)."""
+    """Narrow a token for a sub-agent (no private key needed; a token can only be narrowed)."""
     from interlock.capability import attenuate
+    from interlock.home import Home, default_home
+    from interlock.trust import keys
 
     rights = _parse_rights(right) if right else None
     expires = datetime.now(UTC) + parse_ttl(ttl) if ttl else None
     try:
-        child = attenuate(_read_token(token), rights=rights, expires_at=expires, parent=parent)
+        # biscuit-python verifies a token before appending to it: the root *public* key
+        root = keys.public_raw(Home.load(default_home(home)).private_key("biscuit-root"))
+        child = attenuate(
+            _read_token(token),
+            root_public_raw=root,
+            rights=rights,
+            expires_at=expires,
+            parent=parent,
+            delegate_to=delegate_to,
+        )
     except Error as exc:
         _fail(exc.diagnostics())
     if json_:
@@ -282,7 +316,9 @@ def token_revoke(
     if json_:
         _emit_json({"revoked": list(ids), "ledger_index": index})
     else:
-        out.print(f"[green]Revoked[/] {len(ids)} revocation id(s); recorded at ledger index {index}")
+        out.print(
+            f"[green]Revoked[/] {len(ids)} revocation id(s); recorded at ledger index {index}"
+        )
 
 
 # -- policy ----------------------------------------------------------------------------------------
@@ -298,7 +334,9 @@ def _policy_dir(directory: Path | None, home: Path | None) -> Path:
 
 @policy_app.command("sign")
 def policy_sign(
-    directory: Annotated[Path | None, typer.Argument(help="Bundle folder (default: <home>/policy).")] = None,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Bundle folder (default: <home>/policy).")
+    ] = None,
     version: Annotated[int | None, typer.Option(help="Version (default: previous + 1).")] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -313,16 +351,21 @@ def policy_sign(
         manifest = sign_bundle(d, h.private_key("policy"), version=version)
     except Error as exc:
         _fail(exc.diagnostics())
-    data = manifest.to_json() if hasattr(manifest, "to_json") else dict(manifest)
+    data = manifest.to_json()
     if json_:
         _emit_json(data)
     else:
-        out.print(f"[green]Signed[/] {d} as version {data.get('version')} ({len(data.get('files', {}))} files)")
+        out.print(
+            f"[green]Signed[/] {d} as version {data.get('version')}"
+            f" ({len(data.get('files', {}))} files)"
+        )
 
 
 @policy_app.command("validate")
 def policy_validate(
-    directory: Annotated[Path | None, typer.Argument(help="Bundle folder (default: <home>/policy).")] = None,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Bundle folder (default: <home>/policy).")
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -346,7 +389,9 @@ def policy_validate(
 
 @policy_app.command("test")
 def policy_test(
-    directory: Annotated[Path | None, typer.Argument(help="Bundle folder with tests/*.json.")] = None,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Bundle folder with tests/*.json.")
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -360,14 +405,21 @@ def policy_test(
         _fail(exc.diagnostics())
     failed = [r for r in results if not r.passed]
     if json_:
-        _emit_json({"passed": len(results) - len(failed), "failed": len(failed),
-                    "cases": [r.to_json() for r in results]})
+        _emit_json(
+            {
+                "passed": len(results) - len(failed),
+                "failed": len(failed),
+                "cases": [r.to_json() for r in results],
+            }
+        )
     else:
         t = Table(title=f"Policy tests: {d}")
         for col in ("case", "expected", "got", ""):
             t.add_column(col)
         for r in results:
-            t.add_row(r.name, r.expected, r.got, "[green]✓[/]" if r.passed else "[red]✗[/]")
+            expected = r.expect + (f" {r.expect_code.value}" if r.expect_code else "")
+            got = "allow" if r.result.permitted else f"deny {r.result.code}"
+            t.add_row(r.name, expected, got, "[green]✓[/]" if r.passed else "[red]✗[/]")
         out.print(t)
         out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     raise typer.Exit(EXIT_DENY if failed or not results else EXIT_OK)
@@ -377,7 +429,9 @@ def policy_test(
 def policy_diff(
     old: Annotated[Path, typer.Argument(help="Old bundle folder.")],
     new: Annotated[Path, typer.Argument(help="New bundle folder.")],
-    requests: Annotated[Path | None, typer.Option(help="JSON list of requests (default: recorded ones).")] = None,
+    requests: Annotated[
+        Path | None, typer.Option(help="JSON list of requests (default: recorded ones).")
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -396,6 +450,13 @@ def policy_diff(
 
         with _gate(home) as gate:
             reqs = recorded_requests(gate.ledger)
+    # the same request files `decide` takes: the gate-only fields do not reach Cedar
+    reqs = [
+        {k: v for k, v in r.items() if k not in ("capability", "parent", "traceparent")}
+        if isinstance(r, dict)
+        else r
+        for r in reqs
+    ]
     try:
         rows = diff_bundles(old, new, reqs)
     except Error as exc:
@@ -410,8 +471,13 @@ def policy_diff(
             j = r.to_json()
             req = j["request"]
             res = req.get("resource", {})
-            t.add_row(str(req.get("principal")), str(req.get("action")),
-                      f"{res.get('type')}::{res.get('id')}", str(j["old"]), str(j["new"]))
+            t.add_row(
+                str(req.get("principal")),
+                str(req.get("action")),
+                f"{res.get('type')}::{res.get('id')}",
+                str(j["old"]),
+                str(j["new"]),
+            )
         out.print(t)
     raise typer.Exit(EXIT_DENY if rows else EXIT_OK)
 
@@ -421,8 +487,12 @@ def policy_diff(
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=err, transient=True,
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -438,19 +508,34 @@ def ledger_verify(home: HomeOpt = None, json_: JsonOpt = False) -> None:
             else:
                 with _progress() as prog:
                     task = prog.add_task("verifying ledger", total=gate.ledger.size() or 1)
-                    rep = verify_ledger(gate.ledger, gate.vkey,
-                                        progress=lambda n, t: prog.update(task, completed=n, total=t or 1))
+                    rep = verify_ledger(
+                        gate.ledger,
+                        gate.vkey,
+                        progress=lambda n, t: prog.update(task, completed=n, total=t or 1),
+                    )
         except VerificationError as exc:
             if json_:
                 _emit_json({"ok": False, "error": exc.message, "index": exc.evidence.get("index")})
             else:
-                err.print(f"[bold red]✗ ledger verification FAILED[/] at index {exc.evidence.get('index')}: {exc.message}")
+                err.print(
+                    "[bold red]✗ ledger verification FAILED[/] at index"
+                    f" {exc.evidence.get('index')}: {exc.message}"
+                )
             raise typer.Exit(EXIT_DENY) from None
-    data = {"ok": True, "entries": rep.entries, "checkpoints": rep.checkpoints, "root": rep.root.hex(), "size": rep.size}
+    data = {
+        "ok": True,
+        "entries": rep.entries,
+        "checkpoints": rep.checkpoints,
+        "root": rep.root.hex(),
+        "size": rep.size,
+    }
     if json_:
         _emit_json(data)
     else:
-        out.print(f"[bold green]✓ ledger verified[/]: {rep.entries} entries, {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…")
+        out.print(
+            f"[bold green]✓ ledger verified[/]: {rep.entries} entries,"
+            f" {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…"
+        )
 
 
 @ledger_app.command("vkey")
@@ -524,9 +609,16 @@ def ledger_tail(
         reasons = ",".join(x["code"] for x in r.get("reasons", []))
         eff = r.get("effect", "")
         colour = "green" if eff == "allow" else "red" if eff == "deny" else "white"
-        t.add_row(str(i), r.get("ts", "")[11:23], r.get("type", ""),
-                  req.get("principal", r.get("event", "")), req.get("action", ""),
-                  f"{res.get('type')}::{res.get('id')}" if res else "", f"[{colour}]{eff}[/]", reasons)
+        t.add_row(
+            str(i),
+            r.get("ts", "")[11:23],
+            r.get("type", ""),
+            req.get("principal", r.get("event", "")),
+            req.get("action", ""),
+            f"{res.get('type')}::{res.get('id')}" if res else "",
+            f"[{colour}]{eff}[/]",
+            reasons,
+        )
     out.print(t)
 
 
@@ -547,8 +639,13 @@ def ledger_consistency(
             merkle.verify_consistency(old, new, old_root, new_root, proof)
         except Error as exc:
             _fail(exc.diagnostics(), EXIT_DENY)
-    data = {"old": old, "new": new, "old_root": old_root.hex(), "new_root": new_root.hex(),
-            "proof": [p.hex() for p in proof]}
+    data = {
+        "old": old,
+        "new": new,
+        "old_root": old_root.hex(),
+        "new_root": new_root.hex(),
+        "proof": [p.hex() for p in proof],
+    }
     if json_:
         _emit_json(data)
     else:
@@ -560,7 +657,9 @@ def ledger_consistency(
 @ledger_app.command("proof")
 def ledger_proof(
     index: Annotated[int, typer.Argument(help="Entry index.")],
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write the tlog-proof file here.")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the tlog-proof file here.")
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -617,16 +716,23 @@ def ledger_replay(home: HomeOpt = None, json_: JsonOpt = False) -> None:
         else:
             with _progress() as prog:
                 task = prog.add_task("replaying decisions", total=gate.ledger.size() or 1)
-                rep = replay(gate, progress=lambda n, t: prog.update(task, completed=n, total=t or 1))
+                rep = replay(
+                    gate, progress=lambda n, t: prog.update(task, completed=n, total=t or 1)
+                )
     if json_:
         _emit_json(rep.to_json())
     else:
         colour = "green" if rep.ok else "red"
-        out.print(f"[bold {colour}]{'✓' if rep.ok else '✗'} replay[/]: {rep.replayed} decisions re-decided,"
-                  f" {rep.matched} byte-identical, {len(rep.mismatches)} mismatches,"
-                  f" {len(rep.unverifiable)} unverifiable, {rep.skipped_stage} intake/gate denials not re-decided")
+        out.print(
+            f"[bold {colour}]{'✓' if rep.ok else '✗'} replay[/]: {rep.replayed} re-decided,"
+            f" {rep.matched} byte-identical, {len(rep.mismatches)} mismatches,"
+            f" {len(rep.unverifiable)} unverifiable,"
+            f" {rep.skipped_stage} intake/gate denials not re-decided"
+        )
         for m in rep.mismatches[:20]:
-            err.print(f"  mismatch at {m['index']}: recorded {m['recorded']} replayed {m['replayed']}")
+            err.print(
+                f"  mismatch at {m['index']}: recorded {m['recorded']} replayed {m['replayed']}"
+            )
         for u in rep.unverifiable[:20]:
             err.print(f"  unverifiable at {u['index']}: {u['why']}")
     raise typer.Exit(EXIT_OK if rep.ok else EXIT_DENY)
@@ -646,7 +752,10 @@ def receipt_verify(
     from interlock.ledger.verify import verify_proof_bundle
 
     if vkey is None and vkey_file is None:
-        _fail("give the log's verifier key with --vkey or --vkey-file (interlock ledger vkey prints it)")
+        _fail(
+            "give the log's verifier key with --vkey or --vkey-file"
+            " (interlock ledger vkey prints it)"
+        )
     key = vkey if vkey is not None else vkey_file.read_text(encoding="utf-8").strip()  # type: ignore[union-attr]
     try:
         text = file.read_text(encoding="utf-8")
@@ -667,12 +776,18 @@ def receipt_verify(
     if json_:
         _emit_json({"ok": True, "index": entry.index, "tree_size": entry.tree_size, "record": rec})
         return
-    out.print(f"[bold green]✓ evidence verified[/]: entry {entry.index} is in the log of size {entry.tree_size}"
-              f" signed by {entry.checkpoint.origin}")
+    out.print(
+        f"[bold green]✓ evidence verified[/]: entry {entry.index} is in the log of size"
+        f" {entry.tree_size}"
+        f" signed by {entry.checkpoint.origin}"
+    )
     if isinstance(rec, dict):
         req = rec.get("request", {})
-        out.print(f"  {rec.get('type')} {rec.get('effect', rec.get('event', ''))}  {req.get('principal', '')}"
-                  f" {req.get('action', '')} {json.dumps(req.get('resource'))}  at {rec.get('ts')}")
+        out.print(
+            f"  {rec.get('type')} {rec.get('effect', rec.get('event', ''))}"
+            f"  {req.get('principal', '')}"
+            f" {req.get('action', '')} {json.dumps(req.get('resource'))}  at {rec.get('ts')}"
+        )
 
 
 # -- demo and bench --------------------------------------------------------------------------------
@@ -680,7 +795,7 @@ def receipt_verify(
 
 @app.command()
 def demo(json_: JsonOpt = False) -> None:
-    """Run the scripted scenario in a fresh temporary home: allows, denials with reasons, a verified ledger."""
+    """Run the scripted scenario in a fresh home: allows, denials, a verified ledger."""
     from interlock.demo import run_demo
 
     result = run_demo(console=None if json_ else out)
@@ -705,8 +820,17 @@ def bench(
     for col in ("figure", "value", "unit", "baseline", "ratio", "goal", "met"):
         t.add_column(col)
     for k, v in results.items():
-        t.add_row(k, f"{v['value']:.4g}", v["unit"], f"{v['baseline']:.4g}", f"{v['ratio']:.3g}",
-                  v.get("goal", ""), "[green]yes[/]" if v.get("met") else "[red]no[/]")
+        if k.startswith("_"):
+            continue
+        t.add_row(
+            k,
+            f"{v['value']:.4g}",
+            v["unit"],
+            f"{v['baseline']:.4g}",
+            f"{v['ratio']:.3g}",
+            v.get("goal", ""),
+            "[green]yes[/]" if v.get("met") else "[red]no[/]",
+        )
     out.print(t)
 
 

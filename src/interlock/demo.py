@@ -84,11 +84,18 @@ class DemoResult:
         }
 
 
-def _request(principal: str, tool: str, token: str, parent: str | None = None) -> dict[str, Any]:
+def _request(
+    principal: str,
+    tool: str,
+    token: str,
+    parent: str | None = None,
+    action: str = "tool.call",
+    rtype: str = "Tool",
+) -> dict[str, Any]:
     req: dict[str, Any] = {
         "principal": principal,
-        "action": "tool.call",
-        "resource": {"type": "Tool", "id": tool},
+        "action": action,
+        "resource": {"type": rtype, "id": tool},
         "args": {"query": "fail-closed agent governance"},
         "capability": token,
     }
@@ -115,10 +122,14 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
     issuer = CapabilityIssuer(keys.private_raw(home.private_key("biscuit-root")))
     now = datetime.now(UTC)
     token = issuer.issue(
-        principal=RESEARCHER, rights=[Right.parse("tool.call:Tool::*")], expires_at=now + timedelta(minutes=15)
+        principal=RESEARCHER,
+        rights=[Right.parse("tool.call:Tool::*"), Right.parse("http.request:Host::*")],
+        expires_at=now + timedelta(minutes=15),
     )
     expired = issuer.issue(
-        principal=RESEARCHER, rights=[Right.parse("tool.call:Tool::*")], expires_at=now - timedelta(minutes=1)
+        principal=RESEARCHER,
+        rights=[Right.parse("tool.call:Tool::*")],
+        expires_at=now - timedelta(minutes=1),
     )
 
     with Gate.open(home.path) as gate:
@@ -127,24 +138,44 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
             d = gate.decide(req)
             if isinstance(req, dict):
                 res = req.get("resource", {})
-                who, act, what = req.get("principal", "?"), req.get("action", "?"), f"{res.get('type')}::{res.get('id')}"
+                who, act, what = (
+                    req.get("principal", "?"),
+                    req.get("action", "?"),
+                    f"{res.get('type')}::{res.get('id')}",
+                )
             else:
-                who, act, what = "?", "?", "?"
+                who, act, what = "(raw bytes)", "-", "-"
             result.steps.append(
-                Step(scenario=scenario, principal=who, action=act, resource=what, expected=expected, decision=d)
+                Step(
+                    scenario=scenario,
+                    principal=who,
+                    action=act,
+                    resource=what,
+                    expected=expected,
+                    decision=d,
+                )
             )
             return d
 
         allowed = step("allowed tool call", _request(RESEARCHER, "web_search", token), "allow")
-        forbidden = step("forbidden by policy", _request(RESEARCHER, "delete_database", token), "POLICY_FORBID")
-        step("no policy permits it", _request(RESEARCHER, "send_email", token), "POLICY_NO_PERMIT")
-        step("expired capability", _request(RESEARCHER, "web_search", expired), "CAPABILITY_EXPIRED")
+        forbidden = step(
+            "forbidden by policy", _request(RESEARCHER, "delete_database", token), "POLICY_FORBID"
+        )
+        step(
+            "no policy permits it",
+            _request(RESEARCHER, "api.example.com", token, action="http.request", rtype="Host"),
+            "POLICY_NO_PERMIT",
+        )
+        step(
+            "expired capability", _request(RESEARCHER, "web_search", expired), "CAPABILITY_EXPIRED"
+        )
         sub_token = attenuate(
             token,
             rights=[Right.parse("tool.call:Tool::summarize")],
             expires_at=now + timedelta(minutes=5),
             parent=allowed.request_id,
             delegate_to=SUMMARIZER,
+            root_public_raw=keys.public_raw(home.private_key("biscuit-root")),
         )
         step(
             "sub-agent inside its attenuated capability",
@@ -174,13 +205,21 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
         try:
             rep = verify_ledger(gate.ledger, gate.vkey)
             result.checks.append(
-                ("ledger verify", True, f"{rep.entries} entries, {rep.checkpoints} signed checkpoints")
+                (
+                    "ledger verify",
+                    True,
+                    f"{rep.entries} entries, {rep.checkpoints} signed checkpoints",
+                )
             )
         except VerificationError as exc:
             result.checks.append(("ledger verify", False, exc.diagnostics()))
         rr = replay(gate)
         result.checks.append(
-            ("ledger replay", rr.ok, f"{rr.matched}/{rr.replayed} decisions re-decided byte-identical")
+            (
+                "ledger replay",
+                rr.ok,
+                f"{rr.matched}/{rr.replayed} decisions re-decided byte-identical",
+            )
         )
         assert allowed.ledger_index is not None  # noqa: S101 - demo narrative, checked above
         evidence = proof_bundle(gate.ledger, allowed.ledger_index)
@@ -190,8 +229,12 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
     try:
         entry = verify_proof_bundle(proof_file.read_text(encoding="utf-8"), vkey)
         result.checks.append(
-            ("offline receipt check", entry.data.find(allowed.request_id.encode()) >= 0,
-             f"entry {entry.index} proven in a tree of {entry.tree_size} with only the verifier key")
+            (
+                "offline receipt check",
+                entry.data.find(allowed.request_id.encode()) >= 0,
+                f"entry {entry.index} proven in a tree of {entry.tree_size}"
+                " with only the verifier key",
+            )
         )
     except VerificationError as exc:
         result.checks.append(("offline receipt check", False, exc.diagnostics()))
@@ -207,16 +250,24 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
     with sqlite3.connect(tampered) as conn:
         conn.execute("DROP TRIGGER entries_no_update")
         conn.execute(
-            "UPDATE entries SET data = replace(data, '\"deny\"', '\"allow\"') WHERE idx = ?", (target,)
+            "UPDATE entries SET data = CAST(replace(CAST(data AS TEXT), '\"deny\"', '\"allow\"')"
+            " AS BLOB) WHERE idx = ?",
+            (target,),
         )
     led = SqliteLedger(tampered)
     try:
         verify_ledger(led, vkey)
-        result.checks.append(("tampered copy detected", False, "verification passed on a tampered ledger"))
+        result.checks.append(
+            ("tampered copy detected", False, "verification passed on a tampered ledger")
+        )
     except VerificationError as exc:
         bad = exc.evidence.get("index")
         result.checks.append(
-            ("tampered copy detected", bad == target, f"verification fails at index {bad}: {exc.message}")
+            (
+                "tampered copy detected",
+                bad == target,
+                f"verification fails at index {bad}: {exc.message}",
+            )
         )
     finally:
         led.close()
@@ -227,25 +278,40 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
             mark = "[bold green]✓[/]" if ok else "[bold red]✗[/]"
             console.print(f"{mark} [bold]{name}[/]: {detail}")
         console.print()
-        verdict = "[bold green]Demo complete: every outcome as expected.[/]" if result.ok else "[bold red]Demo FAILED[/]"
+        verdict = (
+            "[bold green]Demo complete: every outcome as expected.[/]"
+            if result.ok
+            else "[bold red]Demo FAILED[/]"
+        )
         console.print(verdict)
     return result
 
 
 def _print_steps(console: Console, steps: list[Step]) -> None:
-    t = Table(title="Every action passes the gate before it runs", show_lines=False)
-    for col in ("#", "scenario", "principal", "resource", "effect", "reason code", "ledger"):
-        t.add_column(col)
-    for s in steps:
+    t = Table(title="Every action passes the gate before it runs")
+    t.add_column("#", justify="right")
+    t.add_column("scenario")
+    t.add_column("agent → resource")
+    t.add_column("decision", no_wrap=True)
+    t.add_column("ledger", justify="right")
+    for i, s in enumerate(steps, 1):
         d = s.decision
-        eff = "[bold green]ALLOW[/]" if d.allowed else "[bold red]DENY[/]"
-        code = "" if d.allowed else d.reasons[0].code.value
-        mark = "" if s.ok else " [red](unexpected)[/]"
-        who = s.principal.removeprefix("spiffe://acme.test/")
-        t.add_row(str(len(t.rows) + 1), s.scenario, who, s.resource, eff + mark, code,
-                  "-" if d.ledger_index is None else str(d.ledger_index))
+        verdict = (
+            "[bold green]ALLOW[/]" if d.allowed else f"[bold red]DENY[/] {d.reasons[0].code.value}"
+        )
+        if not s.ok:
+            verdict += " [red](unexpected)[/]"
+        who = s.principal.rsplit("/", 1)[-1] if s.principal.startswith("spiffe://") else s.principal
+        t.add_row(
+            str(i),
+            s.scenario,
+            f"{who} → {s.resource}",
+            verdict,
+            "-" if d.ledger_index is None else str(d.ledger_index),
+        )
     console.print(t)
+    console.print("[dim]Why each denial happened (the detail the ledger and operator see):[/]")
     for s in steps:
         if not s.decision.allowed:
             r = s.decision.reasons[0]
-            console.print(f"  [dim]{s.scenario}:[/] {r.code.value} — {r.detail}")
+            console.print(f"  [bold]{r.code.value}[/] ({s.scenario}): {r.detail}")

@@ -62,7 +62,7 @@ class VerificationError(Error):
     """A signature, proof, checkpoint or ledger failed verification."""
 
 
-class KeyError_(Error):  # noqa: N818 - named to avoid shadowing the builtin KeyError
+class KeyFileError(Error):
     """A key file is missing, has unsafe permissions, or cannot be parsed."""
 
 

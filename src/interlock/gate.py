@@ -25,7 +25,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,7 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
         now=now,
         revoked=snapshot.revoked,
         args=request.args,
+        resource_type=request.resource.type,
     )
     if not cap.ok:
         return _deny(cap.code or ReasonCode.CAPABILITY_INVALID, cap.detail)
@@ -347,7 +348,7 @@ class Gate:
 
         Raises:
             ConfigError: if there is no home at ``home`` (nothing can be decided or recorded).
-            KeyError_: if a key file is missing or has unsafe permissions.
+            KeyFileError: if a key file is missing or has unsafe permissions.
         """
         h = Home.load(default_home(home))
         log_key = h.private_key("log")
@@ -439,11 +440,7 @@ class Gate:
         version, revoked = self.ledger.revocations()
         with self._lock:
             snap = self._snapshot
-            if (
-                not force_trust
-                and snap is not None
-                and snap.trust_version == version
-            ):
+            if not force_trust and snap is not None and snap.trust_version == version:
                 return snap
             snap = Snapshot.build(
                 root_public=self._root_public,
@@ -514,7 +511,9 @@ class Gate:
         request_id, when = self._now()
         if self._corrupt is not None:
             return self._unrecorded(
-                request_id, ReasonCode.LEDGER_CORRUPT, f"ledger failed verification: {self._corrupt}"
+                request_id,
+                ReasonCode.LEDGER_CORRUPT,
+                f"ledger failed verification: {self._corrupt}",
             )
         snapshot = self.snapshot
         try:
@@ -522,9 +521,14 @@ class Gate:
         except MalformedRequest as exc:
             return self._record_malformed(raw, exc, request_id, when, snapshot.id)
 
-        lineage = self._lineage(request)
-        verdict = decide(request, snapshot, lineage)
-        stage = Stage.PIPELINE
+        lineage = Lineage(parent=request.parent, status="unknown")
+        try:
+            lineage = self._lineage(request)
+            verdict = decide(request, snapshot, lineage)
+            stage = Stage.PIPELINE
+        except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
+            verdict = _deny(ReasonCode.INTERNAL_ERROR, _error_detail(exc))
+            stage = Stage.GATE
         elapsed = time.perf_counter_ns() - started
         if elapsed > self.deadline_ns:
             verdict = _deny(
@@ -588,8 +592,10 @@ class Gate:
             return Decision(
                 request_id=request.id,
                 effect=Effect.DENY,
-                reasons=(*((r for r in verdict.reasons) if not allowed else ()),
-                         Reason(code=code, detail=f"decision not recorded: {exc.message}")),
+                reasons=(
+                    *((r for r in verdict.reasons) if not allowed else ()),
+                    Reason(code=code, detail=f"decision not recorded: {exc.message}"),
+                ),
                 snapshot=snapshot.id,
                 decision_hash=decision_hash,
                 ledger_index=None,
@@ -680,14 +686,20 @@ class Gate:
                 code = ReasonCode(exc.reason_code)
             except ValueError:
                 code = ReasonCode.INTERNAL_ERROR
-            detail = exc.diagnostics()
-        else:
-            detail = f"{type(exc).__name__}: could not decide"
+        detail = _error_detail(exc)
         try:
             request_id, _ = self._now()
         except Exception:  # noqa: BLE001 - even the clock failing must end in a deny
             request_id = "00000000-0000-7000-8000-000000000000"
         return self._unrecorded(request_id, code, detail[:500])
+
+
+def _error_detail(exc: BaseException) -> str:
+    """Operator-facing text for an unexpected error: Interlock's own errors carry their
+    diagnostics; a foreign exception is named by type only (its message may hold inputs)."""
+    if isinstance(exc, Error):
+        return exc.diagnostics()[:500]
+    return f"{type(exc).__name__} while deciding: could not establish authorization"
 
 
 def open_gate(home: str | Path | None = None) -> Gate:

@@ -28,7 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from interlock.errors import ConfigError, HomeExists
+from interlock.errors import ConfigError, HomeExists, KeyFileError
 from interlock.trust import keys
 
 __all__ = ["Config", "Home", "default_home", "init_home"]
@@ -60,9 +60,11 @@ class Config:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
-        known = {"log": {"origin", "durability"},
-                 "gate": {"deadline_ms", "ledger_timeout_ms", "max_lineage_depth"},
-                 "policy": {"trusted_keys"}}
+        known = {
+            "log": {"origin", "durability"},
+            "gate": {"deadline_ms", "ledger_timeout_ms", "max_lineage_depth"},
+            "policy": {"trusted_keys"},
+        }
         for section, body in doc.items():
             if section not in known or not isinstance(body, dict):
                 raise ConfigError(f"{source}: unknown section [{section}]")
@@ -91,8 +93,10 @@ class Config:
         for k in tk:
             try:
                 keys.public_from_raw(bytes.fromhex(k))
-            except (ValueError, keys.KeyError_) as exc:
-                raise ConfigError(f"{source}: [policy] trusted key {k!r} is not hex Ed25519") from exc
+            except (ValueError, KeyFileError) as exc:
+                raise ConfigError(
+                    f"{source}: [policy] trusted key {k!r} is not hex Ed25519"
+                ) from exc
         return cls(
             origin=origin,
             durability=durability,
@@ -206,7 +210,9 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
 
     from interlock.policy.bundle import sign_bundle
 
-    shutil.copytree(DEFAULT_POLICY_DIR, path / "policy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        DEFAULT_POLICY_DIR, path / "policy", ignore=shutil.ignore_patterns("__pycache__")
+    )
     sign_bundle(path / "policy", created["policy"], version=1)
     home = Home(path=path, config=config)
 

@@ -71,7 +71,8 @@ def test_checkpoint_is_signed_and_names_durability(
 ) -> None:
     ledger.append(_records(10))
     cp = ledger.checkpoint()
-    assert cp is not None and cp.size == 10
+    assert cp is not None
+    assert cp.size == 10
     parsed = open_checkpoint(cp.note, verifier)
     assert parsed.root_hash == ledger.root_at(10)
     assert parsed.extensions == ("durability full",)
@@ -82,7 +83,8 @@ def test_process_durability_is_recorded(tmp_path: Path, signer: NoteSigner) -> N
     try:
         led.append(_records(1))
         cp = led.checkpoint()
-        assert cp is not None and "durability process" in cp.note
+        assert cp is not None
+        assert "durability process" in cp.note
     finally:
         led.close()
 
@@ -160,7 +162,8 @@ def test_two_writers_on_one_file_stay_consistent(tmp_path: Path, signer: NoteSig
         assert len(leaves) == 300
         assert a.root_at(300) == b.root_at(300) == merkle.root_of(leaves)
         cp = b.checkpoint()
-        assert cp is not None and cp.root == merkle.root_of(leaves)
+        assert cp is not None
+        assert cp.root == merkle.root_of(leaves)
     finally:
         a.close()
         b.close()

@@ -57,6 +57,7 @@ _EXPIRY_RE = re.compile(r"^check if time\(\$time\), \$time <= " + _DATE + r";$")
 _PRINCIPAL_RE = re.compile(r"^principal\(" + _S + r"\);$")
 _RIGHT_RE = re.compile(r"^right\(" + _S + ", " + _S + r"\);$")
 _PARENT_RE = re.compile(r"^check if parent\(" + _S + r"\);$")
+_DELEGATE_RE = re.compile(r"^check if principal\(" + _S + r"\);$")
 _SN = r'"[^"\\\s(),$]*"'  # the same literal, not capturing
 _ALT = (
     r"(?:action\(" + _SN + r"\)(?:, (?:resource|resource_type)\(" + _SN + r"\))?"
@@ -109,8 +110,13 @@ def attenuation_block(
     rights: Sequence[Right] | None,
     expires_at: datetime | None,
     parent: str | None,
+    delegate_to: str | None = None,
 ) -> tuple[str, dict[str, Term]]:
     """An attenuation block's source and parameters (values already validated).
+
+    ``delegate_to`` hands the token to a sub-agent principal: the block checks that the
+    presenting principal is exactly that one (the verifier accepts it only under the holder's
+    own SPIFFE path).
 
     Rights become one check that the request matches one of them, with the same wildcard
     meaning as the authorizer's allow policy; a ``*:*`` right leaves rights unrestricted.
@@ -145,6 +151,9 @@ def attenuation_block(
     if parent is not None:
         params["parent"] = parent
         lines.append("check if parent({parent});\n")
+    if delegate_to is not None:
+        params["delegate"] = delegate_to
+        lines.append("check if principal({delegate});\n")
     return "".join(lines), params
 
 
@@ -207,6 +216,7 @@ class BlockShape:
 
     expiries: tuple[int, ...]
     own_forms_only: bool
+    delegates: tuple[str, ...] = ()
 
 
 def read_block(source: str, *, index: int) -> BlockShape:
@@ -215,6 +225,7 @@ def read_block(source: str, *, index: int) -> BlockShape:
     Never raises.
     """
     expiries: list[int] = []
+    delegates: list[str] = []
     own = True
     for line in source.splitlines():
         if not line:
@@ -229,9 +240,11 @@ def read_block(source: str, *, index: int) -> BlockShape:
             continue
         if index == 0:
             own = own and bool(_PRINCIPAL_RE.match(line) or _RIGHT_RE.match(line))
+        elif (d := _DELEGATE_RE.match(line)) is not None:
+            delegates.append(d.group(1))
         else:
             own = own and bool(_PARENT_RE.match(line) or _RIGHTS_CHECK_RE.match(line))
-    return BlockShape(expiries=tuple(expiries), own_forms_only=own)
+    return BlockShape(expiries=tuple(expiries), own_forms_only=own, delegates=tuple(delegates))
 
 
 def read_authority(source: str) -> tuple[list[str | None], list[tuple[str, str]]]:

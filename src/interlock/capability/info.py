@@ -48,6 +48,7 @@ class TokenInfo:
     parents: tuple[str, ...]
     revocation_ids: tuple[str, ...]
     verified: bool
+    delegates: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``--json``).
@@ -60,6 +61,7 @@ class TokenInfo:
             "expires_at": None if self.expires_at is None else format_time(self.expires_at),
             "blocks": list(self.blocks),
             "parents": list(self.parents),
+            "delegated_to": list(self.delegates),
             "revocation_ids": list(self.revocation_ids),
             "verified": self.verified,
         }
@@ -104,7 +106,8 @@ def inspect(token: str, root_public_raw: bytes | None = None) -> TokenInfo:
     claimed, pairs = read_authority(sources[0]) if sources else ([], [])
     principal = claimed[0] if len(claimed) == 1 else None
     rights = _rights(pairs)
-    expiries = [e for i, src in enumerate(sources) for e in read_block(src, index=i).expiries]
+    shapes = [read_block(src, index=i) for i, src in enumerate(sources)]
+    expiries = [e for shape in shapes for e in shape.expiries]
     return TokenInfo(
         principal=principal,
         rights=rights,
@@ -113,6 +116,7 @@ def inspect(token: str, root_public_raw: bytes | None = None) -> TokenInfo:
         parents=tuple(p for src in sources for p in read_parents_display(src)),
         revocation_ids=_biscuit.revocation_ids(parsed),
         verified=root_public_raw is not None,
+        delegates=tuple(d for shape in shapes[1:] for d in shape.delegates),
     )
 
 

@@ -124,6 +124,7 @@ def attenuate(
     rights: Sequence[Right] | None = None,
     expires_at: datetime | None = None,
     parent: str | None = None,
+    delegate_to: str | None = None,
 ) -> str:
     """Append a block that narrows ``token``; no private key is needed.
 
@@ -132,6 +133,8 @@ def attenuate(
     - ``expires_at``: a further expiry; the token expires at the earliest of all its blocks, so
       a later one changes nothing.
     - ``parent``: the request must name this parent execution id.
+    - ``delegate_to``: the token may then be presented only by this sub-agent principal, a
+      SPIFFE ID under the holder's own path (``spiffe://d/agent/a`` → ``spiffe://d/agent/a/sub``).
 
     ``root_public_raw`` is the root public key: biscuit-python 0.4 can append to a token only
     after verifying it (it cannot serialize an unverified one), which also means a forged token
@@ -144,14 +147,20 @@ def attenuate(
             ``rights`` is empty, ``expires_at`` is naive, ``parent`` is not safe text, or the
             token would exceed 64 KiB.
     """
-    if rights is None and expires_at is None and parent is None:
-        raise CapabilityError("nothing to attenuate: give rights, expires_at or parent")
+    if rights is None and expires_at is None and parent is None and delegate_to is None:
+        raise CapabilityError(
+            "nothing to attenuate: give rights, expires_at, parent or delegate_to"
+        )
     narrowed = _check_rights(rights) if rights is not None else None
     expiry = _check_expiry(expires_at) if expires_at is not None else None
     if parent is not None:
         check_text("parent", parent)
+    if delegate_to is not None:
+        check_text("delegate_to", delegate_to)
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
         raise CapabilityError("not a capability token (empty, or larger than 64 KiB)")
     parsed = _biscuit.parse_verified(token, _biscuit.load_public_key(root_public_raw))
-    source, params = attenuation_block(rights=narrowed, expires_at=expiry, parent=parent)
+    source, params = attenuation_block(
+        rights=narrowed, expires_at=expiry, parent=parent, delegate_to=delegate_to
+    )
     return _check_size(_biscuit.append_block(parsed, source, params))

@@ -77,7 +77,7 @@ class CapabilityResult:
     expires_at: int | None = None
 
 
-class _NoVerdict(Exception):  # noqa: N818 - control flow, never escapes this module
+class _NoVerdict(Exception):
     """Carries a deny that must not be memoised."""
 
     def __init__(self, result: CapabilityResult) -> None:
@@ -135,6 +135,9 @@ class _Token:
     serial: int
     biscuit: _biscuit.VerifiedToken
     principal: str | None  # None: the authority block does not name exactly one
+    #: the principal the token may be presented by after its delegations, or None when a
+    #: delegation leaves the holder's own SPIFFE path (such a token identifies no one)
+    holder: str | None
     expires_at: int | None
     revocation_ids: tuple[str, ...]
     memoisable: bool
@@ -171,6 +174,17 @@ def _arg_facts(args: Mapping[str, object] | None) -> tuple[tuple[str, object], .
         ):
             facts.append((key, value))
     return tuple(facts)
+
+
+def _holder(principal: str | None, delegates: list[str]) -> str | None:
+    """Follow delegations: each must stay under the previous holder's SPIFFE path, so a token
+    can be handed down to sub-agents but never sideways to an unrelated principal."""
+    holder = principal
+    for d in delegates:
+        if holder is None or not (d == holder or d.startswith(holder.rstrip("/") + "/")):
+            return None
+        holder = d
+    return holder
 
 
 class CapabilityVerifier:
@@ -252,10 +266,12 @@ class CapabilityVerifier:
                 "capability token's authority block does not name exactly one principal",
                 tok,
             )
-        if tok.principal != principal:
+        if tok.holder != principal:
             return _deny(
                 ReasonCode.IDENTITY_UNVERIFIED,
-                f"capability token was issued to a different principal than {principal}",
+                f"capability token is held by a different principal than {principal}"
+                if tok.holder is not None
+                else "capability token delegates outside its holder's SPIFFE path",
                 tok,
             )
         if tok.expires_at is not None and now > tok.expires_at:
@@ -316,6 +332,7 @@ class CapabilityVerifier:
             serial=next(_serials),
             biscuit=biscuit,
             principal=principal,
+            holder=_holder(principal, [d for s in shapes[1:] for d in s.delegates]),
             expires_at=min(expiries) if expiries else None,
             revocation_ids=_biscuit.revocation_ids(biscuit),
             memoisable=memoisable,

@@ -49,7 +49,7 @@ MAX_ENTRY_BYTES = 0xFFFF
 _MAX_LEVEL = 63
 
 
-class EntryTooLarge(Error):  # noqa: N818 - reads as a condition, like LedgerCorrupt
+class EntryTooLarge(Error):
     """An entry is larger than an entry bundle can carry (65,535 bytes)."""
 
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from interlock.errors import KeyError_, VerificationError
+from interlock.errors import KeyFileError, VerificationError
 
 __all__ = [
     "create_key",
@@ -36,7 +36,7 @@ def create_key(path: Path) -> Ed25519PrivateKey:
     """Generate an Ed25519 key and write it to ``path`` with mode 0600.
 
     Raises:
-        KeyError_: if ``path`` already exists (keys are never overwritten).
+        KeyFileError: if ``path`` already exists (keys are never overwritten).
     """
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
@@ -49,7 +49,7 @@ def create_key(path: Path) -> Ed25519PrivateKey:
         # O_EXCL: never overwrite; 0o600 from the first byte, not chmod'ed afterwards.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
-        raise KeyError_(f"refusing to overwrite existing key {path}") from exc
+        raise KeyFileError(f"refusing to overwrite existing key {path}") from exc
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
         fh.flush()
@@ -61,24 +61,24 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load an Ed25519 private key written by :func:`create_key`.
 
     Raises:
-        KeyError_: if the file is missing, readable by group/other, or not an Ed25519 key.
+        KeyFileError: if the file is missing, readable by group/other, or not an Ed25519 key.
     """
     try:
         st = path.stat()
         data = path.read_bytes()
     except OSError as exc:
-        raise KeyError_(f"cannot read key {path}: {exc.strerror}") from exc
+        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyError_(
+        raise KeyFileError(
             f"key {path} is accessible by group or others; run: chmod 600 {path}",
             mode=oct(st.st_mode & 0o777),
         )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyError_(f"key {path} is not a PEM private key") from exc
+        raise KeyFileError(f"key {path} is not a PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"key {path} is not an Ed25519 key")
+        raise KeyFileError(f"key {path} is not an Ed25519 key")
     return key
 
 
@@ -99,10 +99,10 @@ def public_from_raw(data: bytes) -> Ed25519PublicKey:
     """Parse a 32-byte raw Ed25519 public key.
 
     Raises:
-        KeyError_: if ``data`` is not 32 bytes.
+        KeyFileError: if ``data`` is not 32 bytes.
     """
     if len(data) != 32:
-        raise KeyError_("an Ed25519 public key is 32 bytes", length=len(data))
+        raise KeyFileError("an Ed25519 public key is 32 bytes", length=len(data))
     return Ed25519PublicKey.from_public_bytes(data)
 
 

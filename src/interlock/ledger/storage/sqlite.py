@@ -171,6 +171,14 @@ class _Pending:
         self.state = "queued"  # queued -> taken -> done | cancelled
 
 
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
 def _now_text() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -528,7 +536,7 @@ class SqliteLedger:
             row = c.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
         if row is None:
             raise LedgerError(f"no entry at index {index}", index=index)
-        return bytes(row[0])
+        return _as_bytes(row[0])
 
     def leaf_hash_at(self, index: int) -> bytes:
         with self._reader() as c:
@@ -556,7 +564,8 @@ class SqliteLedger:
             if not rows:
                 return
             for idx, lh, data in rows:
-                yield int(idx), bytes(lh), bytes(data)
+                # an edited database may hold TEXT where BLOBs belong: read it as its bytes
+                yield int(idx), _as_bytes(lh), _as_bytes(data)
             pos = int(rows[-1][0]) + 1
 
     def checkpoints(self) -> list[StoredCheckpoint]:

@@ -1,0 +1,392 @@
+"""``interlock bench``: the DESIGN §10 figures, each beside a baseline measured in the same run.
+
+    >>> results = run_benchmarks(quick=True)       # doctest: +SKIP
+    >>> results["P1"]["unit"]
+    'us'
+
+Each figure is ``{"value", "unit", "baseline", "baseline_what", "ratio", "goal", "met"}`` where
+``ratio = value / baseline`` (for throughputs too: higher is better there). Nothing here is a
+test: budgets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from interlock.capability import CapabilityIssuer, Right
+from interlock.core.model import ActionRequest, Resource, format_time
+from interlock.gate import Gate, Lineage, Snapshot, decide
+from interlock.home import Home, init_home
+from interlock.ledger.storage.sqlite import Append, SqliteLedger
+from interlock.policy.bundle import load_bundle, sign_bundle
+from interlock.trust import keys
+
+PRINCIPAL = "spiffe://bench.test/agent/a"
+Result = dict[str, Any]
+
+
+class _Lcg:
+    """Deterministic pseudo-random indices for benchmarks (``random`` is banned in src/)."""
+
+    def __init__(self, seed: int = 12345) -> None:
+        self.state = seed
+
+    def below(self, n: int) -> int:
+        self.state = (self.state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        return (self.state >> 33) % n
+
+
+def _pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _timed(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        fn()
+        out.append((clock() - t0) / 1000)
+    return out
+
+
+def _figure(
+    value: float, unit: str, baseline: float, what: str, goal: str, met: bool, **extra: Any
+) -> Result:
+    return {
+        "value": round(value, 3),
+        "unit": unit,
+        "baseline": round(baseline, 3),
+        "baseline_what": what,
+        "ratio": round(value / baseline, 4) if baseline else 0.0,
+        "goal": goal,
+        "met": met,
+        **extra,
+    }
+
+
+def _write_bundle(directory: Path, n_policies: int, n_actions: int = 100) -> list[str]:
+    """A bundle of ``n_policies`` permit policies spread over ``n_actions`` actions."""
+    directory.mkdir(parents=True)
+    actions = [f"act.a{k}" for k in range(n_actions)]
+    schema_actions = "\n".join(
+        f'action "{a}" appliesTo {{ principal: [Agent], resource: [Tool], context: {{}} }};'
+        for a in actions
+    )
+    (directory / "schema.cedarschema").write_text(
+        "entity Agent;\nentity Tool;\n" + schema_actions + "\n", encoding="utf-8"
+    )
+    (directory / "entities.json").write_text("[]", encoding="utf-8")
+    lines = []
+    for i in range(n_policies):
+        a = actions[i % n_actions]
+        lines.append(
+            f'@id("p{i}")\npermit(principal == Agent::"{PRINCIPAL}", action == Action::"{a}",'
+            f' resource == Tool::"t{i}");'
+        )
+    (directory / "policies.cedar").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return actions
+
+
+def _snapshot_with(home: Home, tmp: Path, n_policies: int) -> tuple[Snapshot, str]:
+    bdir = tmp / f"bundle-{n_policies}"
+    _write_bundle(bdir, n_policies)
+    sign_bundle(bdir, home.private_key("policy"), version=1)
+    bundle = load_bundle(bdir, home.trusted_policy_keys())
+    snap = Snapshot.build(
+        root_public=keys.public_raw(home.private_key("biscuit-root")),
+        bundle=bundle,
+        policy_problem=None,
+        revoked=frozenset(),
+        trust_version=0,
+        max_depth=16,
+    )
+    return snap, (bdir / "policies.cedar").read_text(encoding="utf-8")
+
+
+def _bench_pipeline(
+    home: Home, tmp: Path, token: str, n_policies: int, iters: int
+) -> tuple[list[float], list[float]]:
+    import cedarpy  # baseline only: the raw library given the policy text on every call
+
+    snap, text = _snapshot_with(home, tmp, n_policies)
+    # the request that is permitted: policy index 5 -> action act.a5, resource t5
+    req = ActionRequest(
+        id="0190b3f6-7a1c-7000-8000-000000000000",
+        time=format_time(datetime.now(UTC)),
+        principal=PRINCIPAL,
+        action="act.a5",
+        resource=Resource(type="Tool", id="t5"),
+        args={"q": "x"},
+        context={},
+        capability=token,
+    )
+    lineage = Lineage()
+    verdict = decide(req, snap, lineage)
+    if not verdict.effect.value == "allow":
+        raise RuntimeError(f"benchmark request was not allowed: {verdict}")
+    for _ in range(200):  # warm caches
+        decide(req, snap, lineage)
+    ours = _timed(lambda: decide(req, snap, lineage), iters)
+    creq = {
+        "principal": {"type": "Agent", "id": PRINCIPAL},
+        "action": {"type": "Action", "id": "act.a5"},
+        "resource": {"type": "Tool", "id": "t5"},
+        "context": {"args": {"q": "x"}, "request": {}, "time": req.epoch},
+    }
+    base_iters = max(20, iters // (50 if n_policies > 1000 else 5))
+    base = _timed(lambda: cedarpy.is_authorized(creq, text, "[]"), base_iters)
+    return ours, base
+
+
+def _fsync_latency(directory: Path, n: int) -> list[float]:
+    path = directory / "fsync.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        payload = b"x" * 400
+
+        def one() -> None:
+            os.write(fd, payload)
+            os.fsync(fd)
+
+        return _timed(one, n)
+    finally:
+        os.close(fd)
+
+
+def _one_commit_per_record(directory: Path, n: int) -> float:
+    conn = sqlite3.connect(directory / "baseline.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, h BLOB, d BLOB)")
+    data = b"x" * 400
+    t0 = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?)", (i, hashlib.sha256(data).digest(), data))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return n / elapsed
+
+
+def _tool_request(token: str, i: int) -> dict[str, Any]:
+    return {
+        "principal": "spiffe://acme.test/agent/researcher",
+        "action": "tool.call",
+        "resource": {"type": "Tool", "id": "web_search"},
+        "args": {"q": f"query {i}"},
+        "capability": token,
+    }
+
+
+def _bench_governed(gate: Gate, token: str, threads: int, per_thread: int) -> float:
+    errors: list[str] = []
+
+    def worker(t: int) -> None:
+        for i in range(per_thread):
+            d = gate.decide(_tool_request(token, t * per_thread + i))
+            if not d.allowed:
+                errors.append(d.codes[0])
+
+    ths = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    t0 = time.perf_counter()
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(
+            f"{len(errors)} governed decisions denied during the benchmark: {errors[:3]}"
+        )
+    return threads * per_thread / elapsed
+
+
+def _build_ledger(path: Path, home: Home, n: int, console: Console | None) -> SqliteLedger:
+    from interlock.ledger.note import NoteSigner
+
+    signer = NoteSigner("bench.test/log", home.private_key("log"))
+    led = SqliteLedger(path, signer=signer, durability="process")
+    batch = 20_000
+    record = {
+        "v": 1,
+        "type": "decision",
+        "stage": "pipeline",
+        "effect": "allow",
+        "reasons": [],
+        "request": {
+            "principal": PRINCIPAL,
+            "action": "tool.call",
+            "resource": {"type": "Tool", "id": "t"},
+            "args_sha256": "0" * 64,
+        },
+    }
+    done = 0
+    while done < n:
+        k = min(batch, n - done)
+        items = []
+        for i in range(done, done + k):
+            record["id"] = f"{i:08d}"
+            items.append(
+                Append(record=json.dumps(record, sort_keys=True, separators=(",", ":")).encode())
+            )
+        led.append(items, timeout=600)
+        done += k
+        if console is not None:
+            console.print(f"  built {done:,}/{n:,} entries", end="\r")
+    led.checkpoint()
+    return led
+
+
+def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> dict[str, Result]:
+    """Measure P1-P6 (DESIGN §10). ``quick`` uses small sizes (a smoke run, not the figures)."""
+    from interlock.audit import verify_ledger
+
+    tmp = Path(tempfile.mkdtemp(prefix="interlock-bench-"))
+    results: dict[str, Result] = {}
+
+    def say(msg: str) -> None:
+        if console is not None:
+            console.print(msg)
+
+    try:
+        home = init_home(tmp / "home", origin="bench.test/home")
+        issuer = CapabilityIssuer(keys.private_raw(home.private_key("biscuit-root")))
+        exp = datetime.now(UTC) + timedelta(hours=2)
+        bench_token = issuer.issue(principal=PRINCIPAL, rights=[Right.parse("*:*")], expires_at=exp)
+        tool_token = issuer.issue(
+            principal="spiffe://acme.test/agent/researcher",
+            rights=[Right.parse("tool.call:Tool::*")],
+            expires_at=exp,
+        )
+        iters = 2000 if quick else 20000
+
+        say("P1: pipeline decision, 100 policies")
+        ours, base = _bench_pipeline(home, tmp, bench_token, 100, iters)
+        p50, p99 = _pct(ours, 0.5), _pct(ours, 0.99)
+        results["P1"] = _figure(
+            p50,
+            "us",
+            _pct(base, 0.5),
+            "cedarpy.is_authorized with the policy text per call (p50 us)",
+            "p50 <= 25 us, p99 <= 100 us",
+            p50 <= 25 and p99 <= 100,
+            p99=round(p99, 3),
+        )
+
+        say("P2: pipeline decision, 10,000 policies")
+        ours, base = _bench_pipeline(home, tmp, bench_token, 1000 if quick else 10_000, iters // 2)
+        p50, bp50 = _pct(ours, 0.5), _pct(base, 0.5)
+        results["P2"] = _figure(
+            p50,
+            "us",
+            bp50,
+            "cedarpy.is_authorized with the policy text per call (p50 us)",
+            "p50 <= 60 us and >= 10x faster than text per call",
+            p50 <= 60 and bp50 / p50 >= 10,
+            p99=round(_pct(ours, 0.99), 3),
+            speedup=round(bp50 / p50, 1),
+        )
+
+        gate = Gate.open(home.path)
+        try:
+            say("P3: governed decisions, durable ledger, 8 concurrent callers")
+            per = 250 if quick else 2500
+            _bench_governed(gate, tool_token, 8, 20)  # warm
+            rate = _bench_governed(gate, tool_token, 8, per)
+            base_rate = _one_commit_per_record(tmp, 200 if quick else 1000)
+            results["P3"] = _figure(
+                rate,
+                "decisions/s",
+                base_rate,
+                "SQLite WAL, one fsync'ed commit per record (records/s)",
+                ">= 20,000/s per process",
+                rate >= 20_000,
+            )
+
+            say("P4: one sequential caller, full durability")
+            n = 300 if quick else 2000
+            lat = _timed(lambda: gate.decide(_tool_request(tool_token, 0)), n)
+            fs = _fsync_latency(tmp, n)
+            p50, fp50 = _pct(lat, 0.5), _pct(fs, 0.5)
+            results["P4"] = _figure(
+                p50,
+                "us",
+                fp50,
+                "raw write+fsync latency in the same directory (p50 us)",
+                "p50 <= 1.5x fsync latency",
+                p50 <= 1.5 * fp50,
+                p99=round(_pct(lat, 0.99), 3),
+            )
+        finally:
+            gate.close()
+
+        n_entries = 50_000 if quick else 1_000_000
+        say(f"P5/P6: building a {n_entries:,}-entry ledger")
+        led = _build_ledger(tmp / "big.db", home, n_entries, console)
+        try:
+            from interlock.ledger.note import NoteSigner
+
+            vkey = NoteSigner("bench.test/log", home.private_key("log")).vkey
+            say("P5: ledger verify")
+            t0 = time.perf_counter()
+            rep = verify_ledger(led, vkey)
+            verify_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _i, _lh, data in led.iter_entries():
+                hashlib.sha256(b"\x00" + data).digest()
+            read_hash_s = time.perf_counter() - t0
+            results["P5"] = _figure(
+                verify_s,
+                "s",
+                read_hash_s,
+                "read every entry and SHA-256 it, nothing else (s)",
+                "<= 10 s at 1,000,000 entries",
+                verify_s <= 10 and rep.entries == n_entries,
+                entries=rep.entries,
+            )
+
+            say("P6: inclusion proofs")
+            rng = _Lcg()
+            size = led.size()
+            for _ in range(2000):  # warm the tile cache the way a serving node would
+                led.inclusion_proof(rng.below(size), size)
+            proofs = _timed(lambda: led.inclusion_proof(rng.below(size), size), 5000)
+            reads = _timed(lambda: led.entry(rng.below(size)), 5000)
+            p50 = _pct(proofs, 0.5)
+            results["P6"] = _figure(
+                p50,
+                "us",
+                _pct(reads, 0.5),
+                "one SQLite point read of an entry (p50 us)",
+                "p50 <= 200 us at 1,000,000 entries",
+                p50 <= 200,
+                p99=round(_pct(proofs, 0.99), 3),
+                entries=size,
+            )
+        finally:
+            led.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["_meta"] = {
+        "quick": quick,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": ".".join(map(str, __import__("sys").version_info[:3])),
+    }
+    return results
