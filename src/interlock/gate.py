@@ -22,6 +22,7 @@ Two parts:
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -299,10 +300,16 @@ def decision_record(
 
 
 def _payload_blob(request: ActionRequest) -> bytes:
-    return canonical_bytes(
+    """The request's arguments, context and token, for replay. Plain JSON, not RFC 8785: the
+    record holds their digests, and replay needs the exact Python values back (canonical
+    bytes would turn the float ``2.0`` into ``2``, which Cedar sees differently)."""
+    return json.dumps(
         {"args": request.args, "context": request.context, "capability": request.capability},
-        allow_floats=True,
-    )
+        ensure_ascii=False,
+        allow_nan=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode("utf-8", "surrogatepass")
 
 
 class Gate:
@@ -500,7 +507,10 @@ class Gate:
         try:
             return self._decide(request, started)
         except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
-            return self._error_decision(exc)
+            try:
+                return self._error_decision(exc)
+            except Exception:  # noqa: BLE001 - even building the error decision failed
+                return _LAST_RESORT
 
     def _now(self) -> tuple[str, str]:
         ns = self._clock_ns()
@@ -650,17 +660,24 @@ class Gate:
         blobs = {f"raw:{raw_digest}": raw_bytes} if len(raw_bytes) <= 1 << 20 else {}
         row = ExecutionRow(id=request_id, effect="deny", status="denied", parent=None, depth=0)
         index: int | None
+        reasons: tuple[Reason, ...] = (reason,)
         try:
             (res,) = self.ledger.append(
                 [Append(record=data, blobs=blobs, execution=row)], timeout=self.ledger_timeout_s
             )
             index = res.index
-        except LedgerError:
+        except LedgerError as exc:
             index = None
+            code = (
+                ReasonCode.LEDGER_CORRUPT
+                if isinstance(exc, LedgerCorrupt)
+                else ReasonCode.LEDGER_UNAVAILABLE
+            )
+            reasons = (reason, Reason(code=code, detail=f"decision not recorded: {exc.message}"))
         return Decision(
             request_id=request_id,
             effect=Effect.DENY,
-            reasons=(reason,),
+            reasons=reasons,
             snapshot=snapshot_id,
             decision_hash=decision_hash,
             ledger_index=index,
@@ -668,13 +685,16 @@ class Gate:
         )
 
     def _unrecorded(self, request_id: str, code: ReasonCode, detail: str) -> Decision:
+        """A deny that could not be recorded. Its hash is over plain JSON (not the canonical
+        encoder, which may be what failed): it identifies the answer, it proves nothing."""
         reason = Reason(code=code, detail=detail)
+        blob = json.dumps([request_id, code.value, detail], sort_keys=True).encode()
         return Decision(
             request_id=request_id,
             effect=Effect.DENY,
             reasons=(reason,),
             snapshot="",
-            decision_hash=hashlib.sha256(canonical_bytes(reason.to_json())).hexdigest(),
+            decision_hash=hashlib.sha256(blob).hexdigest(),
             ledger_index=None,
             stage=Stage.GATE,
         )
@@ -692,6 +712,18 @@ class Gate:
         except Exception:  # noqa: BLE001 - even the clock failing must end in a deny
             request_id = "00000000-0000-7000-8000-000000000000"
         return self._unrecorded(request_id, code, detail[:500])
+
+
+#: what ``Gate.decide`` returns when even reporting an error failed: a constant, built at import
+_LAST_RESORT = Decision(
+    request_id="00000000-0000-7000-8000-000000000000",
+    effect=Effect.DENY,
+    reasons=(Reason(code=ReasonCode.INTERNAL_ERROR, detail="could not decide or report why"),),
+    snapshot="",
+    decision_hash=hashlib.sha256(b"interlock:last-resort-deny").hexdigest(),
+    ledger_index=None,
+    stage=Stage.GATE,
+)
 
 
 def _error_detail(exc: BaseException) -> str:

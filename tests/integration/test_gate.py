@@ -327,3 +327,44 @@ def test_an_exception_anywhere_is_a_deny(
         rec = _assert_recorded(gate, d)
         assert rec["stage"] == "gate"
         assert rec["effect"] == "deny"
+
+
+# -- replay (I3) ---------------------------------------------------------------------------------
+
+
+def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
+    home: Path, issue: Any
+) -> None:
+    from interlock.audit import replay
+    from interlock.capability import revocation_ids
+
+    token = issue()
+    with Gate.open(home) as gate:
+        parent = gate.decide(tool_request(token, args={"t": 2.0, "big": 1e20, "s": "é"}))
+        assert parent.allowed
+        gate.decide(tool_request(token, "delete_database"))
+        gate.decide(tool_request(token, parent=parent.request_id))
+        gate.decide(b"garbage")
+        gate.revoke(revocation_ids(token))
+        assert gate.decide(tool_request(token)).codes == ("CAPABILITY_REVOKED",)
+        rep = replay(gate)
+        assert rep.ok, rep.to_json()
+        assert rep.replayed == 4 and rep.matched == 4 and rep.skipped_stage == 1
+
+    # an edited payload no longer matches the digest its record committed to
+    conn = sqlite3.connect(home / "ledger.db")
+    conn.execute(
+        "UPDATE blobs SET data = CAST(replace(CAST(data AS TEXT), 'delete_database', 'x') AS BLOB)"
+    )
+    key = f"req:{parent.request_id}"
+    conn.execute(
+        "UPDATE blobs SET data = CAST(replace(CAST(data AS TEXT), '2.0', '3.0') AS BLOB)"
+        " WHERE digest = ?",
+        (key,),
+    )
+    conn.commit()
+    conn.close()
+    with Gate.open(home) as gate:
+        rep = replay(gate)
+        assert not rep.ok
+        assert [u["id"] for u in rep.unverifiable] == [parent.request_id]

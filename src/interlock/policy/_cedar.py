@@ -295,6 +295,25 @@ def build_policy_set(policies: Sequence[CompiledPolicy]) -> PolicySetHandle:
         raise PolicyError(f"cannot build a policy set: {_one_line(exc)}") from exc
 
 
+_CONTEXT_WORD = re.compile(r"\bcontext\b")
+
+
+def reads_context(policy_set: PolicySetHandle) -> bool:
+    """Whether any policy of ``policy_set`` may read ``context``: the word appears in its text.
+
+    Conservative on purpose: the word inside a string literal also counts, which only costs
+    time. Cedar policies reach the request context only through the variable ``context``, so
+    a set without the word decides the same with any context — and cedarpy spends ~45 µs
+    building a non-empty context, most of a decision.
+
+    Never raises.
+    """
+    try:
+        return _CONTEXT_WORD.search(str(policy_set)) is not None
+    except Exception:  # noqa: BLE001 - if the set cannot be printed, assume it reads context
+        return True
+
+
 def authorize(
     policy_set: PolicySetHandle, entities: cedarpy.Entities, request: dict[str, Any]
 ) -> Outcome:

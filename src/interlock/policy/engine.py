@@ -192,6 +192,30 @@ class _Partitioner:
         )
 
 
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def _cedar_can_read(value: object) -> bool:
+    """Whether Cedar can build a context value from ``value`` (strings, booleans, 64-bit
+    integers, lists and objects; no null, no float)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is str or t is bool:
+            continue
+        if t is int:
+            if not _I64[0] <= v <= _I64[1]:  # type: ignore[operator]
+                return False
+        elif isinstance(v, Mapping):
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            stack.extend(v)  # type: ignore[arg-type]
+        else:
+            return False
+    return True
+
+
 def _encode_default(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
@@ -212,7 +236,15 @@ class PolicyEngine:
     Cedar's answer to a :class:`PolicyResult`.
     """
 
-    __slots__ = ("_entities", "_fallback", "_policies", "_results", "_routes", "_set_count")
+    __slots__ = (
+        "_entities",
+        "_fallback",
+        "_policies",
+        "_reads_context",
+        "_results",
+        "_routes",
+        "_set_count",
+    )
 
     def __init__(self, compiled: Compiled) -> None:
         """Partition ``compiled`` (use :meth:`from_bundle` or :func:`load_unsigned`).
@@ -248,6 +280,7 @@ class PolicyEngine:
         self._fallback = partitioner.index(unconstrained)
         self._set_count = partitioner.set_count
         self._results: dict[tuple[str, ...], PolicyResult] = {}
+        self._reads_context: dict[int, bool] = {}
 
     @classmethod
     def from_bundle(cls, bundle: PolicyBundle) -> PolicyEngine:
@@ -304,16 +337,24 @@ class PolicyEngine:
             return _error(
                 "args or context uses a reserved Cedar JSON key (__entity, __extn, __expr)"
             )
-        decision, reasons, errors = _cedar.authorize(
-            index.select(resource_type, resource_id),
-            self._entities,
-            {
-                "principal": {"type": "Agent", "id": principal},
-                "action": action_uid,
-                "resource": {"type": resource_type, "id": resource_id},
-                "context": context_json,
-            },
-        )
+        policy_set = index.select(resource_type, resource_id)
+        reads = self._reads_context.get(id(policy_set))
+        if reads is None:
+            reads = _cedar.reads_context(policy_set)
+            self._reads_context[id(policy_set)] = reads
+        request: dict[str, Any] = {
+            "principal": {"type": "Agent", "id": principal},
+            "action": action_uid,
+            "resource": {"type": resource_type, "id": resource_id},
+        }
+        if reads:
+            request["context"] = context_json
+        elif not _cedar_can_read(args) or not _cedar_can_read(context):
+            # no policy that can apply reads `context`, so Cedar is not asked to build it
+            # (~45 µs): check here what building it would have refused, so the answer is the
+            # same as if it had been passed
+            return _error("args or context holds a value Cedar cannot represent")
+        decision, reasons, errors = _cedar.authorize(policy_set, self._entities, request)
         if errors:
             return self._evaluation_error(errors)
         # Interpreting (decision, reasons) is pure: memoise it (bounded) off the hot path.
