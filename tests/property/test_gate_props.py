@@ -1,4 +1,4 @@
-"""Invariants I1–I3 under random requests and injected faults (hypothesis).
+"""Invariants I1-I3 under random requests and injected faults (hypothesis).
 
 I1 no record, no action: every allow returned has its record committed at ``ledger_index``,
    hashing to ``decision_hash``.
