@@ -194,6 +194,8 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
+        # the ledger's payload table holds arguments and bearer tokens: owner-only home
+        path.chmod(0o700)
         (path / "keys").mkdir(mode=0o700)
     except OSError as exc:
         raise ConfigError(f"cannot create home {path}: {exc.strerror}") from exc

@@ -66,6 +66,8 @@ def test_init_refuses_an_existing_home(cli_home: Path) -> None:
     assert {p.name: p.read_bytes() for p in (cli_home / "keys").iterdir()} == before
     for p in (cli_home / "keys").iterdir():
         assert p.stat().st_mode & 0o777 == 0o600
+    assert (cli_home / "keys").stat().st_mode & 0o777 == 0o700
+    assert cli_home.stat().st_mode & 0o777 == 0o700
 
 
 def test_decide_exit_codes_and_json(cli_home: Path, tmp_path: Path) -> None:
