@@ -12,41 +12,111 @@ imports storage: an auditor without a home uses that module alone (``interlock r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from interlock.core.canonical import canonical_bytes, digest
 from interlock.core.model import ActionRequest, Resource, Stage
-from interlock.errors import LedgerError, VerificationError
-from interlock.gate import Gate, Lineage, Snapshot, decide, decision_record
+from interlock.errors import ConfigError, LedgerError, PolicyError, VerificationError
+from interlock.gate import Lineage, Snapshot, decide, decision_record
+from interlock.home import Home, default_home
 from interlock.ledger import merkle
+from interlock.ledger.note import NoteSigner, NoteVerifier
 from interlock.ledger.proof import ProofBundle, format_proof
 from interlock.ledger.storage.sqlite import TILE, SqliteLedger
 from interlock.ledger.tiles import export_tiles
 from interlock.ledger.verify import LedgerVerifier, VerifyReport
 from interlock.policy.bundle import PolicyBundle
 
-__all__ = ["ReplayReport", "export_ledger_tiles", "proof_bundle", "replay", "verify_ledger"]
+__all__ = [
+    "LedgerView",
+    "ReplayReport",
+    "export_ledger_tiles",
+    "open_for_audit",
+    "proof_bundle",
+    "replay",
+    "verify_ledger",
+]
 
 Progress = Callable[[int, int], None]
 
 
+@dataclass(slots=True)
+class LedgerView:
+    """A home's ledger opened for auditing — without a gate, so nothing is decided, no policy
+    is reloaded and nothing is appended (unless opened with ``sign=True``)."""
+
+    home: Home
+    ledger: SqliteLedger
+    vkey: str
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def __enter__(self) -> LedgerView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_for_audit(home: str | Path | None = None, *, sign: bool = False) -> LedgerView:
+    """Open a home's ledger for auditing.
+
+    ``sign=True`` allows signing fresh checkpoints (for proofs and exports), and first checks
+    the ledger (:meth:`SqliteLedger.self_check`): a checkpoint is never signed over a ledger
+    that does not match its last one.
+
+    Raises:
+        ConfigError: no home, or no ledger in it.
+        KeyFileError: the log key is missing or unsafe.
+        LedgerError: the database cannot be opened, or (with ``sign``) fails its check.
+    """
+    h = Home.load(default_home(home))
+    if not h.ledger_path.exists():
+        raise ConfigError(f"no ledger at {h.ledger_path}; run: interlock init --home {h.path}")
+    signer = NoteSigner(h.config.origin, h.private_key("log"))
+    ledger = SqliteLedger(
+        h.ledger_path, signer=signer if sign else None, durability=h.config.durability
+    )
+    try:
+        if sign:
+            ledger.self_check(NoteVerifier.from_vkey(signer.vkey))
+    except BaseException:
+        ledger.close()
+        raise
+    return LedgerView(home=h, ledger=ledger, vkey=signer.vkey)
+
+
 def verify_ledger(
-    ledger: SqliteLedger, vkey: str, *, progress: Progress | None = None
+    ledger: SqliteLedger,
+    vkey: str,
+    *,
+    anchors: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Recompute every leaf hash, the tree at every stored checkpoint, every checkpoint
     signature, and every persisted tile.
 
+    ``anchors`` are signed checkpoints kept outside this database (by an auditor, a witness, a
+    previous ``ledger checkpoint``): the ledger must contain and match each of them, which
+    defeats an attacker who rewrites the log *and* deletes its newer checkpoints.
+
     Raises:
         VerificationError: naming the first bad index (``evidence["index"]``) on any change,
-            removal or reordering.
+            removal or reordering; also when entries exist but no checkpoint does (they were
+            removed: every writer's first commit signs one in the same transaction).
     """
     total = ledger.size()
     checkpoints = ledger.checkpoints()
+    if total > 0 and not checkpoints:
+        raise VerificationError(
+            "the ledger has entries but no signed checkpoint: checkpoints were removed", index=0
+        )
     verifier = LedgerVerifier(vkey)
-    verifier.expect_checkpoints([c.note for c in checkpoints])
+    verifier.expect_checkpoints([c.note for c in checkpoints] + list(anchors))
     tile_hashes: list[bytes] = []
     tile_n = 0
     upper: list[list[bytes]] = []  # per tile level >= 1: recomputed roots awaiting a full tile
@@ -164,14 +234,18 @@ def _records(ledger: SqliteLedger) -> Iterator[tuple[int, bytes, dict[str, Any]]
         yield idx, data, rec
 
 
-def replay(gate: Gate, *, progress: Progress | None = None) -> ReplayReport:
+def replay(
+    ledger: SqliteLedger,
+    trusted_policy_keys: Sequence[Any],
+    *,
+    progress: Progress | None = None,
+) -> ReplayReport:
     """Re-decide every recorded pipeline decision with its pinned snapshot and compare the
     re-made record with the recorded bytes (DESIGN I3). Intake and gate-stage denials
     (malformed input, deadline, storage) depend on the gate's environment and are counted
     apart. A decision whose payload was purged or whose lineage facts disagree with the
     ledger before it is *unverifiable*, which also fails the replay.
     """
-    ledger = gate.ledger
     report = ReplayReport()
     revoked_order: list[str] = []
     seen_revoked: set[str] = set()
@@ -179,7 +253,7 @@ def replay(gate: Gate, *, progress: Progress | None = None) -> ReplayReport:
     snapshots: dict[tuple[str, int], Snapshot] = {}
     bundles: dict[str, PolicyBundle] = {}
     total = ledger.size()
-    trusted = gate.home.trusted_policy_keys()
+    trusted = list(trusted_policy_keys)
     for idx, data, rec in _records(ledger):
         if progress is not None and (idx & 0x3FF) == 0:
             progress(idx, total)
@@ -202,8 +276,12 @@ def replay(gate: Gate, *, progress: Progress | None = None) -> ReplayReport:
             )
             request = _request_for(ledger, rec)
             lineage = _lineage_for(rec, decisions)
-        except (LedgerError, VerificationError, KeyError, ValueError) as exc:
-            msg = exc.message if isinstance(exc, LedgerError | VerificationError) else str(exc)
+        except (LedgerError, VerificationError, PolicyError, KeyError, ValueError) as exc:
+            msg = (
+                exc.message
+                if isinstance(exc, LedgerError | VerificationError | PolicyError)
+                else str(exc)
+            )
             report.unverifiable.append({"index": idx, "id": rec.get("id"), "why": msg})
             continue
         report.replayed += 1

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from interlock.errors import Error, VerificationError
+from interlock.errors import Error
 
 app = typer.Typer(
     name="interlock",
@@ -71,6 +71,20 @@ def _gate(home: Path | None) -> Any:
         return Gate.open(home)
     except Error as exc:
         _fail(exc.diagnostics())
+
+
+def _audit(home: Path | None, *, sign: bool = False) -> Any:
+    """The ledger without a gate (no policy reload, no appends). A ledger that cannot be
+    opened, or (for signing) fails its check, is a verification failure: exit 1."""
+    from interlock.audit import open_for_audit
+    from interlock.errors import ConfigError
+
+    try:
+        return open_for_audit(home, sign=sign)
+    except ConfigError as exc:
+        _fail(exc.diagnostics())
+    except Error as exc:
+        _fail(exc.diagnostics(), EXIT_DENY)
 
 
 _TTL_RE = re.compile(r"^(\d+)([smhd])$")
@@ -448,8 +462,8 @@ def policy_diff(
     else:
         from interlock.audit import recorded_requests
 
-        with _gate(home) as gate:
-            reqs = recorded_requests(gate.ledger)
+        with _audit(home) as view:
+            reqs = recorded_requests(view.ledger)
     # the same request files `decide` takes: the gate-only fields do not reach Cedar
     reqs = [
         {k: v for k, v in r.items() if k not in ("capability", "parent", "traceparent")}
@@ -497,52 +511,77 @@ def _progress() -> Progress:
 
 
 @ledger_app.command("verify")
-def ledger_verify(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+def ledger_verify(
+    home: HomeOpt = None,
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            help="A signed checkpoint kept outside the home (repeatable); the ledger must match.",
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
     """Recompute every hash, tile and checkpoint; exit 1 naming the first bad index."""
     from interlock.audit import verify_ledger
 
-    with _gate(home) as gate:
+    anchors: list[str] = []
+    for f in anchor or []:
+        try:
+            anchors.append(f.read_text(encoding="utf-8"))
+        except OSError as exc:
+            _fail(f"cannot read checkpoint {f}: {exc.strerror}")
+    with _audit(home) as view:
         try:
             if json_:
-                rep = verify_ledger(gate.ledger, gate.vkey)
+                rep = verify_ledger(view.ledger, view.vkey, anchors=anchors)
             else:
                 with _progress() as prog:
-                    task = prog.add_task("verifying ledger", total=gate.ledger.size() or 1)
+                    task = prog.add_task("verifying ledger", total=view.ledger.size() or 1)
                     rep = verify_ledger(
-                        gate.ledger,
-                        gate.vkey,
+                        view.ledger,
+                        view.vkey,
+                        anchors=anchors,
                         progress=lambda n, t: prog.update(task, completed=n, total=t or 1),
                     )
-        except VerificationError as exc:
+        except Error as exc:
+            index = exc.evidence.get("index")
             if json_:
-                _emit_json({"ok": False, "error": exc.message, "index": exc.evidence.get("index")})
+                _emit_json({"ok": False, "error": exc.message, "index": index})
             else:
                 err.print(
-                    "[bold red]✗ ledger verification FAILED[/] at index"
-                    f" {exc.evidence.get('index')}: {exc.message}"
+                    f"[bold red]✗ ledger verification FAILED[/] at index {index}: {exc.message}"
                 )
             raise typer.Exit(EXIT_DENY) from None
+    uncovered = rep.size - rep.covered
     data = {
         "ok": True,
         "entries": rep.entries,
         "checkpoints": rep.checkpoints,
         "root": rep.root.hex(),
         "size": rep.size,
+        "covered": rep.covered,
+        "uncovered": uncovered,
     }
     if json_:
         _emit_json(data)
-    else:
-        out.print(
-            f"[bold green]✓ ledger verified[/]: {rep.entries} entries,"
-            f" {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…"
+        return
+    out.print(
+        f"[bold green]✓ ledger verified[/]: {rep.entries} entries,"
+        f" {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…"
+    )
+    if uncovered:
+        err.print(
+            f"[yellow]![/] the last {uncovered} entries are not yet under a signed checkpoint"
+            " (a running gate signs one within a second): only their hashes were checked"
         )
 
 
 @ledger_app.command("vkey")
 def ledger_vkey(home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Print the log's C2SP verifier key (give it to auditors)."""
-    with _gate(home) as gate:
-        v = gate.vkey
+    with _audit(home) as view:
+        v = view.vkey
     if json_:
         _emit_json({"vkey": v})
     else:
@@ -551,11 +590,17 @@ def ledger_vkey(home: HomeOpt = None, json_: JsonOpt = False) -> None:
 
 @ledger_app.command("checkpoint")
 def ledger_checkpoint(home: HomeOpt = None, json_: JsonOpt = False) -> None:
-    """Print the latest signed checkpoint (signing a fresh one if entries are uncovered)."""
-    with _gate(home) as gate:
-        cp = gate.ledger.latest_checkpoint()
-        if cp is None or cp.size < gate.ledger.size():
-            cp = gate.ledger.checkpoint()
+    """Print the latest signed checkpoint (signing a fresh one if entries are uncovered).
+
+    Save it somewhere else: `ledger verify --checkpoint FILE` later proves the log still holds
+    everything it covered."""
+    with _audit(home, sign=True) as view:
+        try:
+            cp = view.ledger.latest_checkpoint()
+            if cp is None or cp.size < view.ledger.size():
+                cp = view.ledger.checkpoint()
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
     if cp is None:
         _fail("the ledger is empty: no checkpoint yet", EXIT_DENY)
     if json_:
@@ -572,9 +617,9 @@ def ledger_show(
     json_: JsonOpt = False,
 ) -> None:
     """Print one ledger entry."""
-    with _gate(home) as gate:
+    with _audit(home) as view:
         try:
-            data = gate.ledger.entry(index)
+            data = view.ledger.entry(index)
         except Error as exc:
             _fail(exc.diagnostics(), EXIT_DENY)
     if raw:
@@ -594,9 +639,9 @@ def ledger_tail(
     json_: JsonOpt = False,
 ) -> None:
     """Show the last N entries."""
-    with _gate(home) as gate:
-        size = gate.ledger.size()
-        rows = [(i, json.loads(d)) for i, _h, d in gate.ledger.iter_entries(max(0, size - n))]
+    with _audit(home) as view:
+        size = view.ledger.size()
+        rows = [(i, json.loads(d)) for i, _h, d in view.ledger.iter_entries(max(0, size - n))]
     if json_:
         _emit_json([{"index": i, "record": r} for i, r in rows])
         return
@@ -632,10 +677,10 @@ def ledger_consistency(
     """Print (and check) an RFC 9162 consistency proof between two tree sizes."""
     from interlock.ledger import merkle
 
-    with _gate(home) as gate:
+    with _audit(home) as view:
         try:
-            proof = gate.ledger.consistency_proof(old, new)
-            old_root, new_root = gate.ledger.root_at(old), gate.ledger.root_at(new)
+            proof = view.ledger.consistency_proof(old, new)
+            old_root, new_root = view.ledger.root_at(old), view.ledger.root_at(new)
             merkle.verify_consistency(old, new, old_root, new_root, proof)
         except Error as exc:
             _fail(exc.diagnostics(), EXIT_DENY)
@@ -666,12 +711,12 @@ def ledger_proof(
     """Write a C2SP tlog-proof@v1 evidence bundle (entry + inclusion proof + checkpoint)."""
     from interlock.audit import proof_bundle
 
-    with _gate(home) as gate:
+    with _audit(home, sign=True) as view:
         try:
-            text = proof_bundle(gate.ledger, index)
+            text = proof_bundle(view.ledger, index)
         except Error as exc:
             _fail(exc.diagnostics(), EXIT_DENY)
-        vkey = gate.vkey
+        vkey = view.vkey
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
         if json_:
@@ -694,9 +739,9 @@ def ledger_export_tiles(
     """Export the ledger as C2SP tlog-tiles (checkpoint, tile/L/N, tile/entries/N)."""
     from interlock.audit import export_ledger_tiles
 
-    with _gate(home) as gate:
+    with _audit(home, sign=True) as view:
         try:
-            n = export_ledger_tiles(gate.ledger, directory)
+            n = export_ledger_tiles(view.ledger, directory)
         except Error as exc:
             _fail(exc.diagnostics(), EXIT_DENY)
     if json_:
@@ -710,15 +755,21 @@ def ledger_replay(home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Re-decide every recorded request with its pinned snapshot; exit 0 only with 0 mismatches."""
     from interlock.audit import replay
 
-    with _gate(home) as gate:
-        if json_:
-            rep = replay(gate)
-        else:
-            with _progress() as prog:
-                task = prog.add_task("replaying decisions", total=gate.ledger.size() or 1)
-                rep = replay(
-                    gate, progress=lambda n, t: prog.update(task, completed=n, total=t or 1)
-                )
+    with _audit(home) as view:
+        keys = view.home.trusted_policy_keys()
+        try:
+            if json_:
+                rep = replay(view.ledger, keys)
+            else:
+                with _progress() as prog:
+                    task = prog.add_task("replaying decisions", total=view.ledger.size() or 1)
+                    rep = replay(
+                        view.ledger,
+                        keys,
+                        progress=lambda n, t: prog.update(task, completed=n, total=t or 1),
+                    )
+        except Error as exc:
+            _fail(f"replay stopped: {exc.diagnostics()}", EXIT_DENY)
     if json_:
         _emit_json(rep.to_json())
     else:

@@ -213,7 +213,7 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
             )
         except VerificationError as exc:
             result.checks.append(("ledger verify", False, exc.diagnostics()))
-        rr = replay(gate)
+        rr = replay(gate.ledger, gate.home.trusted_policy_keys())
         result.checks.append(
             (
                 "ledger replay",

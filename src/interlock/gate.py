@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ from interlock.core.model import (
 from interlock.errors import Error, LedgerCorrupt, LedgerError, MalformedRequest, PolicyError
 from interlock.home import Home, default_home
 from interlock.intake import new_request_id, parse_request
-from interlock.ledger.note import NoteSigner, NoteVerifier
+from interlock.ledger.note import NoteSigner, NoteVerifier, open_checkpoint
 from interlock.ledger.storage.sqlite import Append, ExecutionRow, SqliteLedger
 from interlock.policy.bundle import PolicyBundle, load_bundle
 from interlock.policy.engine import PolicyEngine
@@ -130,6 +131,9 @@ class Verdict:
     effect: Effect
     reasons: tuple[Reason, ...] = ()
     obligations: tuple[str, ...] = ()
+    #: False for a deny that depended on resource limits rather than on the inputs alone;
+    #: the gate records it at stage ``gate`` so replay does not expect to reproduce it
+    reproducible: bool = True
 
 
 def _deny(code: ReasonCode, detail: str, policy: str | None = None) -> Verdict:
@@ -199,7 +203,10 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
         resource_type=request.resource.type,
     )
     if not cap.ok:
-        return _deny(cap.code or ReasonCode.CAPABILITY_INVALID, cap.detail)
+        denied = _deny(cap.code or ReasonCode.CAPABILITY_INVALID, cap.detail)
+        if not cap.reproducible:
+            return Verdict(effect=Effect.DENY, reasons=denied.reasons, reproducible=False)
+        return denied
 
     if request.principal in snapshot.quarantined:
         return _deny(ReasonCode.PRINCIPAL_QUARANTINED, "principal is quarantined")
@@ -365,13 +372,70 @@ class Gate:
         gate = cls(h, ledger, verifier, clock_ns=clock_ns)
         try:
             ledger.self_check(verifier)
+            gate._check_anchor()
         except LedgerError as exc:
             gate._corrupt = exc.diagnostics()
         gate.reload_policy()
         return gate
 
+    @property
+    def _anchor_path(self) -> Path:
+        return self.home.path / "checkpoint"
+
+    def _check_anchor(self) -> None:
+        """Hold the ledger to the newest checkpoint this home has seen, kept *outside* the
+        database: deleting newer checkpoints and rewriting the tail they covered is caught.
+
+        Raises:
+            LedgerCorrupt: entries without any checkpoint (every writer's first commit signs
+                one in the same transaction), a ledger shorter than the anchor, or a tree that
+                no longer has the anchor's root.
+        """
+        size = self.ledger.size()
+        if size > 0 and self.ledger.latest_checkpoint() is None:
+            raise LedgerCorrupt("the ledger has entries but no signed checkpoint")
+        try:
+            note = self._anchor_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise LedgerCorrupt(f"cannot read the checkpoint anchor: {exc.strerror}") from exc
+        try:
+            anchor = open_checkpoint(note, self.log_verifier)
+        except Error as exc:
+            raise LedgerCorrupt(f"the checkpoint anchor does not verify: {exc.message}") from exc
+        if anchor.size > size:
+            raise LedgerCorrupt(
+                "the ledger is shorter than a checkpoint it signed: entries were removed",
+                anchor=anchor.size,
+                entries=size,
+            )
+        if self.ledger.root_at(anchor.size) != anchor.root_hash:
+            raise LedgerCorrupt(
+                "the ledger no longer matches a checkpoint it signed", anchor=anchor.size
+            )
+
+    def _save_anchor(self) -> None:
+        cp = self.ledger.latest_checkpoint()
+        if cp is None or self._corrupt is not None:
+            return
+        tmp = self._anchor_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(cp.note)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._anchor_path)
+
     def close(self) -> None:
-        self.ledger.close()
+        try:
+            if self._corrupt is None:
+                self.ledger.checkpoint()  # cover the tail, then remember it outside the database
+                self._save_anchor()
+        except (Error, OSError):
+            pass  # the anchor is defence in depth; closing must not fail because of it
+        finally:
+            self.ledger.close()
 
     def __enter__(self) -> Gate:
         return self
@@ -444,9 +508,13 @@ class Gate:
         self._rebuild_snapshot(force_trust=True)
 
     def _rebuild_snapshot(self, *, force_trust: bool = False) -> Snapshot:
-        version, revoked = self.ledger.revocations()
         with self._lock:
+            # read under the lock: a refresh that read an older trust state must never
+            # replace a newer snapshot (a revocation would be undone until the next refresh)
+            version, revoked = self.ledger.revocations()
             snap = self._snapshot
+            if snap is not None and version < snap.trust_version:
+                return snap
             if not force_trust and snap is not None and snap.trust_version == version:
                 return snap
             snap = Snapshot.build(
@@ -511,6 +579,12 @@ class Gate:
                 return self._error_decision(exc)
             except Exception:  # noqa: BLE001 - even building the error decision failed
                 return _LAST_RESORT
+        except BaseException as exc:
+            # a Rust panic in a binding (pyo3's PanicException) derives from BaseException;
+            # interpreter exits and interrupts still propagate (no allow is returned either way)
+            if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
+            return _LAST_RESORT
 
     def _now(self) -> tuple[str, str]:
         ns = self._clock_ns()
@@ -535,7 +609,7 @@ class Gate:
         try:
             lineage = self._lineage(request)
             verdict = decide(request, snapshot, lineage)
-            stage = Stage.PIPELINE
+            stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
         except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
             verdict = _deny(ReasonCode.INTERNAL_ERROR, _error_detail(exc))
             stage = Stage.GATE

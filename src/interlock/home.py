@@ -19,6 +19,7 @@ The home is chosen by ``--home DIR``, else ``INTERLOCK_HOME``, else ``./.interlo
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import tomllib
@@ -34,6 +35,8 @@ from interlock.trust import keys
 __all__ = ["Config", "Home", "default_home", "init_home"]
 
 CONFIG_NAME = "interlock.toml"
+# a C2SP note key name (no space, no '+') that is also safe inside a TOML string
+_ORIGIN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,255}$")
 KEY_NAMES = ("log", "policy", "biscuit-root", "node")
 DEFAULT_POLICY_DIR = Path(__file__).parent / "policy" / "default"
 
@@ -75,8 +78,11 @@ class Config:
         gate: dict[str, Any] = doc.get("gate", {})
         pol: dict[str, Any] = doc.get("policy", {})
         origin = log.get("origin")
-        if not isinstance(origin, str) or not origin or any(c.isspace() for c in origin):
-            raise ConfigError(f"{source}: [log] origin must be a non-empty string without spaces")
+        if not isinstance(origin, str) or not _ORIGIN_RE.match(origin):
+            raise ConfigError(
+                f"{source}: [log] origin must be a log name like interlock.local/prod"
+                " (letters, digits and . _ - / : only)"
+            )
         durability = log.get("durability", "full")
         if durability not in ("full", "process"):
             raise ConfigError(f"{source}: [log] durability must be 'full' or 'process'")
@@ -187,11 +193,24 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
         HomeExists: if ``path`` already holds a home (nothing is overwritten).
         ConfigError: if the directory cannot be created.
     """
-    if (path / CONFIG_NAME).exists() or (path / "keys").exists():
+    if any((path / name).exists() for name in (CONFIG_NAME, "keys", "policy", "ledger.db")):
         raise HomeExists(
-            f"{path} is already an Interlock home; refusing to overwrite its keys."
-            " Choose another --home or remove it deliberately."
+            f"{path} is already an Interlock home (or holds one's files); refusing to overwrite"
+            " its keys. Choose another --home or remove it deliberately."
         )
+    if origin is not None and not _ORIGIN_RE.match(origin):
+        raise ConfigError(
+            f"--origin {origin!r} is not a log name like interlock.local/prod"
+            " (letters, digits and . _ - / : only)"
+        )
+    install_id = secrets.token_hex(6)
+    config = Config(
+        origin=origin or f"interlock.local/{install_id}",
+        durability=durability,
+        trusted_policy_keys=(),
+    )
+    # everything that can be refused is refused before the first key exists
+    Config.from_toml(config.to_toml())
     try:
         path.mkdir(parents=True, exist_ok=True)
         # the ledger's payload table holds arguments and bearer tokens: owner-only home
@@ -201,14 +220,11 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
         raise ConfigError(f"cannot create home {path}: {exc.strerror}") from exc
     created = {name: keys.create_key(path / "keys" / f"{name}.key") for name in KEY_NAMES}
     policy_pub = keys.public_raw(created["policy"]).hex()
-    install_id = secrets.token_hex(6)
-    config = Config(
-        origin=origin or f"interlock.local/{install_id}",
-        durability=durability,
-        trusted_policy_keys=(policy_pub,),
-    )
-    Config.from_toml(config.to_toml())  # what we write must be what we can read
+    config = Config(origin=config.origin, durability=durability, trusted_policy_keys=(policy_pub,))
     (path / CONFIG_NAME).write_text(config.to_toml(), encoding="utf-8")
+    # the ledger holds arguments and bearer tokens: owner-only from its first byte (SQLite
+    # gives its -wal and -shm files the database file's mode)
+    os.close(os.open(path / "ledger.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     from interlock.policy.bundle import sign_bundle
 

@@ -30,6 +30,7 @@ from interlock.core.model import (
     MAX_TOKEN_BYTES,
     ActionRequest,
     Resource,
+    is_spiffe_id,
 )
 from interlock.errors import MalformedRequest
 
@@ -43,8 +44,6 @@ _MAX_DEPTH = 32
 _MAX_ID = 1024
 _I_JSON = 2**53 - 1
 
-# SPIFFE ID: spiffe://<trust domain>/<path>; trust domain chars per the SPIFFE spec.
-_SPIFFE_RE = re.compile(r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$")
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_.\-/]{0,127}$")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
@@ -72,7 +71,10 @@ def _fail(message: str, **evidence: Any) -> MalformedRequest:
 def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
     if depth > _MAX_DEPTH:
         raise _fail(f"{where}: nested deeper than {_MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_unicode(value, where)
         return
     if isinstance(value, int):
         if not -_I_JSON <= value <= _I_JSON:
@@ -90,6 +92,7 @@ def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise _fail(f"{where}: object keys must be strings")
+            _check_unicode(k, where)
             _check_json_value(v, f"{where}.{k}", depth + 1)
         return
     raise _fail(f"{where}: {type(value).__name__} is not a JSON type")
@@ -106,7 +109,16 @@ def _ident(value: Any, name: str, pattern: re.Pattern[str] | None = None) -> str
         raise _fail(f"'{name}' contains control characters")
     if pattern is not None and not pattern.match(value):
         raise _fail(f"'{name}' is not well-formed", value=value[:80])
+    _check_unicode(value, name)
     return value
+
+
+def _check_unicode(value: str, where: str) -> None:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _fail(f"{where}: not valid Unicode (lone surrogate)") from exc
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -148,16 +160,21 @@ def parse_request(
             )
         except MalformedRequest:
             raise
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, …
             raise _fail(f"request is not valid UTF-8 JSON: {exc}") from exc
     elif isinstance(raw, Mapping):
-        doc = dict(raw)
+        # From the Python API. Validate strictly (string keys, JSON types only), then take a
+        # plain-JSON copy: subclasses with odd __eq__ or later mutation by the caller cannot
+        # reach the pipeline, and the size checked is the size of what is decided on.
+        _check_json_value(dict(raw), "request")
         try:
-            size = len(json.dumps(doc, allow_nan=False, default=_no_default).encode())
+            text = json.dumps(dict(raw), ensure_ascii=False, allow_nan=False, default=_no_default)
+            encoded = text.encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:
             raise _fail(f"request is not JSON-serialisable: {exc}") from exc
-        if size > MAX_REQUEST_BYTES:
-            raise _fail("request exceeds 64 KiB", size=size)
+        if len(encoded) > MAX_REQUEST_BYTES:
+            raise _fail("request exceeds 64 KiB", size=len(encoded))
+        doc = json.loads(text)
     else:
         raise _fail(f"request must be a JSON object, not {type(raw).__name__}")
 
@@ -170,7 +187,13 @@ def parse_request(
     if missing:
         raise _fail(f"missing field(s): {', '.join(missing)}")
 
-    principal = _ident(doc["principal"], "principal", _SPIFFE_RE)
+    principal = _ident(doc["principal"], "principal")
+    if not is_spiffe_id(principal):
+        raise _fail(
+            "'principal' is not well-formed: a SPIFFE ID like spiffe://example.org/agent/a"
+            " (segments of A-Z a-z 0-9 . _ -, no '.' or '..')",
+            value=principal[:80],
+        )
     action = _ident(doc["action"], "action", _ACTION_RE)
 
     res = doc["resource"]

@@ -347,7 +347,7 @@ def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
         gate.decide(b"garbage")
         gate.revoke(revocation_ids(token))
         assert gate.decide(tool_request(token)).codes == ("CAPABILITY_REVOKED",)
-        rep = replay(gate)
+        rep = replay(gate.ledger, gate.home.trusted_policy_keys())
         assert rep.ok, rep.to_json()
         assert rep.replayed == 4 and rep.matched == 4 and rep.skipped_stage == 1
 
@@ -365,6 +365,6 @@ def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
     conn.commit()
     conn.close()
     with Gate.open(home) as gate:
-        rep = replay(gate)
+        rep = replay(gate.ledger, gate.home.trusted_policy_keys())
         assert not rep.ok
         assert [u["id"] for u in rep.unverifiable] == [parent.request_id]

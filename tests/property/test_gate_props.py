@@ -221,7 +221,7 @@ def test_i1_i2_no_allow_without_record_and_every_fault_denies(
 def test_i3_replay_of_everything_recorded_has_no_mismatch(world: World) -> None:
     # runs after the property test above (same module-scoped world): every pipeline
     # decision it recorded, under every fault, must re-decide byte-identically
-    rep = replay(world.gate)
+    rep = replay(world.gate.ledger, world.home.trusted_policy_keys())
     assert rep.mismatches == []
     assert rep.unverifiable == []
     assert rep.replayed >= 2

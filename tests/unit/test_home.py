@@ -79,3 +79,23 @@ def test_default_home_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_home(None) == Path("/env/home")
     monkeypatch.delenv("INTERLOCK_HOME")
     assert default_home(None) == Path(".interlock")
+
+
+def test_bad_origin_is_refused_before_any_key_exists(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="origin"):
+        init_home(tmp_path / "h", origin='evil" origin')
+    assert not (tmp_path / "h" / "keys").exists()
+    init_home(tmp_path / "h", origin="interlock.test/ok")  # and the path is still usable
+
+
+def test_a_folder_holding_a_policy_is_not_taken_over(tmp_path: Path) -> None:
+    (tmp_path / "h" / "policy").mkdir(parents=True)
+    with pytest.raises(HomeExists):
+        init_home(tmp_path / "h")
+    assert not (tmp_path / "h" / "keys").exists()
+
+
+def test_ledger_file_is_owner_only(tmp_path: Path) -> None:
+    home = init_home(tmp_path / "h")
+    assert (home.path / "ledger.db").stat().st_mode & 0o777 == 0o600
+    assert home.path.stat().st_mode & 0o777 == 0o700

@@ -32,7 +32,7 @@ from datetime import datetime
 from interlock.capability import _biscuit
 from interlock.capability._forms import attenuation_block, authority_block
 from interlock.capability.right import Right, check_text
-from interlock.core.model import MAX_TOKEN_BYTES
+from interlock.core.model import MAX_TOKEN_BYTES, is_spiffe_id
 from interlock.errors import CapabilityError
 
 __all__ = ["CapabilityIssuer", "attenuate"]
@@ -157,6 +157,10 @@ def attenuate(
         check_text("parent", parent)
     if delegate_to is not None:
         check_text("delegate_to", delegate_to)
+        if not is_spiffe_id(delegate_to):
+            raise CapabilityError(
+                "delegate_to must be a SPIFFE ID (segments of A-Z a-z 0-9 . _ -, no '.' or '..')"
+            )
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
         raise CapabilityError("not a capability token (empty, or larger than 64 KiB)")
     parsed = _biscuit.parse_verified(token, _biscuit.load_public_key(root_public_raw))

@@ -27,6 +27,7 @@ what is cached:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections import OrderedDict
@@ -38,7 +39,7 @@ from typing import Generic, TypeVar
 from interlock.capability import _biscuit
 from interlock.capability._forms import authorizer_program, read_authority, read_block
 from interlock.capability.right import effective_resource_type
-from interlock.core.model import MAX_TOKEN_BYTES, ReasonCode
+from interlock.core.model import MAX_TOKEN_BYTES, ReasonCode, is_spiffe_id, is_under
 from interlock.errors import CapabilityError
 
 __all__ = [
@@ -75,6 +76,9 @@ class CapabilityResult:
     revocation_ids: tuple[str, ...] = ()
     principal: str | None = None
     expires_at: int | None = None
+    #: False when the authorizer stopped without a verdict (execution limits, evaluation
+    #: error): the deny depends on the machine's load, so replay cannot reproduce it
+    reproducible: bool = True
 
 
 class _NoVerdict(Exception):
@@ -181,7 +185,7 @@ def _holder(principal: str | None, delegates: list[str]) -> str | None:
     can be handed down to sub-agents but never sideways to an unrelated principal."""
     holder = principal
     for d in delegates:
-        if holder is None or not (d == holder or d.startswith(holder.rstrip("/") + "/")):
+        if holder is None or not is_spiffe_id(d) or not is_under(d, holder):
             return None
         holder = d
     return holder
@@ -381,7 +385,7 @@ class CapabilityVerifier:
                 tok,
             )
             if not outcome.verdict:
-                raise _NoVerdict(denied)
+                raise _NoVerdict(dataclasses.replace(denied, reproducible=False))
             return denied
         return CapabilityResult(
             ok=True,

@@ -96,6 +96,26 @@ class Reason:
 
 _TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$")
 
+# SPIFFE ID (SPIFFE-ID spec §2): trust domain [a-z0-9._-], path segments [A-Za-z0-9._-], no
+# empty, "." or ".." segment — so "under a principal's path" means what it says.
+_SPIFFE_RE = re.compile(r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)*$")
+_DOT_SEGMENT_RE = re.compile(r"/\.{1,2}(/|$)")
+
+
+def is_spiffe_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed SPIFFE ID without dot segments (max 2048 chars)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= 2048
+        and bool(_SPIFFE_RE.match(value))
+        and not _DOT_SEGMENT_RE.search(value)
+    )
+
+
+def is_under(child: str, parent: str) -> bool:
+    """Whether SPIFFE ID ``child`` is ``parent`` or below it in the same trust domain."""
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resource:

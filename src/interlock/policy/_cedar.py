@@ -324,6 +324,11 @@ def authorize(
         return result.decision.value, diagnostics.reasons, diagnostics.errors
     except Exception as exc:  # noqa: BLE001 - third-party boundary: anything cedarpy raises denies
         return "Exception", [], [f"cedarpy raised {type(exc).__name__}: {_one_line(exc)}"]
+    except BaseException as exc:
+        # a Rust panic (pyo3 PanicException) derives from BaseException: deny on it too
+        if type(exc).__name__ != "PanicException":
+            raise
+        return "Exception", [], [f"cedarpy panicked: {_one_line(exc)}"]
 
 
 def erroring_policy(message: str, known: Mapping[str, object]) -> str | None:

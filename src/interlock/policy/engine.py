@@ -202,7 +202,14 @@ def _cedar_can_read(value: object) -> bool:
     while stack:
         v = stack.pop()
         t = type(v)
-        if t is str or t is bool:
+        if t is bool:
+            continue
+        if isinstance(v, str) and t is str:
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    return False  # a lone surrogate: Cedar refuses to build it
             continue
         if t is int:
             if not _I64[0] <= v <= _I64[1]:  # type: ignore[operator]
