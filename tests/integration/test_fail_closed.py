@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from interlock.capability import Right, attenuate
+from interlock.capability import attenuate
 from interlock.errors import CapabilityError, VerificationError
 from interlock.gate import Gate
 from tests.conftest import RESEARCHER, tool_request

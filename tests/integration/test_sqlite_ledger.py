@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,189 @@ def test_read_only_ledger_cannot_append(tmp_path: Path) -> None:
             led.append(_records(1))
     finally:
         led.close()
+
+
+def test_concurrent_appends_with_timeouts_never_lose_or_duplicate(
+    tmp_path: Path, signer: NoteSigner
+) -> None:
+    path = tmp_path / "t.db"
+    led = SqliteLedger(path, signer=signer)
+    ok: dict[bytes, int] = {}
+    failed: set[bytes] = set()
+    submitted: set[bytes] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(t: int) -> None:
+        rng = random.Random(t)
+        i = 0
+        while not stop.is_set():
+            rec = f'{{"t":{t},"i":{i}}}'.encode()
+            i += 1
+            with lock:
+                submitted.add(rec)
+            try:
+                (r,) = led.append([Append(record=rec)], timeout=rng.uniform(0.001, 0.05))
+            except LedgerUnavailable:
+                with lock:
+                    failed.add(rec)
+            else:
+                with lock:
+                    ok[rec] = r.index
+
+    blocker = sqlite3.connect(path, isolation_level=None)
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    try:
+        for th in threads:
+            th.start()
+        for _ in range(8):  # hold the write lock from another connection, on and off
+            blocker.execute("BEGIN IMMEDIATE")
+            time.sleep(0.08)
+            blocker.execute("ROLLBACK")
+            time.sleep(0.08)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+        blocker.close()
+    try:
+        assert ok, "no append succeeded"
+        assert failed, "no append timed out: the test did not exercise withdrawal"
+        indices = sorted(ok.values())
+        assert len(set(indices)) == len(indices), "an index was reported twice"
+        for rec, idx in ok.items():
+            assert led.entry(idx) == rec
+        entries = list(led.iter_entries())
+        assert [e[0] for e in entries] == list(range(len(entries)))
+        stored = [e[2] for e in entries]
+        assert len(set(stored)) == len(stored), "a record was committed twice"
+        assert set(stored) <= submitted
+        assert set(ok) <= set(stored)
+        leaves = [e[1] for e in entries]
+        assert led.root_at(len(leaves)) == merkle.root_of(leaves)
+        cp = led.checkpoint()
+        assert cp is not None
+        assert cp.size == len(leaves)
+        assert cp.root == merkle.root_of(leaves)
+    finally:
+        led.close()
+
+
+def test_withdrawn_records_are_never_committed(tmp_path: Path, signer: NoteSigner) -> None:
+    path = tmp_path / "w.db"
+    led = SqliteLedger(path, signer=signer)
+    try:
+        led.append(_records(3))
+        led.checkpoint()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        failures: list[bytes] = []
+        lock = threading.Lock()
+
+        def worker(t: int) -> None:
+            rng = random.Random(t)
+            for i in range(10):
+                rec = f'{{"t":{t},"i":{i}}}'.encode()
+                with pytest.raises(LedgerUnavailable):
+                    led.append([Append(record=rec)], timeout=rng.uniform(0.001, 0.03))
+                with lock:
+                    failures.append(rec)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert len(failures) == 80
+        time.sleep(0.2)  # nothing queued may commit once the lock is free
+        assert led.size() == 3
+        (r,) = led.append([Append(record=b'{"after":1}')])
+        assert r.index == 3
+        stored = {data for _, _, data in led.iter_entries()}
+        assert stored.isdisjoint(failures)
+    finally:
+        led.close()
+
+
+def test_reopened_ledger_continues_with_correct_roots(tmp_path: Path, signer: NoteSigner) -> None:
+    path = tmp_path / "r.db"
+    records: list[bytes] = []
+    leaves: list[bytes] = []
+    for target in (255, 256, 257, 511, 512, 513, 65_535, 65_536, 65_537):
+        led = SqliteLedger(path, signer=signer)
+        try:
+            if target == 257:
+                led.set_meta("frontier", "not a frontier")  # an old row: ignored
+            while len(records) < target:
+                n = min(target - len(records), 20_000)
+                batch = [f'{{"n":{i}}}'.encode() for i in range(len(records), len(records) + n)]
+                got = led.append([Append(record=r) for r in batch], timeout=60)
+                assert [g.index for g in got] == list(range(len(records), len(records) + n))
+                records += batch
+                leaves += [g.leaf_hash for g in got]
+            root = merkle.root_of(leaves)
+            assert led.root_at(target) == root, target
+            cp = led.checkpoint()
+            assert cp is not None
+            assert (cp.size, cp.root) == (target, root), target
+            proof = led.inclusion_proof(target - 1, target)
+            merkle.verify_inclusion(target - 1, target, leaves[-1], proof, root)
+        finally:
+            led.close()
+    assert leaves == [merkle.leaf_hash(r) for r in records]
+
+
+def test_idle_tail_gets_a_checkpoint_without_further_appends(ledger: SqliteLedger) -> None:
+    ledger.append(_records(3))  # the first commit always checkpoints
+    ledger.append(_records(4, 3))  # within the second: not due yet
+    start = time.monotonic()
+    while time.monotonic() - start < 2.5:
+        cp = ledger.latest_checkpoint()
+        if cp is not None and cp.size == 7:
+            break
+        time.sleep(0.02)
+    cp = ledger.latest_checkpoint()
+    assert cp is not None
+    assert cp.size == 7, "the idle tail got no checkpoint"
+    assert time.monotonic() - start <= 2.0
+    assert cp.root == ledger.root_at(7)
+
+
+def test_self_check_detects_a_tile_that_disagrees_with_its_entries(
+    tmp_path: Path, signer: NoteSigner, verifier: NoteVerifier
+) -> None:
+    path = tmp_path / "s.db"
+    led = SqliteLedger(path, signer=signer)
+    led.append(_records(10))  # checkpointed (first commit)
+    led.append(_records(290, 10))  # completes tile (0, 0); not checkpointed yet
+    led.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT MAX(size) FROM checkpoints").fetchone()[0] == 10
+    conn.execute("DROP TRIGGER tiles_no_update")
+    # the tile's root (the writer's right edge at 256) only covers entries past the checkpoint
+    conn.execute("UPDATE tiles SET root = zeroblob(32) WHERE level = 0 AND n = 0")
+    conn.commit()
+    conn.close()
+    fresh = SqliteLedger(path)
+    try:
+        with pytest.raises(LedgerCorrupt, match="does not match the entries"):
+            fresh.self_check(verifier)
+    finally:
+        fresh.close()
+
+
+def test_self_check_passes_on_a_clean_reopened_ledger(
+    tmp_path: Path, signer: NoteSigner, verifier: NoteVerifier
+) -> None:
+    path = tmp_path / "c.db"
+    led = SqliteLedger(path, signer=signer)
+    led.append(_records(10))
+    led.append(_records(700, 10))
+    led.close()
+    fresh = SqliteLedger(path)
+    try:
+        fresh.self_check(verifier)
+    finally:
+        fresh.close()

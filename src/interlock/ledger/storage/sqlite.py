@@ -11,16 +11,27 @@
     >>> led.close()
 
 Three concerns kept apart, as in Tessera: *sequencing* (a durable index for each record, in one
-transaction with its leaf hash), *integration* (the right edge of the tree, persisted 256-wide
-tiles) and *publishing* (signed C2SP checkpoints, at least every second while entries arrive
-or every 1,000 entries).
+transaction with its leaf hash), *integration* (persisted 256-wide tiles; the right edge of
+the tree in memory) and *publishing* (signed C2SP checkpoints, at least every second while
+entries arrive or every 1,000 entries).
 
-Group commit: callers hand records to one writer thread; it commits everything queued in one
-transaction — one fsync for all of them with ``full`` durability — and only then wakes the
-callers. A caller that stops waiting (its deadline passed) withdraws its record if the writer
-has not taken it yet; if the writer already took it, it may still commit: a committed record
-whose caller was told "deny" is harmless, the reverse (an action without a record) cannot
-happen (DESIGN I1).
+Group commit, leader/follower: a caller that finds no commit in progress becomes the *leader*
+and, on its own thread, commits everything queued — its records and those of callers that
+arrived meanwhile — in one transaction: one fsync for all of them with ``full`` durability.
+Callers arriving during a commit queue up; when the commit returns the leader wakes them with
+their results and promotes the first newly queued caller to lead the next batch (a new leader
+waits a fraction of a commit for the callers just answered to queue again, so that concurrent
+callers share commits instead of alternating with a lone one). Nobody is answered before
+COMMIT returned. A caller whose deadline passes withdraws its records while the
+leader has not started writing them (still queued, or taken by a leader still waiting for the
+SQLite write lock): those are never committed. Once written they may still commit: a committed
+record whose caller was told "deny" is harmless, the reverse (an action without a record)
+cannot happen (DESIGN I1). A small daemon timer commits an empty batch through the same path
+when committed entries have gone a second without a checkpoint.
+
+The right edge of the tree (the frontier) lives in memory only; on first use, or after another
+process appended, the writer derives it from the tree itself: the roots of the perfect subtrees
+of the size's binary decomposition, read from persisted tiles and the partial tile's entries.
 
 Triggers abort UPDATE and DELETE on entries, tiles and checkpoints. That is defence in depth
 against accidents; verification (``interlock.ledger.verify``) is the real guard.
@@ -29,7 +40,6 @@ against accidents; verification (``interlock.ledger.verify``) is the real guard.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 import time
@@ -40,7 +50,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from interlock.core.model import MAX_RECORD_BYTES
-from interlock.errors import LedgerCorrupt, LedgerError, LedgerUnavailable, VerificationError
+from interlock.errors import (
+    LedgerCorrupt,
+    LedgerError,
+    LedgerUnavailable,
+    UsageError,
+    VerificationError,
+)
 from interlock.ledger import merkle
 from interlock.ledger.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
 
@@ -161,14 +177,32 @@ class StoredCheckpoint:
 
 
 class _Pending:
-    __slots__ = ("error", "event", "items", "results", "state")
+    """One caller's records on their way into a commit.
+
+    ``state``: ``queued`` (withdrawable) -> ``taken`` (a leader holds it but waits for the write
+    lock: still withdrawable) -> ``writing`` (in the transaction) -> ``done``; a withdrawn one
+    becomes ``cancelled``. ``wake`` is created locked and released at most once: when the
+    records are done, or when the waiter is promoted to lead (``lead``)."""
+
+    __slots__ = ("error", "items", "lead", "results", "state", "tid", "wake")
 
     def __init__(self, items: Sequence[Append]) -> None:
         self.items = items
-        self.event = threading.Event()
+        self.wake = threading.Lock()
+        self.wake.acquire()
         self.results: list[AppendResult] = []
         self.error: BaseException | None = None
-        self.state = "queued"  # queued -> taken -> done | cancelled
+        self.state = "queued"
+        self.lead = False
+        self.tid = threading.get_ident()
+
+
+class _LockBusy(LedgerUnavailable):
+    """The write lock stayed with another connection past the allowed wait; nothing was
+    written."""
+
+
+_DEADLINE_MESSAGE = "ledger append not durable within the deadline"
 
 
 def _as_bytes(value: object) -> bytes:
@@ -214,15 +248,28 @@ class SqliteLedger:
             )
             self._read.commit()
         self._tile_cache: OrderedDict[tuple[int, int], list[list[bytes]]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        # group commit: ``_mu`` guards the queue, leadership, the pendings' states and flags
+        self._mu = threading.Lock()
+        self._drained = threading.Condition(self._mu)  # close() waits on it
+        self._arrivals = threading.Condition(self._mu)  # a leader gathering waits on it
+        self._released: set[int] = set()  # threads answered by the last commit, not back yet
+        self._released_at = 0.0
+        self._gather_s = 0.0
         self._queue: list[_Pending] = []
-        self._cond = threading.Condition()
+        self._leading = False
+        self._started = False
         self._closed = False
-        self._writer: threading.Thread | None = None
+        self._failed: BaseException | None = None
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        # the write connection and the state only its holder changes, under ``_wlock``
+        self._wlock = threading.Lock()
         self._wconn: sqlite3.Connection | None = None
         self._frontier: merkle.Frontier | None = None
+        self._size = 0  # committed size as of this object's last commit
         self._last_cp_size = -1
         self._last_cp_time = 0.0
-        self._failed: BaseException | None = None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -243,12 +290,27 @@ class SqliteLedger:
         return conn
 
     def close(self) -> None:
-        """Stop the writer (after it drains its queue) and close connections."""
-        with self._cond:
+        """Refuse new appends, let every queued one commit (up to 10 s), then stop the
+        checkpoint timer and close connections."""
+        with self._drained:
             self._closed = True
-            self._cond.notify_all()
-        if self._writer is not None:
-            self._writer.join(timeout=10)
+            end = time.monotonic() + 10
+            while self._leading or self._queue:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._drained.wait(left)
+        self._stop.set()
+        timer = self._timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(timeout=10)
+        if self._wlock.acquire(timeout=10):
+            try:
+                if self._wconn is not None:
+                    self._wconn.close()
+                    self._wconn = None
+            finally:
+                self._wlock.release()
         with self._read_lock:
             self._read.close()
 
@@ -259,7 +321,9 @@ class SqliteLedger:
 
         Raises:
             LedgerUnavailable: the commit failed, or did not happen within ``timeout`` seconds
-                (then the records were withdrawn if the writer had not taken them yet).
+                (then the records were withdrawn unless they were already being written).
+            LedgerCorrupt: the stored tree does not match the entries (the ledger then refuses
+                further appends).
         """
         if self.signer is None:
             raise LedgerUnavailable("ledger opened without a log key: cannot append")
@@ -271,24 +335,7 @@ class SqliteLedger:
                     f"record exceeds {MAX_RECORD_BYTES} bytes (64 KiB - 1)", size=len(it.record)
                 )
         pending = _Pending(items)
-        with self._cond:
-            if self._closed:
-                raise LedgerUnavailable("ledger is closed")
-            if self._failed is not None:
-                raise LedgerUnavailable(f"ledger writer failed: {self._failed}")
-            self._ensure_writer()
-            self._queue.append(pending)
-            self._cond.notify_all()
-        if not pending.event.wait(timeout):
-            with self._cond:
-                if pending.state == "queued":
-                    pending.state = "cancelled"
-                    with contextlib.suppress(ValueError):
-                        self._queue.remove(pending)
-            if not pending.event.is_set():
-                raise LedgerUnavailable(
-                    "ledger append not durable within the deadline", timeout_s=timeout
-                )
+        self._submit(pending, timeout)
         if pending.error is not None:
             if isinstance(pending.error, LedgerError):
                 raise pending.error
@@ -299,154 +346,309 @@ class SqliteLedger:
         """Force a signed checkpoint of everything committed so far; return the latest one.
 
         Raises:
-            LedgerUnavailable: the writer cannot commit.
+            LedgerUnavailable: the ledger cannot commit.
         """
         pending = _Pending(())
-        with self._cond:
-            self._ensure_writer()
-            self._queue.append(pending)
-            self._cond.notify_all()
-        if not pending.event.wait(30):
-            raise LedgerUnavailable("checkpoint not written within 30 s")
+        try:
+            self._submit(pending, 30.0)
+        except LedgerError as exc:
+            raise LedgerUnavailable(f"checkpoint not written: {exc.message}") from exc
         if pending.error is not None:
             raise LedgerUnavailable(f"checkpoint failed: {pending.error}") from pending.error
         return self.latest_checkpoint()
 
-    def _ensure_writer(self) -> None:
-        if self._writer is None:
-            self._wconn = self._connect()
-            self._writer = threading.Thread(
-                target=self._run_writer, name="interlock-ledger-writer", daemon=True
-            )
-            self._writer.start()
+    def _submit(self, p: _Pending, timeout: float) -> None:
+        """Queue ``p`` and return once it is done (its ``results`` or ``error`` set), leading
+        the commit if no one else is.
 
-    def _run_writer(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    # wake at least every second to publish a checkpoint for idle tails
-                    self._cond.wait(timeout=CHECKPOINT_EVERY_SECONDS)
-                    if (
-                        not self._queue
-                        and self._frontier is not None
-                        and (self._frontier.size > self._last_cp_size)
-                    ):
-                        break
-                if self._closed and not self._queue:
-                    batch: list[_Pending] = []
-                else:
-                    batch = [p for p in self._queue if p.state == "queued"]
-                    self._queue.clear()
-                    for p in batch:
-                        p.state = "taken"
-            force_cp = any(not p.items for p in batch) if batch else True
-            try:
-                results = self._commit(batch, force_checkpoint=force_cp)
-            except BaseException as exc:  # noqa: BLE001 - every caller must learn of it
-                for p in batch:
-                    p.error = exc
-                    p.state = "done"
-                    p.event.set()
-                if isinstance(exc, LedgerCorrupt):
-                    with self._cond:
-                        self._failed = exc
+        Raises:
+            LedgerUnavailable: the ledger is closed or failed, or ``timeout`` passed first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._mu:
+            if self._closed:
+                raise LedgerUnavailable("ledger is closed")
+            if self._failed is not None:
+                raise LedgerUnavailable(f"ledger writer failed: {self._failed}")
+            if not self._started:
+                self._start_locked()
+            self._queue.append(p)
+            released = self._released
+            if released:
+                released.discard(p.tid)
+                if not released:
+                    self._arrivals.notify()
+            if self._leading:
+                batch = None
             else:
-                for p, res in zip(batch, results, strict=True):
-                    p.results = res
-                    p.state = "done"
-                    p.event.set()
-            with self._cond:
-                if self._closed and not self._queue:
-                    if self._wconn is not None:
-                        self._wconn.close()
-                    return
+                self._leading = True
+                batch = self._gather_locked(deadline)
+        if batch is None:
+            if not self._follow(p, deadline, timeout):
+                return
+            with self._mu:
+                batch = self._gather_locked(deadline)
+        self._lead(p, batch, deadline)
 
-    def _load_frontier(self, conn: sqlite3.Connection) -> merkle.Frontier:
-        row = conn.execute("SELECT v FROM meta WHERE k = 'frontier'").fetchone()
-        if row is None:
-            return merkle.Frontier()
-        data = json.loads(row[0])
-        return merkle.Frontier.from_hashes(
-            int(data["size"]), [bytes.fromhex(h) for h in data["hashes"]]
-        )
+    def _start_locked(self) -> None:
+        self._wconn = self._connect()
+        # the leader bounds its wait for the write lock itself (see _begin)
+        self._wconn.execute("PRAGMA busy_timeout=0")
+        self._started = True
+        if self.signer is not None:
+            self._timer = threading.Thread(
+                target=self._run_timer, name="interlock-ledger-checkpoints", daemon=True
+            )
+            self._timer.start()
+
+    def _gather_locked(self, deadline: float) -> list[_Pending]:
+        """Take the queue as the next batch. Callers the last commit answered usually append
+        again at once: wait briefly (a fraction of a commit) for those to queue, so that
+        concurrent callers share commits instead of alternating with a lone leader."""
+        released = self._released
+        if released:
+            # stale once a fraction of a commit has passed since they were answered
+            end = min(self._released_at + self._gather_s, deadline)
+            while released:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._arrivals.wait(left)
+            released.clear()
+        batch = self._queue
+        self._queue = []
+        for q in batch:
+            q.state = "taken"
+        return batch
+
+    def _follow(self, p: _Pending, deadline: float, timeout: float) -> bool:
+        """Wait until ``p`` is done (``False``) or its waiter is promoted to lead (``True``).
+
+        Raises:
+            LedgerUnavailable: ``deadline`` passed first; ``p`` was withdrawn unless a leader
+                was already writing it.
+        """
+        woke = p.wake.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        if woke and p.state == "done":
+            return False
+        if woke and time.monotonic() < deadline:
+            return True  # promoted, with time left to lead
+        with self._mu:
+            if p.state == "queued":  # still waiting in the queue (promoted or not)
+                self._queue.remove(p)
+                p.state = "cancelled"
+                if p.lead:
+                    self._handoff_locked()
+            elif p.state == "taken":  # a leader took it but is still waiting for the lock
+                p.state = "cancelled"
+            if p.state != "done":
+                raise LedgerUnavailable(_DEADLINE_MESSAGE, timeout_s=timeout)
+        return False
+
+    def _handoff_locked(self) -> None:
+        """Promote the first queued waiter to lead the next batch, or give up leadership."""
+        if self._queue:
+            nxt = self._queue[0]
+            nxt.lead = True
+            nxt.wake.release()
+            return
+        self._leading = False
+        if self._closed:
+            self._drained.notify_all()
+
+    def _lead(self, own: _Pending, batch: list[_Pending], deadline: float) -> None:
+        """Commit ``batch`` (``own`` and whatever else was queued, all ``taken``) in one
+        transaction on this thread, hand each caller its outcome, then pass leadership on."""
+        started = time.monotonic()
+        busy_until = started + self._busy_timeout_ms / 1000
+        results: list[list[AppendResult]] | None = None
+        error: BaseException | None = None
+        requeue = False
+        try:
+            with self._wlock:
+                conn = self._wconn
+                if conn is None:
+                    raise LedgerUnavailable("ledger is closed")
+                self._begin(conn, min(deadline, busy_until))
+                if len(batch) > 1:
+                    with self._mu:
+                        # callers that gave up while we waited for the lock are not written
+                        batch = [q for q in batch if q.state == "taken"]
+                        for q in batch:
+                            q.state = "writing"
+                results = self._commit(conn, batch)
+            self._released_at = time.monotonic()
+            self._gather_s = min(0.5 * (self._released_at - started), 0.002)
+        except _LockBusy as exc:
+            error = exc
+            # only the leader's own deadline ran out: the others keep theirs and stay queued
+            requeue = deadline < busy_until
+        except BaseException as exc:  # noqa: BLE001 - every caller in the batch must learn of it
+            error = exc
+        with self._mu:
+            if error is None and results is not None:
+                released = self._released
+                for q, res in zip(batch, results, strict=True):
+                    q.results = res
+                    q.state = "done"
+                    if q is not own:
+                        q.wake.release()
+                        if q.items:  # not the timer or checkpoint(): likely to append again
+                            released.add(q.tid)
+            else:
+                if isinstance(error, LedgerCorrupt):
+                    self._failed = error
+                back: list[_Pending] = []
+                for q in batch:
+                    if q.state == "cancelled":
+                        continue
+                    if requeue and q is not own:
+                        q.state = "queued"
+                        back.append(q)
+                        continue
+                    q.error = LedgerUnavailable(_DEADLINE_MESSAGE) if requeue else error
+                    q.state = "done"
+                    if q is not own:
+                        q.wake.release()
+                if back:
+                    self._queue[:0] = back
+            self._handoff_locked()
+        if error is not None and not isinstance(error, Exception):
+            raise error
+
+    def _begin(self, conn: sqlite3.Connection, lock_until: float) -> None:
+        """``BEGIN IMMEDIATE``, retrying while another connection holds the write lock, until
+        ``lock_until`` (monotonic).
+
+        Raises:
+            _LockBusy: still locked at ``lock_until``; LedgerUnavailable: any other failure.
+        """
+        delay = 0.0001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.Error as exc:
+                message = f"cannot lock ledger for writing: {exc}"
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise LedgerUnavailable(message) from exc
+                left = lock_until - time.monotonic()
+                if left <= 0:
+                    raise _LockBusy(message) from exc
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.005)
+
+    def _run_timer(self) -> None:
+        """Publish a checkpoint for committed entries that went a second without one."""
+        while not self._stop.is_set():
+            wait = CHECKPOINT_EVERY_SECONDS
+            if self._failed is None and self._size > max(self._last_cp_size, 0):
+                wait = self._last_cp_time + CHECKPOINT_EVERY_SECONDS - time.monotonic()
+                if wait <= 0:
+                    pending = _Pending(())
+                    with contextlib.suppress(LedgerError):
+                        self._submit(pending, 30.0)
+                        if pending.error is None:
+                            continue
+                    wait = CHECKPOINT_EVERY_SECONDS  # closed, failed or locked: retry later
+            self._stop.wait(wait)
 
     def _commit(
-        self, batch: Sequence[_Pending], *, force_checkpoint: bool
+        self, conn: sqlite3.Connection, batch: Sequence[_Pending]
     ) -> list[list[AppendResult]]:
-        conn = self._wconn
-        if conn is None:
-            raise LedgerUnavailable("writer connection missing")
+        """Write ``batch`` in the transaction ``_begin`` opened, sign a checkpoint if one is
+        due, COMMIT. Caller holds ``_wlock``."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise LedgerUnavailable(f"cannot lock ledger for writing: {exc}") from exc
-        try:
-            count_row = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()
-            size = int(count_row[0])
+            size = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
+            if size < self._size:
+                raise LedgerCorrupt(
+                    "entries disappeared from the log", entries=size, had=self._size
+                )
             frontier = self._frontier
             if frontier is None or frontier.size != size:
-                # another process appended (or first use): reload the persisted right edge
-                frontier = self._load_frontier(conn)
-                if frontier.size != size:
+                # first use, or another connection appended. Nothing is written yet in this
+                # transaction, so what the write connection reads is committed state.
+                try:
+                    frontier = self._frontier_of(size, conn)
+                except (LedgerError, UsageError) as exc:
                     raise LedgerCorrupt(
-                        "persisted tree edge does not match the entry count",
-                        frontier_size=frontier.size,
-                        entries=size,
-                    )
+                        f"stored tree does not cover the entries: {exc.message}", entries=size
+                    ) from exc
                 cp = conn.execute("SELECT MAX(size) FROM checkpoints").fetchone()
                 self._last_cp_size = int(cp[0]) if cp[0] is not None else -1
-            frontier = frontier.copy()
+                if self._last_cp_size > size:
+                    raise LedgerCorrupt(
+                        "the log is shorter than its latest checkpoint",
+                        entries=size,
+                        checkpoint=self._last_cp_size,
+                    )
+            self._frontier = None  # until COMMIT returns: ``frontier`` is updated in place
             start = size
             out: list[list[AppendResult]] = []
-            rows = []
+            rows: list[tuple[int, bytes, bytes]] = []
+            blobs: list[tuple[str, bytes]] = []
+            execs: list[tuple[str, int, bytes, str, str, str | None, int]] = []
+            metas: list[tuple[str, str]] = []
+            revs: list[tuple[str, int]] = []
+            force = False
+            leaf_hash = merkle.leaf_hash
+            grow = frontier.append
             for p in batch:
+                if not p.items:
+                    force = True  # checkpoint() or the timer
                 res = []
                 for it in p.items:
-                    lh = merkle.leaf_hash(it.record)
+                    lh = leaf_hash(it.record)
                     rows.append((size, lh, it.record))
-                    frontier.append(lh)
+                    grow(lh)
                     res.append(AppendResult(index=size, leaf_hash=lh))
                     if it.blobs:
-                        conn.executemany(
-                            "INSERT OR IGNORE INTO blobs(digest, data) VALUES (?, ?)",
-                            list(it.blobs.items()),
-                        )
-                    if it.execution is not None:
-                        e = it.execution
-                        conn.execute(
-                            "INSERT OR REPLACE INTO executions"
-                            "(id, idx, leaf_hash, effect, status, parent, depth)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (e.id, size, lh, e.effect, e.status, e.parent, e.depth),
-                        )
-                    for mk, mv in it.meta.items():
-                        conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", (mk, mv))
+                        blobs.extend(it.blobs.items())
+                    e = it.execution
+                    if e is not None:
+                        execs.append((e.id, size, lh, e.effect, e.status, e.parent, e.depth))
+                    if it.meta:
+                        metas.extend(it.meta.items())
                     for rid in it.revocations:
-                        conn.execute(
-                            "INSERT OR IGNORE INTO revocations(seq, revocation_id, idx) VALUES ("
-                            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM revocations), ?, ?)",
-                            (rid, size),
-                        )
+                        revs.append((rid, size))
                     size += 1
                 out.append(res)
             if rows:
                 conn.executemany("INSERT INTO entries(idx, leaf_hash, data) VALUES (?, ?, ?)", rows)
-                self._integrate(conn, start, size, {r[0]: r[1] for r in rows})
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(k, v) VALUES ('frontier', ?)",
-                    (
-                        json.dumps(
-                            {"size": frontier.size, "hashes": [h.hex() for h in frontier.hashes]}
-                        ),
-                    ),
-                )
+                if blobs:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO blobs(digest, data) VALUES (?, ?)", blobs
+                    )
+                if execs:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO executions"
+                        "(id, idx, leaf_hash, effect, status, parent, depth)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        execs,
+                    )
+                if metas:
+                    conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", metas)
+                if revs:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO revocations(seq, revocation_id, idx) VALUES ("
+                        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM revocations), ?, ?)",
+                        revs,
+                    )
+                if start // TILE != size // TILE:
+                    self._integrate(conn, start, size, {r[0]: r[1] for r in rows})
             now = time.monotonic()
-            due = size > self._last_cp_size and (
-                force_checkpoint
-                or size - max(self._last_cp_size, 0) >= CHECKPOINT_EVERY_ENTRIES
-                or now - self._last_cp_time >= CHECKPOINT_EVERY_SECONDS
+            last = self._last_cp_size
+            due = (
+                size > last
+                and size > 0
+                and self.signer is not None
+                and (
+                    force
+                    or size - max(last, 0) >= CHECKPOINT_EVERY_ENTRIES
+                    or now - self._last_cp_time >= CHECKPOINT_EVERY_SECONDS
+                )
             )
-            if due and size > 0 and self.signer is not None:
+            if due and self.signer is not None:
                 root = frontier.root()
                 cpt = Checkpoint(
                     origin=self.signer.name,
@@ -463,10 +665,11 @@ class SqliteLedger:
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            self._frontier = None  # reload from disk next time
+            self._frontier = None  # derive it from the tree next time
             raise
         self._frontier = frontier
-        if due and size > 0:
+        self._size = size
+        if due:
             self._last_cp_size = size
             self._last_cp_time = now
         return out
@@ -636,42 +839,61 @@ class SqliteLedger:
     # -- tree reads (proofs, tiles) ------------------------------------------------------------
 
     def _tile_level_hashes(self, c: sqlite3.Connection, level: int, n: int) -> list[bytes]:
-        """Hashes at Merkle level 8*level in tile (level, n): stored if full, else derived."""
+        """Hashes at Merkle level 8*level in tile (level, n): stored if full, else derived (for
+        level 0, only the contiguous run of entries from the tile's start)."""
         row = c.execute("SELECT hashes FROM tiles WHERE level = ? AND n = ?", (level, n)).fetchone()
         if row is not None:
             data = bytes(row[0])
             return [data[i : i + 32] for i in range(0, len(data), 32)]
         if level == 0:
-            rows = c.execute(
-                "SELECT leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (n * TILE, (n + 1) * TILE),
-            ).fetchall()
-        else:
-            rows = c.execute(
-                "SELECT root FROM tiles WHERE level = ? AND n >= ? AND n < ? ORDER BY n",
-                (level - 1, n * TILE, (n + 1) * TILE),
-            ).fetchall()
+            lo = n * TILE
+            out: list[bytes] = []
+            for idx, lh in c.execute(
+                "SELECT idx, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (lo, lo + TILE),
+            ).fetchall():
+                if idx != lo + len(out):
+                    break
+                out.append(bytes(lh))
+            return out
+        rows = c.execute(
+            "SELECT root FROM tiles WHERE level = ? AND n >= ? AND n < ? ORDER BY n",
+            (level - 1, n * TILE, (n + 1) * TILE),
+        ).fetchall()
         return [bytes(r[0]) for r in rows]
 
-    def _expanded_tile(self, level: int, n: int, need: int = 0) -> list[list[bytes]]:
+    def _expanded_tile(
+        self, level: int, n: int, need: int = 0, conn: sqlite3.Connection | None = None
+    ) -> list[list[bytes]]:
         """All eight internal levels of tile (level, n). A cached partial tile is reused while it
-        holds the ``need``-th base hash: complete subtrees never change as the log grows."""
+        holds the ``need``-th base hash: complete subtrees never change as the log grows.
+
+        ``conn`` (the write connection, holder of ``_wlock``) is read instead of the read
+        connection; it must not have written anything in its open transaction, so that only
+        committed state is read and cached."""
         key = (level, n)
-        cached = self._tile_cache.get(key)
-        if cached is not None and len(cached[0]) > need:
-            self._tile_cache.move_to_end(key)
-            return cached
-        with self._reader() as c:
-            base = self._tile_level_hashes(c, level, n)
+        with self._cache_lock:
+            cached = self._tile_cache.get(key)
+            if cached is not None and len(cached[0]) > need:
+                self._tile_cache.move_to_end(key)
+                return cached
+        if conn is None:
+            with self._reader() as c:
+                base = self._tile_level_hashes(c, level, n)
+        else:
+            base = self._tile_level_hashes(conn, level, n)
         levels = [base]
         for _ in range(8):
             prev = levels[-1]
             levels.append(
                 [merkle.node_hash(prev[i], prev[i + 1]) for i in range(0, len(prev) - 1, 2)]
             )
-        self._tile_cache[key] = levels
-        if len(self._tile_cache) > 1024:
-            self._tile_cache.popitem(last=False)
+        with self._cache_lock:
+            cached = self._tile_cache.get(key)
+            if cached is None or len(cached[0]) < len(base):
+                self._tile_cache[key] = levels
+                if len(self._tile_cache) > 1024:
+                    self._tile_cache.popitem(last=False)
         return levels
 
     def node(self, level: int, index: int) -> bytes:
@@ -681,15 +903,33 @@ class SqliteLedger:
         Raises:
             LedgerError: if that subtree is not complete in the stored log.
         """
+        return self._node(level, index, None)
+
+    def _node(self, level: int, index: int, conn: sqlite3.Connection | None) -> bytes:
         tile_level, r = divmod(level, 8)
         first = index << r  # index at Merkle level 8*tile_level
         n, pos = divmod(first, TILE)
         last = pos + (1 << r) - 1  # the last base hash this subtree needs
-        levels = self._expanded_tile(tile_level, n, last)
+        levels = self._expanded_tile(tile_level, n, last, conn)
         row = levels[r]
         if (pos >> r) >= len(row):
             raise LedgerError("requested subtree is not complete", level=level, index=index)
         return row[pos >> r]
+
+    def _frontier_of(self, size: int, conn: sqlite3.Connection | None = None) -> merkle.Frontier:
+        """The right edge of the stored tree of ``size``: one complete subtree per set bit.
+
+        Raises:
+            LedgerError: a subtree is not complete; UsageError: a stored hash is malformed.
+        """
+        hashes = []
+        pos, remaining = 0, size
+        while remaining:
+            level = remaining.bit_length() - 1
+            hashes.append(self._node(level, pos >> level, conn))
+            pos += 1 << level
+            remaining -= 1 << level
+        return merkle.Frontier.from_hashes(size, hashes)
 
     def root_at(self, size: int) -> bytes:
         """MTH of the first ``size`` entries."""
@@ -713,38 +953,40 @@ class SqliteLedger:
 
     def self_check(self, verifier: NoteVerifier) -> None:
         """Cheap start-up check that this node may keep allowing (DESIGN I4): the latest signed
-        checkpoint verifies and matches the stored tree, the persisted edge matches the entry
-        count, and entries after the checkpoint hash to their stored leaf hashes.
+        checkpoint verifies and matches the stored tree, entries after it hash to their stored
+        leaf hashes, and the stored tree (from which the writer derives its right edge) matches
+        those entries.
 
         Raises:
             LedgerCorrupt: on any mismatch.
         """
         size = self.size()
-        with self._reader() as c:
-            frontier = self._load_frontier(c)
-        if frontier.size != size:
-            raise LedgerCorrupt(
-                "persisted tree edge does not match the entry count",
-                frontier_size=frontier.size,
-                entries=size,
-            )
         cp = self.latest_checkpoint()
-        if cp is None:
-            return
-        try:
-            parsed = open_checkpoint(cp.note, verifier)
-        except VerificationError as exc:
-            raise LedgerCorrupt(f"latest checkpoint does not verify: {exc.message}") from exc
-        if parsed.size != cp.size or parsed.size > size:
-            raise LedgerCorrupt("checkpoint size disagrees with the log", checkpoint=cp.size)
-        try:
-            root = self.root_at(parsed.size)
-        except LedgerError as exc:
-            raise LedgerCorrupt(f"cannot recompute checkpointed root: {exc.message}") from exc
-        if root != parsed.root_hash:
-            raise LedgerCorrupt("stored tree does not match the latest checkpoint", size=cp.size)
-        for idx, lh, data in self.iter_entries(parsed.size):
+        frontier = merkle.Frontier()
+        if cp is not None:
+            try:
+                parsed = open_checkpoint(cp.note, verifier)
+            except VerificationError as exc:
+                raise LedgerCorrupt(f"latest checkpoint does not verify: {exc.message}") from exc
+            if parsed.size != cp.size or parsed.size > size:
+                raise LedgerCorrupt("checkpoint size disagrees with the log", checkpoint=cp.size)
+            try:
+                frontier = self._frontier_of(parsed.size)
+            except (LedgerError, UsageError) as exc:
+                raise LedgerCorrupt(f"cannot recompute checkpointed root: {exc.message}") from exc
+            if frontier.root() != parsed.root_hash:
+                raise LedgerCorrupt(
+                    "stored tree does not match the latest checkpoint", size=cp.size
+                )
+        for idx, lh, data in self.iter_entries(frontier.size, size):
+            if idx != frontier.size:
+                raise LedgerCorrupt("entries are not contiguous", index=frontier.size)
             if merkle.leaf_hash(data) != lh:
                 raise LedgerCorrupt("entry does not match its leaf hash", index=idx)
-        if frontier.root() != self.root_at(size):
-            raise LedgerCorrupt("persisted tree edge does not match the entries")
+            frontier.append(lh)
+        try:
+            root = self.root_at(size)
+        except LedgerError as exc:
+            raise LedgerCorrupt(f"stored tree does not cover the entries: {exc.message}") from exc
+        if frontier.size != size or frontier.root() != root:
+            raise LedgerCorrupt("stored tree does not match the entries", size=size)
