@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import settings
 
 from interlock.ledger.note import NoteSigner, NoteVerifier
 from interlock.ledger.storage.sqlite import SqliteLedger
+
+# CI runs the same examples every time (a failure there is reproducible, never a lucky draw);
+# developers get fresh random examples on each run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 RESEARCHER = "spiffe://acme.test/agent/researcher"
 SUMMARIZER = "spiffe://acme.test/agent/researcher/summarizer"

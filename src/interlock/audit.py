@@ -25,7 +25,7 @@ from interlock.home import Home, default_home
 from interlock.ledger import merkle
 from interlock.ledger.note import NoteSigner, NoteVerifier
 from interlock.ledger.proof import ProofBundle, format_proof
-from interlock.ledger.storage.sqlite import TILE, SqliteLedger
+from interlock.ledger.storage.sqlite import TILE, SqliteLedger, tile_levels
 from interlock.ledger.tiles import export_tiles
 from interlock.ledger.verify import LedgerVerifier, VerifyReport
 from interlock.policy.bundle import PolicyBundle
@@ -142,24 +142,25 @@ def _check_tile(
 ) -> None:
     with ledger._reader() as c:
         row = c.execute(
-            "SELECT hashes, root FROM tiles WHERE level = ? AND n = ?", (level, n)
+            "SELECT hashes, nodes, root FROM tiles WHERE level = ? AND n = ?", (level, n)
         ).fetchone()
     first_leaf = n * TILE ** (level + 1)
-    if row is None or bytes(row[0]) != b"".join(hashes):
+    levels = tile_levels(b"".join(hashes))
+    if (
+        row is None
+        or bytes(row[0]) != levels[0]
+        or bytes(row[1]) != b"".join(levels[1:8])
+        or bytes(row[2]) != levels[8]
+    ):
         raise VerificationError(
             "persisted tile does not match the recomputed tree",
             index=first_leaf,
             level=level,
             tile=n,
         )
-    root = merkle.root_of(hashes)
-    if bytes(row[1]) != root:
-        raise VerificationError(
-            "persisted tile root is wrong", index=first_leaf, level=level, tile=n
-        )
     while len(upper) <= level:
         upper.append([])
-    upper[level].append(root)
+    upper[level].append(levels[8])
     if len(upper[level]) == TILE:
         full, upper[level] = upper[level], []
         _check_tile(ledger, level + 1, n // TILE, full, upper)

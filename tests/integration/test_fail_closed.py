@@ -189,3 +189,29 @@ def test_an_anchor_checkpoint_catches_a_rewritten_tail(home: Path, issue: Any) -
             verify_ledger(view.ledger, view.vkey, anchors=[anchor.note])
     with Gate.open(home) as gate:  # and the node itself refuses to go on allowing
         assert gate.corrupt is not None
+
+
+def test_verify_catches_a_tampered_internal_tile_node(
+    tmp_path: Path, signer: Any, verifier: Any
+) -> None:
+    from interlock.audit import verify_ledger
+    from interlock.ledger.storage.sqlite import Append, SqliteLedger
+
+    led = SqliteLedger(tmp_path / "l.db", signer=signer)
+    led.append([Append(record=f'{{"i":{i}}}'.encode()) for i in range(300)])
+    led.checkpoint()
+    verify_ledger(led, signer.vkey)
+    led.close()
+    # persisted internal nodes serve proofs without hashing: a wrong one must not go unnoticed
+    conn = sqlite3.connect(tmp_path / "l.db")
+    conn.execute("DROP TRIGGER tiles_no_update")
+    conn.execute("UPDATE tiles SET nodes = zeroblob(length(nodes)) WHERE level = 0 AND n = 0")
+    conn.commit()
+    conn.close()
+    led = SqliteLedger(tmp_path / "l.db")
+    try:
+        with pytest.raises(VerificationError, match="tile") as info:
+            verify_ledger(led, signer.vkey)
+        assert info.value.evidence["index"] == 0
+    finally:
+        led.close()

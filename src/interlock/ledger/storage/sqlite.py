@@ -40,6 +40,7 @@ against accidents; verification (``interlock.ledger.verify``) is the real guard.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 import threading
 import time
@@ -84,6 +85,7 @@ CREATE TABLE IF NOT EXISTS tiles (
     level INTEGER NOT NULL,
     n INTEGER NOT NULL,
     hashes BLOB NOT NULL,
+    nodes BLOB NOT NULL,
     root BLOB NOT NULL,
     PRIMARY KEY (level, n)
 );
@@ -217,6 +219,20 @@ def _now_text() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def tile_levels(base: bytes) -> list[bytes]:
+    """The nine levels of a tile (base hashes up to its root, RFC 6962 node hashing), each as
+    concatenated 32-byte hashes; a partial tile gives the complete nodes it has."""
+    levels = [base]
+    sha = hashlib.sha256
+    for _ in range(8):
+        prev = levels[-1]
+        out = bytearray()
+        for i in range(0, len(prev) - 63, 64):
+            out += sha(b"\x01" + prev[i : i + 64]).digest()
+        levels.append(bytes(out))
+    return levels
+
+
 class SqliteLedger:
     """An append-only, verifiable log in one SQLite file.
 
@@ -247,7 +263,7 @@ class SqliteLedger:
                 "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
             self._read.commit()
-        self._tile_cache: OrderedDict[tuple[int, int], list[list[bytes]]] = OrderedDict()
+        self._tile_cache: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
         self._cache_lock = threading.Lock()
         # group commit: ``_mu`` guards the queue, leadership, the pendings' states and flags
         self._mu = threading.Lock()
@@ -708,9 +724,10 @@ class SqliteLedger:
                     ]
                 if len(level_hashes) != TILE:
                     raise LedgerCorrupt("tile is missing hashes", level=level, n=n)
+                levels = tile_levels(b"".join(level_hashes))
                 conn.execute(
-                    "INSERT INTO tiles(level, n, hashes, root) VALUES (?, ?, ?, ?)",
-                    (level, n, b"".join(level_hashes), merkle.root_of(level_hashes)),
+                    "INSERT INTO tiles(level, n, hashes, nodes, root) VALUES (?, ?, ?, ?, ?)",
+                    (level, n, levels[0], b"".join(levels[1:8]), levels[8]),
                 )
             level += 1
 
@@ -838,13 +855,9 @@ class SqliteLedger:
 
     # -- tree reads (proofs, tiles) ------------------------------------------------------------
 
-    def _tile_level_hashes(self, c: sqlite3.Connection, level: int, n: int) -> list[bytes]:
-        """Hashes at Merkle level 8*level in tile (level, n): stored if full, else derived (for
-        level 0, only the contiguous run of entries from the tile's start)."""
-        row = c.execute("SELECT hashes FROM tiles WHERE level = ? AND n = ?", (level, n)).fetchone()
-        if row is not None:
-            data = bytes(row[0])
-            return [data[i : i + 32] for i in range(0, len(data), 32)]
+    def _tile_level_hashes(self, c: sqlite3.Connection, level: int, n: int) -> bytes:
+        """Hashes (concatenated) at Merkle level 8*level in the *partial* tile (level, n),
+        derived: for level 0 only the contiguous run of entries from the tile's start."""
         if level == 0:
             lo = n * TILE
             out: list[bytes] = []
@@ -855,18 +868,38 @@ class SqliteLedger:
                 if idx != lo + len(out):
                     break
                 out.append(bytes(lh))
-            return out
+            return b"".join(out)
         rows = c.execute(
             "SELECT root FROM tiles WHERE level = ? AND n >= ? AND n < ? ORDER BY n",
             (level - 1, n * TILE, (n + 1) * TILE),
         ).fetchall()
-        return [bytes(r[0]) for r in rows]
+        return b"".join(bytes(r[0]) for r in rows)
+
+    def _read_tile(self, c: sqlite3.Connection, level: int, n: int) -> list[bytes]:
+        row = c.execute(
+            "SELECT hashes, nodes, root FROM tiles WHERE level = ? AND n = ?", (level, n)
+        ).fetchone()
+        if row is not None:
+            # a full tile carries its eight internal levels: a proof costs no hashing
+            hashes, nodes, root = bytes(row[0]), bytes(row[1]), bytes(row[2])
+            if len(hashes) != TILE * 32 or len(nodes) != (TILE - 2) * 32 or len(root) != 32:
+                raise LedgerCorrupt("persisted tile has the wrong size", level=level, n=n)
+            levels = [hashes]
+            pos = 0
+            for r in range(1, 8):
+                width = (TILE >> r) * 32
+                levels.append(nodes[pos : pos + width])
+                pos += width
+            levels.append(root)
+            return levels
+        return tile_levels(self._tile_level_hashes(c, level, n))
 
     def _expanded_tile(
         self, level: int, n: int, need: int = 0, conn: sqlite3.Connection | None = None
-    ) -> list[list[bytes]]:
-        """All eight internal levels of tile (level, n). A cached partial tile is reused while it
-        holds the ``need``-th base hash: complete subtrees never change as the log grows.
+    ) -> list[bytes]:
+        """All nine levels of tile (level, n), each as concatenated 32-byte hashes. A cached
+        partial tile is reused while it holds the ``need``-th base hash: complete subtrees
+        never change as the log grows.
 
         ``conn`` (the write connection, holder of ``_wlock``) is read instead of the read
         connection; it must not have written anything in its open transaction, so that only
@@ -874,25 +907,19 @@ class SqliteLedger:
         key = (level, n)
         with self._cache_lock:
             cached = self._tile_cache.get(key)
-            if cached is not None and len(cached[0]) > need:
+            if cached is not None and len(cached[0]) > need * 32:
                 self._tile_cache.move_to_end(key)
                 return cached
         if conn is None:
             with self._reader() as c:
-                base = self._tile_level_hashes(c, level, n)
+                levels = self._read_tile(c, level, n)
         else:
-            base = self._tile_level_hashes(conn, level, n)
-        levels = [base]
-        for _ in range(8):
-            prev = levels[-1]
-            levels.append(
-                [merkle.node_hash(prev[i], prev[i + 1]) for i in range(0, len(prev) - 1, 2)]
-            )
+            levels = self._read_tile(conn, level, n)
         with self._cache_lock:
             cached = self._tile_cache.get(key)
-            if cached is None or len(cached[0]) < len(base):
+            if cached is None or len(cached[0]) < len(levels[0]):
                 self._tile_cache[key] = levels
-                if len(self._tile_cache) > 1024:
+                if len(self._tile_cache) > 4096:
                     self._tile_cache.popitem(last=False)
         return levels
 
@@ -910,11 +937,11 @@ class SqliteLedger:
         first = index << r  # index at Merkle level 8*tile_level
         n, pos = divmod(first, TILE)
         last = pos + (1 << r) - 1  # the last base hash this subtree needs
-        levels = self._expanded_tile(tile_level, n, last, conn)
-        row = levels[r]
-        if (pos >> r) >= len(row):
+        row = self._expanded_tile(tile_level, n, last, conn)[r]
+        j = (pos >> r) * 32
+        if j + 32 > len(row):
             raise LedgerError("requested subtree is not complete", level=level, index=index)
-        return row[pos >> r]
+        return row[j : j + 32]
 
     def _frontier_of(self, size: int, conn: sqlite3.Connection | None = None) -> merkle.Frontier:
         """The right edge of the stored tree of ``size``: one complete subtree per set bit.
