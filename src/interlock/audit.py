@@ -120,15 +120,16 @@ def verify_ledger(
     tile_hashes: list[bytes] = []
     tile_n = 0
     upper: list[list[bytes]] = []  # per tile level >= 1: recomputed roots awaiting a full tile
-    for idx, stored_lh, data in ledger.iter_entries():
-        verifier.feed(idx, stored_lh, data)
-        tile_hashes.append(stored_lh)
-        if len(tile_hashes) == TILE:
-            _check_tile(ledger, 0, tile_n, tile_hashes, upper)
-            tile_hashes = []
-            tile_n += 1
-        if progress is not None and (idx & 0x3FFF) == 0:
-            progress(idx, total)
+    for rows in ledger.iter_entry_chunks(chunk=16384):
+        verifier.feed_all(rows)  # every stored leaf hash below is now known to be right
+        for _idx, stored_lh, _data in rows:
+            tile_hashes.append(stored_lh)
+            if len(tile_hashes) == TILE:
+                _check_tile(ledger, 0, tile_n, tile_hashes, upper)
+                tile_hashes = []
+                tile_n += 1
+        if progress is not None:
+            progress(rows[-1][0] + 1, total)
     report = verifier.finish()
     if report.size != total:
         raise VerificationError("entry count changed during verification", index=report.size)

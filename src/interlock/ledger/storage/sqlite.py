@@ -770,9 +770,17 @@ class SqliteLedger:
     ) -> Iterator[tuple[int, bytes, bytes]]:
         """Yield ``(index, stored leaf hash, data)`` in index order, without holding the
         read lock between chunks."""
+        for chunk in self.iter_entry_chunks(start, end):
+            yield from chunk
+
+    def iter_entry_chunks(
+        self, start: int = 0, end: int | None = None, chunk: int = 4096
+    ) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        """Like :meth:`iter_entries`, a list of up to ``chunk`` rows at a time (for verifiers
+        that loop faster over lists)."""
         pos = start
         while True:
-            hi = pos + 4096 if end is None else min(end, pos + 4096)
+            hi = pos + chunk if end is None else min(end, pos + chunk)
             if hi <= pos:
                 return
             with self._reader() as c:
@@ -783,9 +791,11 @@ class SqliteLedger:
                 ).fetchall()
             if not rows:
                 return
-            for idx, lh, data in rows:
+            if all(type(r[1]) is bytes and type(r[2]) is bytes for r in rows):
+                yield rows
+            else:
                 # an edited database may hold TEXT where BLOBs belong: read it as its bytes
-                yield int(idx), _as_bytes(lh), _as_bytes(data)
+                yield [(int(i), _as_bytes(lh), _as_bytes(d)) for i, lh, d in rows]
             pos = int(rows[-1][0]) + 1
 
     def checkpoints(self) -> list[StoredCheckpoint]:
