@@ -1,7 +1,7 @@
 """``interlock bench``: the DESIGN §10 figures, each beside a baseline measured in the same run.
 
     >>> results = run_benchmarks(quick=True)       # doctest: +SKIP
-    >>> results["P1"]["unit"]
+    >>> results["P1"]["unit"]                    # doctest: +SKIP
     'us'
 
 Each figure is ``{"value", "unit", "baseline", "baseline_what", "ratio", "goal", "met"}`` where

@@ -1,7 +1,7 @@
 """``interlock demo``: a scripted scenario in a fresh temporary home.
 
     >>> result = run_demo(console=None)        # doctest: +SKIP
-    >>> result.ok
+    >>> result.ok                               # doctest: +SKIP
     True
 
 It shows, end to end, what Interlock establishes or refuses: an allowed tool call, a forbidden
