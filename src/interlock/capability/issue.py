@@ -102,6 +102,11 @@ class CapabilityIssuer:
                 a single valid Datalog check; or the token would exceed 64 KiB.
         """
         check_text("principal", principal)
+        if not is_spiffe_id(principal):
+            raise CapabilityError(
+                f"principal {principal!r} is not a SPIFFE ID like spiffe://example.org/agent/a"
+                " (segments of A-Z a-z 0-9 . _ -, no '.' or '..'): the gate would refuse it"
+            )
         rights = _check_rights(rights)
         expires_at = _check_expiry(expires_at)
         if isinstance(checks, str):

@@ -47,11 +47,15 @@ def test_attenuation_block_datalog(token: str, root_pub: bytes) -> None:
 
 def test_values_are_parameters_not_source(issuer: CapabilityIssuer, root_pub: bytes) -> None:
     # A principal that would be Datalog if spliced into source text is refused outright
-    # (quote), and Datalog-looking text without a quote stays a string value.
+    # (quote), and Datalog-looking text without a quote stays a string value (a resource id
+    # here: principals must also be SPIFFE IDs).
     with pytest.raises(CapabilityError, match="quote"):
         issuer.issue(principal='a"); right("*", "*', rights=STAR, expires_at=EXPIRES)
-    token = issuer.issue(principal="a);right(*,*", rights=STAR, expires_at=EXPIRES)
-    assert inspect(token, root_pub).principal == "a);right(*,*"
+    odd = Right.parse("tool.call:Tool::a);right(x,y")
+    token = issuer.issue(principal=ALICE, rights=[odd], expires_at=EXPIRES)
+    info = inspect(token, root_pub)
+    assert info.principal == ALICE
+    assert [str(r) for r in info.rights] == ["tool.call:Tool::a);right(x,y"]
 
 
 @pytest.mark.parametrize(
@@ -146,3 +150,15 @@ def test_error_messages_never_contain_the_token(token: str, root_pub: bytes) -> 
         attenuate(token, root_public_raw=other, parent="p")
     assert token not in info.value.diagnostics()
     assert token[:40] not in info.value.diagnostics()
+
+
+@pytest.mark.parametrize("principal", ["root", "spiffe://acme.test/a/../b", "spiffe://ACME/x"])
+def test_issue_refuses_principals_the_gate_would_refuse(principal: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from interlock.capability import CapabilityIssuer
+    from interlock.trust.keys import private_raw
+
+    issuer = CapabilityIssuer(private_raw(Ed25519PrivateKey.generate()))
+    with pytest.raises(CapabilityError, match="SPIFFE"):
+        issuer.issue(principal=principal, rights=[Right.parse("*:*")], expires_at=EXPIRES)
