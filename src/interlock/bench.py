@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from interlock.capability import CapabilityIssuer, Right
 from interlock.core.model import ActionRequest, Resource, format_time
@@ -251,6 +252,27 @@ def _build_ledger(path: Path, home: Home, n: int, console: Console | None) -> Sq
             console.print(f"  built {done:,}/{n:,} entries", end="\r")
     led.checkpoint()
     return led
+
+
+def results_table(results: dict[str, Result]) -> Table:
+    """The figures as a Rich table: each beside its in-run baseline, the ratio and the goal."""
+    t = Table(title="Interlock benchmarks — ratio = value / baseline measured in the same run")
+    for col in ("figure", "value", "unit", "baseline", "baseline is", "ratio", "goal", "met"):
+        t.add_column(col)
+    for k, v in results.items():
+        if k.startswith("_"):
+            continue
+        t.add_row(
+            k,
+            f"{v['value']:.4g}",
+            v["unit"],
+            f"{v['baseline']:.4g}",
+            v["baseline_what"],
+            f"{v['ratio']:.3g}",
+            v["goal"],
+            "[green]yes[/]" if v["met"] else "[red]no[/]",
+        )
+    return t
 
 
 def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> dict[str, Result]:

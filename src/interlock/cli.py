@@ -867,22 +867,9 @@ def bench(
     if json_:
         _emit_json(results)
         return
-    t = Table(title="Interlock benchmarks (ratios against baselines measured in this run)")
-    for col in ("figure", "value", "unit", "baseline", "ratio", "goal", "met"):
-        t.add_column(col)
-    for k, v in results.items():
-        if k.startswith("_"):
-            continue
-        t.add_row(
-            k,
-            f"{v['value']:.4g}",
-            v["unit"],
-            f"{v['baseline']:.4g}",
-            f"{v['ratio']:.3g}",
-            v.get("goal", ""),
-            "[green]yes[/]" if v.get("met") else "[red]no[/]",
-        )
-    out.print(t)
+    from interlock.bench import results_table
+
+    out.print(results_table(results))
 
 
 def main() -> None:

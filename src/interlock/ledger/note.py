@@ -49,18 +49,19 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _MAX_TREE_SIZE = (1 << 64) - 1
 
 
-def _b64encode(data: bytes) -> str:
+def b64encode(data: bytes) -> str:
+    """Standard base64 (RFC 4648 §4), padded."""
     return base64.b64encode(data).decode("ascii")
 
 
-def _b64decode_strict(text: str) -> bytes | None:
+def b64decode_strict(text: str) -> bytes | None:
     """Standard base64 (RFC 4648 §4), canonical only: padded, no stray bits, no whitespace."""
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         return None
     # A non-canonical encoding (non-zero padding bits) decodes but does not re-encode the same.
-    if _b64encode(data) != text:
+    if b64encode(data) != text:
         return None
     return data
 
@@ -115,7 +116,7 @@ class NoteSigner:
         self.key_id = _key_id(name, self.public_key)
         #: the verifier key: name+hex(key ID)+base64(0x01 || public key)
         self.vkey = (
-            f"{name}+{self.key_id.hex()}+{_b64encode(bytes([_SIG_ED25519]) + self.public_key)}"
+            f"{name}+{self.key_id.hex()}+{b64encode(bytes([_SIG_ED25519]) + self.public_key)}"
         )
 
     def sign(self, text: str) -> str:
@@ -136,7 +137,7 @@ class NoteSigner:
         if len(msg) > MAX_NOTE_BYTES - 1024:
             raise UsageError("note text is too large", size=len(msg))
         sig = self._key.sign(msg)
-        return f"{text}\n{_EM_DASH_PREFIX}{self.name} {_b64encode(self.key_id + sig)}\n"
+        return f"{text}\n{_EM_DASH_PREFIX}{self.name} {b64encode(self.key_id + sig)}\n"
 
     def __repr__(self) -> str:
         return f"NoteSigner({self.vkey!r})"
@@ -163,7 +164,7 @@ class NoteVerifier:
         self._public = Ed25519PublicKey.from_public_bytes(self.public_key)
         self.key_id = _key_id(name, self.public_key)
         self.vkey = (
-            f"{name}+{self.key_id.hex()}+{_b64encode(bytes([_SIG_ED25519]) + self.public_key)}"
+            f"{name}+{self.key_id.hex()}+{b64encode(bytes([_SIG_ED25519]) + self.public_key)}"
         )
 
     @classmethod
@@ -185,7 +186,7 @@ class NoteVerifier:
             raise VerificationError(f"verifier key: {problem}")
         if not _HEX8.fullmatch(id_hex):
             raise VerificationError("verifier key ID must be 8 lowercase hex digits", name=name)
-        raw = _b64decode_strict(key_b64)
+        raw = b64decode_strict(key_b64)
         if raw is None:
             raise VerificationError("verifier key material is not base64", name=name)
         if len(raw) != 33 or raw[0] != _SIG_ED25519:
@@ -271,7 +272,7 @@ def _split_note(note: str) -> tuple[str, list[tuple[str, bytes, bytes]]]:
         name, sep, b64 = line[len(_EM_DASH_PREFIX) :].partition(" ")
         if not sep or _name_problem(name):
             raise VerificationError("malformed signature line: bad key name", line=n)
-        blob = _b64decode_strict(b64)
+        blob = b64decode_strict(b64)
         if blob is None or len(blob) < 5:
             raise VerificationError("malformed signature line: bad signature encoding", line=n)
         sigs.append((name, blob[:4], blob[4:]))
@@ -322,7 +323,7 @@ class Checkpoint:
 
         Raises nothing.
         """
-        head = f"{self.origin}\n{self.size}\n{_b64encode(self.root_hash)}\n"
+        head = f"{self.origin}\n{self.size}\n{b64encode(self.root_hash)}\n"
         return head + "".join(f"{ext}\n" for ext in self.extensions)
 
     @classmethod
@@ -343,7 +344,7 @@ class Checkpoint:
         # Size: ASCII decimal, no leading zeros (c2sp.org/tlog-checkpoint §Note text, 2).
         if not _DECIMAL.fullmatch(size_text) or len(size_text) > 20:
             raise VerificationError("checkpoint size is not a canonical decimal", size=size_text)
-        root = _b64decode_strict(root_text)
+        root = b64decode_strict(root_text)
         if root is None:
             raise VerificationError("checkpoint root hash is not canonical base64")
         problem = _checkpoint_problem(origin, int(size_text), root, tuple(extensions))

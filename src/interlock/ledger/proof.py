@@ -26,13 +26,12 @@ Parsing checks only the format; it does not verify anything.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, field
 
 from interlock.errors import VerificationError
 from interlock.ledger.merkle import HASH_SIZE
+from interlock.ledger.note import b64decode_strict, b64encode
 
 __all__ = ["HEADER", "MAX_PROOF_BYTES", "ProofBundle", "format_proof", "parse_proof"]
 
@@ -55,18 +54,6 @@ class ProofBundle:
     checkpoint_note: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _b64decode_strict(text: str) -> bytes | None:
-    try:
-        data = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        return None
-    return data if _b64(data) == text else None
-
-
 def format_proof(bundle: ProofBundle) -> str:
     """The tlog-proof@v1 text of ``bundle``.
 
@@ -84,12 +71,12 @@ def format_proof(bundle: ProofBundle) -> str:
         )
     lines = [HEADER]
     if bundle.extra is not None:
-        lines.append(f"extra {_b64(bundle.extra)}")
+        lines.append(f"extra {b64encode(bundle.extra)}")
     lines.append(f"index {bundle.index}")
     for i, h in enumerate(bundle.inclusion):
         if len(h) != HASH_SIZE:
             raise VerificationError("inclusion proof hash is not 32 bytes", position=i)
-        lines.append(_b64(h))
+        lines.append(b64encode(h))
     # c2sp.org/tlog-proof §Format: after the proof lines and an empty line, the checkpoint.
     return "\n".join(lines) + "\n\n" + note
 
@@ -113,7 +100,7 @@ def parse_proof(text: str) -> ProofBundle:
     extra: bytes | None = None
     # c2sp.org/tlog-proof §Format: the optional "extra" line comes second.
     if pos < len(lines) and lines[pos].startswith("extra "):
-        extra = _b64decode_strict(lines[pos][len("extra ") :])
+        extra = b64decode_strict(lines[pos][len("extra ") :])
         if extra is None:
             raise VerificationError("proof extra data is not canonical base64")
         pos += 1
@@ -125,7 +112,7 @@ def parse_proof(text: str) -> ProofBundle:
     pos += 1
     hashes: list[bytes] = []
     while pos < len(lines) and lines[pos]:
-        h = _b64decode_strict(lines[pos])
+        h = b64decode_strict(lines[pos])
         if h is None or len(h) != HASH_SIZE:
             raise VerificationError(
                 "proof hash line is not base64 of 32 bytes", position=len(hashes)

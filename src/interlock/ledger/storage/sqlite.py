@@ -815,15 +815,6 @@ class SqliteLedger:
             return None
         return StoredCheckpoint(size=int(row[0]), root=bytes(row[1]), note=row[2], created=row[3])
 
-    def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
-        with self._reader() as c:
-            row = c.execute(
-                "SELECT size, root, note, created FROM checkpoints WHERE size = ?", (size,)
-            ).fetchone()
-        if row is None:
-            return None
-        return StoredCheckpoint(size=int(row[0]), root=bytes(row[1]), note=row[2], created=row[3])
-
     def blob(self, digest: str) -> bytes | None:
         with self._reader() as c:
             row = c.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()

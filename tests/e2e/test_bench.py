@@ -1,0 +1,29 @@
+"""`interlock bench --quick --json`: every DESIGN §10 figure is measured beside a baseline.
+
+This checks the benchmark harness runs and reports honestly shaped figures; it asserts no
+performance (budgets are reported by `make bench`, never tested)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_quick_reports_every_figure_with_a_baseline() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "interlock.cli", "bench", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)
+    assert set(results) >= {"P1", "P2", "P3", "P4", "P5", "P6"}
+    for name in ("P1", "P2", "P3", "P4", "P5", "P6"):
+        fig = results[name]
+        assert fig["value"] > 0 and fig["baseline"] > 0, name
+        assert abs(fig["ratio"] - fig["value"] / fig["baseline"]) < 0.01 * fig["ratio"] + 1e-3
+        assert fig["unit"] and fig["baseline_what"] and fig["goal"]
+        assert isinstance(fig["met"], bool)
+    assert results["_meta"]["quick"] is True
