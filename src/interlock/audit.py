@@ -387,7 +387,7 @@ def _lineage_for(rec: dict[str, Any], decisions: dict[str, tuple[str, str]]) -> 
     lin = rec.get("lineage") or {}
     status = str(lin.get("status", "unknown"))
     known = decisions.get(parent)
-    if status == "allowed":
+    if status in ("allowed", "running"):
         if known is None or known[0] != "allow" or known[1] != rec.get("parent_leaf"):
             raise VerificationError("recorded lineage claims an allowed parent the ledger lacks")
     elif status == "denied" and (known is None or known[0] != "deny"):

@@ -21,6 +21,7 @@ Two parts:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,6 +59,9 @@ __all__ = ["Gate", "Lineage", "Snapshot", "Verdict", "decide", "open_gate"]
 
 #: obligations this version knows how to enforce; any other obligation denies (fail-closed)
 KNOWN_OBLIGATIONS = frozenset({"approval"})
+#: execution statuses under which an execution may have children: decided-and-allowed, or
+#: started and still running. ``ended``, ``terminated`` and ``denied`` may not.
+LIVE_STATUSES = frozenset({"allowed", "running"})
 TRUST_REFRESH_S = 0.1
 
 
@@ -215,7 +219,7 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
     if request.parent is not None:
         if lineage.parent != request.parent:
             return _deny(ReasonCode.LINEAGE_BROKEN, "lineage facts do not name this parent")
-        if lineage.status != "allowed":
+        if lineage.status not in LIVE_STATUSES:
             return _deny(
                 ReasonCode.LINEAGE_BROKEN,
                 f"parent {request.parent} is {lineage.status}: only a recorded, allowed, "
@@ -564,7 +568,9 @@ class Gate:
 
     # -- deciding ----------------------------------------------------------------------------
 
-    def decide(self, request: Mapping[str, Any] | bytes | str) -> Decision:
+    def decide(
+        self, request: Mapping[str, Any] | bytes | str, *, _keep: list[ActionRequest] | None = None
+    ) -> Decision:
         """Decide one action request and record the decision before answering.
 
         Never raises. Returns allow only when every validator passed and the record is durably
@@ -573,7 +579,7 @@ class Gate:
         """
         started = time.perf_counter_ns()
         try:
-            return self._decide(request, started)
+            return self._decide(request, started, _keep)
         except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
             try:
                 return self._error_decision(exc)
@@ -591,7 +597,12 @@ class Gate:
         when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
         return new_request_id(ns), when
 
-    def _decide(self, raw: Mapping[str, Any] | bytes | str, started: int) -> Decision:
+    def _decide(
+        self,
+        raw: Mapping[str, Any] | bytes | str,
+        started: int,
+        keep: list[ActionRequest] | None = None,
+    ) -> Decision:
         request_id, when = self._now()
         if self._corrupt is not None:
             return self._unrecorded(
@@ -604,6 +615,8 @@ class Gate:
             request = parse_request(raw, request_id=request_id, time=when)
         except MalformedRequest as exc:
             return self._record_malformed(raw, exc, request_id, when, snapshot.id)
+        if keep is not None:
+            keep.append(request)
 
         lineage = Lineage(parent=request.parent, status="unknown")
         try:
@@ -622,6 +635,78 @@ class Gate:
             )
             stage = Stage.GATE
         return self._commit(request, verdict, snapshot, lineage, stage)
+
+    # -- governed executions -----------------------------------------------------------------
+
+    def admit(
+        self, request: Mapping[str, Any] | bytes | str
+    ) -> tuple[Decision, ActionRequest | None]:
+        """:meth:`decide`, also returning the validated request (``None`` when intake refused
+        it), which a supervisor needs to re-verify the execution while it runs.
+
+        Never raises; same answers as :meth:`decide`.
+        """
+        box: list[ActionRequest] = []
+        decision = self.decide(request, _keep=box)
+        return decision, (box[0] if box else None)
+
+    def reverify(self, request: ActionRequest) -> Verdict:
+        """Re-decide a running execution *now*: the same request at the gate's current time,
+        with the current snapshot and its parent's current status (a terminated or ended
+        parent breaks the lineage). Pure apart from reading the clock, the snapshot and the
+        parent's row; records nothing.
+
+        Never raises: any error is a deny (INTERNAL_ERROR), so a broken gate terminates runs.
+        """
+        try:
+            if self._corrupt is not None:
+                return _deny(
+                    ReasonCode.LEDGER_CORRUPT, f"ledger failed verification: {self._corrupt}"
+                )
+            _, when = self._now()
+            current = dataclasses.replace(request, time=when)
+            return decide(current, self.snapshot, self._lineage(current))
+        except Exception as exc:  # noqa: BLE001 - could not re-establish authorization: deny
+            return _deny(ReasonCode.INTERNAL_ERROR, _error_detail(exc))
+
+    def record_execution(
+        self,
+        kind: RecordType,
+        request_id: str,
+        fields: Mapping[str, Any],
+        *,
+        status: str | None = None,
+    ) -> int:
+        """Append an ``exec.start``, ``exec.verify``, ``exec.end`` or ``exec.terminated`` record
+        for execution ``request_id`` (its id is the request id) and, in the same transaction,
+        set the execution's status (``running``, ``ended``, ``terminated``).
+
+        Raises:
+            LedgerUnavailable: the record was not committed (a supervisor then must not start,
+                or must stop, the action).
+        """
+        if kind not in _EXEC_RECORDS:
+            raise ValueError(f"not an execution record type: {kind}")
+        row = self.ledger.execution(request_id)
+        rec: dict[str, Any] = {
+            "v": RECORD_VERSION,
+            "type": kind.value,
+            "id": request_id,
+            "ts": self._now()[1],
+            "parent": row.parent if row is not None else None,
+            "decision_leaf": row.leaf_hash.hex() if row is not None else None,
+            **dict(fields),
+        }
+        (res,) = self.ledger.append(
+            [
+                Append(
+                    record=canonical_bytes(rec),
+                    status=((request_id, status),) if status is not None else (),
+                )
+            ],
+            timeout=self.ledger_timeout_s,
+        )
+        return res.index
 
     def _lineage(self, request: ActionRequest) -> Lineage:
         if request.parent is None:
@@ -797,6 +882,11 @@ _LAST_RESORT = Decision(
     decision_hash=hashlib.sha256(b"interlock:last-resort-deny").hexdigest(),
     ledger_index=None,
     stage=Stage.GATE,
+)
+
+
+_EXEC_RECORDS = frozenset(
+    {RecordType.EXEC_START, RecordType.EXEC_VERIFY, RecordType.EXEC_END, RecordType.EXEC_TERMINATED}
 )
 
 

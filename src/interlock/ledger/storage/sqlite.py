@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS executions (
     parent TEXT,
     depth INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS executions_parent ON executions(parent);
 CREATE TABLE IF NOT EXISTS revocations (
     seq INTEGER PRIMARY KEY,
     revocation_id TEXT NOT NULL UNIQUE,
@@ -162,6 +163,10 @@ class Append:
     execution: ExecutionRow | None = None
     revocations: tuple[str, ...] = ()
     meta: dict[str, str] = field(default_factory=dict)
+    #: ``(execution id, new status)`` pairs: a running, ended or terminated execution changes
+    #: status in the same transaction as the record that says so (its decision row, index and
+    #: leaf hash stay those of the decision)
+    status: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -606,6 +611,7 @@ class SqliteLedger:
             execs: list[tuple[str, int, bytes, str, str, str | None, int]] = []
             metas: list[tuple[str, str]] = []
             revs: list[tuple[str, int]] = []
+            statuses: list[tuple[str, str]] = []
             force = False
             leaf_hash = merkle.leaf_hash
             grow = frontier.append
@@ -627,6 +633,7 @@ class SqliteLedger:
                         metas.extend(it.meta.items())
                     for rid in it.revocations:
                         revs.append((rid, size))
+                    statuses.extend((st, eid) for eid, st in it.status)
                     size += 1
                 out.append(res)
             if rows:
@@ -644,6 +651,8 @@ class SqliteLedger:
                     )
                 if metas:
                     conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", metas)
+                if statuses:
+                    conn.executemany("UPDATE executions SET status = ? WHERE id = ?", statuses)
                 if revs:
                     conn.executemany(
                         "INSERT OR IGNORE INTO revocations(seq, revocation_id, idx) VALUES ("
@@ -838,6 +847,27 @@ class SqliteLedger:
             parent=row[5],
             depth=int(row[6]),
         )
+
+    def children(self, exec_id: str) -> list[ExecutionRow]:
+        """Executions that name ``exec_id`` as their parent."""
+        with self._reader() as c:
+            rows = c.execute(
+                "SELECT id, idx, leaf_hash, effect, status, parent, depth FROM executions"
+                " WHERE parent = ?",
+                (exec_id,),
+            ).fetchall()
+        return [
+            ExecutionRow(
+                id=r[0],
+                idx=int(r[1]),
+                leaf_hash=bytes(r[2]),
+                effect=r[3],
+                status=r[4],
+                parent=r[5],
+                depth=int(r[6]),
+            )
+            for r in rows
+        ]
 
     def revocations(self) -> tuple[int, frozenset[str]]:
         """``(trust version, revoked ids)``: the version counts revocation records."""
