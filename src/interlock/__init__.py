@@ -15,19 +15,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from interlock.core.model import ActionRequest, Decision, Effect, Reason, ReasonCode, Resource
-from interlock.errors import Error
+from interlock.errors import Denied, Error, Revoked
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActionRequest",
     "Decision",
+    "Denied",
     "Effect",
     "Error",
     "Gate",
     "Reason",
     "ReasonCode",
     "Resource",
+    "Revoked",
     "open",
 ]
 

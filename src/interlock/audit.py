@@ -425,3 +425,25 @@ def recorded_requests(ledger: SqliteLedger) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def decision_receipt(view: LedgerView, index: int) -> dict[str, Any]:
+    """The DSSE receipt of the decision recorded at ``index``, signed by the home's node key.
+
+    Ed25519 signatures are deterministic, so a receipt made now is byte-identical to one made
+    at decision time: receipts are produced on demand rather than stored.
+
+    Raises:
+        LedgerError: no entry at ``index``.
+        UsageError: the entry is not a decision record.
+        KeyFileError: the node key is missing or unsafe.
+    """
+    from interlock.trust.receipt import make_receipt
+
+    record = view.ledger.entry(index)
+    return make_receipt(
+        record,
+        signer=view.home.private_key("node"),
+        ledger_index=index,
+        log_origin=view.home.config.origin,
+    )

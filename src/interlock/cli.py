@@ -189,6 +189,137 @@ def decide(
     raise typer.Exit(EXIT_OK if d.allowed else EXIT_DENY)
 
 
+# -- exec ------------------------------------------------------------------------------------------
+
+_SECONDS_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)?$")
+
+
+def parse_seconds(text: str) -> float:
+    """``1s``, ``200ms``, ``0.2s`` or a bare number of seconds → seconds.
+
+    Raises:
+        typer.BadParameter: on anything else.
+    """
+    m = _SECONDS_RE.match(text.strip())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration like 1s, 0.2s or 200ms")
+    value = float(m.group(1))
+    return value / 1000 if m.group(2) == "ms" else value
+
+
+def parse_resource(text: str) -> dict[str, str]:
+    """``Host::localhost`` or ``Host::"localhost"`` (Cedar's form) → ``{type, id}``.
+
+    Raises:
+        typer.BadParameter: without a ``TYPE::`` prefix or with an empty id.
+    """
+    if text.endswith('"') and '::"' in text:
+        rtype, _, rid = text[:-1].partition('::"')
+    else:
+        rtype, _, rid = text.rpartition("::")
+    if not rtype or not rid:
+        raise typer.BadParameter(f"{text!r} is not a resource like Host::localhost")
+    return {"type": rtype, "id": rid}
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_interspersed_args": False},
+)
+def exec_(
+    command: Annotated[
+        list[str], typer.Argument(help="The command and its arguments (after --).", metavar="CMD")
+    ],
+    capability: Annotated[
+        str,
+        typer.Option(
+            envvar="INTERLOCK_CAPABILITY",
+            help="Token, @file, or - for stdin (or $INTERLOCK_CAPABILITY: keeps it out of ps).",
+        ),
+    ],
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            envvar="INTERLOCK_PRINCIPAL", help="SPIFFE ID (default $INTERLOCK_PRINCIPAL)."
+        ),
+    ] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            envvar="INTERLOCK_EXECUTION_ID",
+            help="Parent execution id (default $INTERLOCK_EXECUTION_ID, set by a supervisor).",
+        ),
+    ] = None,
+    resource: Annotated[str, typer.Option(help="TYPE::ID the command acts on.")] = (
+        'Host::"localhost"'
+    ),
+    interval: Annotated[str, typer.Option(help="Re-verification interval: 1s, 200ms.")] = "1s",
+    grace: Annotated[str, typer.Option(help="SIGTERM-to-SIGKILL grace period.")] = "2s",
+    home: HomeOpt = None,
+) -> None:
+    """Run CMD only if shell.exec is allowed; re-verify it while it runs; kill it when not.
+
+    Exit: the command's own code (128+N for signal N); 126 denied or not started (the reason is
+    on stderr), 127 command not found, 2 usage error.
+    """
+    import os
+
+    from interlock.runtime.supervisor import EXIT_CANNOT_EXECUTE, environment_digest, run_command
+
+    if not principal:
+        _fail("no principal: give --principal or set INTERLOCK_PRINCIPAL")
+    every = parse_seconds(interval)
+    patience = parse_seconds(grace)
+    if every <= 0:
+        _fail("--interval must be positive")
+    request: dict[str, Any] = {
+        "principal": principal,
+        "action": "shell.exec",
+        "resource": parse_resource(resource),
+        "args": {"argv": list(command), "cwd": os.getcwd(), "env_sha256": environment_digest()},
+        "capability": _read_token(capability),
+    }
+    if parent:
+        request["parent"] = parent
+    from interlock.gate import Gate
+
+    try:
+        gate = Gate.open(home)
+    except Error as exc:  # no decision possible: the command does not run
+        err.print(f"[bold red]interlock exec: not run[/]: {exc.diagnostics()}")
+        raise typer.Exit(EXIT_CANNOT_EXECUTE) from None
+    with gate:
+        outcome = run_command(
+            gate,
+            request,
+            command,
+            interval=every,
+            grace=patience,
+            stdout=sys.stdout.buffer,
+            stderr=sys.stderr.buffer,
+        )
+    r = outcome.reason
+    if outcome.status in ("denied", "not_started") and r is not None:
+        what = "denied" if outcome.status == "denied" else "not started"
+        err.print(
+            f"[bold red]interlock exec: {what}[/] [bold]{r.code.value}[/]: {r.detail}"
+            f" [dim](request {outcome.request_id})[/]",
+            soft_wrap=True,
+        )
+    elif outcome.status == "terminated" and r is not None:
+        sent = " then ".join(outcome.signals) or "exited"
+        err.print(
+            f"[bold red]interlock exec: terminated[/] [bold]{r.code.value}[/]: {r.detail}"
+            f" [dim](execution {outcome.request_id}, {sent})[/]",
+            soft_wrap=True,
+        )
+    if outcome.record_error:
+        err.print(
+            f"[bold red]interlock exec: not recorded[/]: {outcome.record_error}", soft_wrap=True
+        )
+    raise typer.Exit(outcome.exit_code)
+
+
 # -- tokens ----------------------------------------------------------------------------------------
 
 

@@ -97,3 +97,35 @@ class LedgerCorrupt(LedgerError):
     """The stored ledger does not match its own hashes or signed checkpoints."""
 
     reason_code = "LEDGER_CORRUPT"
+
+
+class Denied(Error):
+    """An action was refused before it started; ``decision`` is the deny ``Decision``.
+
+    Raised by APIs whose contract is "run this, or raise" (``gate.execution``): ``gate.decide``
+    never raises it, it returns the decision.
+    """
+
+    def __init__(self, decision: Any) -> None:
+        reasons = list(getattr(decision, "reasons", ()))
+        first = reasons[0] if reasons else None
+        code = str(getattr(getattr(first, "code", None), "value", "INTERNAL_ERROR"))
+        detail = str(getattr(first, "detail", "denied"))
+        super().__init__(f"{code}: {detail}", request_id=getattr(decision, "request_id", None))
+        self.decision = decision
+        self.reason_code = code
+        self.detail = detail
+
+
+class Revoked(Error):
+    """A running execution's authorization no longer holds (DESIGN I6): its capability expired
+    or was revoked, the policy now denies it, its parent was terminated, ...
+
+    ``reason_code`` is the DESIGN §3 code of the re-decision that denied it.
+    """
+
+    def __init__(self, code: str, detail: str, *, execution_id: str | None = None) -> None:
+        super().__init__(f"{code}: {detail}", execution_id=execution_id)
+        self.reason_code = code
+        self.detail = detail
+        self.execution_id = execution_id

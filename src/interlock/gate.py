@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interlock.capability import CapabilityVerifier
 from interlock.core.canonical import canonical_bytes, digest
@@ -54,6 +54,9 @@ from interlock.ledger.storage.sqlite import Append, ExecutionRow, SqliteLedger
 from interlock.policy.bundle import PolicyBundle, load_bundle
 from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
+
+if TYPE_CHECKING:
+    from interlock.runtime.execution import Execution
 
 __all__ = ["Gate", "Lineage", "Snapshot", "Verdict", "decide", "open_gate"]
 
@@ -668,6 +671,23 @@ class Gate:
             return decide(current, self.snapshot, self._lineage(current))
         except Exception as exc:  # noqa: BLE001 - could not re-establish authorization: deny
             return _deny(ReasonCode.INTERNAL_ERROR, _error_detail(exc))
+
+    def execution(
+        self, request: Mapping[str, Any] | bytes | str, *, interval: float = 1.0
+    ) -> Execution:
+        """A governed in-process execution: ``with gate.execution(request) as run: ...``.
+
+        Entering admits the request and commits ``exec.start``; ``run.check()`` raises
+        ``interlock.Revoked`` once authorization no longer holds (re-verified every
+        ``interval`` seconds and on governance changes); leaving commits ``exec.end`` or
+        ``exec.terminated``. See :mod:`interlock.runtime.execution`.
+
+        Raises:
+            ValueError: if ``interval`` is not positive. (Entering raises ``interlock.Denied``.)
+        """
+        from interlock.runtime.execution import Execution
+
+        return Execution(self, request, interval=interval)
 
     def record_execution(
         self,

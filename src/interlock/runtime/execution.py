@@ -1,0 +1,258 @@
+"""In-process governed execution: ``with gate.execution(request) as run:``.
+
+    >>> with gate.execution(request, interval=1.0) as run:          # doctest: +SKIP
+    ...     for chunk in work:
+    ...         run.check()        # raises interlock.Revoked once authorization is gone
+    ...         process(chunk)
+
+Entering admits the request (``interlock.Denied`` on a deny) and commits ``exec.start`` before
+the body runs (I1). A background thread re-verifies on the timer and at once on governance
+changes (see :class:`~interlock.runtime.supervisor.Watch`); :meth:`Execution.check` is cheap — it
+re-verifies inline only when the last verification is older than ``interval``. Leaving records
+``exec.end``, or ``exec.terminated`` with the reason when authorization was found gone.
+
+**In-process code can only be stopped cooperatively**: Python offers no safe way to stop a
+thread from outside. Synchronous code must call ``run.check()``; with ``async with``, the task
+that entered the block is cancelled when authorization ends (best effort: a task that shields
+itself or never awaits runs on), and the ``CancelledError`` surfaces as ``Revoked``. The hard
+boundary is ``interlock exec``: a separate process whose process group is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from interlock.core.model import Effect, Reason, ReasonCode, RecordType
+from interlock.errors import Denied, Error, Revoked
+from interlock.runtime.supervisor import DEFAULT_INTERVAL_S, POLL_S, Watch
+
+if TYPE_CHECKING:
+    from interlock.core.model import ActionRequest, Decision
+    from interlock.gate import Gate
+
+__all__ = ["Execution"]
+
+
+class Execution:
+    """One governed in-process execution. Use ``gate.execution(request)``; enter it with
+    ``with`` or ``async with``. Its id is the request id (pass it as ``parent`` to children).
+    """
+
+    def __init__(
+        self,
+        gate: Gate,
+        request: Mapping[str, Any] | bytes | str,
+        *,
+        interval: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError("the verification interval must be positive")
+        self.gate = gate
+        self.interval = interval
+        self._raw = request
+        self.decision: Decision | None = None
+        self.request: ActionRequest | None = None
+        self._watch: Watch | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = 0
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cancelled = False
+
+    @property
+    def id(self) -> str:
+        """The execution id (= request id).
+
+        Raises:
+            RuntimeError: before the execution was entered.
+        """
+        if self.request is None:
+            raise RuntimeError("the execution has not started")
+        return self.request.id
+
+    @property
+    def reason(self) -> Reason | None:
+        """Why authorization ended, or None while it holds. Never raises."""
+        return None if self._watch is None else self._watch.denied
+
+    # -- start / stop --------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        decision, req = self.gate.admit(self._raw)
+        self.decision = decision
+        if not decision.allowed or req is None:
+            raise Denied(decision)
+        try:
+            self.gate.record_execution(
+                RecordType.EXEC_START,
+                req.id,
+                {"supervisor": "in-process", "interval_ms": round(self.interval * 1000)},
+                status="running",
+            )
+        except Exception as exc:  # I1: not recorded, so the body must not run
+            detail = exc.diagnostics() if isinstance(exc, Error) else type(exc).__name__
+            raise Denied(
+                dataclasses.replace(
+                    decision,
+                    effect=Effect.DENY,
+                    reasons=(
+                        Reason(
+                            code=ReasonCode.LEDGER_UNAVAILABLE,
+                            detail=f"exec.start not recorded: {detail}"[:500],
+                        ),
+                    ),
+                )
+            ) from exc
+        self.request = req
+        self._watch = Watch(self.gate, req, interval=self.interval, snapshot=decision.snapshot)
+        self._started = time.monotonic_ns()
+        self._thread = threading.Thread(
+            target=self._run, name=f"interlock-watch-{req.id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        watch = self._watch
+        if watch is None:  # pragma: no cover - started only after the watch exists
+            return
+        while not self._stop.wait(min(POLL_S, self.interval)):
+            if watch.step() is not None:
+                self._cancel_task()
+                return
+
+    def _cancel_task(self) -> None:
+        task, loop = self._task, self._loop
+        if task is None or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing left to cancel
+            loop.call_soon_threadsafe(self._cancel_in_loop)
+
+    def _cancel_in_loop(self) -> None:
+        # runs in the event loop: the body may have left the block since the thread asked
+        task = self._task
+        if task is not None and not task.done():
+            self._cancelled = True
+            task.cancel()
+
+    def _close(self, exc: BaseException | None) -> None:
+        """Stop watching and commit ``exec.end`` or ``exec.terminated``.
+
+        Raises:
+            LedgerUnavailable: the closing record was not committed.
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        req = self.request
+        if req is None:
+            return
+        fields: dict[str, Any] = {
+            "duration_ms": (time.monotonic_ns() - self._started) // 1_000_000,
+            "outcome": "ok" if exc is None else "error",
+        }
+        if exc is not None:
+            fields["error_type"] = type(exc).__name__
+        reason = self.reason
+        if reason is not None:
+            fields["reason"] = reason.to_json()
+            self.gate.record_execution(
+                RecordType.EXEC_TERMINATED, req.id, fields, status="terminated"
+            )
+        else:
+            self.gate.record_execution(RecordType.EXEC_END, req.id, fields, status="ended")
+
+    # -- the body's side ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Return if authorization still holds.
+
+        Re-verifies inline only if the last verification is older than ``interval`` (the
+        background thread usually keeps it fresh).
+
+        Raises:
+            Revoked: with the reason code once authorization no longer holds (and on every
+                later call).
+            RuntimeError: before the execution was entered.
+        """
+        watch = self._watch
+        if watch is None:
+            raise RuntimeError("the execution has not started")
+        reason = watch.denied
+        if reason is None and time.monotonic() - watch.verified_at >= self.interval:
+            reason = watch.step(force=True)
+        if reason is not None:
+            raise Revoked(reason.code.value, reason.detail, execution_id=self.id)
+
+    # -- context managers --------------------------------------------------------------------
+
+    def __enter__(self) -> Execution:
+        """Admit and start.
+
+        Raises:
+            Denied: the request was denied, or ``exec.start`` could not be committed.
+        """
+        self._start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Record the end (or the termination).
+
+        Raises:
+            LedgerUnavailable: the closing record was not committed (only when the body raised
+                nothing; otherwise the body's exception propagates).
+        """
+        try:
+            self._close(exc)
+        except Error:
+            if exc is None:
+                raise
+
+    async def __aenter__(self) -> Execution:
+        """Admit and start; the current task is cancelled if authorization ends.
+
+        Raises:
+            Denied: the request was denied, or ``exec.start`` could not be committed.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        await asyncio.to_thread(self._start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Record the end or termination; a cancellation caused by a revocation becomes
+        :class:`Revoked`.
+
+        Raises:
+            Revoked: the task was cancelled because authorization ended.
+            LedgerUnavailable: the closing record was not committed (body raised nothing).
+        """
+        self._task = None  # no cancellation after this point
+        try:
+            await asyncio.to_thread(self._close, exc)
+        except Error:
+            if exc is None:
+                raise
+        reason = self.reason
+        if self._cancelled and isinstance(exc, asyncio.CancelledError) and reason is not None:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise Revoked(reason.code.value, reason.detail, execution_id=self.id) from exc
