@@ -46,7 +46,12 @@ def home(tmp_path: Path) -> Path:
     """A fresh governance home (keys, config, signed default policy, ledger)."""
     from interlock.home import init_home
 
-    return init_home(tmp_path / "home", origin="interlock.test/home").path
+    home = init_home(tmp_path / "home", origin="interlock.test/home").path
+    # A 50 ms decision deadline is right for production and a source of flaky denials on a
+    # loaded 2-core CI machine; tests about the deadline set their own.
+    cfg = home / "interlock.toml"
+    cfg.write_text(cfg.read_text().replace("deadline_ms = 50", "deadline_ms = 2000"))
+    return home
 
 
 @pytest.fixture

@@ -276,7 +276,8 @@ def results_table(results: dict[str, Result]) -> Table:
 
 
 def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> dict[str, Result]:
-    """Measure P1-P6 (DESIGN §10). ``quick`` uses small sizes (a smoke run, not the figures)."""
+    """Measure P1-P6 (DESIGN §10) and the governed-execution figures (revocation-to-termination
+    latency, supervisor CPU). ``quick`` uses small sizes (a smoke run, not the figures)."""
     from interlock.audit import verify_ledger
 
     tmp = Path(tempfile.mkdtemp(prefix="interlock-bench-"))
@@ -405,6 +406,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             led.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    from interlock.runtime.bench import bench_termination
+
+    say("T1/T2: supervised executions (revocation to termination; supervisor CPU)")
+    results.update(bench_termination(quick=quick))
     results["_meta"] = {
         "quick": quick,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),

@@ -709,14 +709,27 @@ def ledger_verify(
 
 
 @ledger_app.command("vkey")
-def ledger_vkey(home: HomeOpt = None, json_: JsonOpt = False) -> None:
-    """Print the log's C2SP verifier key (give it to auditors)."""
+def ledger_vkey(
+    node: Annotated[
+        bool, typer.Option("--node", help="Print the node key that signs receipts instead.")
+    ] = False,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print the log's C2SP verifier key (give it to auditors), or with --node the hex Ed25519
+    public key that signs decision receipts."""
+    from interlock.trust import keys
+
     with _audit(home) as view:
         v = view.vkey
+        try:
+            node_key = keys.public_raw(view.home.private_key("node")).hex()
+        except Error as exc:
+            _fail(exc.diagnostics())
     if json_:
-        _emit_json({"vkey": v})
+        _emit_json({"vkey": v, "node_key": node_key})
     else:
-        sys.stdout.write(v + "\n")
+        sys.stdout.write((node_key if node else v) + "\n")
 
 
 @ledger_app.command("checkpoint")
@@ -744,15 +757,28 @@ def ledger_checkpoint(home: HomeOpt = None, json_: JsonOpt = False) -> None:
 def ledger_show(
     index: Annotated[int, typer.Argument(help="Entry index.")],
     raw: Annotated[bool, typer.Option("--raw", help="Print the exact stored bytes.")] = False,
+    receipt: Annotated[
+        bool, typer.Option("--receipt", help="Print the decision's DSSE receipt (node-signed).")
+    ] = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Print one ledger entry."""
+    """Print one ledger entry, or with --receipt its signed decision receipt."""
+    from interlock.audit import decision_receipt
+    from interlock.trust.receipt import encode_receipt
+
     with _audit(home) as view:
         try:
             data = view.ledger.entry(index)
+            envelope = decision_receipt(view, index) if receipt else None
         except Error as exc:
             _fail(exc.diagnostics(), EXIT_DENY)
+    if envelope is not None:
+        if json_:
+            _emit_json(envelope)
+        else:
+            sys.stdout.write(encode_receipt(envelope) + "\n")
+        return
     if raw:
         sys.stdout.buffer.write(data + b"\n")
         return
@@ -839,22 +865,45 @@ def ledger_proof(
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Write a C2SP tlog-proof@v1 evidence bundle (entry + inclusion proof + checkpoint)."""
-    from interlock.audit import proof_bundle
+    """Write a C2SP tlog-proof@v1 evidence bundle (entry + inclusion proof + checkpoint); for a
+    decision, its DSSE receipt goes beside it as FILE.receipt.json."""
+    from interlock.audit import decision_receipt, proof_bundle
+    from interlock.trust import keys
+    from interlock.trust.receipt import encode_receipt
 
+    envelope: dict[str, Any] | None = None
     with _audit(home, sign=True) as view:
         try:
             text = proof_bundle(view.ledger, index)
+            if b'"type":"decision"' in view.ledger.entry(index):
+                envelope = decision_receipt(view, index)
+            node_key = keys.public_raw(view.home.private_key("node")).hex()
         except Error as exc:
             _fail(exc.diagnostics(), EXIT_DENY)
         vkey = view.vkey
     if out_file is not None:
         out_file.write_text(text, encoding="utf-8")
+        receipt_file = _receipt_path(out_file)
+        if envelope is not None:
+            receipt_file.write_text(encode_receipt(envelope) + "\n", encoding="utf-8")
         if json_:
-            _emit_json({"index": index, "file": str(out_file), "vkey": vkey})
+            _emit_json(
+                {
+                    "index": index,
+                    "file": str(out_file),
+                    "receipt": str(receipt_file) if envelope is not None else None,
+                    "vkey": vkey,
+                    "node_key": node_key,
+                }
+            )
         else:
             out.print(f"[green]Wrote[/] evidence bundle for entry {index} to {out_file}")
-            out.print(f"Verify offline: interlock receipt verify {out_file} --vkey '{vkey}'")
+            if envelope is not None:
+                out.print(f"[green]Wrote[/] its signed decision receipt to {receipt_file}")
+            out.print(
+                f"Verify offline: interlock receipt verify {out_file} --vkey '{vkey}'"
+                f" --node-key {node_key}"
+            )
     elif json_:
         _emit_json({"index": index, "proof": text, "vkey": vkey})
     else:
@@ -923,15 +972,29 @@ def ledger_replay(home: HomeOpt = None, json_: JsonOpt = False) -> None:
 # -- receipts --------------------------------------------------------------------------------------
 
 
+def _receipt_path(proof_file: Path) -> Path:
+    return proof_file.with_name(proof_file.name + ".receipt.json")
+
+
 @receipt_app.command("verify")
 def receipt_verify(
     file: Annotated[Path, typer.Argument(help="A .tlog-proof evidence bundle.")],
     vkey: Annotated[str | None, typer.Option(help="The log's verifier key (C2SP vkey).")] = None,
     vkey_file: Annotated[Path | None, typer.Option(help="File holding the verifier key.")] = None,
+    node_key: Annotated[
+        str | None,
+        typer.Option(help="Hex node key (`interlock ledger vkey --node`): check the receipt too."),
+    ] = None,
+    receipt: Annotated[
+        Path | None, typer.Option(help="The DSSE receipt (default: FILE.receipt.json).")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Verify an evidence bundle offline: checkpoint signature, inclusion, entry bytes. No home."""
+    """Verify evidence offline, with no home: the checkpoint signature, the inclusion proof and
+    the entry bytes; with --node-key also the signed decision receipt for that entry."""
     from interlock.ledger.verify import verify_proof_bundle
+    from interlock.trust import keys
+    from interlock.trust.receipt import verify_receipt
 
     if vkey is None and vkey_file is None:
         _fail(
@@ -943,8 +1006,24 @@ def receipt_verify(
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror}")
+    receipt_file = receipt if receipt is not None else _receipt_path(file)
+    if receipt is not None and not receipt.exists():
+        _fail(f"no receipt at {receipt}")
+    if node_key is not None:
+        try:
+            node_public = keys.public_from_raw(bytes.fromhex(node_key))
+        except (ValueError, Error):
+            _fail("--node-key must be the 64-hex-digit key `interlock ledger vkey --node` prints")
+        if not receipt_file.exists():
+            _fail(f"--node-key given but there is no receipt at {receipt_file}")
+    receipt_checked = False
     try:
         entry = verify_proof_bundle(text, key)
+        if node_key is not None:
+            verify_receipt(
+                receipt_file.read_text(encoding="utf-8"), public_key=node_public, record=entry.data
+            )
+            receipt_checked = True
     except Error as exc:
         if json_:
             _emit_json({"ok": False, "error": exc.message})
@@ -956,13 +1035,24 @@ def receipt_verify(
     except ValueError:
         rec = None
     if json_:
-        _emit_json({"ok": True, "index": entry.index, "tree_size": entry.tree_size, "record": rec})
+        _emit_json(
+            {
+                "ok": True,
+                "index": entry.index,
+                "tree_size": entry.tree_size,
+                "receipt_verified": receipt_checked,
+                "record": rec,
+            }
+        )
         return
     out.print(
         f"[bold green]✓ evidence verified[/]: entry {entry.index} is in the log of size"
-        f" {entry.tree_size}"
-        f" signed by {entry.checkpoint.origin}"
+        f" {entry.tree_size} signed by {entry.checkpoint.origin}"
     )
+    if receipt_checked:
+        out.print(f"[bold green]✓ decision receipt verified[/]: signed by node key {node_key}")
+    elif receipt_file.exists():
+        err.print(f"[yellow]![/] {receipt_file} not checked: give --node-key to verify it")
     if isinstance(rec, dict):
         req = rec.get("request", {})
         out.print(

@@ -234,3 +234,43 @@ def test_demo_runs_green() -> None:
         "offline receipt check": True,
         "tampered copy detected": True,
     }
+
+
+def test_decision_receipts_are_signed_by_the_node_and_travel_with_the_proof(
+    cli_home: Path, tmp_path: Path
+) -> None:
+    token = _token(cli_home)
+    idx = json.loads(run("decide", "-", "--json", home=cli_home, stdin=_req(token)).stdout)[
+        "ledger_index"
+    ]
+    keys_ = json.loads(run("ledger", "vkey", "--json", home=cli_home).stdout)
+    node_key = run("ledger", "vkey", "--node", home=cli_home).stdout.strip()
+    assert node_key == keys_["node_key"] and len(node_key) == 64
+    envelope = json.loads(
+        run("ledger", "show", str(idx), "--receipt", "--json", home=cli_home).stdout
+    )
+    assert envelope["payloadType"] == "application/vnd.in-toto+json"
+    proof = tmp_path / "d.tlog-proof"
+    assert run("ledger", "proof", str(idx), "--out", str(proof), home=cli_home).returncode == 0
+    receipt = tmp_path / "d.tlog-proof.receipt.json"
+    assert json.loads(receipt.read_text()) == envelope  # deterministic Ed25519: same bytes
+    r = run(
+        "receipt", "verify", str(proof), "--vkey", keys_["vkey"], "--node-key", node_key, "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["receipt_verified"] is True
+    # a receipt for another decision does not vouch for this entry
+    other = json.loads(run("decide", "-", "--json", home=cli_home, stdin=_req(token)).stdout)
+    other_env = run("ledger", "show", str(other["ledger_index"]), "--receipt", home=cli_home).stdout
+    receipt.write_text(other_env)
+    r = run("receipt", "verify", str(proof), "--vkey", keys_["vkey"], "--node-key", node_key)
+    assert r.returncode == 1
+    # and the right receipt under a key that is not the node's is refused
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from interlock.trust.keys import public_raw
+
+    receipt.write_text(json.dumps(envelope))
+    wrong = public_raw(Ed25519PrivateKey.generate()).hex()
+    r = run("receipt", "verify", str(proof), "--vkey", keys_["vkey"], "--node-key", wrong)
+    assert r.returncode == 1 and "NOT verify" in r.stderr

@@ -115,12 +115,15 @@ def test_revocation_takes_effect_at_once_and_across_gates(home: Path, issue: Any
 
     token = issue()
     with Gate.open(home) as a, Gate.open(home) as b:
-        assert a.decide(tool_request(token)).allowed
-        assert b.decide(tool_request(token)).allowed
+        d = a.decide(tool_request(token))
+        assert d.allowed, d.reasons
+        d = b.decide(tool_request(token))
+        assert d.allowed, d.reasons
         b.revoke(revocation_ids(token), reason="test")
         assert b.decide(tool_request(token)).codes == ("CAPABILITY_REVOKED",)
         time.sleep(0.15)  # the other gate refreshes its trust state every 100 ms
-        assert a.decide(tool_request(token)).codes == ("CAPABILITY_REVOKED",)
+        d = a.decide(tool_request(token))
+        assert d.codes == ("CAPABILITY_REVOKED",), d.reasons
         gov = [json.loads(d) for _, _, d in a.ledger.iter_entries() if b'"capability.revoked"' in d]
         assert gov
         assert gov[0]["revocation_ids"] == list(revocation_ids(token))
@@ -291,7 +294,7 @@ def test_corrupt_ledger_stops_allowing(home: Path, issue: Any) -> None:
 
 def test_deadline_exceeded(home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = home / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("deadline_ms = 50", "deadline_ms = 5"))
+    cfg.write_text(cfg.read_text().replace("deadline_ms = 2000", "deadline_ms = 5"))
     token = issue()
     with Gate.open(home) as gate:
         from interlock.policy.engine import PolicyEngine
