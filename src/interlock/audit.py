@@ -19,8 +19,22 @@ from typing import Any
 
 from interlock.core.canonical import canonical_bytes, digest
 from interlock.core.model import ActionRequest, Resource, Stage
-from interlock.errors import ConfigError, LedgerError, PolicyError, VerificationError
-from interlock.gate import Lineage, Snapshot, decide, decision_record
+from interlock.errors import (
+    ConfigError,
+    KeyFileError,
+    LedgerError,
+    PolicyError,
+    VerificationError,
+)
+from interlock.gate import (
+    KILL_SWITCH_EVENTS,
+    QUARANTINE_EVENTS,
+    Lineage,
+    Snapshot,
+    decide,
+    decision_record,
+    verify_governance,
+)
 from interlock.home import Home, default_home
 from interlock.ledger import merkle
 from interlock.ledger.note import NoteSigner, NoteVerifier
@@ -240,6 +254,7 @@ def replay(
     ledger: SqliteLedger,
     trusted_policy_keys: Sequence[Any],
     *,
+    node_public: bytes | None = None,
     progress: Progress | None = None,
 ) -> ReplayReport:
     """Re-decide every recorded pipeline decision with its pinned snapshot and compare the
@@ -247,9 +262,14 @@ def replay(
     (malformed input, deadline, storage) depend on the gate's environment and are counted
     apart. A decision whose payload was purged or whose lineage facts disagree with the
     ledger before it is *unverifiable*, which also fails the replay.
+
+    Quarantines and the kill switch are re-derived from their governance records in ledger
+    order, like revocations; each such record must carry a valid signature by ``node_public``
+    (the home's node key). An unsigned or badly signed one is unverifiable, and so is every
+    decision whose snapshot depends on it.
     """
     report = ReplayReport()
-    revoked_order: list[str] = []
+    trust: list[_TrustEvent] = []
     seen_revoked: set[str] = set()
     decisions: dict[str, tuple[str, str]] = {}  # id -> (effect, leaf hash hex)
     snapshots: dict[tuple[str, int], Snapshot] = {}
@@ -263,7 +283,12 @@ def replay(
             for rid in rec.get("revocation_ids", []):
                 if rid not in seen_revoked:
                     seen_revoked.add(rid)
-                    revoked_order.append(rid)
+                    trust.append(_TrustEvent(index=idx, revoked=rid))
+            continue
+        if rec.get("type") == "governance" and (
+            rec.get("event") in QUARANTINE_EVENTS or rec.get("event") in KILL_SWITCH_EVENTS
+        ):
+            trust.append(_trust_event(idx, rec, node_public, report))
             continue
         if rec.get("type") != "decision":
             continue
@@ -273,9 +298,7 @@ def replay(
             report.skipped_stage += 1
             continue
         try:
-            snap = _snapshot_for(
-                ledger, rec["snapshot"], snapshots, bundles, revoked_order, trusted
-            )
+            snap = _snapshot_for(ledger, rec["snapshot"], snapshots, bundles, trust, trusted)
             request = _request_for(ledger, rec)
             lineage = _lineage_for(rec, decisions)
         except (LedgerError, VerificationError, PolicyError, KeyError, ValueError) as exc:
@@ -312,12 +335,43 @@ def replay(
     return report
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TrustEvent:
+    """One step of the trust version: a new revocation id, a quarantine or release of
+    ``principal``, or (neither set) the kill switch turned ``on``/off."""
+
+    index: int
+    revoked: str | None = None
+    principal: str | None = None
+    on: bool = False
+    verified: bool = True
+
+
+def _trust_event(
+    idx: int, rec: dict[str, Any], node_public: bytes | None, report: ReplayReport
+) -> _TrustEvent:
+    """A quarantine or kill-switch record as a trust step, its node signature checked."""
+    event = str(rec.get("event"))
+    principal = rec.get("principal") if event in QUARANTINE_EVENTS else None
+    on = QUARANTINE_EVENTS.get(event, KILL_SWITCH_EVENTS.get(event, False))
+    try:
+        if node_public is None:
+            raise VerificationError("no node key given to check governance signatures")
+        verify_governance(rec, node_public)
+        if event in QUARANTINE_EVENTS and not isinstance(principal, str):
+            raise VerificationError("quarantine record names no principal")
+    except (VerificationError, KeyFileError) as exc:
+        report.unverifiable.append({"index": idx, "id": rec.get("id"), "why": exc.message})
+        return _TrustEvent(index=idx, principal=None, on=on, verified=False)
+    return _TrustEvent(index=idx, principal=principal, on=on)
+
+
 def _snapshot_for(
     ledger: SqliteLedger,
     snapshot_id: str,
     cache: dict[tuple[str, int], Snapshot],
     bundles: dict[str, PolicyBundle],
-    revoked_order: list[str],
+    trust: list[_TrustEvent],
     trusted: list[Any],
 ) -> Snapshot:
     raw = ledger.blob(f"snapshot:{snapshot_id}")
@@ -330,8 +384,22 @@ def _snapshot_for(
     key = (snapshot_id, tv)
     if key in cache:
         return cache[key]
-    if tv > len(revoked_order):
-        raise VerificationError("snapshot names revocations not on the ledger before it")
+    if tv > len(trust):
+        raise VerificationError("snapshot names trust records not on the ledger before it")
+    revoked: set[str] = set()
+    quarantined: set[str] = set()
+    kill_switch = False
+    for ev in trust[:tv]:
+        if not ev.verified:
+            raise VerificationError(
+                f"snapshot depends on the unverifiable governance record at index {ev.index}"
+            )
+        if ev.revoked is not None:
+            revoked.add(ev.revoked)
+        elif ev.principal is not None:
+            (quarantined.add if ev.on else quarantined.discard)(ev.principal)
+        else:
+            kill_switch = ev.on
     bundle = None
     pd = desc.get("policy_digest")
     if pd is not None:
@@ -345,9 +413,11 @@ def _snapshot_for(
         root_public=bytes.fromhex(desc["capability_root"]),
         bundle=bundle,
         policy_problem=desc.get("policy_problem"),
-        revoked=frozenset(revoked_order[:tv]),
+        revoked=frozenset(revoked),
         trust_version=tv,
         max_depth=int(desc["max_depth"]),
+        quarantined=frozenset(quarantined),
+        kill_switch=kill_switch,
     )
     if snap.id != snapshot_id:
         raise VerificationError("rebuilt snapshot does not match the recorded id")

@@ -38,6 +38,15 @@ app.add_typer(token_app, name="token")
 app.add_typer(policy_app, name="policy")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(receipt_app, name="receipt")
+quarantine_app = typer.Typer(
+    help="Quarantine principals: every action they request is denied.", no_args_is_help=True
+)
+kill_switch_app = typer.Typer(
+    help="The kill switch: deny every action and terminate every supervised run.",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(kill_switch_app, name="kill-switch")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -464,6 +473,120 @@ def token_revoke(
         out.print(
             f"[green]Revoked[/] {len(ids)} revocation id(s); recorded at ledger index {index}"
         )
+
+
+# -- quarantine and kill switch --------------------------------------------------------------------
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded on the ledger).")]
+
+
+def _spiffe(principal: str) -> str:
+    from interlock.core.model import is_spiffe_id
+
+    if not is_spiffe_id(principal):
+        _fail(f"not a SPIFFE ID: {principal!r} (expected spiffe://trust-domain/path)")
+    return principal
+
+
+def _set_quarantine(principal: str, reason: str, on: bool, home: Path | None, json_: bool) -> None:
+    principal = _spiffe(principal)
+    if not reason.strip():
+        _fail("--reason is required")
+    with _gate(home) as gate:
+        try:
+            index = gate.quarantine(principal, reason, on=on)
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+    if json_:
+        _emit_json({"principal": principal, "quarantined": on, "ledger_index": index})
+    else:
+        what = "[red]Quarantined[/]" if on else "[green]Released[/]"
+        out.print(f"{what} {principal}; recorded at ledger index {index}")
+
+
+@quarantine_app.command("add")
+def quarantine_add(
+    principal: Annotated[str, typer.Argument(help="SPIFFE ID of the principal.")],
+    reason: ReasonOpt = "",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Quarantine a principal: its requests and running executions are denied
+    (PRINCIPAL_QUARANTINED)."""
+    _set_quarantine(principal, reason, True, home, json_)
+
+
+@quarantine_app.command("remove")
+def quarantine_remove(
+    principal: Annotated[str, typer.Argument(help="SPIFFE ID of the principal.")],
+    reason: ReasonOpt = "",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Release a quarantined principal."""
+    _set_quarantine(principal, reason, False, home, json_)
+
+
+@quarantine_app.command("list")
+def quarantine_list(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """List the quarantined principals and the ledger index that quarantined each."""
+    with _audit(home) as view:
+        rows = [(p, i) for p, active, i in view.ledger.quarantines() if active]
+    if json_:
+        _emit_json([{"principal": p, "ledger_index": i} for p, i in rows])
+        return
+    if not rows:
+        out.print("No principal is quarantined.")
+        return
+    t = Table(title="Quarantined principals")
+    t.add_column("principal")
+    t.add_column("ledger index", justify="right")
+    for p, i in rows:
+        t.add_row(p, str(i))
+    out.print(t)
+
+
+def _set_kill_switch(on: bool, reason: str, home: Path | None, json_: bool) -> None:
+    if not reason.strip():
+        _fail("--reason is required")
+    with _gate(home) as gate:
+        try:
+            index = gate.kill_switch(on, reason)
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+    if json_:
+        _emit_json({"kill_switch": on, "ledger_index": index})
+    elif on:
+        out.print(
+            "[bold red]Kill switch ON[/]: every action is denied and supervised runs are"
+            f" terminated; recorded at ledger index {index}"
+        )
+    else:
+        out.print(f"[green]Kill switch off[/]; recorded at ledger index {index}")
+
+
+@kill_switch_app.command("on")
+def kill_switch_on(reason: ReasonOpt = "", home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Deny every action (POLICY_FORBID, policy kill-switch) and terminate every supervised
+    run."""
+    _set_kill_switch(True, reason, home, json_)
+
+
+@kill_switch_app.command("off")
+def kill_switch_off(reason: ReasonOpt = "", home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Turn the kill switch off: decisions are made by the pipeline again."""
+    _set_kill_switch(False, reason, home, json_)
+
+
+@kill_switch_app.command("status")
+def kill_switch_status(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Whether the kill switch is on."""
+    with _audit(home) as view:
+        on = view.ledger.trust_state()[3]
+    if json_:
+        _emit_json({"kill_switch": on})
+    else:
+        out.print("[bold red]Kill switch ON[/]" if on else "Kill switch off")
 
 
 # -- policy ----------------------------------------------------------------------------------------
@@ -934,18 +1057,21 @@ def ledger_export_tiles(
 def ledger_replay(home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Re-decide every recorded request with its pinned snapshot; exit 0 only with 0 mismatches."""
     from interlock.audit import replay
+    from interlock.trust.keys import public_raw
 
     with _audit(home) as view:
         keys = view.home.trusted_policy_keys()
         try:
+            node_public = public_raw(view.home.private_key("node"))
             if json_:
-                rep = replay(view.ledger, keys)
+                rep = replay(view.ledger, keys, node_public=node_public)
             else:
                 with _progress() as prog:
                     task = prog.add_task("replaying decisions", total=view.ledger.size() or 1)
                     rep = replay(
                         view.ledger,
                         keys,
+                        node_public=node_public,
                         progress=lambda n, t: prog.update(task, completed=n, total=t or 1),
                     )
         except Error as exc:

@@ -45,8 +45,17 @@ from interlock.core.model import (
     RecordType,
     Stage,
     format_time,
+    is_spiffe_id,
 )
-from interlock.errors import Error, LedgerCorrupt, LedgerError, MalformedRequest, PolicyError
+from interlock.errors import (
+    Error,
+    LedgerCorrupt,
+    LedgerError,
+    MalformedRequest,
+    PolicyError,
+    UsageError,
+    VerificationError,
+)
 from interlock.home import Home, default_home
 from interlock.intake import new_request_id, parse_request
 from interlock.ledger.note import NoteSigner, NoteVerifier, open_checkpoint
@@ -56,6 +65,8 @@ from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from interlock.runtime.execution import Execution
 
 __all__ = ["Gate", "Lineage", "Snapshot", "Verdict", "decide", "open_gate"]
@@ -66,6 +77,13 @@ KNOWN_OBLIGATIONS = frozenset({"approval"})
 #: started and still running. ``ended``, ``terminated`` and ``denied`` may not.
 LIVE_STATUSES = frozenset({"allowed", "running"})
 TRUST_REFRESH_S = 0.1
+#: the policy name and detail of the deny every decision gets while the kill switch is on
+KILL_SWITCH_POLICY = "kill-switch"
+KILL_SWITCH_DETAIL = "the kill switch is on: every action is denied"
+#: governance events that change the trust state besides revocations; each is signed by the
+#: node key (see :func:`sign_governance`)
+QUARANTINE_EVENTS = {"principal.quarantined": True, "principal.released": False}
+KILL_SWITCH_EVENTS = {"kill_switch.on": True, "kill_switch.off": False}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +115,8 @@ class Snapshot:
     trust_version: int
     max_depth: int
     quarantined: frozenset[str] = frozenset()
+    #: the node's kill switch: while on, every action is denied
+    kill_switch: bool = False
 
     @classmethod
     def build(
@@ -109,8 +129,10 @@ class Snapshot:
         trust_version: int,
         max_depth: int,
         engine: PolicyEngine | None = None,
+        quarantined: frozenset[str] = frozenset(),
+        kill_switch: bool = False,
     ) -> Snapshot:
-        descriptor = {
+        descriptor: dict[str, Any] = {
             "v": 1,
             "capability_root": root_public.hex(),
             "policy_digest": bundle.digest if bundle else None,
@@ -119,6 +141,12 @@ class Snapshot:
             "trust_version": trust_version,
             "max_depth": max_depth,
         }
+        # present only when set, so the ids of snapshots recorded before quarantines and the
+        # kill switch existed are unchanged (replay rebuilds them from the same fields)
+        if quarantined:
+            descriptor["quarantined"] = sorted(quarantined)
+        if kill_switch:
+            descriptor["kill_switch"] = True
         if engine is None and bundle is not None:
             engine = PolicyEngine.from_bundle(bundle)
         return cls(
@@ -130,6 +158,8 @@ class Snapshot:
             revoked=revoked,
             trust_version=trust_version,
             max_depth=max_depth,
+            quarantined=quarantined,
+            kill_switch=kill_switch,
         )
 
 
@@ -185,7 +215,8 @@ def request_digest(request: ActionRequest) -> str:
 def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verdict:
     """The pure pipeline (DESIGN §2). Same inputs, same verdict.
 
-    Returns a deny with one of: IDENTITY_UNVERIFIED, CAPABILITY_INVALID, CAPABILITY_EXPIRED,
+    Returns a deny with one of: POLICY_FORBID (policy ``kill-switch``: the kill switch is on),
+    IDENTITY_UNVERIFIED, CAPABILITY_INVALID, CAPABILITY_EXPIRED,
     CAPABILITY_REVOKED, CAPABILITY_INSUFFICIENT, PRINCIPAL_QUARANTINED, LINEAGE_BROKEN,
     POLICY_UNAVAILABLE, POLICY_NO_PERMIT, POLICY_FORBID, POLICY_ERROR, APPROVAL_REQUIRED.
     Raises only on programmer error; the gate turns that into INTERNAL_ERROR.
@@ -214,6 +245,12 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
         if not cap.reproducible:
             return Verdict(effect=Effect.DENY, reasons=denied.reasons, reproducible=False)
         return denied
+
+    # the kill switch denies every action, even one with a valid capability. DESIGN §3's codes
+    # are closed: this is a forbid by the operator, recorded as POLICY_FORBID, policy
+    # ``kill-switch``
+    if snapshot.kill_switch:
+        return _deny(ReasonCode.POLICY_FORBID, KILL_SWITCH_DETAIL, KILL_SWITCH_POLICY)
 
     if request.principal in snapshot.quarantined:
         return _deny(ReasonCode.PRINCIPAL_QUARANTINED, "principal is quarantined")
@@ -311,6 +348,35 @@ def decision_record(
     if request.parent is not None:
         rec["lineage"] = lineage.to_json()
     return rec
+
+
+def sign_governance(record: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    """``record`` with ``signer`` (the hex public key) and ``sig``: the hex Ed25519 signature
+    over the RFC 8785 bytes of the record with ``signer`` and without ``sig``."""
+    rec = {k: v for k, v in record.items() if k != "sig"}
+    rec["signer"] = keys.public_raw(key).hex()
+    rec["sig"] = key.sign(canonical_bytes(rec)).hex()
+    return rec
+
+
+def verify_governance(record: Mapping[str, Any], public: bytes) -> None:
+    """Check a governance record's node signature (see :func:`sign_governance`).
+
+    Raises:
+        VerificationError: the record is unsigned, names another signer than ``public``, or its
+            signature does not verify over the record's other fields.
+    """
+    sig, signer = record.get("sig"), record.get("signer")
+    if not isinstance(sig, str) or not isinstance(signer, str):
+        raise VerificationError("governance record is not signed by the node key")
+    if signer != public.hex():
+        raise VerificationError("governance record is signed by a key that is not the node's")
+    try:
+        raw = bytes.fromhex(sig)
+    except ValueError as exc:
+        raise VerificationError("governance record signature is not hex") from exc
+    body = {k: v for k, v in record.items() if k != "sig"}
+    keys.verify_signature(keys.public_from_raw(public), raw, canonical_bytes(body))
 
 
 def _payload_blob(request: ActionRequest) -> bytes:
@@ -518,7 +584,7 @@ class Gate:
         with self._lock:
             # read under the lock: a refresh that read an older trust state must never
             # replace a newer snapshot (a revocation would be undone until the next refresh)
-            version, revoked = self.ledger.revocations()
+            version, revoked, quarantined, kill_switch = self.ledger.trust_state()
             snap = self._snapshot
             if snap is not None and version < snap.trust_version:
                 return snap
@@ -532,14 +598,16 @@ class Gate:
                 trust_version=version,
                 max_depth=self.home.config.max_lineage_depth,
                 engine=self._engine,
+                quarantined=quarantined,
+                kill_switch=kill_switch,
             )
             self._snapshot = snap
             return snap
 
     @property
     def snapshot(self) -> Snapshot:
-        """The current snapshot; revocations committed by other processes are picked up within
-        100 ms."""
+        """The current snapshot; revocations, quarantines and kill-switch changes committed by
+        other processes are picked up within 100 ms."""
         snap = self._snapshot
         now = time.monotonic()
         if snap is None or now - self._trust_checked > TRUST_REFRESH_S:
@@ -568,6 +636,57 @@ class Gate:
         )
         self._rebuild_snapshot(force_trust=True)
         return res.index
+
+    def _governance(self, event: str, fields: Mapping[str, Any], append: Append) -> int:
+        """Sign a governance record with the node key and commit it together with ``append``'s
+        side-table changes (one transaction); effective for this gate at once."""
+        ns = self._clock_ns()
+        rec = {
+            "v": RECORD_VERSION,
+            "type": RecordType.GOVERNANCE.value,
+            "event": event,
+            "id": new_request_id(ns),
+            "ts": format_time(datetime.fromtimestamp(ns / 1e9, UTC)),
+            **dict(fields),
+        }
+        signed = sign_governance(rec, self.home.private_key("node"))
+        (res,) = self.ledger.append(
+            [dataclasses.replace(append, record=canonical_bytes(signed))],
+            timeout=self.ledger_timeout_s,
+        )
+        self._rebuild_snapshot(force_trust=True)
+        return res.index
+
+    def quarantine(self, principal: str, reason: str, *, on: bool) -> int:
+        """Quarantine (``on=True``) or release a principal: while quarantined, its decisions
+        and its running executions are denied PRINCIPAL_QUARANTINED. Recorded as a node-signed
+        ``principal.quarantined`` / ``principal.released`` governance record; returns its index.
+
+        Raises:
+            UsageError: ``principal`` is not a SPIFFE ID.
+            KeyFileError: the node key is missing or unsafe.
+            LedgerUnavailable: the record could not be committed (nothing changed).
+        """
+        if not is_spiffe_id(principal):
+            raise UsageError(f"not a SPIFFE ID: {principal!r}")
+        event = "principal.quarantined" if on else "principal.released"
+        return self._governance(
+            event,
+            {"principal": principal, "reason": reason},
+            Append(record=b"", quarantine=((principal, on),)),
+        )
+
+    def kill_switch(self, on: bool, reason: str) -> int:
+        """Turn the kill switch on (every action denied, every supervised run terminated) or
+        off. Recorded as a node-signed ``kill_switch.on`` / ``kill_switch.off`` governance
+        record; returns its index.
+
+        Raises:
+            KeyFileError: the node key is missing or unsafe.
+            LedgerUnavailable: the record could not be committed (nothing changed).
+        """
+        event = "kill_switch.on" if on else "kill_switch.off"
+        return self._governance(event, {"reason": reason}, Append(record=b"", kill_switch=on))
 
     # -- deciding ----------------------------------------------------------------------------
 

@@ -118,6 +118,11 @@ CREATE TABLE IF NOT EXISTS revocations (
     revocation_id TEXT NOT NULL UNIQUE,
     idx INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quarantines (
+    principal TEXT PRIMARY KEY,
+    active INTEGER NOT NULL,
+    idx INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
@@ -167,6 +172,11 @@ class Append:
     #: status in the same transaction as the record that says so (its decision row, index and
     #: leaf hash stay those of the decision)
     status: tuple[tuple[str, str], ...] = ()
+    #: ``(principal, quarantined)`` pairs: a quarantine or release, in the same transaction as
+    #: its governance record
+    quarantine: tuple[tuple[str, bool], ...] = ()
+    #: the kill switch's new state, in the same transaction as its governance record
+    kill_switch: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -612,6 +622,9 @@ class SqliteLedger:
             metas: list[tuple[str, str]] = []
             revs: list[tuple[str, int]] = []
             statuses: list[tuple[str, str]] = []
+            quarantines: list[tuple[str, int, int]] = []
+            kills: list[str] = []
+            trust_events = 0
             force = False
             leaf_hash = merkle.leaf_hash
             grow = frontier.append
@@ -634,6 +647,12 @@ class SqliteLedger:
                     for rid in it.revocations:
                         revs.append((rid, size))
                     statuses.extend((st, eid) for eid, st in it.status)
+                    if it.quarantine or it.kill_switch is not None:
+                        # one trust event per record: replay counts the same records
+                        trust_events += 1
+                        quarantines.extend((pr, int(on), size) for pr, on in it.quarantine)
+                        if it.kill_switch is not None:
+                            kills.append("1" if it.kill_switch else "0")
                     size += 1
                 out.append(res)
             if rows:
@@ -658,6 +677,22 @@ class SqliteLedger:
                         "INSERT OR IGNORE INTO revocations(seq, revocation_id, idx) VALUES ("
                         "(SELECT COALESCE(MAX(seq), 0) + 1 FROM revocations), ?, ?)",
                         revs,
+                    )
+                if quarantines:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO quarantines(principal, active, idx)"
+                        " VALUES (?, ?, ?)",
+                        quarantines,
+                    )
+                if kills:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta(k, v) VALUES ('kill_switch', ?)", (kills[-1],)
+                    )
+                if trust_events:
+                    conn.execute(
+                        "INSERT INTO meta(k, v) VALUES ('trust_events', ?) ON CONFLICT(k)"
+                        " DO UPDATE SET v = CAST(CAST(v AS INTEGER) + ? AS TEXT)",
+                        (str(trust_events), trust_events),
                     )
                 if start // TILE != size // TILE:
                     self._integrate(conn, start, size, {r[0]: r[1] for r in rows})
@@ -874,6 +909,39 @@ class SqliteLedger:
         with self._reader() as c:
             rows = c.execute("SELECT seq, revocation_id FROM revocations ORDER BY seq").fetchall()
         return (len(rows), frozenset(str(r[1]) for r in rows))
+
+    def trust_state(self) -> tuple[int, frozenset[str], frozenset[str], bool]:
+        """``(trust version, revoked ids, quarantined principals, kill switch on)``, read in one
+        transaction. The version counts revocation records plus quarantine and kill-switch
+        records, so any trust change gives a new snapshot."""
+        with self._reader() as c:
+            c.execute("BEGIN")
+            try:
+                revs = c.execute("SELECT revocation_id FROM revocations ORDER BY seq").fetchall()
+                quar = c.execute("SELECT principal FROM quarantines WHERE active = 1").fetchall()
+                meta = dict(
+                    c.execute(
+                        "SELECT k, v FROM meta WHERE k IN ('trust_events', 'kill_switch')"
+                    ).fetchall()
+                )
+            finally:
+                c.execute("COMMIT")
+        version = len(revs) + int(meta.get("trust_events") or 0)
+        return (
+            version,
+            frozenset(str(r[0]) for r in revs),
+            frozenset(str(r[0]) for r in quar),
+            meta.get("kill_switch") == "1",
+        )
+
+    def quarantines(self) -> list[tuple[str, bool, int]]:
+        """Every principal ever quarantined: ``(principal, active, ledger index of the last
+        change)``, by principal."""
+        with self._reader() as c:
+            rows = c.execute(
+                "SELECT principal, active, idx FROM quarantines ORDER BY principal"
+            ).fetchall()
+        return [(str(p), bool(a), int(i)) for p, a, i in rows]
 
     def get_meta(self, key: str) -> str | None:
         with self._reader() as c:
