@@ -449,7 +449,32 @@ class Gate:
         except LedgerError as exc:
             gate._corrupt = exc.diagnostics()
         gate.reload_policy()
+        gate._start_ledger_watch()
         return gate
+
+    def _start_ledger_watch(self) -> None:
+        """DESIGN I4: a long-running gate re-checks its ledger on a timer — the newest signed
+        checkpoint, the stored tree against it, the entries after it, and the anchor kept outside
+        the database — and stops allowing (LEDGER_CORRUPT) the moment a check fails. Running
+        supervisors re-verify through this gate, so their executions are terminated too."""
+        interval = self.home.config.ledger_check_interval_ms / 1000
+        if interval <= 0 or self._corrupt is not None:
+            return
+        self._watch_stop = threading.Event()
+
+        def watch() -> None:
+            while not self._watch_stop.wait(interval):
+                try:
+                    self.ledger.self_check(self.log_verifier)
+                    self._check_anchor()
+                except LedgerError as exc:
+                    self._corrupt = exc.diagnostics()
+                    return
+                except Exception:  # noqa: BLE001, S112 - a check that cannot run is retried
+                    continue
+
+        self._watch = threading.Thread(target=watch, name="interlock-ledger-watch", daemon=True)
+        self._watch.start()
 
     @property
     def _anchor_path(self) -> Path:
@@ -501,6 +526,10 @@ class Gate:
         os.replace(tmp, self._anchor_path)
 
     def close(self) -> None:
+        stop = getattr(self, "_watch_stop", None)
+        if stop is not None:
+            stop.set()
+            self._watch.join(timeout=5)
         try:
             if self._corrupt is None:
                 self.ledger.checkpoint()  # cover the tail, then remember it outside the database

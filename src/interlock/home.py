@@ -50,6 +50,7 @@ class Config:
     deadline_ms: int = 50
     ledger_timeout_ms: int = 2000
     max_lineage_depth: int = 16
+    ledger_check_interval_ms: int = 5000
     trusted_policy_keys: tuple[str, ...] = ()
 
     @classmethod
@@ -65,7 +66,12 @@ class Config:
             raise ConfigError(f"{source}: {exc}") from exc
         known = {
             "log": {"origin", "durability"},
-            "gate": {"deadline_ms", "ledger_timeout_ms", "max_lineage_depth"},
+            "gate": {
+                "deadline_ms",
+                "ledger_timeout_ms",
+                "max_lineage_depth",
+                "ledger_check_interval_ms",
+            },
             "policy": {"trusted_keys"},
         }
         for section, body in doc.items():
@@ -109,6 +115,7 @@ class Config:
             deadline_ms=_int("deadline_ms", 50, 1, 60_000),
             ledger_timeout_ms=_int("ledger_timeout_ms", 2000, 1, 600_000),
             max_lineage_depth=_int("max_lineage_depth", 16, 1, 1024),
+            ledger_check_interval_ms=_int("ledger_check_interval_ms", 5000, 0, 3_600_000),
             trusted_policy_keys=tuple(tk),
         )
 
@@ -126,7 +133,10 @@ class Config:
             f"deadline_ms = {self.deadline_ms}\n"
             "# how long an allow may wait for its durable ledger commit (LEDGER_UNAVAILABLE)\n"
             f"ledger_timeout_ms = {self.ledger_timeout_ms}\n"
-            f"max_lineage_depth = {self.max_lineage_depth}\n\n"
+            f"max_lineage_depth = {self.max_lineage_depth}\n"
+            "# a running gate re-checks its ledger this often and stops allowing on corruption\n"
+            "# (LEDGER_CORRUPT); 0 turns the background check off\n"
+            f"ledger_check_interval_ms = {self.ledger_check_interval_ms}\n\n"
             "[policy]\n"
             "# hex Ed25519 public keys whose signature on a policy bundle is trusted\n"
             f"trusted_keys = [{keys_list}]\n"

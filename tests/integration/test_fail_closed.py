@@ -215,3 +215,60 @@ def test_verify_catches_a_tampered_internal_tile_node(
         assert info.value.evidence["index"] == 0
     finally:
         led.close()
+
+
+def test_a_running_gate_notices_corruption_and_stops_allowing(home: Path, issue: Any) -> None:
+    cfg = home / "interlock.toml"
+    cfg.write_text(
+        cfg.read_text().replace("ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
+    )
+    import time
+
+    token = issue()
+    with Gate.open(home) as gate:
+        for _ in range(3):
+            assert gate.decide(tool_request(token)).allowed
+        gate.ledger.checkpoint()
+        time.sleep(0.3)  # clean ledger: the watch finds nothing while decisions continue
+        assert gate.corrupt is None
+        assert gate.decide(tool_request(token)).allowed
+        # someone with write access to the database rewrites a committed leaf hash
+        conn = sqlite3.connect(home / "ledger.db")
+        conn.execute("DROP TRIGGER entries_no_update")
+        conn.execute("UPDATE entries SET leaf_hash = zeroblob(32) WHERE idx = 1")
+        conn.commit()
+        conn.close()
+        deadline = time.monotonic() + 5
+        while gate.corrupt is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gate.corrupt is not None
+        d = gate.decide(tool_request(token))
+        assert d.codes == ("LEDGER_CORRUPT",)
+        assert d.ledger_index is None
+
+
+def test_the_ledger_watch_raises_no_false_alarm_under_concurrent_appends(
+    home: Path, issue: Any
+) -> None:
+    import threading
+    import time
+
+    cfg = home / "interlock.toml"
+    cfg.write_text(
+        cfg.read_text().replace("ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 20")
+    )
+    token = issue()
+    with Gate.open(home) as gate:
+        stop = time.monotonic() + 1.5
+
+        def worker() -> None:
+            while time.monotonic() < stop:
+                gate.decide(tool_request(token))
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert gate.corrupt is None
+        assert gate.decide(tool_request(token)).allowed

@@ -1086,8 +1086,10 @@ class SqliteLedger:
         Raises:
             LedgerCorrupt: on any mismatch.
         """
-        size = self.size()
+        # checkpoint first, then size: a checkpoint commits with the entries it covers and the
+        # log only grows, so cp.size <= size even while writers append (no false alarm)
         cp = self.latest_checkpoint()
+        size = self.size()
         frontier = merkle.Frontier()
         if cp is not None:
             try:
