@@ -418,6 +418,7 @@ def _snapshot_for(
         max_depth=int(desc["max_depth"]),
         quarantined=frozenset(quarantined),
         kill_switch=kill_switch,
+        approvers=frozenset(bytes.fromhex(k) for k in desc.get("approvers", [])),
     )
     if snap.id != snapshot_id:
         raise VerificationError("rebuilt snapshot does not match the recorded id")
@@ -442,6 +443,7 @@ def _request_for(ledger: SqliteLedger, rec: dict[str, Any]) -> ActionRequest:
         capability=payload["capability"],
         parent=rec.get("parent"),
         traceparent=r.get("traceparent"),
+        approval=payload.get("approval"),
     )
     if digest(req.args, allow_floats=True) != r["args_sha256"]:
         raise VerificationError("stored arguments do not match the recorded digest")

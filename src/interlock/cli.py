@@ -198,6 +198,59 @@ def decide(
     raise typer.Exit(EXIT_OK if d.allowed else EXIT_DENY)
 
 
+# -- approve ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def approve(
+    digest: Annotated[
+        str, typer.Argument(help="The request digest named by the APPROVAL_REQUIRED denial.")
+    ],
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key", help="The approver's Ed25519 private key (PEM, mode 0600).", show_default=False
+        ),
+    ],
+    ttl: Annotated[str, typer.Option(help="How long the approval is valid: 30s, 10m, 2h.")] = "10m",
+    json_: JsonOpt = False,
+) -> None:
+    """Sign an approval of one exact request; resubmit the request with it in "approval".
+
+    The approver's public key (hex) must be listed in interlock.toml [approvals] keys.
+    """
+    from interlock.trust import keys
+    from interlock.trust.approval import make_approval
+
+    try:
+        duration = parse_ttl(ttl)
+    except typer.BadParameter as exc:
+        _fail(str(exc))
+    if duration.total_seconds() <= 0:
+        _fail("--ttl must be positive")
+    try:
+        private = keys.load_private_key(key)
+    except Error as exc:
+        _fail(exc.diagnostics())
+    expires = datetime.now(UTC) + duration
+    expires_at = int(expires.timestamp())
+    try:
+        text = make_approval(digest.strip(), private, expires_at=expires_at)
+    except ValueError as exc:
+        _fail(str(exc))
+    if json_:
+        _emit_json(
+            {
+                "approval": text,
+                "request_digest": digest.strip(),
+                "approver": keys.public_raw(private).hex(),
+                "expires": datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+        return
+    sys.stdout.write(text + "\n")
+
+
 # -- exec ------------------------------------------------------------------------------------------
 
 _SECONDS_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)?$")

@@ -63,6 +63,7 @@ from interlock.ledger.storage.sqlite import Append, ExecutionRow, SqliteLedger
 from interlock.policy.bundle import PolicyBundle, load_bundle
 from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
+from interlock.trust.approval import verify_approval
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -117,6 +118,8 @@ class Snapshot:
     quarantined: frozenset[str] = frozenset()
     #: the node's kill switch: while on, every action is denied
     kill_switch: bool = False
+    #: raw Ed25519 public keys of the trusted approvers (``[approvals] keys``)
+    approvers: frozenset[bytes] = frozenset()
 
     @classmethod
     def build(
@@ -131,6 +134,7 @@ class Snapshot:
         engine: PolicyEngine | None = None,
         quarantined: frozenset[str] = frozenset(),
         kill_switch: bool = False,
+        approvers: frozenset[bytes] = frozenset(),
     ) -> Snapshot:
         descriptor: dict[str, Any] = {
             "v": 1,
@@ -147,6 +151,8 @@ class Snapshot:
             descriptor["quarantined"] = sorted(quarantined)
         if kill_switch:
             descriptor["kill_switch"] = True
+        if approvers:
+            descriptor["approvers"] = sorted(k.hex() for k in approvers)
         if engine is None and bundle is not None:
             engine = PolicyEngine.from_bundle(bundle)
         return cls(
@@ -160,6 +166,7 @@ class Snapshot:
             max_depth=max_depth,
             quarantined=quarantined,
             kill_switch=kill_switch,
+            approvers=approvers,
         )
 
 
@@ -218,7 +225,9 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
     Returns a deny with one of: POLICY_FORBID (policy ``kill-switch``: the kill switch is on),
     IDENTITY_UNVERIFIED, CAPABILITY_INVALID, CAPABILITY_EXPIRED,
     CAPABILITY_REVOKED, CAPABILITY_INSUFFICIENT, PRINCIPAL_QUARANTINED, LINEAGE_BROKEN,
-    POLICY_UNAVAILABLE, POLICY_NO_PERMIT, POLICY_FORBID, POLICY_ERROR, APPROVAL_REQUIRED.
+    POLICY_UNAVAILABLE, POLICY_NO_PERMIT, POLICY_FORBID, POLICY_ERROR, APPROVAL_REQUIRED (an
+    ``approval`` obligation without an approval that verifies against ``snapshot.approvers``
+    for :func:`request_digest` at the request's time).
     Raises only on programmer error; the gate turns that into INTERNAL_ERROR.
     """
     now = request.epoch
@@ -300,11 +309,22 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
         if ob not in KNOWN_OBLIGATIONS:
             return _deny(ReasonCode.POLICY_ERROR, f"unknown obligation {ob!r} on a permit policy")
         if ob == "approval":
-            return _deny(
-                ReasonCode.APPROVAL_REQUIRED,
-                f"a signed human approval is required for request digest {request_digest(request)}",
-                ",".join(result.policies) or None,
-            )
+            wanted = request_digest(request)
+            required = f"a signed human approval is required for request digest {wanted}"
+            if request.approval is None:
+                return _deny(
+                    ReasonCode.APPROVAL_REQUIRED, required, ",".join(result.policies) or None
+                )
+            try:
+                verify_approval(
+                    request.approval, digest=wanted, trusted=tuple(snapshot.approvers), now=now
+                )
+            except VerificationError as exc:
+                return _deny(
+                    ReasonCode.APPROVAL_REQUIRED,
+                    f"{required}; the approval presented was refused: {exc.message}",
+                    ",".join(result.policies) or None,
+                )
 
     return Verdict(effect=Effect.ALLOW, obligations=result.obligations)
 
@@ -345,6 +365,12 @@ def decision_record(
         "reasons": [r.to_json() for r in verdict.reasons],
         "obligations": list(verdict.obligations),
     }
+    if request.approval is not None:
+        # present only with an approval, so records made before approvals existed replay
+        # byte-identical; the approval itself is in the request payload blob
+        rec["request"]["approval_sha256"] = hashlib.sha256(
+            request.approval.encode("ascii")
+        ).hexdigest()
     if request.parent is not None:
         rec["lineage"] = lineage.to_json()
     return rec
@@ -383,8 +409,15 @@ def _payload_blob(request: ActionRequest) -> bytes:
     """The request's arguments, context and token, for replay. Plain JSON, not RFC 8785: the
     record holds their digests, and replay needs the exact Python values back (canonical
     bytes would turn the float ``2.0`` into ``2``, which Cedar sees differently)."""
+    payload: dict[str, Any] = {
+        "args": request.args,
+        "context": request.context,
+        "capability": request.capability,
+    }
+    if request.approval is not None:
+        payload["approval"] = request.approval
     return json.dumps(
-        {"args": request.args, "context": request.context, "capability": request.capability},
+        payload,
         ensure_ascii=False,
         allow_nan=False,
         sort_keys=True,
@@ -421,6 +454,7 @@ class Gate:
         self._trust_checked = 0.0
         self._snapshot: Snapshot | None = None
         cfg = home.config
+        self._approvers = frozenset(bytes.fromhex(k) for k in cfg.approver_keys)
         self.deadline_ns = cfg.deadline_ms * 1_000_000
         self.ledger_timeout_s = cfg.ledger_timeout_ms / 1000
 
@@ -629,6 +663,7 @@ class Gate:
                 engine=self._engine,
                 quarantined=quarantined,
                 kill_switch=kill_switch,
+                approvers=self._approvers,
             )
             self._snapshot = snap
             return snap

@@ -52,6 +52,8 @@ class Config:
     max_lineage_depth: int = 16
     ledger_check_interval_ms: int = 5000
     trusted_policy_keys: tuple[str, ...] = ()
+    #: hex Ed25519 public keys whose approvals (``interlock approve``) are trusted
+    approver_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = CONFIG_NAME) -> Config:
@@ -73,6 +75,7 @@ class Config:
                 "ledger_check_interval_ms",
             },
             "policy": {"trusted_keys"},
+            "approvals": {"keys"},
         }
         for section, body in doc.items():
             if section not in known or not isinstance(body, dict):
@@ -109,6 +112,18 @@ class Config:
                 raise ConfigError(
                     f"{source}: [policy] trusted key {k!r} is not hex Ed25519"
                 ) from exc
+        ak = doc.get("approvals", {}).get("keys", [])
+        if not isinstance(ak, list) or not all(isinstance(k, str) for k in ak):
+            raise ConfigError(f"{source}: [approvals] keys must be a list of hex keys")
+        for k in ak:
+            try:
+                if k != k.lower():
+                    raise ValueError(k)
+                keys.public_from_raw(bytes.fromhex(k))
+            except (ValueError, KeyFileError) as exc:
+                raise ConfigError(
+                    f"{source}: [approvals] key {k!r} is not lowercase hex Ed25519"
+                ) from exc
         return cls(
             origin=origin,
             durability=durability,
@@ -117,10 +132,12 @@ class Config:
             max_lineage_depth=_int("max_lineage_depth", 16, 1, 1024),
             ledger_check_interval_ms=_int("ledger_check_interval_ms", 5000, 0, 3_600_000),
             trusted_policy_keys=tuple(tk),
+            approver_keys=tuple(ak),
         )
 
     def to_toml(self) -> str:
         keys_list = ", ".join(f'"{k}"' for k in self.trusted_policy_keys)
+        approver_list = ", ".join(f'"{k}"' for k in self.approver_keys)
         return (
             "# Interlock governance home configuration.\n"
             "[log]\n"
@@ -139,7 +156,11 @@ class Config:
             f"ledger_check_interval_ms = {self.ledger_check_interval_ms}\n\n"
             "[policy]\n"
             "# hex Ed25519 public keys whose signature on a policy bundle is trusted\n"
-            f"trusted_keys = [{keys_list}]\n"
+            f"trusted_keys = [{keys_list}]\n\n"
+            "[approvals]\n"
+            "# hex Ed25519 public keys whose approvals (interlock approve) are trusted; a permit\n"
+            '# policy annotated @obligation("approval") denies APPROVAL_REQUIRED without one\n'
+            f"keys = [{approver_list}]\n"
         )
 
 

@@ -37,11 +37,23 @@ from interlock.errors import MalformedRequest
 __all__ = ["REQUEST_FIELDS", "new_request_id", "parse_request"]
 
 REQUEST_FIELDS = frozenset(
-    {"principal", "action", "resource", "args", "context", "capability", "parent", "traceparent"}
+    {
+        "principal",
+        "action",
+        "resource",
+        "args",
+        "context",
+        "capability",
+        "parent",
+        "traceparent",
+        "approval",
+    }
 )
 _REQUIRED = ("principal", "action", "resource")
 _MAX_DEPTH = 32
 _MAX_ID = 1024
+#: an approval (``interlock.trust.approval``) is about 400 bytes
+MAX_APPROVAL_BYTES = 8 * 1024
 _I_JSON = 2**53 - 1
 
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_.\-/]{0,127}$")
@@ -228,6 +240,15 @@ def parse_request(
     if traceparent is not None:
         traceparent = _ident(traceparent, "traceparent", _TRACEPARENT_RE)
 
+    approval = doc.get("approval")
+    if approval is not None:
+        if not isinstance(approval, str):
+            raise _fail("'approval' must be a string")
+        if len(approval) > MAX_APPROVAL_BYTES:
+            raise _fail("approval exceeds 8 KiB", size=len(approval))
+        if not _B64URL_RE.match(approval):
+            raise _fail("'approval' is not base64url")
+
     return ActionRequest(
         id=request_id,
         time=time,
@@ -239,6 +260,7 @@ def parse_request(
         capability=capability,
         parent=parent,
         traceparent=traceparent,
+        approval=approval,
     )
 
 

@@ -152,6 +152,8 @@ class ActionRequest:
     capability: str | None = None
     parent: str | None = None
     traceparent: str | None = None
+    #: a signed human approval (``interlock.trust.approval``, base64url) or None
+    approval: str | None = None
 
     @property
     def epoch(self) -> int:
