@@ -317,6 +317,10 @@ def exec_(
     ),
     interval: Annotated[str, typer.Option(help="Re-verification interval: 1s, 200ms.")] = "1s",
     grace: Annotated[str, typer.Option(help="SIGTERM-to-SIGKILL grace period.")] = "2s",
+    approval: Annotated[
+        str | None,
+        typer.Option(help="A signed approval from `interlock approve` (or @file), when required."),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Run CMD only if shell.exec is allowed; re-verify it while it runs; kill it when not.
@@ -343,6 +347,8 @@ def exec_(
     }
     if parent:
         request["parent"] = parent
+    if approval:
+        request["approval"] = _read_token(approval)
     from interlock.gate import Gate
 
     try:

@@ -355,3 +355,52 @@ def test_nested_exec_is_terminated_with_its_parent(
     assert r.returncode == 126
     assert b"LINEAGE_BROKEN" in r.stderr
     assert not marker.exists()
+
+
+def test_exec_that_needs_approval_runs_only_with_it(home: Path, tmp_path: Path) -> None:
+    import re
+
+    from interlock.home import Home
+    from interlock.policy.bundle import sign_bundle
+    from interlock.trust import keys
+
+    pol = home / "policy" / "policies.cedar"
+    pol.write_text(
+        pol.read_text().replace(
+            '@id("research-shell-local")\n',
+            '@id("research-shell-local")\n@obligation("approval")\n',
+        )
+    )
+    sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=2)
+    approver = keys.create_key(tmp_path / "approver.key")
+    cfg = home / "interlock.toml"
+    cfg.write_text(
+        cfg.read_text().replace("keys = []", f'keys = ["{keys.public_raw(approver).hex()}"]')
+    )
+    tok = token(home)
+    marker = tmp_path / "ran"
+    cmd = ("touch", str(marker))
+    first = exec_run(home, tok, *cmd)
+    assert first.returncode == 126 and b"APPROVAL_REQUIRED" in first.stderr
+    assert not marker.exists()
+    m = re.search(rb"request digest ([0-9a-f]{64})", first.stderr)
+    assert m is not None, first.stderr
+    made = cli(
+        home,
+        "approve",
+        m.group(1).decode(),
+        "--key",
+        str(tmp_path / "approver.key"),
+        "--ttl",
+        "10m",
+    )
+    assert made.returncode == 0, made.stderr
+    approved = subprocess.run(
+        [*EXE, "exec", *FAST, "--approval", made.stdout.strip(), "--", *cmd],
+        capture_output=True,
+        env=_env(home, INTERLOCK_CAPABILITY=tok),
+        timeout=60,
+        check=False,
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert marker.exists()
