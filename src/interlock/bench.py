@@ -65,7 +65,7 @@ def _timed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def _figure(
+def figure(
     value: float, unit: str, baseline: float, what: str, goal: str, met: bool, **extra: Any
 ) -> Result:
     return {
@@ -302,7 +302,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         say("P1: pipeline decision, 100 policies")
         ours, base = _bench_pipeline(home, tmp, bench_token, 100, iters)
         p50, p99 = _pct(ours, 0.5), _pct(ours, 0.99)
-        results["P1"] = _figure(
+        results["P1"] = figure(
             p50,
             "us",
             _pct(base, 0.5),
@@ -315,7 +315,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         say("P2: pipeline decision, 10,000 policies")
         ours, base = _bench_pipeline(home, tmp, bench_token, 1000 if quick else 10_000, iters // 2)
         p50, bp50 = _pct(ours, 0.5), _pct(base, 0.5)
-        results["P2"] = _figure(
+        results["P2"] = figure(
             p50,
             "us",
             bp50,
@@ -333,7 +333,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             _bench_governed(gate, tool_token, 8, 20)  # warm
             rate = _bench_governed(gate, tool_token, 8, per)
             base_rate = _one_commit_per_record(tmp, 200 if quick else 1000)
-            results["P3"] = _figure(
+            results["P3"] = figure(
                 rate,
                 "decisions/s",
                 base_rate,
@@ -347,7 +347,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             lat = _timed(lambda: gate.decide(_tool_request(tool_token, 0)), n)
             fs = _fsync_latency(tmp, n)
             p50, fp50 = _pct(lat, 0.5), _pct(fs, 0.5)
-            results["P4"] = _figure(
+            results["P4"] = figure(
                 p50,
                 "us",
                 fp50,
@@ -374,7 +374,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             for _i, _lh, data in led.iter_entries():
                 hashlib.sha256(b"\x00" + data).digest()
             read_hash_s = time.perf_counter() - t0
-            results["P5"] = _figure(
+            results["P5"] = figure(
                 verify_s,
                 "s",
                 read_hash_s,
@@ -392,7 +392,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             proofs = _timed(lambda: led.inclusion_proof(rng.below(size), size), 5000)
             reads = _timed(lambda: led.entry(rng.below(size)), 5000)
             p50 = _pct(proofs, 0.5)
-            results["P6"] = _figure(
+            results["P6"] = figure(
                 p50,
                 "us",
                 _pct(reads, 0.5),

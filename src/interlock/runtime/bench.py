@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from interlock.bench import Result, figure
 from interlock.runtime.supervisor import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, Outcome, run_command
 
 if TYPE_CHECKING:
@@ -34,22 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["bench_termination"]
 
 _PRINCIPAL = "spiffe://acme.test/agent/bench"
-Result = dict[str, Any]
-
-
-def _figure(
-    value: float, unit: str, baseline: float, what: str, goal: str, met: bool, **extra: Any
-) -> Result:
-    return {
-        "value": round(value, 3),
-        "unit": unit,
-        "baseline": round(baseline, 3),
-        "baseline_what": what,
-        "ratio": round(value / baseline, 4) if baseline else 0.0,
-        "goal": goal,
-        "met": met,
-        **extra,
-    }
 
 
 def _cpu() -> float:
@@ -193,13 +178,13 @@ def bench_termination(quick: bool = False) -> dict[str, Result]:
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     what = f"interval {interval:g} s + grace {grace:g} s"
     return {
-        "revocation_to_termination_p50": _figure(
+        "revocation_to_termination_p50": figure(
             p50, "ms", budget_ms, what, f"≤ {budget_ms:.0f} ms", p50 <= budget_ms, runs=runs
         ),
-        "revocation_to_termination_p99": _figure(
+        "revocation_to_termination_p99": figure(
             p99, "ms", budget_ms, what, f"≤ {budget_ms:.0f} ms", p99 <= budget_ms, runs=runs
         ),
-        "supervisor_cpu_per_execution": _figure(
+        "supervisor_cpu_per_execution": figure(
             sup_cpu,
             "% of a core",
             base_cpu,
