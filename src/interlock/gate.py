@@ -872,6 +872,20 @@ class Gate:
 
         return Execution(self, request, interval=interval)
 
+    def governed(self, action: str = "tool.call", **options: Any) -> Any:
+        """Decorator: ``@gate.governed(action="tool.call", resource=...)`` governs every call of a
+        sync or async function (see :func:`interlock.adapters.sdk.governed`)."""
+        from interlock.adapters.sdk import governed  # the SDK layer sits above the gate
+
+        return governed(self, action=action, **options)
+
+    def agent(self, principal: str, capability: str, **options: Any) -> Any:
+        """A handle whose governed calls present ``capability`` as ``principal`` (see
+        :class:`interlock.adapters.sdk.Agent`)."""
+        from interlock.adapters.sdk import Agent
+
+        return Agent(self, principal, capability, **options)
+
     def record_execution(
         self,
         kind: RecordType,
