@@ -49,9 +49,21 @@ def home(tmp_path: Path) -> Path:
     home = init_home(tmp_path / "home", origin="interlock.test/home").path
     # A 50 ms decision deadline is right for production and a source of flaky denials on a
     # loaded 2-core CI machine; tests about the deadline set their own.
-    cfg = home / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("deadline_ms = 50", "deadline_ms = 2000"))
+    edit_config(home, "deadline_ms = 50", "deadline_ms = 2000")
     return home
+
+
+def edit_config(home: Path, old: str, new: str) -> None:
+    """Replace the first ``old`` in ``interlock.toml`` with ``new`` and trust the resulting
+    platform (a changed config is a changed measurement: without this the gate would deny
+    ENVIRONMENT_UNTRUSTED, as it must)."""
+    from interlock.trust.attestation import trust_current
+
+    cfg = home / "interlock.toml"
+    text = cfg.read_text()
+    assert old in text, f"{old!r} is not in interlock.toml"
+    cfg.write_text(text.replace(old, new, 1))
+    trust_current(cfg)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from interlock.core.boundary import parse_boundaries
 from interlock.core.canonical import canonical_bytes, digest
 from interlock.core.model import ActionRequest, Resource, Stage
 from interlock.errors import (
@@ -29,6 +30,7 @@ from interlock.errors import (
 from interlock.gate import (
     KILL_SWITCH_EVENTS,
     QUARANTINE_EVENTS,
+    RESTRICT_EVENTS,
     Lineage,
     Snapshot,
     decide,
@@ -286,7 +288,9 @@ def replay(
                     trust.append(_TrustEvent(index=idx, revoked=rid))
             continue
         if rec.get("type") == "governance" and (
-            rec.get("event") in QUARANTINE_EVENTS or rec.get("event") in KILL_SWITCH_EVENTS
+            rec.get("event") in QUARANTINE_EVENTS
+            or rec.get("event") in KILL_SWITCH_EVENTS
+            or rec.get("event") in RESTRICT_EVENTS
         ):
             trust.append(_trust_event(idx, rec, node_public, report))
             continue
@@ -345,6 +349,8 @@ class _TrustEvent:
     principal: str | None = None
     on: bool = False
     verified: bool = True
+    #: set for a boundary restriction (``principal`` restricted under ``boundary``) or release
+    boundary: str | None = None
 
 
 def _trust_event(
@@ -352,18 +358,27 @@ def _trust_event(
 ) -> _TrustEvent:
     """A quarantine or kill-switch record as a trust step, its node signature checked."""
     event = str(rec.get("event"))
-    principal = rec.get("principal") if event in QUARANTINE_EVENTS else None
-    on = QUARANTINE_EVENTS.get(event, KILL_SWITCH_EVENTS.get(event, False))
+    principal = (
+        rec.get("principal") if event in QUARANTINE_EVENTS or event in RESTRICT_EVENTS else None
+    )
+    boundary = rec.get("boundary") if event in RESTRICT_EVENTS else None
+    on = QUARANTINE_EVENTS.get(
+        event, KILL_SWITCH_EVENTS.get(event, RESTRICT_EVENTS.get(event, False))
+    )
     try:
         if node_public is None:
             raise VerificationError("no node key given to check governance signatures")
         verify_governance(rec, node_public)
         if event in QUARANTINE_EVENTS and not isinstance(principal, str):
             raise VerificationError("quarantine record names no principal")
+        if event in RESTRICT_EVENTS and not (
+            isinstance(principal, str) and isinstance(boundary, str)
+        ):
+            raise VerificationError("restriction record names no principal or boundary")
     except (VerificationError, KeyFileError) as exc:
         report.unverifiable.append({"index": idx, "id": rec.get("id"), "why": exc.message})
         return _TrustEvent(index=idx, principal=None, on=on, verified=False)
-    return _TrustEvent(index=idx, principal=principal, on=on)
+    return _TrustEvent(index=idx, principal=principal, on=on, boundary=boundary)
 
 
 def _snapshot_for(
@@ -388,6 +403,7 @@ def _snapshot_for(
         raise VerificationError("snapshot names trust records not on the ledger before it")
     revoked: set[str] = set()
     quarantined: set[str] = set()
+    restricted: set[tuple[str, str]] = set()
     kill_switch = False
     for ev in trust[:tv]:
         if not ev.verified:
@@ -396,6 +412,9 @@ def _snapshot_for(
             )
         if ev.revoked is not None:
             revoked.add(ev.revoked)
+        elif ev.boundary is not None and ev.principal is not None:
+            pair = (ev.principal, ev.boundary)
+            (restricted.add if ev.on else restricted.discard)(pair)
         elif ev.principal is not None:
             (quarantined.add if ev.on else quarantined.discard)(ev.principal)
         else:
@@ -419,6 +438,11 @@ def _snapshot_for(
         quarantined=frozenset(quarantined),
         kill_switch=kill_switch,
         approvers=frozenset(bytes.fromhex(k) for k in desc.get("approvers", [])),
+        break_glass_keys=frozenset(bytes.fromhex(k) for k in desc.get("break_glass_keys", [])),
+        env=desc.get("env"),
+        env_problem=desc.get("env_problem"),
+        boundaries=parse_boundaries(desc.get("boundaries", []), source="snapshot"),
+        restricted=frozenset(restricted),
     )
     if snap.id != snapshot_id:
         raise VerificationError("rebuilt snapshot does not match the recorded id")
@@ -444,6 +468,7 @@ def _request_for(ledger: SqliteLedger, rec: dict[str, Any]) -> ActionRequest:
         parent=rec.get("parent"),
         traceparent=r.get("traceparent"),
         approval=payload.get("approval"),
+        break_glass=payload.get("break_glass"),
     )
     if digest(req.args, allow_floats=True) != r["args_sha256"]:
         raise VerificationError("stored arguments do not match the recorded digest")

@@ -47,6 +47,16 @@ kill_switch_app = typer.Typer(
 )
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(kill_switch_app, name="kill-switch")
+attest_app = typer.Typer(
+    help="Runtime attestation: measure, verify and trust this node's environment.",
+    no_args_is_help=True,
+)
+boundary_app = typer.Typer(
+    help="Trust boundaries ([[boundaries]] in interlock.toml) and restrictions.",
+    no_args_is_help=True,
+)
+app.add_typer(attest_app, name="attest")
+app.add_typer(boundary_app, name="boundary")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -173,6 +183,14 @@ def _print_decision(d: Any) -> None:
     idx = "not recorded" if d.ledger_index is None else str(d.ledger_index)
     out.print(f"  ledger index   {idx}")
     out.print(f"  request id     {d.request_id}")
+    if d.break_glass is not None:
+        bg = d.break_glass
+        err.print(
+            f"[bold yellow]WARNING: BREAK-GLASS[/] this allow overrode"
+            f" {bg.get('overrode', {}).get('code')} (scope {bg.get('scope')}, reason"
+            f" {bg.get('reason')!r}, signer {str(bg.get('signer'))[:16]}…); it is on the ledger",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -251,6 +269,269 @@ def approve(
     sys.stdout.write(text + "\n")
 
 
+@app.command("break-glass")
+def break_glass(
+    scope: Annotated[
+        str,
+        typer.Option(help="ACTION:TYPE::ID the override covers (* for any action, TYPE::* ids)."),
+    ],
+    reason: Annotated[str, typer.Option(help="Why (recorded with every use).")],
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key",
+            help="A break-glass Ed25519 private key (PEM, mode 0600) listed in [break_glass] keys.",
+            show_default=False,
+        ),
+    ],
+    ttl: Annotated[str, typer.Option(help="How long it is valid: 5m, 15m, 1h (at most 24h).")] = (
+        "15m"
+    ),
+    json_: JsonOpt = False,
+) -> None:
+    """Sign a short-lived override of policy denials within one scope; put it in a request's
+    "break_glass" (or `interlock exec --break-glass`).
+
+    It lifts POLICY_NO_PERMIT, POLICY_FORBID and APPROVAL_REQUIRED only — never a bad
+    capability, quarantine, boundary, untrusted environment, kill switch or ledger failure.
+    Every use is recorded on the ledger and printed as a warning.
+    """
+    from interlock.trust import keys
+    from interlock.trust.breakglass import MAX_TTL_S, make_break_glass
+
+    try:
+        duration = parse_ttl(ttl)
+    except typer.BadParameter as exc:
+        _fail(str(exc))
+    if not 0 < duration.total_seconds() <= MAX_TTL_S:
+        _fail("--ttl must be positive and at most 24h: break-glass is for an incident")
+    try:
+        private = keys.load_private_key(key)
+    except Error as exc:
+        _fail(exc.diagnostics())
+    expires_at = int((datetime.now(UTC) + duration).timestamp())
+    try:
+        text = make_break_glass(scope, reason, private, expires_at=expires_at)
+    except ValueError as exc:
+        _fail(str(exc))
+    err.print(
+        f"[bold yellow]WARNING: BREAK-GLASS[/] override for {scope} signed, valid {ttl};"
+        " every use is recorded on the ledger",
+        soft_wrap=True,
+    )
+    if json_:
+        _emit_json(
+            {
+                "break_glass": text,
+                "scope": scope,
+                "reason": reason,
+                "signer": keys.public_raw(private).hex(),
+                "expires": datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+        return
+    sys.stdout.write(text + "\n")
+
+
+# -- attest ----------------------------------------------------------------------------------------
+
+
+def _attestation_view(home: Path | None) -> dict[str, Any]:
+    """Measure now, and compare with the trusted set and the newest ``node.attested`` record
+    (its node signature checked)."""
+    from interlock.gate import verify_governance
+    from interlock.home import CONFIG_NAME, Home, default_home
+    from interlock.policy.bundle import load_bundle
+    from interlock.trust import keys
+    from interlock.trust.attestation import measure
+
+    try:
+        h = Home.load(default_home(home))
+    except Error as exc:
+        _fail(exc.diagnostics())
+    try:
+        bundle_digest: str | None = load_bundle(h.policy_dir, h.trusted_policy_keys()).digest
+    except (Error, OSError):
+        bundle_digest = None
+    try:
+        m = measure(h.path / CONFIG_NAME, bundle_digest)
+    except (Error, OSError) as exc:
+        _fail(f"cannot measure this environment: {exc}", EXIT_DENY)
+    node_key = h.private_key("node")
+    view = _audit(home)
+    try:
+        last: dict[str, Any] | None = None
+        last_index: int | None = None
+        for idx in range(view.ledger.size() - 1, -1, -1):
+            rec = json.loads(view.ledger.entry(idx))
+            if rec.get("type") == "governance" and rec.get("event") == "node.attested":
+                last, last_index = rec, idx
+                break
+    finally:
+        view.close()
+    recorded: dict[str, Any] | None = None
+    if last is not None:
+        try:
+            verify_governance(last, keys.public_raw(node_key))
+            sig_ok = True
+        except Error:
+            sig_ok = False
+        recorded = {
+            "index": last_index,
+            "platform": last.get("platform"),
+            "digest": last.get("digest"),
+            "ts": last.get("ts"),
+            "problem": last.get("problem"),
+            "signature_ok": sig_ok,
+        }
+    return {
+        "measurement": m.to_json(),
+        "platform": m.platform,
+        "digest": m.digest,
+        "trusted": m.platform in h.config.trusted_platforms,
+        "enforce": h.config.attestation_enforce,
+        "recorded": recorded,
+    }
+
+
+@attest_app.command("show")
+def attest_show(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Measure this node now: Interlock's files, interlock.toml, the policy bundle, Python."""
+    v = _attestation_view(home)
+    if json_:
+        _emit_json(v)
+        return
+    m = v["measurement"]
+    verdict = "[green]trusted[/]" if v["trusted"] else "[red]not trusted[/]"
+    out.print(f"platform     {v['platform']}  {verdict}")
+    out.print(f"measurement  {v['digest']}")
+    out.print(f"  interlock  {m['interlock']}")
+    out.print(f"  config     {m['config']}")
+    out.print(f"  policy     {m['policy']}")
+    out.print(f"  python     {m['python']}")
+    rec = v["recorded"]
+    if rec is not None:
+        out.print(f"last attested at ledger index {rec['index']} ({rec['ts']})")
+
+
+@attest_app.command("verify")
+def attest_verify(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Exit 0 when the measured platform is trusted and equals the last node-signed
+    attestation on the ledger; else 1, saying what differs."""
+    v = _attestation_view(home)
+    problems: list[str] = []
+    if not v["trusted"]:
+        problems.append(
+            f"platform {v['platform']} is not in [attestation] trusted (run `interlock attest"
+            " trust` if this environment is intended)"
+        )
+    rec = v["recorded"]
+    if rec is None:
+        problems.append("no node.attested record on the ledger (start a gate once)")
+    else:
+        if not rec["signature_ok"]:
+            problems.append(
+                f"the attestation at index {rec['index']} is not signed by the node key"
+            )
+        if rec["platform"] != v["platform"]:
+            problems.append(
+                f"the platform differs from the one attested at index {rec['index']}"
+                f" ({str(rec['platform'])[:16]}…); a running gate denies ENVIRONMENT_UNTRUSTED"
+            )
+        elif rec["problem"]:
+            problems.append(f"the last attestation recorded a problem: {rec['problem']}")
+    ok = not problems
+    if json_:
+        _emit_json({**v, "ok": ok, "problems": problems})
+    else:
+        if ok:
+            out.print(f"[bold green]OK[/] platform {v['platform']} is trusted and attested")
+        for p in problems:
+            out.print(f"[bold red]FAIL[/] {p}", soft_wrap=True)
+    raise typer.Exit(EXIT_OK if ok else EXIT_DENY)
+
+
+@attest_app.command("trust")
+def attest_trust(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Add this node's current platform digest to [attestation] trusted (after an intended
+    upgrade or config change); running gates re-attest when restarted."""
+    from interlock.home import CONFIG_NAME, default_home
+    from interlock.trust.attestation import trust_current
+
+    cfg = default_home(home) / CONFIG_NAME
+    try:
+        digest = trust_current(cfg)
+    except (Error, OSError) as exc:
+        _fail(f"cannot update {cfg}: {exc}")
+    if json_:
+        _emit_json({"trusted": digest})
+    else:
+        out.print(f"trusted platform {digest}")
+
+
+# -- boundaries ------------------------------------------------------------------------------------
+
+
+@boundary_app.command("list")
+def boundary_list(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """The configured boundaries and the principals restricted under them."""
+    from interlock.home import Home, default_home
+
+    try:
+        h = Home.load(default_home(home))
+    except Error as exc:
+        _fail(exc.diagnostics())
+    view = _audit(home)
+    try:
+        restricted = sorted(view.ledger.restrictions())
+    finally:
+        view.close()
+    if json_:
+        _emit_json(
+            {
+                "boundaries": [b.to_json() for b in h.config.boundaries],
+                "restricted": [{"principal": p, "boundary": b} for p, b in restricted],
+            }
+        )
+        return
+    t = Table(title="Trust boundaries")
+    for col in ("name", "principals", "actions", "resources", "attested", "on violation"):
+        t.add_column(col)
+    for b in h.config.boundaries:
+        t.add_row(
+            b.name,
+            "\n".join(b.principals),
+            ", ".join(b.actions),
+            ", ".join(b.resources),
+            "yes" if b.attested else "no",
+            b.on_violation
+            + (f" → {', '.join(b.restricted_actions)}" if b.restricted_actions else ""),
+        )
+    out.print(t)
+    for p, b in restricted:
+        out.print(f"restricted: {p} under {b}")
+
+
+@boundary_app.command("release")
+def boundary_release(
+    principal: Annotated[str, typer.Argument(help="The restricted SPIFFE ID.")],
+    boundary: Annotated[str, typer.Option(help="The boundary it is restricted under.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Lift a restriction a boundary violation put on a principal (node-signed record)."""
+    with _gate(home) as gate:
+        try:
+            index = gate.release_restriction(principal, boundary, reason)
+        except Error as exc:
+            _fail(exc.diagnostics())
+    if json_:
+        _emit_json({"principal": principal, "boundary": boundary, "ledger_index": index})
+    else:
+        out.print(f"released {principal} from boundary {boundary} (ledger index {index})")
+
+
 # -- exec ------------------------------------------------------------------------------------------
 
 _SECONDS_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)?$")
@@ -321,6 +602,12 @@ def exec_(
         str | None,
         typer.Option(help="A signed approval from `interlock approve` (or @file), when required."),
     ] = None,
+    break_glass_: Annotated[
+        str | None,
+        typer.Option(
+            "--break-glass", help="A break-glass override from `interlock break-glass` (or @file)."
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Run CMD only if shell.exec is allowed; re-verify it while it runs; kill it when not.
@@ -349,6 +636,8 @@ def exec_(
         request["parent"] = parent
     if approval:
         request["approval"] = _read_token(approval)
+    if break_glass_:
+        request["break_glass"] = _read_token(break_glass_)
     from interlock.gate import Gate
 
     try:
@@ -367,6 +656,14 @@ def exec_(
             stderr=sys.stderr.buffer,
         )
     r = outcome.reason
+    bg = outcome.decision.break_glass
+    if bg is not None:
+        err.print(
+            f"[bold yellow]interlock exec: WARNING: BREAK-GLASS[/] allowed by an override of"
+            f" {bg.get('overrode', {}).get('code')} (scope {bg.get('scope')}, reason"
+            f" {bg.get('reason')!r}); recorded on the ledger",
+            soft_wrap=True,
+        )
     if outcome.status in ("denied", "not_started") and r is not None:
         what = "denied" if outcome.status == "denied" else "not started"
         err.print(
@@ -1249,9 +1546,203 @@ def receipt_verify(
 
 # -- mcp-proxy (issue 4 §3) -------------------------------------------------------------------
 
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``127.0.0.1:8765``, ``localhost:0`` or ``[::1]:8765`` → ``(host, port)``.
+
+    Raises:
+        typer.BadParameter: without a host or a port, or with a port outside 0-65535.
+    """
+    host, sep, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise typer.BadParameter(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8765)")
+    return host, int(port)
+
+
+@app.command("mcp-proxy", context_settings={"allow_interspersed_args": False})
+def mcp_proxy(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The upstream MCP server's command and arguments (after --), spoken to over"
+            " stdio.",
+            metavar="UPSTREAM_CMD",
+            show_default=False,
+        ),
+    ] = None,
+    capability: Annotated[
+        str,
+        typer.Option(
+            envvar="INTERLOCK_CAPABILITY",
+            help="Token or @file (or $INTERLOCK_CAPABILITY: keeps it out of ps). Never passed to"
+            " the upstream.",
+        ),
+    ] = "",
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            envvar="INTERLOCK_PRINCIPAL", help="SPIFFE ID (default $INTERLOCK_PRINCIPAL)."
+        ),
+    ] = None,
+    upstream_url: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream-url", help="A streamable-HTTP upstream (instead of UPSTREAM_CMD)."
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (loopback only;"
+            " port 0 picks a free one, printed on stderr)."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The server name in McpServer/McpTool ids (default: the upstream's"
+            " serverInfo.name; pin it when policies rely on it)."
+        ),
+    ] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            envvar="INTERLOCK_EXECUTION_ID",
+            help="Parent execution of the session (default $INTERLOCK_EXECUTION_ID).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        str, typer.Option(help="How long to wait for each upstream answer: 30s, 500ms.")
+    ] = "30s",
+    startup_timeout: Annotated[
+        str, typer.Option(help="How long the upstream may take to start and initialize.")
+    ] = "60s",
+    interval: Annotated[str, typer.Option(help="Re-verification interval: 1s, 200ms.")] = "1s",
+    hide_denied: Annotated[
+        bool,
+        typer.Option(
+            "--hide-denied",
+            help="List only the tools the capability and policy could allow (probed with empty"
+            " arguments, not recorded).",
+        ),
+    ] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Serve MCP to an agent's client; govern every tools/call, resources/read and prompts/get.
+
+    Each request is decided and recorded before it reaches the upstream server.
+
+    Nothing is printed on stdout: in stdio mode it is the MCP channel.
+
+    Exit: 0 the session ended; 1 session denied or upstream failed; 2 usage error.
+    """
+    from rich.markup import escape
+
+    from interlock.adapters.mcp_proxy import (
+        ProxyOptions,
+        Upstream,
+        UpstreamError,
+        run_proxy,
+    )
+    from interlock.errors import Denied, UsageError
+
+    if not principal:
+        _fail("no principal: give --principal or set INTERLOCK_PRINCIPAL")
+    if not capability:
+        _fail("no capability: give --capability or set INTERLOCK_CAPABILITY")
+    if capability.strip() == "-":
+        _fail("--capability - is not available: stdin is the MCP channel (use @file)")
+    if bool(command) == (upstream_url is not None):
+        _fail("give the upstream as -- UPSTREAM_CMD ARGS... or as --upstream-url (exactly one)")
+    try:
+        addr = parse_listen(listen) if listen is not None else None
+        upstream = Upstream(command=tuple(command or ()), url=upstream_url)
+        options = ProxyOptions(
+            principal=principal,
+            capability=_read_token(capability),
+            name=name,
+            parent=parent or None,
+            timeout=parse_seconds(timeout),
+            startup_timeout=parse_seconds(startup_timeout),
+            interval=parse_seconds(interval),
+            hide_denied=hide_denied,
+            listen=listen,
+        )
+    except typer.BadParameter as exc:
+        _fail(str(exc))
+    except UsageError as exc:
+        _fail(exc.diagnostics())
+
+    def ready(proxy: Any, url: str | None) -> None:
+        where = f"listening on {url}" if url else "serving MCP on stdio"
+        server = f'McpServer::"{proxy.server_name}"'
+        err.print(
+            f"[bold green]interlock mcp-proxy:[/] session {proxy.session_id} for"
+            f" {escape(str(principal))} on {escape(server)}, {escape(where)}",
+            soft_wrap=True,
+        )
+
+    with _gate(home) as gate:
+        try:
+            run_proxy(gate, upstream, options, listen=addr, on_ready=ready)
+        except Denied as exc:
+            d = exc.decision
+            err.print(
+                f"[bold red]interlock mcp-proxy: session denied[/] {escape(exc.message)}"
+                f" [dim](decision {d.decision_hash}, request {d.request_id})[/]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_DENY) from None
+        except UpstreamError as exc:
+            err.print(
+                f"[bold red]interlock mcp-proxy: upstream failed[/] {escape(exc.diagnostics())}",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_DENY) from None
+        except UsageError as exc:
+            _fail(exc.diagnostics())
+        except OSError as exc:
+            _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_DENY)
+        except Error as exc:
+            err.print(
+                f"[bold red]interlock mcp-proxy:[/] {escape(exc.diagnostics())}", soft_wrap=True
+            )
+            raise typer.Exit(EXIT_DENY) from None
+
+
 # -- end mcp-proxy ---------------------------------------------------------------------------------
 
 # -- serve (issue 4 §4) ----------------------------------------------------------------------------
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Anything but loopback exposes the API.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8750,
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info or debug.")
+    ] = "info",
+    home: HomeOpt = None,
+) -> None:
+    """Serve the HTTP API (decisions, executions, ledger, C2SP tiles, admin, /readyz, /metrics)
+    until interrupted. See the README, "HTTP API"."""
+    from interlock.server import serve as serve_http
+
+    if log_level not in ("critical", "error", "warning", "info", "debug"):
+        _fail(f"--log-level must be critical, error, warning, info or debug, not {log_level!r}")
+    if host not in _LOOPBACK:
+        err.print(
+            f"[bold yellow]warning:[/] binding {host}: the API is plain HTTP with no TLS; put it"
+            " behind a TLS-terminating proxy and keep admin tokens off untrusted networks"
+        )
+    with _gate(home) as gate:
+        serve_http(gate, host=host, port=port, log_level=log_level)
+
 
 # -- end serve -------------------------------------------------------------------------------------
 

@@ -21,9 +21,11 @@ Two parts:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interlock.capability import CapabilityVerifier
+from interlock.core.boundary import Boundary
 from interlock.core.canonical import canonical_bytes, digest
 from interlock.core.model import (
     RECORD_VERSION,
@@ -56,7 +59,7 @@ from interlock.errors import (
     UsageError,
     VerificationError,
 )
-from interlock.home import Home, default_home
+from interlock.home import CONFIG_NAME, Home, default_home
 from interlock.intake import new_request_id, parse_request
 from interlock.ledger.note import NoteSigner, NoteVerifier, open_checkpoint
 from interlock.ledger.storage.sqlite import Append, ExecutionRow, SqliteLedger
@@ -64,6 +67,8 @@ from interlock.policy.bundle import PolicyBundle, load_bundle
 from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
 from interlock.trust.approval import verify_approval
+from interlock.trust.attestation import Measurement, measure
+from interlock.trust.breakglass import verify_break_glass
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -71,6 +76,8 @@ if TYPE_CHECKING:
     from interlock.runtime.execution import Execution
 
 __all__ = ["Gate", "Lineage", "Snapshot", "Verdict", "decide", "open_gate"]
+
+_log = logging.getLogger("interlock")
 
 #: obligations this version knows how to enforce; any other obligation denies (fail-closed)
 KNOWN_OBLIGATIONS = frozenset({"approval"})
@@ -85,6 +92,12 @@ KILL_SWITCH_DETAIL = "the kill switch is on: every action is denied"
 #: node key (see :func:`sign_governance`)
 QUARANTINE_EVENTS = {"principal.quarantined": True, "principal.released": False}
 KILL_SWITCH_EVENTS = {"kill_switch.on": True, "kill_switch.off": False}
+RESTRICT_EVENTS = {"boundary.restricted": True, "boundary.released": False}
+#: policy denials a break-glass override may lift (never integrity failures, see
+#: :mod:`interlock.trust.breakglass`)
+BREAK_GLASS_OVERRIDES = frozenset(
+    {ReasonCode.POLICY_NO_PERMIT, ReasonCode.POLICY_FORBID, ReasonCode.APPROVAL_REQUIRED}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +133,15 @@ class Snapshot:
     kill_switch: bool = False
     #: raw Ed25519 public keys of the trusted approvers (``[approvals] keys``)
     approvers: frozenset[bytes] = frozenset()
+    #: raw Ed25519 public keys trusted to sign break-glass overrides (``[break_glass] keys``)
+    break_glass_keys: frozenset[bytes] = frozenset()
+    #: the node's attestation as policies read it (``context.env``), or None (not measured)
+    env: Mapping[str, Any] | None = None
+    #: why the environment is untrusted (ENVIRONMENT_UNTRUSTED), or None
+    env_problem: str | None = None
+    boundaries: tuple[Boundary, ...] = ()
+    #: ``(principal, boundary name)`` pairs restricted after a violation
+    restricted: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def build(
@@ -135,6 +157,11 @@ class Snapshot:
         quarantined: frozenset[str] = frozenset(),
         kill_switch: bool = False,
         approvers: frozenset[bytes] = frozenset(),
+        break_glass_keys: frozenset[bytes] = frozenset(),
+        env: Mapping[str, Any] | None = None,
+        env_problem: str | None = None,
+        boundaries: tuple[Boundary, ...] = (),
+        restricted: frozenset[tuple[str, str]] = frozenset(),
     ) -> Snapshot:
         descriptor: dict[str, Any] = {
             "v": 1,
@@ -153,6 +180,16 @@ class Snapshot:
             descriptor["kill_switch"] = True
         if approvers:
             descriptor["approvers"] = sorted(k.hex() for k in approvers)
+        if break_glass_keys:
+            descriptor["break_glass_keys"] = sorted(k.hex() for k in break_glass_keys)
+        if env is not None:
+            descriptor["env"] = dict(env)
+        if env_problem is not None:
+            descriptor["env_problem"] = env_problem
+        if boundaries:
+            descriptor["boundaries"] = [b.to_json() for b in boundaries]
+        if restricted:
+            descriptor["restricted"] = sorted(list(pair) for pair in restricted)
         if engine is None and bundle is not None:
             engine = PolicyEngine.from_bundle(bundle)
         return cls(
@@ -167,6 +204,11 @@ class Snapshot:
             quarantined=quarantined,
             kill_switch=kill_switch,
             approvers=approvers,
+            break_glass_keys=break_glass_keys,
+            env=env,
+            env_problem=env_problem,
+            boundaries=boundaries,
+            restricted=restricted,
         )
 
 
@@ -178,6 +220,10 @@ class Verdict:
     #: False for a deny that depended on resource limits rather than on the inputs alone;
     #: the gate records it at stage ``gate`` so replay does not expect to reproduce it
     reproducible: bool = True
+    #: a BOUNDARY_VIOLATION's boundary, which the gate then enforces (restrict/isolate/...)
+    boundary: Boundary | None = None
+    #: an allow that a break-glass override made: what the decision records about it
+    break_glass: Mapping[str, Any] | None = None
 
 
 def _deny(code: ReasonCode, detail: str, policy: str | None = None) -> Verdict:
@@ -264,6 +310,38 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
     if request.principal in snapshot.quarantined:
         return _deny(ReasonCode.PRINCIPAL_QUARANTINED, "principal is quarantined")
 
+    # environment integrity before boundaries (DESIGN §2 lists it after): an untrusted node is
+    # a node-wide integrity failure, and must not be charged to agents as boundary violations
+    if snapshot.env_problem is not None:
+        return _deny(ReasonCode.ENVIRONMENT_UNTRUSTED, snapshot.env_problem)
+    attested = bool(snapshot.env is not None and snapshot.env.get("attested") is True)
+
+    # trust boundaries: every boundary covering the principal must hold
+    for boundary in snapshot.boundaries:
+        if not boundary.covers(request.principal):
+            continue
+        restricted = (request.principal, boundary.name) in snapshot.restricted
+        why = boundary.violation(
+            request.action,
+            request.resource.type,
+            request.resource.id,
+            attested=attested,
+            restricted=restricted,
+        )
+        if why is not None:
+            return Verdict(
+                effect=Effect.DENY,
+                reasons=(
+                    Reason(
+                        code=ReasonCode.BOUNDARY_VIOLATION,
+                        detail=f"boundary {boundary.name!r}: {why}",
+                        policy=f"boundary:{boundary.name}",
+                    ),
+                ),
+                # a principal already restricted is not restricted again
+                boundary=None if restricted else boundary,
+            )
+
     # lineage (DESIGN I5)
     if request.parent is not None:
         if lineage.parent != request.parent:
@@ -299,10 +377,12 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
         args=args,
         context=context,
         now=now,
+        env=snapshot.env,
     )
     if not result.permitted:
         policies = ",".join(result.policies) or None
-        return _deny(result.code or ReasonCode.POLICY_ERROR, result.detail, policies)
+        denied = _deny(result.code or ReasonCode.POLICY_ERROR, result.detail, policies)
+        return _break_glass(request, snapshot, denied)
 
     # obligations: enforce what we know, deny what we don't
     for ob in result.obligations:
@@ -312,21 +392,69 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
             wanted = request_digest(request)
             required = f"a signed human approval is required for request digest {wanted}"
             if request.approval is None:
-                return _deny(
-                    ReasonCode.APPROVAL_REQUIRED, required, ",".join(result.policies) or None
+                return _break_glass(
+                    request,
+                    snapshot,
+                    _deny(
+                        ReasonCode.APPROVAL_REQUIRED, required, ",".join(result.policies) or None
+                    ),
+                    obligations=result.obligations,
                 )
             try:
                 verify_approval(
                     request.approval, digest=wanted, trusted=tuple(snapshot.approvers), now=now
                 )
             except VerificationError as exc:
-                return _deny(
-                    ReasonCode.APPROVAL_REQUIRED,
-                    f"{required}; the approval presented was refused: {exc.message}",
-                    ",".join(result.policies) or None,
+                return _break_glass(
+                    request,
+                    snapshot,
+                    _deny(
+                        ReasonCode.APPROVAL_REQUIRED,
+                        f"{required}; the approval presented was refused: {exc.message}",
+                        ",".join(result.policies) or None,
+                    ),
+                    obligations=result.obligations,
                 )
 
     return Verdict(effect=Effect.ALLOW, obligations=result.obligations)
+
+
+def _break_glass(
+    request: ActionRequest,
+    snapshot: Snapshot,
+    denied: Verdict,
+    *,
+    obligations: tuple[str, ...] = (),
+) -> Verdict:
+    """``denied``, unless the request carries a break-glass override that lifts it: a policy
+    denial (BREAK_GLASS_OVERRIDES, not the kill switch) within the override's scope, signed by
+    a trusted break-glass key, unexpired at the request's time. A refused override is named in
+    the denial's detail."""
+    if request.break_glass is None:
+        return denied
+    (reason,) = denied.reasons
+    if reason.code not in BREAK_GLASS_OVERRIDES or reason.policy == KILL_SWITCH_POLICY:
+        return denied
+    try:
+        used = verify_break_glass(
+            request.break_glass,
+            action=request.action,
+            resource_type=request.resource.type,
+            resource_id=request.resource.id,
+            trusted=tuple(snapshot.break_glass_keys),
+            now=request.epoch,
+        )
+    except VerificationError as exc:
+        return _deny(
+            reason.code,
+            f"{reason.detail}; the break-glass override was refused: {exc.message}"[:1000],
+            reason.policy,
+        )
+    return Verdict(
+        effect=Effect.ALLOW,
+        obligations=tuple(o for o in obligations if o != "approval"),
+        break_glass={**used, "overrode": reason.to_json()},
+    )
 
 
 def decision_record(
@@ -371,6 +499,13 @@ def decision_record(
         rec["request"]["approval_sha256"] = hashlib.sha256(
             request.approval.encode("ascii")
         ).hexdigest()
+    if request.break_glass is not None:
+        rec["request"]["break_glass_sha256"] = hashlib.sha256(
+            request.break_glass.encode("ascii")
+        ).hexdigest()
+    if verdict.break_glass is not None:
+        # the loud flag: this allow exists only because a human broke the glass
+        rec["break_glass"] = dict(verdict.break_glass)
     if request.parent is not None:
         rec["lineage"] = lineage.to_json()
     return rec
@@ -416,6 +551,8 @@ def _payload_blob(request: ActionRequest) -> bytes:
     }
     if request.approval is not None:
         payload["approval"] = request.approval
+    if request.break_glass is not None:
+        payload["break_glass"] = request.break_glass
     return json.dumps(
         payload,
         ensure_ascii=False,
@@ -455,6 +592,13 @@ class Gate:
         self._snapshot: Snapshot | None = None
         cfg = home.config
         self._approvers = frozenset(bytes.fromhex(k) for k in cfg.approver_keys)
+        self._break_glass_keys = frozenset(bytes.fromhex(k) for k in cfg.break_glass_keys)
+        #: the measurement taken when this gate started: the one it attests to
+        self._attested: Measurement | None = None
+        self._env: dict[str, Any] | None = None
+        self._env_problem: str | None = "the environment has not been measured yet"
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
         self.deadline_ns = cfg.deadline_ms * 1_000_000
         self.ledger_timeout_s = cfg.ledger_timeout_ms / 1000
 
@@ -483,8 +627,85 @@ class Gate:
         except LedgerError as exc:
             gate._corrupt = exc.diagnostics()
         gate.reload_policy()
+        gate._attest()
         gate._start_ledger_watch()
+        gate._start_attestation_watch()
         return gate
+
+    # -- runtime attestation (DESIGN §7, issue 3 §4) -------------------------------------------
+
+    def _attest(self) -> None:
+        """Measure the environment; compare it with the measurement taken at start and with
+        the trusted set; record a node-signed ``node.attested`` governance record when the
+        measurement or its verdict changed; apply it to the snapshot (ENVIRONMENT_UNTRUSTED
+        while there is a problem). Never raises: a node that cannot measure is untrusted."""
+        cfg = self.home.config
+        policy = self._bundle.digest if self._bundle is not None else None
+        try:
+            m = measure(self.home.path / CONFIG_NAME, policy)
+        except Exception as exc:  # noqa: BLE001 - unmeasurable means untrusted (fail-closed)
+            self._set_env(None, f"the environment could not be measured: {_error_detail(exc)}")
+            return
+        if self._attested is None:
+            self._attested = m
+        drift = m.differences(self._attested)
+        trusted = m.platform in cfg.trusted_platforms
+        problem: str | None = None
+        if drift:
+            problem = (
+                f"measured {', '.join(drift)} changed since this node attested (platform"
+                f" {self._attested.platform[:16]}… is now {m.platform[:16]}…); restore it, or"
+                " restart Interlock to re-attest"
+            )
+        elif not trusted and cfg.attestation_enforce:
+            problem = (
+                f"platform {m.platform} is not in [attestation] trusted of interlock.toml; if"
+                " this environment is intended, run `interlock attest trust`"
+            )
+        env = m.env(attested=trusted and not drift)
+        key = f"{m.digest}:{int(env['attested'])}:{int(problem is not None)}"
+        if self._corrupt is None and self.ledger.get_meta("attestation") != key:
+            # the verdict applies even if it could not be recorded
+            with contextlib.suppress(Exception):
+                self._governance(
+                    "node.attested",
+                    {
+                        "measurement": m.to_json(),
+                        "digest": m.digest,
+                        "platform": m.platform,
+                        "trusted": trusted,
+                        "problem": problem,
+                    },
+                    Append(record=b"", meta={"attestation": key}),
+                )
+        self._set_env(env, problem)
+
+    def _set_env(self, env: dict[str, Any] | None, problem: str | None) -> None:
+        with self._lock:
+            if env == self._env and problem == self._env_problem:
+                return
+            self._env, self._env_problem = env, problem
+        self._rebuild_snapshot(force_trust=True)
+
+    def _start_attestation_watch(self) -> None:
+        """Re-measure on a timer: a change since the start denies everything and, through
+        the snapshot, terminates running executions within their verification interval."""
+        interval = self.home.config.attestation_interval_ms / 1000
+        if interval <= 0:
+            return
+
+        def watch() -> None:
+            while not self._stop.wait(interval):
+                self._attest()
+
+        t = threading.Thread(target=watch, name="interlock-attest", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def attestation(self) -> tuple[Measurement | None, dict[str, Any] | None, str | None]:
+        """``(measurement at start, current context.env, current problem or None)``."""
+        with self._lock:
+            return self._attested, self._env, self._env_problem
 
     def _start_ledger_watch(self) -> None:
         """DESIGN I4: a long-running gate re-checks its ledger on a timer — the newest signed
@@ -494,10 +715,9 @@ class Gate:
         interval = self.home.config.ledger_check_interval_ms / 1000
         if interval <= 0 or self._corrupt is not None:
             return
-        self._watch_stop = threading.Event()
 
         def watch() -> None:
-            while not self._watch_stop.wait(interval):
+            while not self._stop.wait(interval):
                 try:
                     self.ledger.self_check(self.log_verifier)
                     self._check_anchor()
@@ -507,8 +727,9 @@ class Gate:
                 except Exception:  # noqa: BLE001, S112 - a check that cannot run is retried
                     continue
 
-        self._watch = threading.Thread(target=watch, name="interlock-ledger-watch", daemon=True)
-        self._watch.start()
+        t = threading.Thread(target=watch, name="interlock-ledger-watch", daemon=True)
+        t.start()
+        self._threads.append(t)
 
     @property
     def _anchor_path(self) -> Path:
@@ -560,10 +781,10 @@ class Gate:
         os.replace(tmp, self._anchor_path)
 
     def close(self) -> None:
-        stop = getattr(self, "_watch_stop", None)
-        if stop is not None:
-            stop.set()
-            self._watch.join(timeout=5)
+        self._stop.set()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=5)
         try:
             if self._corrupt is None:
                 self.ledger.checkpoint()  # cover the tail, then remember it outside the database
@@ -642,12 +863,14 @@ class Gate:
         with self._lock:
             self._bundle, self._engine, self._policy_problem = bundle, engine, None
         self._rebuild_snapshot(force_trust=True)
+        if self._attested is not None:
+            self._attest()  # the measurement names the active bundle
 
     def _rebuild_snapshot(self, *, force_trust: bool = False) -> Snapshot:
         with self._lock:
             # read under the lock: a refresh that read an older trust state must never
             # replace a newer snapshot (a revocation would be undone until the next refresh)
-            version, revoked, quarantined, kill_switch = self.ledger.trust_state()
+            version, revoked, quarantined, kill_switch, restricted = self.ledger.trust_state()
             snap = self._snapshot
             if snap is not None and version < snap.trust_version:
                 return snap
@@ -664,6 +887,11 @@ class Gate:
                 quarantined=quarantined,
                 kill_switch=kill_switch,
                 approvers=self._approvers,
+                break_glass_keys=self._break_glass_keys,
+                env=self._env,
+                env_problem=self._env_problem,
+                boundaries=self.home.config.boundaries,
+                restricted=restricted,
             )
             self._snapshot = snap
             return snap
@@ -739,6 +967,60 @@ class Gate:
             {"principal": principal, "reason": reason},
             Append(record=b"", quarantine=((principal, on),)),
         )
+
+    def release_restriction(self, principal: str, boundary: str, reason: str) -> int:
+        """Lift a boundary restriction (``boundary.released``, node-signed); returns its index.
+
+        Raises:
+            UsageError: ``principal`` is not a SPIFFE ID.
+            LedgerUnavailable: the record could not be committed (nothing changed).
+        """
+        if not is_spiffe_id(principal):
+            raise UsageError(f"not a SPIFFE ID: {principal!r}")
+        return self._governance(
+            "boundary.released",
+            {"principal": principal, "boundary": boundary, "reason": reason},
+            Append(record=b"", restrict=((principal, boundary, False),)),
+        )
+
+    def _enforce_boundary(self, request: ActionRequest, verdict: Verdict) -> None:
+        """Carry out a boundary's ``on_violation`` after its BOUNDARY_VIOLATION deny was
+        recorded: restrict the principal, quarantine it (isolate), or record the violation
+        (terminate: the offending execution is denied or terminated by its supervisor).
+        Never raises: the deny stands whatever happens here."""
+        boundary = verdict.boundary
+        if boundary is None:
+            return
+        principal = request.principal
+        fields: dict[str, Any] = {
+            "principal": principal,
+            "boundary": boundary.name,
+            "on_violation": boundary.on_violation,
+            "request": request.id,
+            "reason": f"boundary {boundary.name!r} violated by request {request.id}",
+        }
+        try:
+            if boundary.on_violation == "restrict":
+                if (principal, boundary.name) in self.snapshot.restricted:
+                    return
+                fields["restricted_actions"] = list(boundary.restricted_actions)
+                self._governance(
+                    "boundary.restricted",
+                    fields,
+                    Append(record=b"", restrict=((principal, boundary.name, True),)),
+                )
+            elif boundary.on_violation == "isolate":
+                if principal in self.snapshot.quarantined:
+                    return
+                self._governance(
+                    "principal.quarantined",
+                    fields,
+                    Append(record=b"", quarantine=((principal, True),)),
+                )
+            else:
+                self._governance("boundary.violated", fields, Append(record=b""))
+        except Exception:  # noqa: BLE001, S110 - the request is denied either way
+            pass
 
     def kill_switch(self, on: bool, reason: str) -> int:
         """Turn the kill switch on (every action denied, every supervised run terminated) or
@@ -820,7 +1102,10 @@ class Gate:
                 " deadline",
             )
             stage = Stage.GATE
-        return self._commit(request, verdict, snapshot, lineage, stage)
+        decision = self._commit(request, verdict, snapshot, lineage, stage)
+        if verdict.boundary is not None and decision.ledger_index is not None:
+            self._enforce_boundary(request, verdict)
+        return decision
 
     # -- governed executions -----------------------------------------------------------------
 
@@ -851,7 +1136,10 @@ class Gate:
                 )
             _, when = self._now()
             current = dataclasses.replace(request, time=when)
-            return decide(current, self.snapshot, self._lineage(current))
+            verdict = decide(current, self.snapshot, self._lineage(current))
+            if verdict.boundary is not None:
+                self._enforce_boundary(current, verdict)
+            return verdict
         except Exception as exc:  # noqa: BLE001 - could not re-establish authorization: deny
             return _deny(ReasonCode.INTERNAL_ERROR, _error_detail(exc))
 
@@ -988,6 +1276,18 @@ class Gate:
                 stage=Stage.GATE,
             )
         self._stored_snapshots.add(snapshot.id)
+        if verdict.break_glass is not None:
+            _log.warning(
+                "BREAK-GLASS: %s on %s by %s allowed by an override (scope %s, reason %r); it"
+                " overrode %s — recorded at ledger index %d",
+                request.action,
+                request.resource.uid,
+                request.principal,
+                verdict.break_glass.get("scope"),
+                verdict.break_glass.get("reason"),
+                verdict.break_glass.get("overrode", {}).get("code"),
+                res.index,
+            )
         # I1: this is the only allow in Interlock, and it is after the durable commit.
         return Decision(
             request_id=request.id,
@@ -998,6 +1298,7 @@ class Gate:
             decision_hash=decision_hash,
             ledger_index=res.index,
             stage=stage,
+            break_glass=verdict.break_glass,
         )
 
     def _record_malformed(

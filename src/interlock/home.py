@@ -23,12 +23,14 @@ import re
 import secrets
 import shutil
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from interlock.core.boundary import Boundary, parse_boundaries
 from interlock.errors import ConfigError, HomeExists, KeyFileError
 from interlock.trust import keys
 
@@ -37,6 +39,7 @@ __all__ = ["Config", "Home", "default_home", "init_home"]
 CONFIG_NAME = "interlock.toml"
 # a C2SP note key name (no space, no '+') that is also safe inside a TOML string
 _ORIGIN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,255}$")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 KEY_NAMES = ("log", "policy", "biscuit-root", "node")
 DEFAULT_POLICY_DIR = Path(__file__).parent / "policy" / "default"
 
@@ -54,6 +57,17 @@ class Config:
     trusted_policy_keys: tuple[str, ...] = ()
     #: hex Ed25519 public keys whose approvals (``interlock approve``) are trusted
     approver_keys: tuple[str, ...] = ()
+    #: hex Ed25519 public keys whose break-glass overrides (``interlock break-glass``) are trusted
+    break_glass_keys: tuple[str, ...] = ()
+    #: platform digests (``interlock attest show``) this node may run as
+    trusted_platforms: tuple[str, ...] = ()
+    #: deny everything (ENVIRONMENT_UNTRUSTED) when the platform is not trusted; when false,
+    #: policies and boundaries see ``context.env.attested == false`` and decide
+    attestation_enforce: bool = True
+    #: re-measure this often; a change since the start denies and terminates runs (0 = off)
+    attestation_interval_ms: int = 5000
+    #: trust boundaries (``[[boundaries]]``), validated (see interlock.runtime.boundary)
+    boundaries: tuple[Boundary, ...] = ()
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = CONFIG_NAME) -> Config:
@@ -76,8 +90,12 @@ class Config:
             },
             "policy": {"trusted_keys"},
             "approvals": {"keys"},
+            "break_glass": {"keys"},
+            "attestation": {"trusted", "enforce", "interval_ms"},
         }
         for section, body in doc.items():
+            if section == "boundaries" and isinstance(body, list):
+                continue
             if section not in known or not isinstance(body, dict):
                 raise ConfigError(f"{source}: unknown section [{section}]")
             extra = set(body) - known[section]
@@ -112,18 +130,30 @@ class Config:
                 raise ConfigError(
                     f"{source}: [policy] trusted key {k!r} is not hex Ed25519"
                 ) from exc
-        ak = doc.get("approvals", {}).get("keys", [])
-        if not isinstance(ak, list) or not all(isinstance(k, str) for k in ak):
-            raise ConfigError(f"{source}: [approvals] keys must be a list of hex keys")
-        for k in ak:
-            try:
-                if k != k.lower():
-                    raise ValueError(k)
-                keys.public_from_raw(bytes.fromhex(k))
-            except (ValueError, KeyFileError) as exc:
-                raise ConfigError(
-                    f"{source}: [approvals] key {k!r} is not lowercase hex Ed25519"
-                ) from exc
+        ak = _key_list(doc, "approvals", source)
+        bk = _key_list(doc, "break_glass", source)
+        att: dict[str, Any] = doc.get("attestation", {})
+        trusted = att.get("trusted", [])
+        if not isinstance(trusted, list) or not all(
+            isinstance(d, str) and _HEX64_RE.match(d) for d in trusted
+        ):
+            raise ConfigError(
+                f"{source}: [attestation] trusted must be a list of platform digests (64 hex"
+                " characters, from `interlock attest show`)"
+            )
+        enforce = att.get("enforce", True)
+        if not isinstance(enforce, bool):
+            raise ConfigError(f"{source}: [attestation] enforce must be true or false")
+        interval = att.get("interval_ms", 5000)
+        if (
+            not isinstance(interval, int)
+            or isinstance(interval, bool)
+            or not 0 <= interval <= 3_600_000
+        ):
+            raise ConfigError(
+                f"{source}: [attestation] interval_ms must be an integer in 0..3600000"
+            )
+        boundaries = parse_boundaries(doc.get("boundaries", []), source=source)
         return cls(
             origin=origin,
             durability=durability,
@@ -132,12 +162,19 @@ class Config:
             max_lineage_depth=_int("max_lineage_depth", 16, 1, 1024),
             ledger_check_interval_ms=_int("ledger_check_interval_ms", 5000, 0, 3_600_000),
             trusted_policy_keys=tuple(tk),
-            approver_keys=tuple(ak),
+            approver_keys=ak,
+            break_glass_keys=bk,
+            trusted_platforms=tuple(trusted),
+            attestation_enforce=enforce,
+            attestation_interval_ms=interval,
+            boundaries=boundaries,
         )
 
     def to_toml(self) -> str:
         keys_list = ", ".join(f'"{k}"' for k in self.trusted_policy_keys)
         approver_list = ", ".join(f'"{k}"' for k in self.approver_keys)
+        bg_list = ", ".join(f'"{k}"' for k in self.break_glass_keys)
+        trusted_list = ", ".join(f'"{d}"' for d in self.trusted_platforms)
         return (
             "# Interlock governance home configuration.\n"
             "[log]\n"
@@ -160,8 +197,37 @@ class Config:
             "[approvals]\n"
             "# hex Ed25519 public keys whose approvals (interlock approve) are trusted; a permit\n"
             '# policy annotated @obligation("approval") denies APPROVAL_REQUIRED without one\n'
-            f"keys = [{approver_list}]\n"
+            f"keys = [{approver_list}]\n\n"
+            "[break_glass]\n"
+            "# hex Ed25519 public keys whose break-glass overrides (interlock break-glass) are\n"
+            "# trusted: they override policy denials, never integrity failures\n"
+            f"keys = [{bg_list}]\n\n"
+            "[attestation]\n"
+            "# deny everything (ENVIRONMENT_UNTRUSTED) unless the measured platform is trusted\n"
+            f"enforce = {'true' if self.attestation_enforce else 'false'}\n"
+            "# re-measure this often; a change since the start denies and terminates runs\n"
+            f"interval_ms = {self.attestation_interval_ms}\n"
+            "# platform digests this node may run as (`interlock attest trust` adds this one)\n"
+            f"trusted = [{trusted_list}]\n"
         )
+
+
+def _key_list(doc: Mapping[str, Any], section: str, source: str) -> tuple[str, ...]:
+    """A ``keys = [...]`` list of lowercase hex raw Ed25519 public keys."""
+    body = doc.get(section, {})
+    found = body.get("keys", []) if isinstance(body, dict) else None
+    if not isinstance(found, list) or not all(isinstance(k, str) for k in found):
+        raise ConfigError(f"{source}: [{section}] keys must be a list of hex keys")
+    for k in found:
+        try:
+            if k != k.lower():
+                raise ValueError(k)
+            keys.public_from_raw(bytes.fromhex(k))
+        except (ValueError, KeyFileError) as exc:
+            raise ConfigError(
+                f"{source}: [{section}] key {k!r} is not lowercase hex Ed25519"
+            ) from exc
+    return tuple(found)
 
 
 def default_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -253,6 +319,10 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
     policy_pub = keys.public_raw(created["policy"]).hex()
     config = Config(origin=config.origin, durability=durability, trusted_policy_keys=(policy_pub,))
     (path / CONFIG_NAME).write_text(config.to_toml(), encoding="utf-8")
+    from interlock.trust.attestation import trust_current
+
+    trust_current(path / CONFIG_NAME)  # the platform that initialised the home is trusted
+    config = Config.from_toml((path / CONFIG_NAME).read_text(encoding="utf-8"))
     # the ledger holds arguments and bearer tokens: owner-only from its first byte (SQLite
     # gives its -wal and -shm files the database file's mode)
     os.close(os.open(path / "ledger.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

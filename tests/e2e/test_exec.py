@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from interlock.audit import open_for_audit
-from tests.conftest import RESEARCHER
+from tests.conftest import RESEARCHER, edit_config
 
 EXE = [sys.executable, "-m", "interlock.cli"]
 FAST = ["--interval", "0.2s", "--grace", "0.5s"]
@@ -373,10 +373,7 @@ def test_exec_that_needs_approval_runs_only_with_it(home: Path, tmp_path: Path) 
     )
     sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=2)
     approver = keys.create_key(tmp_path / "approver.key")
-    cfg = home / "interlock.toml"
-    cfg.write_text(
-        cfg.read_text().replace("keys = []", f'keys = ["{keys.public_raw(approver).hex()}"]')
-    )
+    edit_config(home, "keys = []", f'keys = ["{keys.public_raw(approver).hex()}"]')
     tok = token(home)
     marker = tmp_path / "ran"
     cmd = ("touch", str(marker))

@@ -24,7 +24,7 @@ from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
 from interlock.trust import keys
 from interlock.trust.approval import make_approval, verify_approval
-from tests.conftest import tool_request
+from tests.conftest import edit_config, tool_request
 
 # Tool::"send_email" is permitted to the lead researcher only by "lead-any-tool"
 TOOL = "send_email"
@@ -42,9 +42,8 @@ def _require_approval(home: Path, approver: Ed25519PrivateKey | None) -> None:
     )
     sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=2)
     if approver is not None:
-        cfg = home / "interlock.toml"
         hexkey = keys.public_raw(approver).hex()
-        cfg.write_text(cfg.read_text().replace("keys = []", f'keys = ["{hexkey}"]'))
+        edit_config(home, "keys = []", f'keys = ["{hexkey}"]')
 
 
 def _digest_of(detail: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 from interlock.capability import attenuate
 from interlock.errors import CapabilityError, VerificationError
 from interlock.gate import Gate
-from tests.conftest import RESEARCHER, tool_request
+from tests.conftest import RESEARCHER, edit_config, tool_request
 
 
 def _recorded(gate: Gate, d: Any) -> dict[str, Any]:
@@ -218,10 +218,7 @@ def test_verify_catches_a_tampered_internal_tile_node(
 
 
 def test_a_running_gate_notices_corruption_and_stops_allowing(home: Path, issue: Any) -> None:
-    cfg = home / "interlock.toml"
-    cfg.write_text(
-        cfg.read_text().replace("ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
-    )
+    edit_config(home, "ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
     import time
 
     token = issue()
@@ -253,10 +250,7 @@ def test_the_ledger_watch_raises_no_false_alarm_under_concurrent_appends(
     import threading
     import time
 
-    cfg = home / "interlock.toml"
-    cfg.write_text(
-        cfg.read_text().replace("ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 20")
-    )
+    edit_config(home, "ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 20")
     token = issue()
     with Gate.open(home) as gate:
         stop = time.monotonic() + 1.5

@@ -20,7 +20,7 @@ from interlock.core.model import ReasonCode
 from interlock.gate import Gate
 from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
-from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
+from tests.conftest import RESEARCHER, SUMMARIZER, edit_config, tool_request
 
 
 def _record(gate: Gate, index: int | None) -> dict[str, Any]:
@@ -162,8 +162,7 @@ def test_lineage(home: Path, issue: Any) -> None:
 
 
 def test_lineage_depth_limit(home: Path, issue: Any) -> None:
-    cfg = home / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("max_lineage_depth = 16", "max_lineage_depth = 2"))
+    edit_config(home, "max_lineage_depth = 16", "max_lineage_depth = 2")
     token = issue()
     with Gate.open(home) as gate:
         d = gate.decide(tool_request(token))
@@ -255,8 +254,7 @@ def test_policy_versions_never_go_backwards(home: Path, issue: Any, tmp_path: Pa
 
 
 def test_ledger_locked_past_the_timeout_denies_and_records_nothing(home: Path, issue: Any) -> None:
-    cfg = home / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("ledger_timeout_ms = 2000", "ledger_timeout_ms = 200"))
+    edit_config(home, "ledger_timeout_ms = 2000", "ledger_timeout_ms = 200")
     token = issue()
     with Gate.open(home) as gate:
         before = gate.ledger.size()
@@ -293,8 +291,7 @@ def test_corrupt_ledger_stops_allowing(home: Path, issue: Any) -> None:
 
 
 def test_deadline_exceeded(home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = home / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("deadline_ms = 2000", "deadline_ms = 5"))
+    edit_config(home, "deadline_ms = 2000", "deadline_ms = 5")
     token = issue()
     with Gate.open(home) as gate:
         from interlock.policy.engine import PolicyEngine

@@ -38,6 +38,7 @@ from interlock.policy import _cedar
 from interlock.policy.bundle import load_bundle
 from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
+from tests.conftest import edit_config
 
 RESEARCHER = "spiffe://acme.test/agent/researcher"
 
@@ -47,8 +48,8 @@ class World:
         self.tmp = Path(tempfile.mkdtemp(prefix="interlock-props-"))
         self.altered: set[str] = set()
         self.home = init_home(self.tmp / "home", origin="interlock.test/props")
-        cfg = self.home.path / "interlock.toml"  # no deadline flakes on a loaded CI machine
-        cfg.write_text(cfg.read_text().replace("deadline_ms = 50", "deadline_ms = 2000"))
+        # no deadline flakes on a loaded CI machine
+        edit_config(self.home.path, "deadline_ms = 50", "deadline_ms = 2000")
         issuer = CapabilityIssuer(keys.private_raw(self.home.private_key("biscuit-root")))
         now = datetime.now(UTC)
         self.tokens = {

@@ -154,6 +154,8 @@ class ActionRequest:
     traceparent: str | None = None
     #: a signed human approval (``interlock.trust.approval``, base64url) or None
     approval: str | None = None
+    #: a signed break-glass override (``interlock.trust.breakglass``, base64url) or None
+    break_glass: str | None = None
 
     @property
     def epoch(self) -> int:
@@ -174,6 +176,9 @@ class Decision:
     obligations: tuple[str, ...] = ()
     ledger_index: int | None = None
     stage: Stage = Stage.PIPELINE
+    #: set when a break-glass override turned a policy denial into this allow: scope, reason,
+    #: signer, the denial it overrode. Loud on purpose: print it, alert on it.
+    break_glass: Mapping[str, Any] | None = None
 
     @property
     def allowed(self) -> bool:
@@ -193,6 +198,7 @@ class Decision:
             "decision_hash": self.decision_hash,
             "ledger_index": self.ledger_index,
             "stage": self.stage.value,
+            **({"break_glass": dict(self.break_glass)} if self.break_glass is not None else {}),
         }
 
 

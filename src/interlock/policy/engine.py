@@ -318,10 +318,12 @@ class PolicyEngine:
         args: Mapping[str, Any],
         context: Mapping[str, Any],
         now: int,
+        env: Mapping[str, Any] | None = None,
     ) -> PolicyResult:
         """Decide one request. Pure and deterministic: no clock, no I/O.
 
-        ``now`` is the request's time in integer epoch seconds (``context.time`` in Cedar).
+        ``now`` is the request's time in integer epoch seconds (``context.time`` in Cedar);
+        ``env`` the node's attestation (``context.env``; absent when None).
 
         Returns a :class:`PolicyResult`: permitted, or denied with ``POLICY_FORBID``,
         ``POLICY_NO_PERMIT`` or ``POLICY_ERROR`` (see the module docstring).
@@ -337,7 +339,10 @@ class PolicyEngine:
         else:
             index, action_uid = route
         try:
-            context_json = _ENCODER({"args": args, "request": context, "time": now})
+            ctx: dict[str, Any] = {"args": args, "request": context, "time": now}
+            if env is not None:
+                ctx["env"] = env
+            context_json = _ENCODER(ctx)
         except (TypeError, ValueError) as exc:
             return _error(f"args or context is not JSON Cedar can read: {exc}")
         if '"__' in context_json and any(r in context_json for r in _RESERVED):

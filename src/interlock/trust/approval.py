@@ -23,33 +23,19 @@ resource, args and context, so an approval for other arguments does not match.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from interlock.core.canonical import canonical_bytes
-from interlock.core.model import rfc3339_to_epoch
-from interlock.errors import KeyFileError, VerificationError
-from interlock.trust import keys
+from interlock.errors import VerificationError
+from interlock.trust.sealed import HEX64_RE, MAX_SEALED_BYTES, format_expiry, open_sealed, seal
 
 __all__ = ["APPROVAL_TYPE", "MAX_APPROVAL_BYTES", "make_approval", "verify_approval"]
 
 APPROVAL_TYPE = "interlock.approval"
 #: the largest approval intake accepts (a real one is about 400 bytes)
-MAX_APPROVAL_BYTES = 8 * 1024
+MAX_APPROVAL_BYTES = MAX_SEALED_BYTES
 _FIELDS = frozenset({"v", "type", "request_digest", "approver", "expires", "sig"})
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_\-]+={0,2}$")
-
-
-def _format_expiry(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_approval(request_digest: str, key: Ed25519PrivateKey, *, expires_at: int) -> str:
@@ -59,39 +45,15 @@ def make_approval(request_digest: str, key: Ed25519PrivateKey, *, expires_at: in
     Raises:
         ValueError: ``request_digest`` is not 64 lowercase hex characters.
     """
-    if not _HEX64_RE.match(request_digest):
+    if not HEX64_RE.match(request_digest):
         raise ValueError("request digest must be 64 lowercase hex characters")
-    body: dict[str, Any] = {
+    body = {
         "v": 1,
         "type": APPROVAL_TYPE,
         "request_digest": request_digest,
-        "approver": keys.public_raw(key).hex(),
-        "expires": _format_expiry(expires_at),
+        "expires": format_expiry(expires_at),
     }
-    body["sig"] = base64.b64encode(key.sign(canonical_bytes(body))).decode("ascii")
-    compact = json.dumps(body, separators=(",", ":"), sort_keys=True).encode("ascii")
-    return base64.urlsafe_b64encode(compact).rstrip(b"=").decode("ascii")
-
-
-def _decode(text: str) -> dict[str, Any]:
-    if not isinstance(text, str) or len(text) > MAX_APPROVAL_BYTES or not _B64URL_RE.match(text):
-        raise VerificationError("approval is not a base64url token of at most 8 KiB")
-    stripped = text.rstrip("=")
-    try:
-        raw = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
-        doc = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, ValueError) as exc:
-        raise VerificationError("approval is not base64url JSON") from exc
-    if not isinstance(doc, dict) or set(doc) != _FIELDS:
-        raise VerificationError("approval does not have exactly the approval fields")
-    if doc["v"] != 1 or doc["type"] != APPROVAL_TYPE:
-        raise VerificationError("approval has an unknown version or type")
-    for name in ("request_digest", "approver"):
-        if not isinstance(doc[name], str) or not _HEX64_RE.match(doc[name]):
-            raise VerificationError(f"approval field {name!r} is not 64 lowercase hex characters")
-    if not isinstance(doc["expires"], str) or not isinstance(doc["sig"], str):
-        raise VerificationError("approval fields 'expires' and 'sig' must be strings")
-    return doc
+    return seal(body, key, signer_field="approver")
 
 
 def verify_approval(text: str, *, digest: str, trusted: Sequence[bytes], now: int) -> None:
@@ -103,33 +65,18 @@ def verify_approval(text: str, *, digest: str, trusted: Sequence[bytes], now: in
         VerificationError: the approval is malformed, names an untrusted approver, does not
             verify, is for another request digest, or has expired. The message says which.
     """
-    doc = _decode(text)
-    approver = bytes.fromhex(doc["approver"])
-    # an empty trusted list trusts nobody: it must never mean "any key"
-    if approver not in set(trusted):
-        raise VerificationError("approval is signed by a key that is not a trusted approver")
-    try:
-        sig = base64.b64decode(doc["sig"], validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise VerificationError("approval signature is not base64") from exc
-    body = {k: v for k, v in doc.items() if k != "sig"}
-    try:
-        public = keys.public_from_raw(approver)
-    except (KeyFileError, ValueError) as exc:
-        raise VerificationError("approval names an invalid approver key") from exc
-    try:
-        keys.verify_signature(public, sig, canonical_bytes(body))
-    except VerificationError as exc:
-        raise VerificationError("approval signature does not verify") from exc
-    # checked after the signature, so a forged field cannot steer which error is reported
+    doc = open_sealed(
+        text,
+        what="approval",
+        type_=APPROVAL_TYPE,
+        fields=_FIELDS,
+        signer_field="approver",
+        role="approver",
+        trusted=trusted,
+        now=now,
+    )
     if doc["request_digest"] != digest:
         raise VerificationError(
             "approval is for another request (its arguments, resource or principal differ)",
-            approved=doc["request_digest"][:16],
+            approved=str(doc["request_digest"])[:16],
         )
-    try:
-        expires = rfc3339_to_epoch(doc["expires"])
-    except ValueError as exc:
-        raise VerificationError("approval expiry is not an RFC 3339 time") from exc
-    if now >= expires:
-        raise VerificationError("approval has expired", expires=doc["expires"])

@@ -123,6 +123,13 @@ CREATE TABLE IF NOT EXISTS quarantines (
     active INTEGER NOT NULL,
     idx INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS restrictions (
+    principal TEXT NOT NULL,
+    boundary TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (principal, boundary)
+);
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
@@ -177,6 +184,9 @@ class Append:
     quarantine: tuple[tuple[str, bool], ...] = ()
     #: the kill switch's new state, in the same transaction as its governance record
     kill_switch: bool | None = None
+    #: ``(principal, boundary, restricted)``: a boundary restriction or its release, in the
+    #: same transaction as its governance record
+    restrict: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -623,6 +633,7 @@ class SqliteLedger:
             revs: list[tuple[str, int]] = []
             statuses: list[tuple[str, str]] = []
             quarantines: list[tuple[str, int, int]] = []
+            restricts: list[tuple[str, str, int, int]] = []
             kills: list[str] = []
             trust_events = 0
             force = False
@@ -647,10 +658,11 @@ class SqliteLedger:
                     for rid in it.revocations:
                         revs.append((rid, size))
                     statuses.extend((st, eid) for eid, st in it.status)
-                    if it.quarantine or it.kill_switch is not None:
+                    if it.quarantine or it.kill_switch is not None or it.restrict:
                         # one trust event per record: replay counts the same records
                         trust_events += 1
                         quarantines.extend((pr, int(on), size) for pr, on in it.quarantine)
+                        restricts.extend((pr, b, int(on), size) for pr, b, on in it.restrict)
                         if it.kill_switch is not None:
                             kills.append("1" if it.kill_switch else "0")
                     size += 1
@@ -683,6 +695,12 @@ class SqliteLedger:
                         "INSERT OR REPLACE INTO quarantines(principal, active, idx)"
                         " VALUES (?, ?, ?)",
                         quarantines,
+                    )
+                if restricts:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO restrictions(principal, boundary, active, idx)"
+                        " VALUES (?, ?, ?, ?)",
+                        restricts,
                     )
                 if kills:
                     conn.execute(
@@ -910,15 +928,21 @@ class SqliteLedger:
             rows = c.execute("SELECT seq, revocation_id FROM revocations ORDER BY seq").fetchall()
         return (len(rows), frozenset(str(r[1]) for r in rows))
 
-    def trust_state(self) -> tuple[int, frozenset[str], frozenset[str], bool]:
-        """``(trust version, revoked ids, quarantined principals, kill switch on)``, read in one
-        transaction. The version counts revocation records plus quarantine and kill-switch
-        records, so any trust change gives a new snapshot."""
+    def trust_state(
+        self,
+    ) -> tuple[int, frozenset[str], frozenset[str], bool, frozenset[tuple[str, str]]]:
+        """``(trust version, revoked ids, quarantined principals, kill switch on, active
+        boundary restrictions as (principal, boundary))``, read in one transaction. The version
+        counts revocation records plus quarantine, kill-switch and restriction records, so any
+        trust change gives a new snapshot."""
         with self._reader() as c:
             c.execute("BEGIN")
             try:
                 revs = c.execute("SELECT revocation_id FROM revocations ORDER BY seq").fetchall()
                 quar = c.execute("SELECT principal FROM quarantines WHERE active = 1").fetchall()
+                restr = c.execute(
+                    "SELECT principal, boundary FROM restrictions WHERE active = 1"
+                ).fetchall()
                 meta = dict(
                     c.execute(
                         "SELECT k, v FROM meta WHERE k IN ('trust_events', 'kill_switch')"
@@ -932,7 +956,16 @@ class SqliteLedger:
             frozenset(str(r[0]) for r in revs),
             frozenset(str(r[0]) for r in quar),
             meta.get("kill_switch") == "1",
+            frozenset((str(p), str(b)) for p, b in restr),
         )
+
+    def restrictions(self) -> frozenset[tuple[str, str]]:
+        """Active boundary restrictions: ``(principal, boundary name)`` pairs."""
+        with self._reader() as c:
+            rows = c.execute(
+                "SELECT principal, boundary FROM restrictions WHERE active = 1"
+            ).fetchall()
+        return frozenset((str(p), str(b)) for p, b in rows)
 
     def quarantines(self) -> list[tuple[str, bool, int]]:
         """Every principal ever quarantined: ``(principal, active, ledger index of the last
