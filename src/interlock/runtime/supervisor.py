@@ -29,10 +29,12 @@ Lifecycle of one execution (its id is the request id):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -396,6 +398,36 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    """libc's ``prctl``, resolved once before any fork (None where there is none)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_supervisor(supervisor_pid: int) -> None:
+    """In the forked child, before exec: ask Linux to SIGKILL the command when the supervising
+    thread dies (a supervisor that is itself SIGKILLed must not leave its command running
+    unwatched). Only the direct child is covered: its own children are killed with the group
+    while the supervisor lives, but outlive a SIGKILLed supervisor (see README)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != supervisor_pid:  # it died before the prctl took effect
+            os._exit(EXIT_CANNOT_EXECUTE)
+
+
 def run_command(
     gate: Gate,
     request: Mapping[str, Any],
@@ -478,6 +510,7 @@ def run_command(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=functools.partial(_die_with_supervisor, os.getpid()),
         )
     except Exception as exc:  # noqa: BLE001 - the command did not start; say why, on record
         code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_EXECUTE
