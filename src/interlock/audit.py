@@ -282,10 +282,11 @@ def replay(
         if progress is not None and (idx & 0x3FF) == 0:
             progress(idx, total)
         if rec.get("type") == "governance" and rec.get("event") == "capability.revoked":
+            verified = _governance_ok(idx, rec, node_public, report)
             for rid in rec.get("revocation_ids", []):
                 if rid not in seen_revoked:
                     seen_revoked.add(rid)
-                    trust.append(_TrustEvent(index=idx, revoked=rid))
+                    trust.append(_TrustEvent(index=idx, revoked=rid, verified=verified))
             continue
         if rec.get("type") == "governance" and (
             rec.get("event") in QUARANTINE_EVENTS
@@ -351,6 +352,20 @@ class _TrustEvent:
     verified: bool = True
     #: set for a boundary restriction (``principal`` restricted under ``boundary``) or release
     boundary: str | None = None
+
+
+def _governance_ok(
+    idx: int, rec: dict[str, Any], node_public: bytes | None, report: ReplayReport
+) -> bool:
+    """Whether a governance record carries the node's signature (else it is reported)."""
+    try:
+        if node_public is None:
+            raise VerificationError("no node key given to check governance signatures")
+        verify_governance(rec, node_public)
+    except (VerificationError, KeyFileError) as exc:
+        report.unverifiable.append({"index": idx, "id": rec.get("id"), "why": exc.message})
+        return False
+    return True
 
 
 def _trust_event(

@@ -213,7 +213,11 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
             )
         except VerificationError as exc:
             result.checks.append(("ledger verify", False, exc.diagnostics()))
-        rr = replay(gate.ledger, gate.home.trusted_policy_keys())
+        rr = replay(
+            gate.ledger,
+            gate.home.trusted_policy_keys(),
+            node_public=keys.public_raw(gate.home.private_key("node")),
+        )
         result.checks.append(
             (
                 "ledger replay",

@@ -908,26 +908,18 @@ class Gate:
         return snap
 
     def revoke(self, revocation_ids: tuple[str, ...], *, reason: str = "") -> int:
-        """Revoke capability revocation ids; effective for this gate at once.
+        """Revoke capability revocation ids; effective for this gate at once. Recorded as a
+        node-signed ``capability.revoked`` governance record; returns its index.
 
         Raises:
+            KeyFileError: the node key is missing or unsafe.
             LedgerUnavailable: if the governance record could not be committed.
         """
-        rec = {
-            "v": RECORD_VERSION,
-            "type": RecordType.GOVERNANCE.value,
-            "event": "capability.revoked",
-            "id": new_request_id(self._clock_ns()),
-            "ts": format_time(datetime.fromtimestamp(self._clock_ns() / 1e9, UTC)),
-            "revocation_ids": list(revocation_ids),
-            "reason": reason,
-        }
-        (res,) = self.ledger.append(
-            [Append(record=canonical_bytes(rec), revocations=revocation_ids)],
-            timeout=self.ledger_timeout_s,
+        return self._governance(
+            "capability.revoked",
+            {"revocation_ids": list(revocation_ids), "reason": reason},
+            Append(record=b"", revocations=revocation_ids),
         )
-        self._rebuild_snapshot(force_trust=True)
-        return res.index
 
     def _governance(self, event: str, fields: Mapping[str, Any], append: Append) -> int:
         """Sign a governance record with the node key and commit it together with ``append``'s

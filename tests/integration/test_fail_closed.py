@@ -14,6 +14,7 @@ import pytest
 from interlock.capability import attenuate
 from interlock.errors import CapabilityError, VerificationError
 from interlock.gate import Gate
+from interlock.trust import keys
 from tests.conftest import RESEARCHER, edit_config, tool_request
 
 
@@ -117,7 +118,11 @@ def test_authorizer_without_verdict_is_recorded_outside_replay(
         monkeypatch.undo()
         assert d.codes == ("CAPABILITY_INSUFFICIENT",)
         assert _recorded(gate, d)["stage"] == "gate"
-        assert replay(gate.ledger, gate.home.trusted_policy_keys()).ok
+        assert replay(
+            gate.ledger,
+            gate.home.trusted_policy_keys(),
+            node_public=keys.public_raw(gate.home.private_key("node")),
+        ).ok
 
 
 def test_a_rust_panic_in_cedar_denies(

@@ -20,6 +20,7 @@ from interlock.core.model import ReasonCode
 from interlock.gate import Gate
 from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
+from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, edit_config, tool_request
 
 
@@ -347,7 +348,11 @@ def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
         gate.decide(b"garbage")
         gate.revoke(revocation_ids(token))
         assert gate.decide(tool_request(token)).codes == ("CAPABILITY_REVOKED",)
-        rep = replay(gate.ledger, gate.home.trusted_policy_keys())
+        rep = replay(
+            gate.ledger,
+            gate.home.trusted_policy_keys(),
+            node_public=keys.public_raw(gate.home.private_key("node")),
+        )
         assert rep.ok, rep.to_json()
         assert rep.replayed == 4 and rep.matched == 4 and rep.skipped_stage == 1
 
@@ -365,6 +370,10 @@ def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
     conn.commit()
     conn.close()
     with Gate.open(home) as gate:
-        rep = replay(gate.ledger, gate.home.trusted_policy_keys())
+        rep = replay(
+            gate.ledger,
+            gate.home.trusted_policy_keys(),
+            node_public=keys.public_raw(gate.home.private_key("node")),
+        )
         assert not rep.ok
         assert [u["id"] for u in rep.unverifiable] == [parent.request_id]

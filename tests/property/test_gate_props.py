@@ -229,7 +229,11 @@ def test_i1_i2_no_allow_without_record_and_every_fault_denies(
 def test_i3_replay_of_everything_recorded_has_no_mismatch(world: World) -> None:
     # runs after the property test above (same module-scoped world): every pipeline
     # decision it recorded, under every fault, must re-decide byte-identically
-    rep = replay(world.gate.ledger, world.home.trusted_policy_keys())
+    rep = replay(
+        world.gate.ledger,
+        world.home.trusted_policy_keys(),
+        node_public=keys.public_raw(world.home.private_key("node")),
+    )
     # every decision re-decides byte-identically, except those whose Cedar answer the test
     # itself replaced (and each of those is reported, not silently accepted)
     assert {m["id"] for m in rep.mismatches} <= world.altered
