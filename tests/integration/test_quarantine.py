@@ -202,3 +202,29 @@ def test_in_process_execution_is_revoked_by_quarantine_and_kill_switch(
             gate.quarantine(RESEARCHER, "undo", on=False)
             gate.kill_switch(False, "undo")
         _replay_ok(gate)
+
+
+def test_revocations_are_node_signed_and_a_forged_one_is_unverifiable(
+    home: Path, issue: Any
+) -> None:
+    from interlock.capability import revocation_ids
+
+    token, other = issue(), issue()
+    with Gate.open(home) as gate:
+        gate.revoke(tuple(revocation_ids(token)), reason="leaked")
+        (rec,) = _governance(gate, "capability.revoked")
+        verify_governance(rec, _node_public(gate))
+        assert gate.decide(tool_request(token)).codes == ("CAPABILITY_REVOKED",)
+        _replay_ok(gate)
+        # a writer with the log key but not the node key appends an unsigned revocation
+        forged = {k: v for k, v in rec.items() if k not in ("sig", "signer")}
+        forged["id"], forged["revocation_ids"] = "forged", list(revocation_ids(other))
+        gate.ledger.append(
+            [Append(record=canonical_bytes(forged), revocations=tuple(revocation_ids(other)))]
+        )
+        time.sleep(0.15)
+        d = gate.decide(tool_request(other))
+        assert d.codes == ("CAPABILITY_REVOKED",)  # the gate obeys its storage ...
+        rep = replay(gate.ledger, gate.home.trusted_policy_keys(), node_public=_node_public(gate))
+        assert not rep.ok  # ... but replay does not trust the forged record
+        assert d.ledger_index in [u["index"] for u in rep.unverifiable]
