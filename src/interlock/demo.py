@@ -225,6 +225,16 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
                 f"{rr.matched}/{rr.replayed} decisions re-decided byte-identical",
             )
         )
+        attested, env, problem = gate.attestation()
+        result.checks.append(
+            (
+                "runtime attestation",
+                attested is not None and problem is None and bool(env and env["attested"]),
+                f"platform {attested.platform[:16]}… trusted, node-signed record on the ledger"
+                if attested is not None
+                else f"not attested: {problem}",
+            )
+        )
         assert allowed.ledger_index is not None  # noqa: S101 - demo narrative, checked above
         evidence = proof_bundle(gate.ledger, allowed.ledger_index)
         vkey = gate.vkey

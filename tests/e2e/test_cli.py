@@ -231,6 +231,7 @@ def test_demo_runs_green() -> None:
     assert {c["check"]: c["ok"] for c in result["checks"]} == {
         "ledger verify": True,
         "ledger replay": True,
+        "runtime attestation": True,
         "offline receipt check": True,
         "tampered copy detected": True,
     }
