@@ -276,8 +276,9 @@ def results_table(results: dict[str, Result]) -> Table:
 
 
 def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> dict[str, Result]:
-    """Measure P1-P6 (DESIGN §10) and the governed-execution figures (revocation-to-termination
-    latency, supervisor CPU). ``quick`` uses small sizes (a smoke run, not the figures)."""
+    """Measure P1-P7 (DESIGN §10), the governed-execution figures (revocation-to-termination
+    latency, supervisor CPU) and HTTP decision throughput. ``quick`` uses small sizes (a smoke
+    run, not the figures)."""
     from interlock.audit import verify_ledger
 
     tmp = Path(tempfile.mkdtemp(prefix="interlock-bench-"))
@@ -410,6 +411,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
     say("T1/T2: supervised executions (revocation to termination; supervisor CPU)")
     results.update(bench_termination(quick=quick))
+    from interlock.adapters.mcp_bench import bench_mcp_proxy
+
+    say("P7: MCP proxy added latency per tools/call (direct call as baseline)")
+    results.update(bench_mcp_proxy(quick=quick))
     results["_meta"] = {
         "quick": quick,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),

@@ -16,12 +16,21 @@ thread from outside. Synchronous code must call ``run.check()``; with ``async wi
 that entered the block is cancelled when authorization ends (best effort: a task that shields
 itself or never awaits runs on), and the ``CancelledError`` surfaces as ``Revoked``. The hard
 boundary is ``interlock exec``: a separate process whose process group is killed.
+
+**Lineage without plumbing**: while a run is inside its ``with`` / ``async with`` block it is
+the *current execution* of that context (a :mod:`contextvars` variable, so asyncio tasks created
+inside the block inherit it; a plain ``threading.Thread`` does not — run thread targets with
+``contextvars.copy_context().run``). A ``gate.execution(request)`` entered while another
+execution of the same gate is current gets that execution as its ``parent`` when ``request`` is
+a mapping without a ``parent`` key (an explicit ``parent``, even ``None``, is kept).
+:func:`current_execution` returns it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import threading
 import time
@@ -37,7 +46,22 @@ if TYPE_CHECKING:
     from interlock.core.model import ActionRequest, Decision
     from interlock.gate import Gate
 
-__all__ = ["Execution"]
+__all__ = ["Execution", "current_execution"]
+
+#: the execution whose block the current context is in (set on enter, reset on exit)
+_CURRENT: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
+    "interlock_current_execution", default=None
+)
+
+
+def current_execution() -> Execution | None:
+    """The governed execution whose ``with`` / ``async with`` block this context is in, or
+    ``None``. Nested governed work names it as ``parent``; a governed function can call
+    ``current_execution().check()``.
+
+    Never raises.
+    """
+    return _CURRENT.get()
 
 
 class Execution:
@@ -66,6 +90,7 @@ class Execution:
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cancelled = False
+        self._token: contextvars.Token[Execution | None] | None = None
 
     @property
     def id(self) -> str:
@@ -84,6 +109,33 @@ class Execution:
         return None if self._watch is None else self._watch.denied
 
     # -- start / stop --------------------------------------------------------------------------
+
+    def _inherit_parent(self) -> None:
+        """Name the current execution of the same gate as ``parent`` (see the module doc)."""
+        outer = _CURRENT.get()
+        raw = self._raw
+        if outer is None or outer.gate is not self.gate or outer.request is None:
+            return
+        if not isinstance(raw, Mapping):
+            return  # bytes or text: sent as given (the caller wrote the JSON, parent included)
+        try:
+            if "parent" in raw:
+                return
+            self._raw = {**raw, "parent": outer.request.id}
+        except Exception:  # noqa: BLE001 - a mapping we cannot read is left for intake to refuse
+            return
+
+    def _enter_current(self) -> None:
+        self._token = _CURRENT.set(self)
+
+    def _leave_current(self) -> None:
+        token, self._token = self._token, None
+        if token is None:
+            return
+        # a block left in another context than it was entered in (the token belongs to that
+        # one): nothing to restore here
+        with contextlib.suppress(ValueError):
+            _CURRENT.reset(token)
 
     def _start(self) -> None:
         decision, req = self.gate.admit(self._raw)
@@ -199,7 +251,9 @@ class Execution:
         Raises:
             Denied: the request was denied, or ``exec.start`` could not be committed.
         """
+        self._inherit_parent()
         self._start()
+        self._enter_current()
         return self
 
     def __exit__(
@@ -214,6 +268,7 @@ class Execution:
             LedgerUnavailable: the closing record was not committed (only when the body raised
                 nothing; otherwise the body's exception propagates).
         """
+        self._leave_current()
         try:
             self._close(exc)
         except Error:
@@ -228,7 +283,9 @@ class Execution:
         """
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
+        self._inherit_parent()
         await asyncio.to_thread(self._start)
+        self._enter_current()  # here, in the task's own context (to_thread ran in a copy)
         return self
 
     async def __aexit__(
@@ -245,6 +302,7 @@ class Execution:
             LedgerUnavailable: the closing record was not committed (body raised nothing).
         """
         self._task = None  # no cancellation after this point
+        self._leave_current()
         try:
             await asyncio.to_thread(self._close, exc)
         except Error:
