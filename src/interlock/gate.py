@@ -71,8 +71,11 @@ from interlock.trust.attestation import Measurement, measure
 from interlock.trust.breakglass import verify_break_glass
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from interlock.adapters.sdk import Agent, F, ResourceSpec
     from interlock.runtime.execution import Execution
 
 __all__ = ["Gate", "Lineage", "Snapshot", "Verdict", "decide", "open_gate"]
@@ -1152,19 +1155,42 @@ class Gate:
 
         return Execution(self, request, interval=interval)
 
-    def governed(self, action: str = "tool.call", **options: Any) -> Any:
-        """Decorator: ``@gate.governed(action="tool.call", resource=...)`` governs every call of a
-        sync or async function (see :func:`interlock.adapters.sdk.governed`)."""
+    def governed(
+        self,
+        action: str = "tool.call",
+        *,
+        resource: ResourceSpec | None = None,
+        agent: Agent | None = None,
+        context: Mapping[str, Any] | None = None,
+        interval: float = 1.0,
+        exclude: Collection[str] = (),
+    ) -> Callable[[F], F]:
+        """Decorator: ``@gate.governed(action="tool.call", resource=...)`` governs every call of
+        a sync or async function (see :func:`interlock.adapters.sdk.governed`): a deny raises
+        ``interlock.Denied`` and the body does not run; an allow runs it inside
+        :meth:`execution`."""
         from interlock.adapters.sdk import governed  # the SDK layer sits above the gate
 
-        return governed(self, action=action, **options)
+        return governed(
+            self,
+            action=action,
+            resource=resource,
+            agent=agent,
+            context=context,
+            interval=interval,
+            exclude=exclude,
+        )
 
-    def agent(self, principal: str, capability: str, **options: Any) -> Any:
+    def agent(self, principal: str, capability: str) -> Agent:
         """A handle whose governed calls present ``capability`` as ``principal`` (see
-        :class:`interlock.adapters.sdk.Agent`)."""
+        :class:`interlock.adapters.sdk.Agent`).
+
+        Raises:
+            UsageError: ``principal`` is not a SPIFFE ID or ``capability`` is empty.
+        """
         from interlock.adapters.sdk import Agent
 
-        return Agent(self, principal, capability, **options)
+        return Agent(self, principal, capability)
 
     def record_execution(
         self,
