@@ -1032,7 +1032,11 @@ class Gate:
     # -- deciding ----------------------------------------------------------------------------
 
     def decide(
-        self, request: Mapping[str, Any] | bytes | str, *, _keep: list[ActionRequest] | None = None
+        self,
+        request: Mapping[str, Any] | bytes | str,
+        *,
+        _keep: list[ActionRequest] | None = None,
+        _start: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Decide one action request and record the decision before answering.
 
@@ -1042,7 +1046,7 @@ class Gate:
         """
         started = time.perf_counter_ns()
         try:
-            return self._decide(request, started, _keep)
+            return self._decide(request, started, _keep, _start)
         except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
             try:
                 return self._error_decision(exc)
@@ -1065,6 +1069,7 @@ class Gate:
         raw: Mapping[str, Any] | bytes | str,
         started: int,
         keep: list[ActionRequest] | None = None,
+        start: Mapping[str, Any] | None = None,
     ) -> Decision:
         request_id, when = self._now()
         if self._corrupt is not None:
@@ -1097,7 +1102,7 @@ class Gate:
                 " deadline",
             )
             stage = Stage.GATE
-        decision = self._commit(request, verdict, snapshot, lineage, stage)
+        decision = self._commit(request, verdict, snapshot, lineage, stage, start=start)
         if verdict.boundary is not None and decision.ledger_index is not None:
             self._enforce_boundary(request, verdict)
         return decision
@@ -1105,15 +1110,23 @@ class Gate:
     # -- governed executions -----------------------------------------------------------------
 
     def admit(
-        self, request: Mapping[str, Any] | bytes | str
+        self,
+        request: Mapping[str, Any] | bytes | str,
+        *,
+        start: Mapping[str, Any] | None = None,
     ) -> tuple[Decision, ActionRequest | None]:
         """:meth:`decide`, also returning the validated request (``None`` when intake refused
         it), which a supervisor needs to re-verify the execution while it runs.
 
+        With ``start`` (the fields of an ``exec.start`` record), an allow also commits
+        ``exec.start`` — status ``running`` — in the *same* transaction as the decision: one
+        durable commit instead of two before the action may begin. If that commit fails the
+        answer is a deny (LEDGER_UNAVAILABLE) and neither record exists.
+
         Never raises; same answers as :meth:`decide`.
         """
         box: list[ActionRequest] = []
-        decision = self.decide(request, _keep=box)
+        decision = self.decide(request, _keep=box, _start=start)
         return decision, (box[0] if box else None)
 
     def reverify(self, request: ActionRequest) -> Verdict:
@@ -1231,6 +1244,23 @@ class Gate:
         )
         return res.index
 
+    def _start_append(
+        self, request: ActionRequest, decision_data: bytes, start: Mapping[str, Any] | None
+    ) -> tuple[Append, ...]:
+        """The ``exec.start`` append that rides with an allow (see :meth:`admit`)."""
+        if start is None:
+            return ()
+        rec: dict[str, Any] = {
+            "v": RECORD_VERSION,
+            "type": RecordType.EXEC_START.value,
+            "id": request.id,
+            "ts": self._now()[1],
+            "parent": request.parent,
+            "decision_leaf": hashlib.sha256(b"\x00" + decision_data).hexdigest(),
+            **dict(start),
+        }
+        return (Append(record=canonical_bytes(rec), status=((request.id, "running"),)),)
+
     def _lineage(self, request: ActionRequest) -> Lineage:
         if request.parent is None:
             return Lineage()
@@ -1252,6 +1282,8 @@ class Gate:
         snapshot: Snapshot,
         lineage: Lineage,
         stage: Stage,
+        *,
+        start: Mapping[str, Any] | None = None,
     ) -> Decision:
         record = decision_record(
             request, verdict, snapshot_id=snapshot.id, lineage=lineage, stage=stage
@@ -1270,8 +1302,12 @@ class Gate:
             depth=lineage.depth,
         )
         try:
-            (res,) = self.ledger.append(
-                [Append(record=data, blobs=blobs, execution=row)], timeout=self.ledger_timeout_s
+            res, *_ = self.ledger.append(
+                [
+                    Append(record=data, blobs=blobs, execution=row),
+                    *self._start_append(request, data, start if allowed else None),
+                ],
+                timeout=self.ledger_timeout_s,
             )
         except LedgerError as exc:
             if isinstance(exc, LedgerCorrupt):

@@ -377,3 +377,25 @@ def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
         )
         assert not rep.ok
         assert [u["id"] for u in rep.unverifiable] == [parent.request_id]
+
+
+def test_admit_with_start_commits_the_allow_and_exec_start_together(
+    home: Path, issue: Any
+) -> None:
+    import hashlib
+
+    with Gate.open(home) as gate:
+        d, req = gate.admit(tool_request(issue()), start={"supervisor": "test"})
+        assert d.allowed and req is not None and d.ledger_index is not None
+        decision_bytes = gate.ledger.entry(d.ledger_index)
+        start = json.loads(gate.ledger.entry(d.ledger_index + 1))
+        assert start["type"] == "exec.start" and start["id"] == req.id
+        assert start["supervisor"] == "test"
+        assert start["decision_leaf"] == hashlib.sha256(b"\x00" + decision_bytes).hexdigest()
+        row = gate.ledger.execution(req.id)
+        assert row is not None and row.status == "running"
+        # a deny gets no exec.start
+        size = gate.ledger.size()
+        denied, _ = gate.admit(tool_request(None), start={"supervisor": "test"})
+        assert not denied.allowed
+        assert gate.ledger.size() == size + 1

@@ -558,21 +558,21 @@ async def test_upstream_that_cannot_start_or_never_initializes(
 async def test_unrecorded_start_is_not_forwarded(
     gate: Gate, token: str, upstream: Upstream, upstream_log: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = gate.record_execution
+    """The allow and its exec.start are one commit: if it fails, nothing is forwarded."""
+    real = gate.ledger.append
 
-    def failing(kind: RecordType, request_id: str, fields: Any, **kw: Any) -> int:
-        if kind is RecordType.EXEC_START and request_id != session_id:
+    def failing(items: Any, **kw: Any) -> Any:
+        if any(b'"exec.start"' in it.record for it in items):
             raise LedgerUnavailable("disk full")
-        return real(kind, request_id, fields, **kw)
+        return real(items, **kw)
 
-    async with proxied(gate, upstream, options(token)) as (proxy, client):
-        session_id = proxy.session_id
-        monkeypatch.setattr(gate, "record_execution", failing)
+    async with proxied(gate, upstream, options(token)) as (_proxy, client):
+        monkeypatch.setattr(gate.ledger, "append", failing)
         result = await client.call_tool("echo", {"text": "must not run"})
-        monkeypatch.setattr(gate, "record_execution", real)
+        monkeypatch.setattr(gate.ledger, "append", real)
 
     assert result.is_error
-    assert "not run: LEDGER_UNAVAILABLE: exec.start not recorded" in text_of(result)
+    assert "denied by Interlock: LEDGER_UNAVAILABLE" in text_of(result)
     assert seen(upstream_log) == []
 
 

@@ -451,12 +451,16 @@ def test_ledger_failure_denies_and_nothing_runs(
 def test_exec_start_not_recorded_denies_and_nothing_runs(
     gate: Gate, researcher: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The allow and its exec.start are one commit: a failing commit leaves neither."""
     ran: list[bool] = []
+    real = gate.ledger.append
 
-    def broken(*a: Any, **kw: Any) -> Any:
-        raise LedgerUnavailable("disk full")
+    def broken(items: Any, **kw: Any) -> Any:
+        if any(b'"exec.start"' in it.record for it in items):
+            raise LedgerUnavailable("disk full")
+        return real(items, **kw)
 
-    monkeypatch.setattr(gate, "record_execution", broken)
+    monkeypatch.setattr(gate.ledger, "append", broken)
 
     @researcher.governed(resource="Tool::web_search")
     def f() -> None:
@@ -466,8 +470,8 @@ def test_exec_start_not_recorded_denies_and_nothing_runs(
         f()
     assert info.value.reason_code == "LEDGER_UNAVAILABLE"
     assert ran == []
-    # the allow was recorded, but the execution never started
-    assert "exec.start" not in records(gate, info.value.decision.request_id)
+    assert info.value.decision.ledger_index is None
+    assert records(gate, info.value.decision.request_id) == {}
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

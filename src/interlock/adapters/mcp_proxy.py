@@ -360,28 +360,18 @@ class McpProxy:
 
     def _begin(self, raw: dict[str, Any]) -> _Begun:
         """Admit the request and commit ``exec.start`` (blocking: runs in a worker thread)."""
-        decision, req = self.gate.admit(raw)
+        # I1: the allow and exec.start are committed together, before anything is forwarded
+        decision, req = self.gate.admit(
+            raw,
+            start={
+                "supervisor": "mcp-proxy",
+                "server": self.server_name,
+                "interval_ms": round(self.options.interval * 1000),
+                "timeout_ms": round(self.options.timeout * 1000),
+            },
+        )
         if not decision.allowed or req is None:
             return _Begun(decision=decision)
-        try:
-            self.gate.record_execution(
-                RecordType.EXEC_START,
-                req.id,
-                {
-                    "supervisor": "mcp-proxy",
-                    "server": self.server_name,
-                    "interval_ms": round(self.options.interval * 1000),
-                    "timeout_ms": round(self.options.timeout * 1000),
-                },
-                status="running",
-            )
-        except Exception as exc:  # noqa: BLE001 - I1: not recorded, so not forwarded
-            detail = exc.diagnostics() if isinstance(exc, Error) else type(exc).__name__
-            return _Begun(
-                decision=decision,
-                request=req,
-                problem=f"not run: LEDGER_UNAVAILABLE: exec.start not recorded: {detail}"[:500],
-            )
         try:
             watch = Watch(
                 self.gate, req, interval=self.options.interval, snapshot=decision.snapshot

@@ -31,14 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from interlock.core.model import Effect, Reason, ReasonCode, RecordType
+from interlock.core.model import Reason, RecordType
 from interlock.errors import Denied, Error, Revoked
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S, POLL_S, Watch
 
@@ -138,31 +137,15 @@ class Execution:
             _CURRENT.reset(token)
 
     def _start(self) -> None:
-        decision, req = self.gate.admit(self._raw)
+        # I1: the allow and exec.start are committed together, before the body runs; if that
+        # commit fails the answer is a deny (LEDGER_UNAVAILABLE) and neither record exists
+        decision, req = self.gate.admit(
+            self._raw,
+            start={"supervisor": "in-process", "interval_ms": round(self.interval * 1000)},
+        )
         self.decision = decision
         if not decision.allowed or req is None:
             raise Denied(decision)
-        try:
-            self.gate.record_execution(
-                RecordType.EXEC_START,
-                req.id,
-                {"supervisor": "in-process", "interval_ms": round(self.interval * 1000)},
-                status="running",
-            )
-        except Exception as exc:  # I1: not recorded, so the body must not run
-            detail = exc.diagnostics() if isinstance(exc, Error) else type(exc).__name__
-            raise Denied(
-                dataclasses.replace(
-                    decision,
-                    effect=Effect.DENY,
-                    reasons=(
-                        Reason(
-                            code=ReasonCode.LEDGER_UNAVAILABLE,
-                            detail=f"exec.start not recorded: {detail}"[:500],
-                        ),
-                    ),
-                )
-            ) from exc
         self.request = req
         self._watch = Watch(self.gate, req, interval=self.interval, snapshot=decision.snapshot)
         self._started = time.monotonic_ns()

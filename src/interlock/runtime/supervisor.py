@@ -251,8 +251,9 @@ class Watch:
 class Outcome:
     """What became of one supervised command.
 
-    ``status``: ``denied`` (never started), ``not_started`` (allowed, but ``exec.start`` could
-    not be committed or the command could not be spawned), ``ended`` or ``terminated``.
+    ``status``: ``denied`` (never started; also when the allow and its ``exec.start`` could not
+    be committed), ``not_started`` (allowed and started on the ledger, but the command could
+    not be spawned), ``ended`` or ``terminated``.
     ``exit_code`` is what ``interlock exec`` exits with: 126 when denied or not started, 127
     when the command was not found, else the command's own (128+N for signal N, as a shell).
     """
@@ -464,7 +465,16 @@ def run_command(
         raise ValueError("no command to run")
     if not interval > 0 or grace < 0:
         raise ValueError("interval must be positive and grace not negative")
-    decision, req = gate.admit(request)
+    # I1: the allow and exec.start are committed together before anything runs; if that
+    # commit fails the answer is a deny (LEDGER_UNAVAILABLE) and nothing starts
+    decision, req = gate.admit(
+        request,
+        start={
+            "supervisor": "process",
+            "interval_ms": round(interval * 1000),
+            "grace_ms": round(grace * 1000),
+        },
+    )
     if not decision.allowed or req is None:
         reason = decision.reasons[0] if decision.reasons else None
         return Outcome(
@@ -473,28 +483,6 @@ def run_command(
             decision=decision,
             reason=reason,
             request_id=decision.request_id,
-        )
-
-    # I1: the start is on the ledger before anything runs
-    try:
-        gate.record_execution(
-            RecordType.EXEC_START,
-            req.id,
-            {
-                "supervisor": "process",
-                "interval_ms": round(interval * 1000),
-                "grace_ms": round(grace * 1000),
-            },
-            status="running",
-        )
-    except Exception as exc:  # noqa: BLE001 - not recorded, so not run (I1)
-        why = _reason_from_exception(exc, "exec.start not recorded")
-        return Outcome(
-            status="not_started",
-            exit_code=EXIT_CANNOT_EXECUTE,
-            decision=decision,
-            reason=Reason(code=ReasonCode.LEDGER_UNAVAILABLE, detail=why.detail),
-            request_id=req.id,
         )
 
     child_env = dict(os.environ if env is None else env)
