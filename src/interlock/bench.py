@@ -411,6 +411,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
     say("T1/T2: supervised executions (revocation to termination; supervisor CPU)")
     results.update(bench_termination(quick=quick))
+    from interlock.server.bench import bench_http
+
+    say("HTTP: decisions over POST /v1/decisions beside in-process gate.decide")
+    results.update(bench_http(quick=quick))
     from interlock.adapters.mcp_bench import bench_mcp_proxy
 
     say("P7: MCP proxy added latency per tools/call (direct call as baseline)")

@@ -1,0 +1,79 @@
+"""The HTTP API (DESIGN §9): ``interlock serve``, or ``create_app(gate)`` in your own server.
+
+    >>> from interlock.gate import Gate
+    >>> from interlock.server import serve
+    >>> with Gate.open(".interlock") as gate:             # doctest: +SKIP
+    ...     serve(gate, host="127.0.0.1", port=8750)
+
+Endpoints: decisions, executions, lineage, the ledger (checkpoint, entries, proofs,
+consistency), C2SP tlog-tiles under ``/tlog/``, admin (quarantine, revocation, kill switch,
+approvals, policy upload), ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``. See the
+README section "HTTP API".
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from interlock.server.app import create_app
+
+if TYPE_CHECKING:
+    from interlock.gate import Gate
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "serve"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8750
+
+
+def serve(
+    gate: Gate,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    log_level: str = "info",
+) -> None:
+    """Serve ``gate`` over HTTP until SIGINT or SIGTERM, then shut down gracefully and return
+    (so the caller closes the gate: its last checkpoint and anchor are written). Does not close
+    the gate.
+
+    Raises:
+        SystemExit: if the address cannot be bound (uvicorn reports why).
+    """
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(gate),
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws="none",  # no WebSocket endpoints
+        proxy_headers=False,  # X-Forwarded-* is not trusted
+        server_header=False,
+        limit_concurrency=1024,  # past this many connections: 503, not unbounded memory
+        timeout_keep_alive=5,
+    )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal so that the
+    # process dies of it; a SIGTERM would then kill us before the gate is closed. Handlers that
+    # raise _Stopped turn that re-raise into a normal return.
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run()
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Stopped(Exception):
+    """A stop signal arrived; serving has ended."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped

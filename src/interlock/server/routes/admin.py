@@ -1,0 +1,320 @@
+"""Admin endpoints: quarantine, revocation, kill switch, approval checks, policy upload.
+
+    >>> # curl -s -H "Authorization: Bearer $ADMIN" -X POST .../v1/admin/kill-switch \\
+    >>> #      -d '{"on": true, "reason": "incident 42"}'
+
+Each requires an admin capability for its operation (:mod:`interlock.server.auth`): 401 without
+one, 403 with one that does not hold — and then nothing changes. What an admin changes is
+recorded by the gate as a node-signed governance record (``principal.quarantined``,
+``capability.revoked``, ``kill_switch.on``, ``policy.loaded``, …); the record's ``reason`` ends
+with the admin principal that asked, so the ledger says who did it.
+
+A policy upload is the bundle blob (``PolicyBundle.to_blob()``: manifest, signature and files,
+base64). It is verified against the home's trusted policy keys *before* anything is written;
+only then is it written to a new folder, verified again from disk, swapped in for
+``<home>/policy`` and loaded (the gate records ``policy.loaded``). A bundle that does not verify,
+or whose version does not increase, changes nothing (422/409).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+
+from interlock.capability import revocation_ids
+from interlock.core.canonical import canonical_bytes
+from interlock.core.model import is_spiffe_id
+from interlock.errors import CapabilityError, Error, LedgerError, PolicyError, VerificationError
+from interlock.policy.bundle import MANIFEST_FILE, SIGNATURE_FILE, PolicyBundle, load_bundle
+from interlock.server.auth import verify_admin
+from interlock.server.problems import unprocessable
+from interlock.server.schemas import (
+    ApprovalCheckIn,
+    ApprovalCheckOut,
+    GovernanceOut,
+    KillSwitchIn,
+    PolicyInstalled,
+    Problem,
+    QuarantineIn,
+    RevocationIn,
+)
+from interlock.server.state import ServerState
+from interlock.trust.approval import verify_approval
+
+__all__ = ["router"]
+
+#: a policy upload (bundle blob, files base64) may be this large; see app.py's BodyLimit
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+_HEX_RE_CHARS = frozenset("0123456789abcdef")
+
+_bearer = HTTPBearer(auto_error=False, description="a capability with an 'admin' right")
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "no Bearer capability"},
+    403: {"model": Problem, "description": "the capability is not an admin one for this"},
+    503: {"model": Problem, "description": "the change could not be recorded (nothing changed)"},
+}
+
+
+class PolicyBlobIn(BaseModel):
+    """A signed bundle as ``PolicyBundle.to_blob()`` writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int
+    manifest: dict[str, Any]
+    signature: dict[str, str]
+    files: dict[str, str]
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _header(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    return None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
+
+
+def _by(reason: str, principal: str) -> str:
+    return f"{reason} [by {principal} via the HTTP API]"
+
+
+def _write_folder(directory: Path, bundle: PolicyBundle) -> None:
+    directory.mkdir(mode=0o700)
+    for rel, data in bundle.files.items():
+        path = directory.joinpath(*rel.split("/"))  # paths were checked by Manifest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (directory / MANIFEST_FILE).write_bytes(bundle.manifest.to_bytes())
+    sig = {"key": bundle.signer, "sig": base64.b64encode(bundle.signature).decode("ascii")}
+    (directory / SIGNATURE_FILE).write_bytes(canonical_bytes(sig))
+
+
+def router(state: ServerState) -> APIRouter:
+    """The admin endpoints of ``state``'s gate."""
+    api = APIRouter(tags=["admin"])
+    gate, metrics = state.gate, state.metrics
+
+    def _admin(credentials: HTTPAuthorizationCredentials | None, operation: str) -> str:
+        try:
+            return verify_admin(gate, _header(credentials), operation)
+        except HTTPException:
+            metrics.admin.labels(operation, "refused").inc()
+            raise
+
+    def _recorded(operation: str, event: str, change: Callable[[], int]) -> JSONResponse:
+        try:
+            index = change()
+        except LedgerError as exc:
+            metrics.admin.labels(operation, "failed").inc()
+            raise HTTPException(
+                status_code=503, detail=f"not recorded, nothing changed: {exc.message}"
+            ) from None
+        metrics.admin.labels(operation, "done").inc()
+        return JSONResponse({"ledger_index": index, "event": event})
+
+    @api.post(
+        "/v1/admin/quarantine",
+        summary="Quarantine a principal",
+        response_model=GovernanceOut,
+        responses=_AUTH,
+    )
+    def quarantine(body: QuarantineIn, credentials: Credentials) -> JSONResponse:
+        """Every request of ``principal`` is then denied PRINCIPAL_QUARANTINED, and its
+        supervised runs are terminated."""
+        who = _admin(credentials, "quarantine")
+        if not is_spiffe_id(body.principal):
+            raise unprocessable(("body", "principal"), "not a SPIFFE ID")
+        return _recorded(
+            "quarantine",
+            "principal.quarantined",
+            lambda: gate.quarantine(body.principal, _by(body.reason, who), on=True),
+        )
+
+    @api.delete(
+        "/v1/admin/quarantine",
+        summary="Release a quarantined principal",
+        response_model=GovernanceOut,
+        responses=_AUTH,
+    )
+    def release(
+        principal: Annotated[str, Query(min_length=1, max_length=2048)],
+        reason: Annotated[str, Query(min_length=1, max_length=1000, pattern=r"\S")],
+        credentials: Credentials,
+    ) -> JSONResponse:
+        """Release ``principal`` (a SPIFFE ID, URL-encoded in the query)."""
+        who = _admin(credentials, "quarantine")
+        if not is_spiffe_id(principal):
+            raise unprocessable(("query", "principal"), "not a SPIFFE ID")
+        return _recorded(
+            "quarantine",
+            "principal.released",
+            lambda: gate.quarantine(principal, _by(reason, who), on=False),
+        )
+
+    @api.post(
+        "/v1/admin/revocations",
+        summary="Revoke a capability token (and every token attenuated from it)",
+        response_model=GovernanceOut,
+        responses=_AUTH,
+    )
+    def revoke(body: RevocationIn, credentials: Credentials) -> JSONResponse:
+        """Give the ``token`` (all its blocks' revocation ids are revoked) or explicit hex
+        ``revocation_ids``. Effective on this node at once, on others within 100 ms."""
+        who = _admin(credentials, "revocation")
+        ids: list[str] = []
+        if body.token is not None:
+            try:
+                ids.extend(revocation_ids(body.token))
+            except CapabilityError as exc:
+                raise unprocessable(("body", "token"), exc.message) from None
+        for rid in body.revocation_ids or ():
+            if not rid or len(rid) > 256 or not set(rid) <= _HEX_RE_CHARS:
+                raise unprocessable(("body", "revocation_ids"), "not a lowercase hex string")
+            ids.append(rid)
+        if not ids:
+            raise unprocessable(("body",), "give 'token' or 'revocation_ids'")
+        unique = tuple(dict.fromkeys(ids))
+        return _recorded(
+            "revocation",
+            "capability.revoked",
+            lambda: gate.revoke(unique, reason=_by(body.reason, who)),
+        )
+
+    @api.post(
+        "/v1/admin/kill-switch",
+        summary="Turn the kill switch on or off",
+        response_model=GovernanceOut,
+        responses=_AUTH,
+    )
+    def kill_switch(body: KillSwitchIn, credentials: Credentials) -> JSONResponse:
+        """While on, every action is denied (POLICY_FORBID, policy ``kill-switch``), every
+        supervised run is terminated, and ``/readyz`` is 503."""
+        who = _admin(credentials, "kill-switch")
+        event = "kill_switch.on" if body.on else "kill_switch.off"
+        return _recorded(
+            "kill-switch", event, lambda: gate.kill_switch(body.on, _by(body.reason, who))
+        )
+
+    @api.post(
+        "/v1/admin/approvals",
+        summary="Check a signed human approval against this node's trusted approvers",
+        response_model=ApprovalCheckOut,
+        responses=_AUTH,
+    )
+    def check_approval(body: ApprovalCheckIn, credentials: Credentials) -> JSONResponse:
+        """Whether ``approval`` approves the request with ``request_digest`` *now*: signed by a
+        trusted approver key, for that exact digest, unexpired. Changes nothing: the approval
+        itself travels in the request's ``approval`` field."""
+        _admin(credentials, "approval")
+        try:
+            verify_approval(
+                body.approval,
+                digest=body.request_digest,
+                trusted=tuple(gate.snapshot.approvers),
+                now=int(time.time()),
+            )
+        except VerificationError as exc:
+            metrics.admin.labels("approval", "done").inc()
+            return JSONResponse({"valid": False, "detail": exc.message})
+        metrics.admin.labels("approval", "done").inc()
+        return JSONResponse({"valid": True, "detail": "the approval verifies for this request"})
+
+    def _install(blob: bytes) -> dict[str, Any]:
+        home = gate.home
+        trusted = home.trusted_policy_keys()
+        loaded = gate.snapshot.descriptor
+        current_version = int(loaded.get("policy_version") or 0)
+        current_digest = loaded.get("policy_digest")
+        try:
+            bundle = PolicyBundle.from_blob(blob, trusted)
+        except PolicyError as exc:
+            raise unprocessable(("body",), exc.message) from None
+        if bundle.digest == current_digest:
+            return {"version": bundle.version, "digest": bundle.digest, "changed": False}
+        if bundle.version <= current_version:
+            raise HTTPException(
+                status_code=409,
+                detail=f"bundle version {bundle.version} does not increase on the loaded "
+                f"version {current_version} (policy versions never go backwards)",
+            )
+        tag = secrets.token_hex(6)
+        staged = home.path / f".policy-upload-{tag}"
+        previous = home.path / f".policy-previous-{tag}"
+        live = home.policy_dir
+        try:
+            _write_folder(staged, bundle)
+            # verified again as the gate will read it: from the folder
+            on_disk = load_bundle(staged, trusted, min_version=current_version)
+            if on_disk.digest != bundle.digest:
+                raise PolicyError("the written bundle does not read back identically")
+        except (OSError, PolicyError) as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            why = exc.message if isinstance(exc, Error) else str(exc)
+            raise HTTPException(status_code=503, detail=f"bundle not installed: {why}") from None
+        had_live = live.exists()
+        try:
+            if had_live:
+                os.rename(live, previous)
+            os.rename(staged, live)
+        except OSError as exc:
+            if had_live and previous.exists() and not live.exists():
+                os.rename(previous, live)
+            shutil.rmtree(staged, ignore_errors=True)
+            raise HTTPException(
+                status_code=503, detail=f"bundle not installed: {exc.strerror}"
+            ) from None
+        try:
+            gate.reload_policy()
+            installed = gate.snapshot.descriptor.get("policy_digest") == bundle.digest
+        except Error:
+            installed = False
+        if not installed:
+            # put the previous folder back; the gate still holds the previous bundle
+            shutil.rmtree(live, ignore_errors=True)
+            if had_live:
+                os.rename(previous, live)
+            raise HTTPException(
+                status_code=503,
+                detail="the bundle verified but could not be loaded and recorded; nothing changed",
+            )
+        shutil.rmtree(previous, ignore_errors=True)
+        return {"version": bundle.version, "digest": bundle.digest, "changed": True}
+
+    @api.put(
+        "/v1/admin/policy",
+        summary="Upload and load a signed policy bundle",
+        response_model=PolicyInstalled,
+        responses={**_AUTH, 409: {"model": Problem}},
+    )
+    def put_policy(body: PolicyBlobIn, credentials: Credentials) -> JSONResponse:
+        """The bundle must be signed by a trusted policy key and have a higher version than the
+        loaded one (the same bundle again is 200 with ``changed: false``). Produce the body
+        with ``interlock.policy.bundle.load_bundle(folder, keys).to_blob()``."""
+        _admin(credentials, "policy")
+        blob = json.dumps(body.model_dump(), separators=(",", ":")).encode("utf-8")
+        with state.policy_lock:
+            try:
+                result = _install(blob)
+            except RequestValidationError:
+                metrics.admin.labels("policy", "refused").inc()
+                raise
+            except HTTPException as exc:
+                outcome = "failed" if exc.status_code >= 500 else "refused"
+                metrics.admin.labels("policy", outcome).inc()
+                raise
+        metrics.admin.labels("policy", "done").inc()
+        return JSONResponse(result)
+
+    return api

@@ -1,0 +1,356 @@
+"""Decisions, executions and lineage: ``/v1/decisions``, ``/v1/executions``, ``/v1/lineage``.
+
+    >>> # curl -s -X POST http://127.0.0.1:8750/v1/decisions -d @req.json
+
+The action request is read as raw bytes (at most 64 KiB + 1) and handed to the gate, whose
+intake validates it, so every request — malformed or oversized too — is recorded:
+
+* a decision the pipeline made (allow or deny) is **200** with the decision;
+* a request refused at intake is **422** (or **413** when larger than 64 KiB) with the
+  recorded ``MALFORMED_REQUEST`` deny in ``decision``.
+
+``gate.decide`` is CPU-bound and waits for the durable commit (fsync): it runs in the thread
+pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
+
+from interlock.core.model import (
+    MAX_REQUEST_BYTES,
+    ActionRequest,
+    Decision,
+    Effect,
+    Reason,
+    ReasonCode,
+    RecordType,
+    Resource,
+    Stage,
+)
+from interlock.errors import Error, LedgerError
+from interlock.ledger.storage.sqlite import ExecutionRow
+from interlock.server.limits import read_capped
+from interlock.server.schemas import (
+    ACTION_REQUEST_SCHEMA,
+    UUID_PATTERN,
+    DecisionOut,
+    ExecutionEndIn,
+    ExecutionOut,
+    ExecutionStarted,
+    LineageOut,
+    Problem,
+    RejectedRequest,
+)
+from interlock.server.state import ServerState
+
+__all__ = ["router"]
+
+_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ACTION_REQUEST_SCHEMA}},
+    }
+}
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    413: {"model": RejectedRequest, "description": "larger than 64 KiB (recorded as a deny)"},
+    422: {"model": RejectedRequest, "description": "malformed (recorded as a deny)"},
+}
+#: a lineage walk stops here whatever the data says (the gate denies deeper chains anyway)
+_MAX_CHAIN = 2048
+
+ExecutionId = Annotated[str, Path(pattern=UUID_PATTERN, max_length=36)]
+_bearer = HTTPBearer(auto_error=False, description="the capability the execution was admitted with")
+
+
+def _json(status: int, content: Any) -> JSONResponse:
+    return JSONResponse(content=content, status_code=status)
+
+
+def _refused(decision: Decision, too_large: bool) -> JSONResponse | None:
+    """413/422 for a request refused at intake, else None."""
+    if too_large:
+        detail = f"request body exceeds {MAX_REQUEST_BYTES} bytes; recorded as a deny"
+        return _json(413, {"detail": detail, "decision": decision.to_json()})
+    if decision.stage is Stage.INTAKE and ReasonCode.MALFORMED_REQUEST.value in decision.codes:
+        return _json(422, {"detail": decision.reasons[0].detail, "decision": decision.to_json()})
+    return None
+
+
+def _execution_json(row: ExecutionRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "effect": row.effect,
+        "status": row.status,
+        "parent": row.parent,
+        "depth": row.depth,
+        "decision_index": row.idx,
+        "decision_leaf": row.leaf_hash.hex(),
+    }
+
+
+def _decision_record(state: ServerState, row: ExecutionRow) -> dict[str, Any]:
+    rec = json.loads(state.gate.ledger.entry(row.idx))
+    if not isinstance(rec, dict) or rec.get("id") != row.id:
+        raise LedgerError("the execution's decision record does not name it", index=row.idx)
+    return rec
+
+
+def _request_of(state: ServerState, row: ExecutionRow) -> ActionRequest | None:
+    """Rebuild the admitted request from its decision record and stored payload (None when the
+    payload was purged)."""
+    rec = _decision_record(state, row)
+    blob = state.gate.ledger.blob(f"req:{row.id}")
+    if blob is None:
+        return None
+    payload = json.loads(blob)
+    r = rec["request"]
+    # a break-glass override, on gates that have them, is re-checked like the rest
+    extra: dict[str, Any] = (
+        {"break_glass": payload["break_glass"]} if payload.get("break_glass") is not None else {}
+    )
+    return ActionRequest(
+        id=rec["id"],
+        time=rec["ts"],
+        principal=r["principal"],
+        action=r["action"],
+        resource=Resource(type=r["resource"]["type"], id=r["resource"]["id"]),
+        args=payload["args"],
+        context=payload["context"],
+        capability=payload["capability"],
+        parent=rec.get("parent"),
+        traceparent=r.get("traceparent"),
+        approval=payload.get("approval"),
+        **extra,
+    )
+
+
+def _authorization(state: ServerState, row: ExecutionRow) -> dict[str, Any]:
+    """Re-decide a live execution now (nothing recorded). Never raises: failing to re-establish
+    authorization is a deny."""
+    try:
+        request = _request_of(state, row)
+    except (Error, ValueError, KeyError, TypeError):
+        request = None
+    if request is None:
+        reason = Reason(
+            code=ReasonCode.INTERNAL_ERROR,
+            detail="the admitted request cannot be rebuilt (payload purged or unreadable)",
+        )
+        return {"holds": False, "reasons": [reason.to_json()]}
+    verdict = state.gate.reverify(request)
+    return {
+        "holds": verdict.effect is Effect.ALLOW,
+        "reasons": [r.to_json() for r in verdict.reasons],
+    }
+
+
+def router(state: ServerState) -> APIRouter:
+    """The decision, execution and lineage endpoints of ``state``'s gate."""
+    api = APIRouter()
+    gate, metrics = state.gate, state.metrics
+
+    def _decide(body: bytes) -> Decision:
+        t0 = time.perf_counter()
+        decision = gate.decide(body)  # never raises; the raw bytes are what intake validates
+        metrics.observe_decision("decisions", decision, time.perf_counter() - t0)
+        return decision
+
+    def _admit(body: bytes, start: dict[str, Any]) -> tuple[Decision, ActionRequest | None]:
+        t0 = time.perf_counter()
+        decision, request = gate.admit(body, start=start)
+        metrics.observe_decision("executions", decision, time.perf_counter() - t0)
+        return decision, request
+
+    @api.post(
+        "/v1/decisions",
+        tags=["decisions"],
+        summary="Decide one action request and record the decision",
+        response_model=DecisionOut,
+        responses=_REFUSED,
+        openapi_extra=_REQUEST_BODY,
+    )
+    async def post_decision(request: Request) -> Response:
+        """Decide and durably record one action request; the answer comes after the commit.
+
+        200 with the decision (allow *or* deny: treat anything but ``effect == "allow"`` as
+        deny); 422/413 with the recorded ``MALFORMED_REQUEST`` deny for a malformed or oversized
+        request."""
+        try:
+            body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        decision = await run_in_threadpool(_decide, body)
+        refused = _refused(decision, too_large)
+        return refused if refused is not None else _json(200, decision.to_json())
+
+    def _start(body: bytes, too_large: bool) -> JSONResponse:
+        # the allow and its exec.start are one durable commit (I1): either both are on the
+        # ledger, or the answer is a LEDGER_UNAVAILABLE deny and neither is
+        decision, admitted = _admit(body, start={"supervisor": "http"})
+        refused = _refused(decision, too_large)
+        if refused is not None:
+            return refused
+        if not decision.allowed or admitted is None or decision.ledger_index is None:
+            first = decision.reasons[0] if decision.reasons else None
+            detail = f"denied: {first.code.value}: {first.detail}" if first else "denied"
+            status = 403 if decision.ledger_index is not None else 503
+            return _json(status, {"detail": detail, "decision": decision.to_json()})
+        metrics.executions.labels("started").inc()
+        return _json(
+            201,
+            {
+                "execution_id": admitted.id,
+                "status": "running",
+                "decision": decision.to_json(),
+                # appended right after the decision, in the same transaction
+                "start_index": decision.ledger_index + 1,
+            },
+        )
+
+    @api.post(
+        "/v1/executions",
+        tags=["executions"],
+        summary="Admit an action request and record exec.start",
+        status_code=201,
+        response_model=ExecutionStarted,
+        responses={
+            **_REFUSED,
+            403: {"model": RejectedRequest, "description": "denied (the deny is recorded)"},
+            503: {"model": RejectedRequest, "description": "not recorded (do not run)"},
+        },
+        openapi_extra=_REQUEST_BODY,
+    )
+    async def post_execution(request: Request) -> Response:
+        """Decide the request; if allowed, commit the decision and ``exec.start`` (status
+        ``running``) in one transaction before answering 201. Run the action only after a 201.
+        Report its end with ``PATCH``."""
+        try:
+            body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        return await run_in_threadpool(_start, body, too_large)
+
+    def _row(execution_id: str) -> ExecutionRow:
+        row = gate.ledger.execution(execution_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"no execution {execution_id}")
+        return row
+
+    @api.get(
+        "/v1/executions/{execution_id}",
+        tags=["executions"],
+        summary="Read an execution's status",
+        response_model=ExecutionOut,
+        responses={404: {"model": Problem}},
+    )
+    def get_execution(execution_id: ExecutionId) -> JSONResponse:
+        """The execution's recorded status (``allowed``, ``running``, ``ended``, ``terminated``,
+        ``denied``). For a live one, ``authorization`` says whether it would still be allowed
+        *now*: a remote runner polls it and stops the action when ``holds`` is false."""
+        row = _row(execution_id)
+        out = _execution_json(row)
+        if row.effect == Effect.ALLOW.value and row.status in ("allowed", "running"):
+            out["authorization"] = _authorization(state, row)
+        return _json(200, out)
+
+    @api.patch(
+        "/v1/executions/{execution_id}",
+        tags=["executions"],
+        summary="Report the end of a running execution (exec.end)",
+        response_model=ExecutionOut,
+        responses={
+            401: {"model": Problem},
+            403: {"model": Problem},
+            404: {"model": Problem},
+            409: {"model": Problem},
+            503: {"model": Problem},
+        },
+    )
+    def patch_execution(
+        execution_id: ExecutionId,
+        end: ExecutionEndIn,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> JSONResponse:
+        """Commit ``exec.end`` with the reported exit status and digests; only for a running
+        execution (409 otherwise), and only by a caller presenting, as a Bearer token, the
+        capability the execution was admitted with."""
+        if credentials is None:
+            raise HTTPException(
+                status_code=401,
+                detail="present the execution's capability as 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        row = _row(execution_id)
+        rec = _decision_record(state, row)
+        recorded = (rec.get("request") or {}).get("capability_sha256")
+        presented = hashlib.sha256(credentials.credentials.encode()).hexdigest()
+        if not isinstance(recorded, str) or not hmac.compare_digest(recorded, presented):
+            raise HTTPException(
+                status_code=403, detail="not the capability this execution was admitted with"
+            )
+        fields: dict[str, Any] = {**end.model_dump(exclude_none=True), "reported_via": "http"}
+        with state.exec_lock:
+            row = _row(execution_id)
+            if row.status != "running":
+                raise HTTPException(
+                    status_code=409,
+                    detail=f"execution is {row.status}: only a running execution can be ended",
+                )
+            try:
+                index = gate.record_execution(
+                    RecordType.EXEC_END, execution_id, fields, status="ended"
+                )
+            except LedgerError as exc:
+                raise HTTPException(
+                    status_code=503, detail=f"exec.end not recorded: {exc.message}"
+                ) from None
+        metrics.executions.labels("ended").inc()
+        out = _execution_json(_row(execution_id))
+        out["end_index"] = index
+        return _json(200, out)
+
+    @api.get(
+        "/v1/lineage/{execution_id}",
+        tags=["executions"],
+        summary="The chain of parents from an execution to its root",
+        response_model=LineageOut,
+        responses={404: {"model": Problem}},
+    )
+    def get_lineage(execution_id: ExecutionId) -> JSONResponse:
+        """The execution, its parent, its parent's parent, … to the root. Each hop's decision
+        is on the ledger at ``decision_index`` (prove it with ``/v1/ledger/proof/{index}``)."""
+        row = _row(execution_id)
+        chain = [row]
+        seen = {row.id}
+        complete = True
+        while row.parent is not None and len(chain) < _MAX_CHAIN:
+            parent = gate.ledger.execution(row.parent)
+            if parent is None or parent.id in seen:
+                complete = False
+                break
+            chain.append(parent)
+            seen.add(parent.id)
+            row = parent
+        if row.parent is not None and len(chain) >= _MAX_CHAIN:
+            complete = False
+        return _json(
+            200,
+            {
+                "id": execution_id,
+                "chain": [_execution_json(r) for r in chain],
+                "complete": complete,
+            },
+        )
+
+    return api
