@@ -379,9 +379,7 @@ def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
         assert [u["id"] for u in rep.unverifiable] == [parent.request_id]
 
 
-def test_admit_with_start_commits_the_allow_and_exec_start_together(
-    home: Path, issue: Any
-) -> None:
+def test_admit_with_start_commits_the_allow_and_exec_start_together(home: Path, issue: Any) -> None:
     import hashlib
 
     with Gate.open(home) as gate:
