@@ -689,6 +689,28 @@ def test_delegate_gives_a_sub_agent_an_attenuated_capability(gate: Gate, researc
     assert ran == ["web_search"]
 
 
+def test_delegate_without_a_name_narrows_the_same_identity(gate: Gate, researcher: Agent) -> None:
+    """``agent.delegate(rights, ttl)``: same principal, fewer rights, shorter life."""
+    ran: list[str] = []
+    narrow = researcher.delegate(["tool.call:Tool::web_search"], timedelta(minutes=5))
+    assert narrow.principal == researcher.principal
+    assert narrow.capability != researcher.capability
+
+    @narrow.governed(resource="Tool::web_search")
+    def web_search() -> None:
+        ran.append("web_search")
+
+    @narrow.governed(resource="Tool::send_email")
+    def send_email() -> None:
+        ran.append("send_email")
+
+    web_search()
+    with pytest.raises(interlock.Denied) as info:
+        send_email()  # the lead may send email; this narrowed token may not
+    assert_recorded_deny(gate, info.value, "CAPABILITY_INSUFFICIENT")
+    assert ran == ["web_search"]
+
+
 def test_a_sub_agent_cannot_exceed_its_holder(gate: Gate, researcher: Agent) -> None:
     ran: list[bool] = []
     sub = researcher.delegate("shell.exec:Host::*", 60, name="summarizer")

@@ -566,12 +566,14 @@ class Agent:
         rights: Iterable[str | Right] | str | Right,
         ttl: timedelta | float | None = None,
         *,
-        name: str,
+        name: str | None = None,
         parent: str | None = None,
         now: datetime | None = None,
     ) -> Agent:
         """A sub-agent: principal ``<this principal>/<name>`` (or ``name`` itself when it is a
-        SPIFFE ID under this agent's path), holding this agent's token attenuated to ``rights``
+        SPIFFE ID under this agent's path; without ``name``, this agent's own principal, for a
+        sub-agent that acts under the same identity with fewer rights), holding this agent's
+        token attenuated to ``rights``
         (``"tool.call:Tool::web_search"`` or :class:`~interlock.capability.Right`), expiring
         ``ttl`` from ``now`` (default: the current time), and — with ``parent`` — valid only for
         requests naming that parent execution. Like ``interlock token attenuate --delegate-to``:
@@ -584,12 +586,15 @@ class Agent:
             CapabilityError: a right does not parse, ``rights`` is empty, or this agent's token
                 does not verify against the gate's capability root.
         """
-        sub = name if name.startswith("spiffe://") else f"{self.principal}/{name}"
-        if not is_spiffe_id(sub) or sub == self.principal or not is_under(sub, self.principal):
-            raise UsageError(
-                f"a sub-agent's principal must be a SPIFFE ID under {self.principal}/",
-                name=name[:80],
-            )
+        if name is None:
+            sub = self.principal
+        else:
+            sub = name if name.startswith("spiffe://") else f"{self.principal}/{name}"
+            if not is_spiffe_id(sub) or sub == self.principal or not is_under(sub, self.principal):
+                raise UsageError(
+                    f"a sub-agent's principal must be a SPIFFE ID under {self.principal}/",
+                    name=name[:80],
+                )
         if isinstance(rights, str | Right):
             rights = [rights]
         parsed = [r if isinstance(r, Right) else Right.parse(r) for r in rights]
@@ -607,6 +612,6 @@ class Agent:
             rights=parsed,
             expires_at=expires,
             parent=parent,
-            delegate_to=sub,
+            delegate_to=None if name is None else sub,
         )
         return Agent(self.gate, sub, token)
