@@ -306,16 +306,30 @@ def replay(
             snap = _snapshot_for(ledger, rec["snapshot"], snapshots, bundles, trust, trusted)
             request = _request_for(ledger, rec)
             lineage = _lineage_for(rec, decisions)
-        except (LedgerError, VerificationError, PolicyError, KeyError, ValueError) as exc:
+        except (
+            LedgerError,
+            VerificationError,
+            PolicyError,
+            ConfigError,
+            KeyError,
+            ValueError,
+            TypeError,
+        ) as exc:
             msg = (
                 exc.message
-                if isinstance(exc, LedgerError | VerificationError | PolicyError)
+                if isinstance(exc, LedgerError | VerificationError | PolicyError | ConfigError)
                 else str(exc)
             )
             report.unverifiable.append({"index": idx, "id": rec.get("id"), "why": msg})
             continue
         report.replayed += 1
-        verdict = decide(request, snap, lineage)
+        try:
+            verdict = decide(request, snap, lineage)
+        except Exception as exc:  # noqa: BLE001 - the gate recorded an answer; replay has none
+            report.mismatches.append(
+                {"index": idx, "id": rec["id"], "replay_error": f"{type(exc).__name__}: {exc}"}
+            )
+            continue
         again = canonical_bytes(
             decision_record(
                 request, verdict, snapshot_id=snap.id, lineage=lineage, stage=Stage.PIPELINE

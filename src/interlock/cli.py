@@ -309,9 +309,10 @@ def break_glass(
         private = keys.load_private_key(key)
     except Error as exc:
         _fail(exc.diagnostics())
-    expires_at = int((datetime.now(UTC) + duration).timestamp())
+    issued_at = int(datetime.now(UTC).timestamp())
+    expires_at = issued_at + int(duration.total_seconds())
     try:
-        text = make_break_glass(scope, reason, private, expires_at=expires_at)
+        text = make_break_glass(scope, reason, private, issued_at=issued_at, expires_at=expires_at)
     except ValueError as exc:
         _fail(str(exc))
     err.print(

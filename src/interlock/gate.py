@@ -49,6 +49,7 @@ from interlock.core.model import (
     Stage,
     format_time,
     is_spiffe_id,
+    is_under,
 )
 from interlock.errors import (
     Error,
@@ -310,7 +311,9 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
     if snapshot.kill_switch:
         return _deny(ReasonCode.POLICY_FORBID, KILL_SWITCH_DETAIL, KILL_SWITCH_POLICY)
 
-    if request.principal in snapshot.quarantined:
+    # a quarantine covers the principal and every sub-agent under its SPIFFE path: delegation
+    # needs no key, so a quarantined holder could otherwise re-delegate to itself/x and go on
+    if snapshot.quarantined and any(is_under(request.principal, q) for q in snapshot.quarantined):
         return _deny(ReasonCode.PRINCIPAL_QUARANTINED, "principal is quarantined")
 
     # environment integrity before boundaries (DESIGN §2 lists it after): an untrusted node is
@@ -323,7 +326,10 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
     for boundary in snapshot.boundaries:
         if not boundary.covers(request.principal):
             continue
-        restricted = (request.principal, boundary.name) in snapshot.restricted
+        # a restriction, like a quarantine, covers the sub-agents of the restricted principal
+        restricted = any(
+            b == boundary.name and is_under(request.principal, p) for p, b in snapshot.restricted
+        )
         why = boundary.violation(
             request.action,
             request.resource.type,
@@ -387,10 +393,11 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
         denied = _deny(result.code or ReasonCode.POLICY_ERROR, result.detail, policies)
         return _break_glass(request, snapshot, denied)
 
-    # obligations: enforce what we know, deny what we don't
+    # obligations: deny what we don't know — before anything a break-glass override could lift
     for ob in result.obligations:
         if ob not in KNOWN_OBLIGATIONS:
             return _deny(ReasonCode.POLICY_ERROR, f"unknown obligation {ob!r} on a permit policy")
+    for ob in result.obligations:
         if ob == "approval":
             wanted = request_digest(request)
             required = f"a signed human approval is required for request digest {wanted}"
@@ -601,6 +608,7 @@ class Gate:
         self._env: dict[str, Any] | None = None
         self._env_problem: str | None = "the environment has not been measured yet"
         self._threads: list[threading.Thread] = []
+        self._attest_lock = threading.Lock()
         self._stop = threading.Event()
         self.deadline_ns = cfg.deadline_ms * 1_000_000
         self.ledger_timeout_s = cfg.ledger_timeout_ms / 1000
@@ -642,8 +650,14 @@ class Gate:
         the trusted set; record a node-signed ``node.attested`` governance record when the
         measurement or its verdict changed; apply it to the snapshot (ENVIRONMENT_UNTRUSTED
         while there is a problem). Never raises: a node that cannot measure is untrusted."""
+        with self._attest_lock:  # one measurement at a time: a stale one never wins
+            self._attest_locked()
+
+    def _attest_locked(self) -> None:
         cfg = self.home.config
-        policy = self._bundle.digest if self._bundle is not None else None
+        with self._lock:
+            bundle = self._bundle
+        policy = bundle.digest if bundle is not None else None
         try:
             m = measure(self.home.path / CONFIG_NAME, policy)
         except Exception as exc:  # noqa: BLE001 - unmeasurable means untrusted (fail-closed)
@@ -996,7 +1010,10 @@ class Gate:
         }
         try:
             if boundary.on_violation == "restrict":
-                if (principal, boundary.name) in self.snapshot.restricted:
+                if any(
+                    b == boundary.name and is_under(principal, p)
+                    for p, b in self.snapshot.restricted
+                ):
                     return
                 fields["restricted_actions"] = list(boundary.restricted_actions)
                 self._governance(
@@ -1005,7 +1022,7 @@ class Gate:
                     Append(record=b"", restrict=((principal, boundary.name, True),)),
                 )
             elif boundary.on_violation == "isolate":
-                if principal in self.snapshot.quarantined:
+                if any(is_under(principal, q) for q in self.snapshot.quarantined):
                     return
                 self._governance(
                     "principal.quarantined",
@@ -1014,8 +1031,14 @@ class Gate:
                 )
             else:
                 self._governance("boundary.violated", fields, Append(record=b""))
-        except Exception:  # noqa: BLE001, S110 - the request is denied either way
-            pass
+        except Exception as exc:  # noqa: BLE001 - the request is denied either way
+            _log.error(
+                "boundary %r: %s of %s could not be recorded (%s); the request stays denied",
+                boundary.name,
+                boundary.on_violation,
+                principal,
+                _error_detail(exc),
+            )
 
     def kill_switch(self, on: bool, reason: str) -> int:
         """Turn the kill switch on (every action denied, every supervised run terminated) or
@@ -1251,13 +1274,13 @@ class Gate:
         if start is None:
             return ()
         rec: dict[str, Any] = {
+            **dict(start),  # first: the caller's fields never replace the record's own
             "v": RECORD_VERSION,
             "type": RecordType.EXEC_START.value,
             "id": request.id,
             "ts": self._now()[1],
             "parent": request.parent,
             "decision_leaf": hashlib.sha256(b"\x00" + decision_data).hexdigest(),
-            **dict(start),
         }
         return (Append(record=canonical_bytes(rec), status=((request.id, "running"),)),)
 

@@ -107,14 +107,15 @@ def test_quarantined_principal_is_denied_others_are_not(home: Path) -> None:
         "--right",
         "shell.exec:Host::*",
     ).stdout.strip()
-    assert _decide(home, tok).returncode == 0
-    assert cli(home, "quarantine", "add", RESEARCHER, "--reason", "x").returncode == 0
-    r = _decide(home, tok)
+    assert _decide(home, other, SUMMARIZER).returncode == 0
+    # quarantining the sub-agent leaves its holder (and everyone else) alone
+    assert cli(home, "quarantine", "add", SUMMARIZER, "--reason", "x").returncode == 0
+    r = _decide(home, other, SUMMARIZER)
     assert r.returncode == 1
     assert json.loads(r.stdout)["reasons"][0]["code"] == "PRINCIPAL_QUARANTINED"
-    assert _decide(home, other, SUMMARIZER).returncode == 0
-    assert cli(home, "quarantine", "remove", RESEARCHER, "--reason", "x").returncode == 0
     assert _decide(home, tok).returncode == 0
+    assert cli(home, "quarantine", "remove", SUMMARIZER, "--reason", "x").returncode == 0
+    assert _decide(home, other, SUMMARIZER).returncode == 0
     _replays_clean(home)
 
 

@@ -167,3 +167,46 @@ def test_a_new_policy_version_re_attests_without_re_trusting(home: Path, issue: 
         assert after["platform"] == before["platform"]
         assert after["measurement"]["policy"] != before["measurement"]["policy"]
         assert gate.decide(tool_request(tok)).allowed
+
+
+def test_drift_denies_even_when_not_enforcing(home: Path, issue: Any) -> None:
+    edit_config(home, "enforce = true", "enforce = false")
+    edit_config(home, "\ninterval_ms = 5000", "\ninterval_ms = 50")
+    tok = issue()
+    with Gate.open(home) as gate:
+        assert gate.decide(tool_request(tok)).allowed
+        cfg = home / "interlock.toml"
+        cfg.write_text(cfg.read_text().replace("max_lineage_depth = 16", "max_lineage_depth = 3"))
+        deadline = time.monotonic() + 5
+        while gate.snapshot.env_problem is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gate.decide(tool_request(tok)).codes == ("ENVIRONMENT_UNTRUSTED",)
+
+
+def test_a_fifo_among_the_measured_files_makes_the_node_unmeasurable(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "a.py").write_text("")
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="not a regular file"):
+        measure_files(tmp_path)
+
+
+def test_trust_current_keeps_the_file_mode_and_other_settings(home: Path) -> None:
+    import stat
+
+    cfg = home / "interlock.toml"
+    cfg.chmod(0o640)
+    text = cfg.read_text()
+    # a comment naming the table must not be mistaken for it
+    cfg.write_text(
+        "# see [attestation] below\n"
+        + text.replace("max_lineage_depth = 16", "max_lineage_depth = 5")
+    )
+    before = measure_config(cfg.read_text())
+    digest = trust_current(cfg)
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o640
+    assert measure_config(cfg.read_text()) == before
+    assert digest in Home.load(home).config.trusted_platforms
+    assert trust_current(cfg) == digest  # idempotent
+    assert cfg.read_text().count(digest) == 1

@@ -115,8 +115,9 @@ def test_terminate_denies_and_records_but_leaves_conforming_runs(home: Path, iss
         assert v["request"] == d.request_id and v["on_violation"] == "terminate"
         assert gate.decide(tool_request(tok)).allowed  # no lasting sanction
         # the summarizer is a sub-agent of the researcher: the boundary covers it too
-        sub = tool_request(other, principal=SUMMARIZER, tool="web_search")
-        assert gate.decide(sub).allowed
+        assert gate.decide(tool_request(other, principal=SUMMARIZER, tool="web_search")).allowed
+        outside = _shell(issue(SUMMARIZER, "shell.exec:Host::*"), "db-1", principal=SUMMARIZER)
+        assert gate.decide(outside).codes == ("BOUNDARY_VIOLATION",)
         _replay_ok(gate)
 
 
@@ -137,3 +138,50 @@ def test_a_boundary_that_requires_attestation_refuses_an_unattested_node(
         d = gate.decide(tool_request(tok))
         assert d.codes == ("BOUNDARY_VIOLATION",)
         assert "attested" in d.reasons[0].detail
+
+
+def test_sub_agents_of_a_restricted_principal_are_restricted_too(home: Path, issue: Any) -> None:
+    """Delegation needs no key: a restricted holder must not escape by re-delegating."""
+    _boundary(home, "restrict", 'restricted_actions = ["tool.call"]\n')
+    tok = issue(RESEARCHER, "tool.call:Tool::*", "shell.exec:Host::*")
+    sub = issue(SUMMARIZER, "tool.call:Tool::*", "shell.exec:Host::*")
+    with Gate.open(home) as gate:
+        assert gate.decide(_shell(sub, principal=SUMMARIZER)).allowed
+        assert gate.decide(_shell(tok, host="db-1")).codes == ("BOUNDARY_VIOLATION",)
+        d = gate.decide(_shell(sub, principal=SUMMARIZER))
+        assert d.codes == ("BOUNDARY_VIOLATION",) and "restricted" in d.reasons[0].detail
+        _replay_ok(gate)
+
+
+def test_a_restriction_terminates_running_executions_outside_it(home: Path, issue: Any) -> None:
+    _boundary(home, "restrict", 'restricted_actions = ["tool.call"]\n')
+    tok = issue(RESEARCHER, "tool.call:Tool::*", "shell.exec:Host::*")
+    with Gate.open(home) as gate:
+        with (  # noqa: PT012 - the run's body
+            pytest.raises(interlock.Revoked) as info,
+            gate.execution(_shell(tok), interval=0.05) as run,
+        ):
+            run.check()
+            assert gate.decide(_shell(tok, host="db-1")).codes == ("BOUNDARY_VIOLATION",)
+            time.sleep(0.2)
+            run.check()
+        assert info.value.reason_code == "BOUNDARY_VIOLATION"
+        # a tool call is inside the restricted set: it still runs
+        with gate.execution(tool_request(tok), interval=0.05) as run:
+            time.sleep(0.1)
+            run.check()
+
+
+def test_a_quarantined_holder_cannot_act_through_a_sub_agent(home: Path, issue: Any) -> None:
+    from interlock.capability import attenuate
+
+    tok = issue(RESEARCHER)
+    with Gate.open(home) as gate:
+        root = bytes.fromhex(str(gate.snapshot.descriptor["capability_root"]))
+        # the holder delegates to itself/x without any key
+        delegated = attenuate(tok, root_public_raw=root, delegate_to=SUMMARIZER)
+        assert gate.decide(tool_request(delegated, principal=SUMMARIZER)).allowed
+        gate.quarantine(RESEARCHER, "compromised", on=True)
+        for t, p in ((tok, RESEARCHER), (delegated, SUMMARIZER)):
+            assert gate.decide(tool_request(t, principal=p)).codes == ("PRINCIPAL_QUARANTINED",)
+        _replay_ok(gate)

@@ -34,7 +34,12 @@ def glass_key(home: Path) -> Ed25519PrivateKey:
 
 
 def _glass(key: Ed25519PrivateKey, scope: str, ttl: int = 600) -> str:
-    return make_break_glass(scope, "incident 42", key, expires_at=int(time.time()) + ttl)
+    now = int(time.time())
+    if ttl <= 0:  # already expired: issued in the past
+        return make_break_glass(
+            scope, "incident 42", key, issued_at=now - 3600, expires_at=now + ttl
+        )
+    return make_break_glass(scope, "incident 42", key, issued_at=now, expires_at=now + ttl)
 
 
 def test_break_glass_overrides_a_policy_denial_in_scope_and_is_recorded(
@@ -114,3 +119,61 @@ def test_break_glass_never_overrides_integrity_failures(
         # corrupt ledger
         gate._corrupt = "injected corruption"
         assert gate.decide(req).codes == ("LEDGER_CORRUPT",)
+
+
+def test_break_glass_never_lifts_an_unknown_obligation(
+    home: Path, issue: Any, glass_key: Ed25519PrivateKey
+) -> None:
+    """approval + an obligation this version does not know: POLICY_ERROR, override or not."""
+    from interlock.home import Home
+    from interlock.policy.bundle import sign_bundle
+
+    pol = home / "policy" / "policies.cedar"
+    pol.write_text(
+        pol.read_text().replace(
+            '@id("lead-any-tool")\n', '@id("lead-any-tool")\n@obligation("approval")\n'
+        )
+        + '\n@id("mfa")\n@obligation("mfa")\npermit (principal, action == Action::"tool.call",'
+        ' resource == Tool::"send_email");\n'
+    )
+    sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=2)
+    tok = issue()
+    req = tool_request(tok, tool="send_email")
+    with Gate.open(home) as gate:
+        assert gate.decide(req).codes == ("POLICY_ERROR",)
+        d = gate.decide({**req, "break_glass": _glass(glass_key, "*:*")})
+        assert d.codes == ("POLICY_ERROR",) and "mfa" in d.reasons[0].detail
+
+
+def test_a_standing_or_future_override_is_refused_at_use(
+    home: Path, issue: Any, glass_key: Ed25519PrivateKey
+) -> None:
+    from interlock.trust.breakglass import BREAK_GLASS_TYPE
+    from interlock.trust.sealed import format_expiry, seal
+
+    now = int(time.time())
+
+    def rogue(issued: int, expires: int, **over: Any) -> str:
+        body: dict[str, Any] = {
+            "v": 1,
+            "type": BREAK_GLASS_TYPE,
+            "scope": "*:*",
+            "reason": "forever",
+            "issued": format_expiry(issued),
+            "expires": format_expiry(expires),
+        }
+        body.update(over)
+        return seal(body, glass_key, signer_field="signer")
+
+    tok = issue(SUMMARIZER)
+    req = tool_request(tok, tool="send_email", principal=SUMMARIZER)
+    with Gate.open(home) as gate:
+        assert gate.decide({**req, "break_glass": rogue(now - 60, now + 3600)}).allowed
+        standing = gate.decide({**req, "break_glass": rogue(now - 60, now + 48 * 3600)})
+        assert standing.codes == ("POLICY_NO_PERMIT",)
+        assert "more than 24 hours" in standing.reasons[0].detail
+        future = gate.decide({**req, "break_glass": rogue(now + 7200, now + 9000)})
+        assert "not valid yet" in future.reasons[0].detail
+        # a signed artifact with a non-integer version is refused, not an internal error
+        odd = gate.decide({**req, "break_glass": rogue(now - 60, now + 600, v=True)})
+        assert odd.codes == ("POLICY_NO_PERMIT",) and "version" in odd.reasons[0].detail

@@ -49,7 +49,9 @@ def test_quarantine_denies_only_that_principal_until_released(home: Path, issue:
         assert d.ledger_index is not None  # the deny is recorded
         rec = json.loads(gate.ledger.entry(d.ledger_index))
         assert rec["reasons"][0]["code"] == "PRINCIPAL_QUARANTINED"
-        assert gate.decide(tool_request(summarizer, principal=SUMMARIZER)).allowed
+        # a quarantine covers the principal's sub-agents (delegation needs no key)
+        sub = gate.decide(tool_request(summarizer, principal=SUMMARIZER))
+        assert sub.codes == ("PRINCIPAL_QUARANTINED",)
         assert gate.ledger.quarantines() == [(RESEARCHER, True, index)]
 
         released = gate.quarantine(RESEARCHER, "key rotated", on=False)
@@ -99,7 +101,8 @@ def test_kill_switch_denies_every_action_until_turned_off(home: Path, issue: Any
         a.kill_switch(False, "resolved")
         assert not a.snapshot.kill_switch
         assert a.decide(tool_request(researcher)).codes == ("PRINCIPAL_QUARANTINED",)
-        assert a.decide(tool_request(summarizer, principal=SUMMARIZER)).allowed
+        sub = a.decide(tool_request(summarizer, principal=SUMMARIZER))
+        assert sub.codes == ("PRINCIPAL_QUARANTINED",)  # a sub-agent of the quarantined one
         assert [r["reason"] for r in _governance(a, "kill_switch.on")] == ["incident 42"]
         assert [r["reason"] for r in _governance(a, "kill_switch.off")] == ["resolved"]
         _replay_ok(a)

@@ -25,10 +25,13 @@ Everything here except :func:`measure` and :func:`trust_current` is pure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform as _platform
 import re
+import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,14 +112,31 @@ def measure_files(root: Path) -> str:
         for name in filenames:
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
-            lines.append(
-                rel.encode() + b"\x00" + hashlib.sha256(path.read_bytes()).hexdigest().encode()
-            )
+            lines.append(rel.encode() + b"\x00" + _file_digest(path).encode())
     lines.sort()
     h = hashlib.sha256()
     for line in lines:
         h.update(line + b"\n")
     return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a regular file, read in chunks. Anything else (a FIFO that would block the
+    measurement forever, a device, a socket) makes the node unmeasurable.
+
+    Raises:
+        OSError: not a regular file, or unreadable.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def measure_config(text: str) -> str:
@@ -160,38 +180,68 @@ def measure(
     )
 
 
-_TRUSTED_RE = re.compile(r"(?m)^trusted\s*=\s*\[[^\]]*\]\s*$")
+_TRUSTED_RE = re.compile(r"(?m)^trusted[ \t]*=[ \t]*\[[^\]]*\][ \t]*$")
+_SECTION_RE = re.compile(r"(?m)^\[attestation\][ \t]*$")
+_NEXT_TABLE_RE = re.compile(r"(?m)^\[")
 
 
 def trust_current(config_path: Path) -> str:
     """Put this node's current platform digest into ``[attestation] trusted`` of
     ``config_path`` (added to the list; the section is created if missing). Returns it.
+    The file is replaced atomically, keeping its mode; every other setting is checked to be
+    unchanged.
 
     Raises:
         OSError: the file could not be read or written.
-        ConfigError: the file is not TOML or its ``trusted`` list cannot be edited.
+        ConfigError: the file is not TOML, or its ``trusted`` list is written in a form this
+            cannot edit safely (then edit it by hand: the error says what to add).
     """
-    text = config_path.read_text(encoding="utf-8")
+    original = config_path.read_text(encoding="utf-8")
     platform_digest = measure(config_path, None).platform
-    doc = tomllib.loads(text)
-    current = list(doc.get("attestation", {}).get("trusted", []))
+    try:
+        doc = tomllib.loads(original)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from exc
+    att = doc.get("attestation", {})
+    current = list(att.get("trusted", [])) if isinstance(att, dict) else []
     if platform_digest in current:
         return platform_digest
-    current.append(platform_digest)
-    line = "trusted = [" + ", ".join(f'"{d}"' for d in current) + "]"
+    line = "trusted = [" + ", ".join(f'"{d}"' for d in [*current, platform_digest]) + "]"
+    by_hand = (
+        f"{config_path}: cannot edit [attestation] trusted safely; add"
+        f' "{platform_digest}" to it by hand'
+    )
+    section = _SECTION_RE.search(original)
     if "attestation" not in doc:
-        text = text.rstrip("\n") + "\n\n[attestation]\n" + line + "\n"
+        text = original.rstrip("\n") + "\n\n[attestation]\n" + line + "\n"
+    elif section is None:
+        raise ConfigError(by_hand)
     else:
-        section = text.index("[attestation]")
-        match = _TRUSTED_RE.search(text, section)
+        nxt = _NEXT_TABLE_RE.search(original, section.end())
+        end = nxt.start() if nxt else len(original)
+        match = _TRUSTED_RE.search(original, section.end(), end)
         if match is None:
-            end = section + len("[attestation]")
-            text = text[:end] + "\n" + line + text[end:]
+            text = original[: section.end()] + "\n" + line + original[section.end() :]
         else:
-            text = text[: match.start()] + line + text[match.end() :]
-    if measure_config(text) != measure_config(config_path.read_text(encoding="utf-8")):
-        raise ConfigError("could not edit [attestation] trusted without changing other settings")
-    tmp = config_path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, config_path)
+            text = original[: match.start()] + line + original[match.end() :]
+    try:
+        written = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(by_hand) from exc
+    now_trusted = written.get("attestation", {}).get("trusted", [])
+    if measure_config(text) != measure_config(original) or platform_digest not in now_trusted:
+        raise ConfigError(by_hand)
+    mode = stat.S_IMODE(os.stat(config_path).st_mode)
+    fd, tmp = tempfile.mkstemp(dir=config_path.parent, prefix=".interlock.toml.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, config_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return platform_digest

@@ -3,7 +3,8 @@
     >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     >>> from interlock.trust import keys
     >>> k = Ed25519PrivateKey.generate()
-    >>> text = make_break_glass("shell.exec:Host::db-1", "incident 42", k, expires_at=1_800_000_900)
+    >>> text = make_break_glass("shell.exec:Host::db-1", "incident 42", k,
+    ...                         issued_at=1_800_000_000, expires_at=1_800_000_900)
     >>> verify_break_glass(text, action="shell.exec", resource_type="Host", resource_id="db-1",
     ...                    trusted=[keys.public_raw(k)], now=1_800_000_000)["reason"]
     'incident 42'
@@ -11,7 +12,11 @@
 The artifact is the compact JSON object::
 
     {"v": 1, "type": "interlock.break_glass", "scope": "ACTION:TYPE::ID", "reason": <text>,
-     "signer": <hex raw Ed25519 public key>, "expires": <RFC 3339 UTC>, "sig": <base64>}
+     "signer": <hex raw Ed25519 public key>, "issued": <RFC 3339 UTC>,
+     "expires": <RFC 3339 UTC>, "sig": <base64>}
+
+The validity window (``expires - issued``) is at most 24 hours and is checked when the override
+is *used*, not only when it is signed: a trusted key cannot mint a standing exception.
 
 on the wire as base64url (see :mod:`interlock.trust.sealed`). ``scope`` uses the capability
 right syntax: ``ACTION`` or ``*``, ``TYPE::ID``, ``TYPE::*`` or ``*``. The gate honours it only
@@ -29,6 +34,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from interlock.core.model import rfc3339_to_epoch
 from interlock.errors import VerificationError
 from interlock.trust.sealed import format_expiry, open_sealed, seal
 
@@ -38,7 +44,9 @@ BREAK_GLASS_TYPE = "interlock.break_glass"
 #: the longest override `interlock break-glass` signs: break-glass is for an incident, not a
 #: standing exception (write a policy for that)
 MAX_TTL_S = 24 * 3600
-_FIELDS = frozenset({"v", "type", "scope", "reason", "signer", "expires", "sig"})
+_FIELDS = frozenset({"v", "type", "scope", "reason", "signer", "issued", "expires", "sig"})
+#: how far ``issued`` may lie in the future of the request time (clock skew between machines)
+MAX_SKEW_S = 300
 
 
 def parse_scope(scope: str) -> tuple[str, str, str]:
@@ -59,21 +67,28 @@ def parse_scope(scope: str) -> tuple[str, str, str]:
     return action, rtype, rid
 
 
-def make_break_glass(scope: str, reason: str, key: Ed25519PrivateKey, *, expires_at: int) -> str:
-    """Sign an override of policy denials within ``scope``, valid until ``expires_at`` (epoch
-    seconds, exclusive). ``reason`` is required: it is recorded with every use.
+def make_break_glass(
+    scope: str, reason: str, key: Ed25519PrivateKey, *, issued_at: int, expires_at: int
+) -> str:
+    """Sign an override of policy denials within ``scope``, valid from ``issued_at`` until
+    ``expires_at`` (epoch seconds, exclusive; at most 24 h). ``reason`` is required: it is
+    recorded with every use.
 
     Raises:
-        ValueError: a malformed scope or an empty reason.
+        ValueError: a malformed scope, an empty reason, or a window that is empty or longer
+            than 24 hours.
     """
     parse_scope(scope)
     if not reason.strip():
         raise ValueError("break-glass needs a reason (it is recorded with every use)")
+    if not 0 < expires_at - issued_at <= MAX_TTL_S:
+        raise ValueError("a break-glass override is valid for more than 0 s and at most 24 h")
     body = {
         "v": 1,
         "type": BREAK_GLASS_TYPE,
         "scope": scope,
         "reason": reason[:500],
+        "issued": format_expiry(issued_at),
         "expires": format_expiry(expires_at),
     }
     return seal(body, key, signer_field="signer")
@@ -105,6 +120,15 @@ def verify_break_glass(
         trusted=trusted,
         now=now,
     )
+    try:
+        issued = rfc3339_to_epoch(str(doc["issued"]))
+        expires = rfc3339_to_epoch(str(doc["expires"]))
+    except ValueError as exc:
+        raise VerificationError("break-glass override times are not RFC 3339") from exc
+    if expires - issued > MAX_TTL_S:
+        raise VerificationError("break-glass override is valid for more than 24 hours")
+    if issued > now + MAX_SKEW_S:
+        raise VerificationError("break-glass override is not valid yet (issued in the future)")
     try:
         s_action, s_type, s_id = parse_scope(str(doc["scope"]))
     except ValueError as exc:

@@ -70,8 +70,10 @@ def open_sealed(
         raise VerificationError(f"{what} is not base64url JSON") from exc
     if not isinstance(doc, dict) or set(doc) != fields:
         raise VerificationError(f"{what} does not have exactly the {what} fields")
-    if doc["v"] != 1 or doc["type"] != type_:
+    if type(doc["v"]) is not int or doc["v"] != 1 or doc["type"] != type_:
         raise VerificationError(f"{what} has an unknown version or type")
+    if not all(isinstance(v, str) for k, v in doc.items() if k != "v"):
+        raise VerificationError(f"{what} fields other than 'v' must be strings")
     signer = doc[signer_field]
     if not isinstance(signer, str) or not HEX64_RE.match(signer):
         raise VerificationError(f"{what} field {signer_field!r} is not 64 lowercase hex characters")
@@ -87,11 +89,15 @@ def open_sealed(
         raise VerificationError(f"{what} signature is not base64") from exc
     body = {k: v for k, v in doc.items() if k != "sig"}
     try:
+        signed = canonical_bytes(body)
+    except Exception as exc:  # lone surrogates and the like: not an artifact we signed
+        raise VerificationError(f"{what} cannot be canonicalized") from exc
+    try:
         public = keys.public_from_raw(public_raw)
     except (KeyFileError, ValueError) as exc:
         raise VerificationError(f"{what} names an invalid key") from exc
     try:
-        keys.verify_signature(public, sig, canonical_bytes(body))
+        keys.verify_signature(public, sig, signed)
     except VerificationError as exc:
         raise VerificationError(f"{what} signature does not verify") from exc
     # checked after the signature, so a forged field cannot steer which error is reported
