@@ -8,6 +8,8 @@ Everything that reaches it is appended, one JSON line per request, to the file n
 * ``echo(text)`` returns ``text``; ``add(a, b)`` returns ``a + b``
 * ``hang(seconds)`` sleeps (an upstream that does not answer)
 * ``die()`` exits the process at once, without answering (an upstream that crashes)
+* ``env_keys()`` returns the names of the ``INTERLOCK_*`` environment variables it was started
+  with, as a JSON list (the proxy must pass none)
 
 a resource ``note://greeting`` and a resource template ``note://{name}``, and a prompt
 ``greet(name)``.
@@ -66,6 +68,14 @@ def die() -> str:
     _log("tool", "die", {})
     sys.stdout.flush()
     os._exit(3)
+
+
+@mcp.tool()
+def env_keys() -> str:
+    """The INTERLOCK_* variables in this server's environment."""
+    keys = sorted(k for k in os.environ if k.startswith("INTERLOCK_"))
+    _log("tool", "env_keys", {"keys": keys})
+    return json.dumps(keys)
 
 
 @mcp.resource("note://greeting")

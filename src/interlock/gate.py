@@ -235,23 +235,27 @@ def _deny(code: ReasonCode, detail: str, policy: str | None = None) -> Verdict:
 
 
 def _cedar_value(value: Any) -> Any:
-    """Cedar has no floats: they reach policies as decimal strings (use ``decimal(...)``)."""
+    """Cedar has no floats and no null: floats reach policies as decimal strings (use
+    ``decimal(...)``), and an object attribute whose value is null is absent (``has`` is false —
+    a Python ``None`` default, an optional JSON field). A null inside a list stays and makes
+    the policy error (POLICY_ERROR)."""
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict):
-        return {k: _cedar_value(v) for k, v in value.items()}
+        return {k: _cedar_value(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [_cedar_value(v) for v in value]
     return value
 
 
-def _has_float(value: Any) -> bool:
+def _needs_mapping(value: Any) -> bool:
+    """Whether :func:`_cedar_value` would change ``value`` (a float, or a null attribute)."""
     if isinstance(value, float):
         return True
     if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
+        return any(v is None or _needs_mapping(v) for v in value.values())
     if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+        return any(_needs_mapping(v) for v in value)
     return False
 
 
@@ -376,7 +380,7 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
         )
     args = request.args
     context = request.context
-    if _has_float(args) or _has_float(context):
+    if _needs_mapping(args) or _needs_mapping(context):
         args, context = _cedar_value(args), _cedar_value(context)
     result = engine.evaluate(
         principal=request.principal,

@@ -7,6 +7,7 @@ nothing there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -53,8 +54,6 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def records(home: Path) -> list[dict[str, Any]]:
-    import json
-
     with open_for_audit(home) as view:
         return [json.loads(d) for _i, _h, d in view.ledger.iter_entries(0)]
 
@@ -78,7 +77,15 @@ async def test_stdio_proxy_governs_a_real_client(home: Path, issue: Any, tmp_pat
     params = StdioServerParameters(
         command=sys.executable,
         args=[*EXE[1:], "mcp-proxy", "--", sys.executable, UPSTREAM],
-        env=_env(home, INTERLOCK_CAPABILITY=tok, MCP_UPSTREAM_LOG=str(log)),
+        # the proxy's environment holds the home, the principal, the token and an execution
+        # id (as under `interlock exec`): none of it may reach the upstream
+        env=_env(
+            home,
+            INTERLOCK_CAPABILITY=tok,
+            INTERLOCK_EXECUTION_ID="",
+            INTERLOCK_EXTRA="x",
+            MCP_UPSTREAM_LOG=str(log),
+        ),
     )
     errfile = tmp_path / "proxy.err"
     with errfile.open("w", encoding="utf-8") as errlog:
@@ -90,12 +97,14 @@ async def test_stdio_proxy_governs_a_real_client(home: Path, issue: Any, tmp_pat
             tools = await client.list_tools()
             ok = await client.call_tool("echo", {"text": "through the proxy"})
             denied = await client.call_tool("add", {"a": 1, "b": 2})
+            env_keys = await client.call_tool("env_keys", {})
 
     assert init.server_info.name == "testsrv"
-    assert [t.name for t in tools.tools] == ["echo", "add", "hang", "die"]
+    assert [t.name for t in tools.tools] == ["echo", "add", "hang", "die", "env_keys"]
     assert not ok.is_error and text_of(ok) == "through the proxy"
     assert denied.is_error and "POLICY_FORBID" in text_of(denied)
-    assert [e["name"] for e in seen(log)] == ["echo"]
+    assert not env_keys.is_error and json.loads(text_of(env_keys)) == []
+    assert [e["name"] for e in seen(log)] == ["echo", "env_keys"]
     err = errfile.read_text(encoding="utf-8")
     assert "serving MCP on stdio" in err and 'McpServer::"testsrv"' in err
     assert tok not in err
@@ -106,10 +115,9 @@ async def test_stdio_proxy_governs_a_real_client(home: Path, issue: Any, tmp_pat
     ]
     assert sess["effect"] == "allow"
     calls = [r for r in recs if r["type"] == "decision" and r["request"]["action"] != "mcp.session"]
-    assert [r["parent"] for r in calls] == [sess["id"], sess["id"]]
+    assert [r["parent"] for r in calls] == [sess["id"]] * 3
     deny = next(r for r in calls if r["effect"] == "deny")
     import hashlib
-    import json
 
     with open_for_audit(home) as view:
         datas = {json.loads(d)["id"]: d for _i, _h, d in view.ledger.iter_entries(0)}
@@ -190,7 +198,7 @@ async def test_listen_serves_streamable_http_in_front_of_an_http_upstream(
 
     assert proc.returncode == 0, err.decode(errors="replace")
     assert out == b""
-    assert [t.name for t in tools.tools] == ["echo", "hang", "die"]  # add: forbidden, hidden
+    assert [t.name for t in tools.tools] == ["echo", "hang", "die", "env_keys"]  # add: hidden
     assert not ok.is_error and text_of(ok) == "over http twice"
     assert isinstance(denied, types.CallToolResult) and denied.is_error
     assert "POLICY_FORBID" in text_of(denied)
@@ -257,6 +265,55 @@ def test_sigterm_ends_a_stdio_session_cleanly(home: Path, issue: Any, tmp_path: 
         "exec.start",
         "exec.end",
     ]
+
+
+def test_a_client_line_over_the_limit_ends_the_session(home: Path, issue: Any) -> None:
+    """A client that sends more than MAX_LINE_BYTES without a newline does not grow the
+    proxy's memory: the session ends at once (stdin still open), exec.end is recorded with the
+    error, the reason is on stderr, and the exit status is 1."""
+    from interlock.adapters.mcp_proxy import MAX_LINE_BYTES
+
+    permit_mcp(home)
+    tok = issue(RESEARCHER, *MCP_RIGHTS)
+    proc = subprocess.Popen(
+        [*EXE, "mcp-proxy", "--", sys.executable, UPSTREAM],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(home, INTERLOCK_CAPABILITY=tok),
+    )
+    try:
+        assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+        buf = b""
+        deadline = time.monotonic() + 30
+        while b"serving MCP on stdio" not in buf and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 0.1)
+            if ready:
+                buf += os.read(proc.stderr.fileno(), 4096)
+        assert b"serving MCP on stdio" in buf, buf
+        proc.stdin.write(b"x" * (MAX_LINE_BYTES + 1))  # no newline, and stdin stays open
+        proc.stdin.flush()
+        proc.wait(timeout=30)
+        err = buf + proc.stderr.read()
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert proc.returncode == 1, err
+    assert out == b""
+    text = " ".join(err.decode(errors="replace").split())
+    assert f"the client sent a line longer than {MAX_LINE_BYTES} bytes" in text, text
+    recs = records(home)
+    (sess,) = [
+        r for r in recs if r["type"] == "decision" and r["request"]["action"] == "mcp.session"
+    ]
+    mine = [r for r in recs if r.get("id") == sess["id"]]
+    assert [r["type"] for r in mine] == ["decision", "exec.start", "exec.end"]
+    assert (mine[-1]["outcome"], mine[-1]["error_type"]) == ("error", "ClientLineTooLong")
 
 
 def test_denied_session_exits_1_and_serves_nothing(home: Path, issue: Any, tmp_path: Path) -> None:

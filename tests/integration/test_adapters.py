@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -261,7 +262,7 @@ def test_langchain_gate_errors_deny(
     with monkeypatch.context() as m:
         m.setattr(gate, "execution", broken_execution)
         text = governed.invoke({"q": "x"})
-    assert text.startswith("Interlock denied this call: INTERNAL_ERROR: ")
+    assert text.startswith("Interlock denied this call: INTERNAL_ERROR (decision ")  # no detail
     assert ran == []
 
 
@@ -567,7 +568,7 @@ def test_openai_fail_closed_on_resource_and_gate_errors(
     with monkeypatch.context() as m:
         m.setattr(gate, "execution", broken_execution)
         text = invoke(governed, '{"q": "x"}')
-    assert text.startswith("Interlock denied this call: INTERNAL_ERROR: ")
+    assert text.startswith("Interlock denied this call: INTERNAL_ERROR (decision ")  # no detail
     assert ran == []
 
 
@@ -635,3 +636,197 @@ def test_openai_govern_refuses_what_it_cannot_govern(gate: Gate, researcher: Age
     web_search, _, _ = make_oa_tools([])
     with pytest.raises(UsageError):
         oa.govern(web_search, object())  # type: ignore[arg-type]
+
+
+# -- review fixes ----------------------------------------------------------------------------------
+
+
+def _terminated(gate: Gate) -> list[dict[str, Any]]:
+    return [json.loads(d) for _i, _h, d in gate.ledger.iter_entries(0) if b'"exec.terminated"' in d]
+
+
+def test_langchain_sync_tool_under_ainvoke_may_run_on_after_it_is_stopped(
+    gate: Gate, issue: Any
+) -> None:
+    """Only the await is cancelled: the model is told the call was stopped while the sync body
+    still runs in its worker thread, and the termination record says so."""
+    token = issue()
+    agent = gate.agent(RESEARCHER, token)
+    release = threading.Event()
+    finished: list[str] = []
+
+    def slow(q: str) -> str:
+        """Search slowly."""
+        gate.revoke(revocation_ids(token))
+        release.wait(10)
+        finished.append(q)
+        return q
+
+    governed = lc.govern(StructuredTool.from_function(slow, name="web_search"), agent, interval=0.1)
+
+    async def main() -> tuple[Any, bool]:
+        text = await governed.ainvoke({"q": "x"})
+        still_running = finished == []
+        release.set()
+        return text, still_running
+
+    text, still_running = asyncio.run(main())  # waits for the worker thread at shutdown
+    assert text.startswith("Interlock stopped this call: CAPABILITY_REVOKED: ")
+    assert still_running and finished == ["x"]  # it ran on, and to its end
+    (term,) = _terminated(gate)
+    assert term["reason"]["code"] == "CAPABILITY_REVOKED"
+    assert term["body_may_still_run"] is True
+
+
+def test_langchain_async_tool_stopped_is_not_flagged_as_running_on(gate: Gate, issue: Any) -> None:
+    token = issue()
+    agent = gate.agent(RESEARCHER, token)
+
+    async def slow(q: str) -> str:
+        """Search slowly."""
+        await asyncio.to_thread(gate.revoke, revocation_ids(token))
+        await asyncio.sleep(5)
+        return q
+
+    governed = lc.govern(
+        StructuredTool.from_function(coroutine=slow, name="web_search"), agent, interval=0.1
+    )
+    assert asyncio.run(governed.ainvoke({"q": "x"})).startswith("Interlock stopped this call")
+    (term,) = _terminated(gate)
+    assert "body_may_still_run" not in term
+
+
+def test_openai_sync_function_may_run_on_after_it_is_stopped(gate: Gate, issue: Any) -> None:
+    token = issue()
+    agent = gate.agent(RESEARCHER, token)
+    release = threading.Event()
+    finished: list[str] = []
+
+    @function_tool(name_override="web_search")
+    def slow(q: str) -> str:
+        """Search slowly."""
+        gate.revoke(revocation_ids(token))
+        release.wait(10)
+        finished.append(q)
+        return q
+
+    governed = oa.govern(slow, agent, interval=0.1)
+
+    async def main() -> tuple[Any, bool]:
+        text = await governed.on_invoke_tool(tool_context("web_search", '{"q": "x"}'), '{"q": "x"}')
+        still_running = finished == []
+        release.set()
+        return text, still_running
+
+    text, still_running = asyncio.run(main())
+    assert text.startswith("Interlock stopped this call: CAPABILITY_REVOKED: ")
+    assert still_running and finished == ["x"]
+    (term,) = _terminated(gate)
+    assert term["body_may_still_run"] is True
+
+
+def test_adapters_do_not_show_the_detail_of_an_opaque_denial(gate: Gate) -> None:
+    """A token that does not verify: the model reads the code and the decision hash only (as
+    from the MCP proxy); the detail is on the ledger."""
+    ran: list[str] = []
+    forged = gate.agent(RESEARCHER, "not-a-biscuit-token")
+    web_search, _ = make_lc_tools(ran)
+    oa_search, _, _ = make_oa_tools(ran)
+    texts = [
+        lc.govern(web_search, forged).invoke({"q": "x"}),
+        invoke(oa.govern(oa_search, forged), '{"q": "x"}'),
+    ]
+    for text in texts:
+        assert isinstance(text, str)
+        head, _, tail = text.partition(" (decision ")
+        assert head == "Interlock denied this call: CAPABILITY_INVALID", text
+        decision_hash = tail.rstrip(")")
+        (rec,) = [
+            json.loads(d)
+            for _i, _h, d in gate.ledger.iter_entries(0)
+            if hashlib.sha256(d).hexdigest() == decision_hash
+        ]
+        assert rec["reasons"][0]["code"] == "CAPABILITY_INVALID"
+        assert rec["reasons"][0]["detail"]  # the operator has it
+        assert rec["reasons"][0]["detail"] not in text
+    assert ran == []
+
+
+def test_langchain_args_are_what_the_tool_receives(gate: Gate, researcher: Agent) -> None:
+    """LangChain validates first: the decided args are the coerced values, defaults applied."""
+    got: list[tuple[str, Any, Any]] = []
+
+    @tool
+    def web_search(q: str, limit: int = 3, exact: bool = False) -> str:
+        """Search."""
+        got.append((current_execution().id, limit, exact))  # type: ignore[union-attr]
+        return q
+
+    lc.govern(web_search, researcher).invoke({"q": "x", "limit": "5"})
+    ((exec_id, limit, exact),) = got
+    assert (limit, exact) == (5, False)
+    assert recorded_args(gate, exec_id) == {"q": "x", "limit": 5, "exact": False}
+
+
+def test_openai_args_include_the_schema_defaults(gate: Gate, researcher: Agent) -> None:
+    got: list[tuple[str, Any]] = []
+
+    @function_tool
+    def web_search(q: str, limit: int = 3) -> str:
+        """Search."""
+        got.append((current_execution().id, limit))  # type: ignore[union-attr]
+        return q
+
+    @function_tool(strict_mode=False, name_override="summarize")
+    def loose(text: str, words: int = 50, lang: str | None = None) -> str:
+        """Summarize."""
+        got.append((current_execution().id, (words, lang)))  # type: ignore[union-attr]
+        return text
+
+    assert invoke(oa.govern(web_search, researcher), '{"q": "x"}') == "x"
+    assert invoke(oa.govern(web_search, researcher), '{"q": "y", "limit": 7}') == "y"
+    assert invoke(oa.govern(loose, researcher), '{"text": "t"}') == "t"
+    (a, limit_a), (b, limit_b), (c, loose_values) = got
+    assert (limit_a, limit_b, loose_values) == (3, 7, (50, None))
+    assert recorded_args(gate, a) == {"q": "x", "limit": 3}
+    assert recorded_args(gate, b) == {"q": "y", "limit": 7}
+    assert recorded_args(gate, c) == {"text": "t", "words": 50}  # no null: Cedar has none
+
+
+def test_openai_tool_failures_are_recorded_as_errors(gate: Gate, researcher: Agent) -> None:
+    """The SDK's failure handler turns the exception into text for the model; the execution
+    still ends as an error."""
+    ran: list[str] = []
+
+    @function_tool(name_override="web_search")
+    def failing(q: str) -> str:
+        """Search."""
+        ran.append(current_execution().id)  # type: ignore[union-attr]
+        raise ValueError(f"no results for {q}")
+
+    @function_tool(name_override="read_file", failure_error_function=None)
+    def raising(path: str) -> str:
+        """Read."""
+        ran.append(current_execution().id)  # type: ignore[union-attr]
+        raise OSError("unreadable")
+
+    text = invoke(oa.govern(failing, researcher), '{"q": "x"}')
+    assert text == "An error occurred while running the tool. Please try again."  # the SDK's
+    with pytest.raises(OSError, match="unreadable"):
+        invoke(oa.govern(raising, researcher), '{"path": "/p"}')
+    invalid = invoke(oa.govern(failing, researcher), '{"q": 5}')  # the SDK's validation fails
+    assert invalid == text
+
+    model = ScriptedModel([[call("c1", "web_search", {"q": "y"})], [final("done")]])
+    result = asyncio.run(run_agent(model, [oa.govern(failing, researcher)]))
+    assert result.final_output == "done"
+    assert tool_outputs(model, 1)["c1"] == text
+
+    ends = [json.loads(d) for _i, _h, d in gate.ledger.iter_entries(0) if b'"exec.end"' in d]
+    assert [(e["outcome"], e.get("error_type")) for e in ends] == [
+        ("error", "ValueError"),
+        ("error", "OSError"),
+        ("error", "ModelBehaviorError"),
+        ("error", "ValueError"),
+    ]
+    assert len(ran) == 3  # the invalid call never reached the function

@@ -397,3 +397,29 @@ def test_admit_with_start_commits_the_allow_and_exec_start_together(home: Path, 
         denied, _ = gate.admit(tool_request(None), start={"supervisor": "test"})
         assert not denied.allowed
         assert gate.ledger.size() == size + 1
+
+
+def test_null_arguments_are_absent_for_cedar(home: Path, issue: Any) -> None:
+    """An optional argument left at None must not turn an allow into POLICY_ERROR."""
+    tok = issue()
+    with Gate.open(home) as gate:
+        d = gate.decide(tool_request(tok, args={"q": "x", "lang": None}))
+        assert d.allowed, d.reasons
+        # a null inside a list is still not representable: the policy errors, which denies
+        shell = issue(RESEARCHER, "shell.exec:Host::*")
+        req = {
+            "principal": RESEARCHER,
+            "action": "shell.exec",
+            "resource": {"type": "Host", "id": "localhost"},
+            "args": {"argv": ["rm", None]},
+            "capability": shell,
+        }
+        assert gate.decide(req).codes == ("POLICY_ERROR",)
+        from interlock.audit import replay
+
+        rep = replay(
+            gate.ledger,
+            gate.home.trusted_policy_keys(),
+            node_public=keys.public_raw(gate.home.private_key("node")),
+        )
+        assert rep.ok and rep.mismatches == [], rep.to_json()

@@ -30,16 +30,23 @@ from mcp.shared.memory import create_client_server_memory_streams
 
 from interlock.adapters.mcp_proxy import (
     DENIED_ERROR_CODE,
+    MAX_LINE_BYTES,
     McpProxy,
     ProxyOptions,
     Upstream,
     UpstreamError,
+    _StdinLines,
+    bind,
     check_server_name,
+    continuation_context,
     denial_text,
     open_proxy,
     result_digest,
+    serve_http,
+    transport_security,
 )
 from interlock.capability import revocation_ids
+from interlock.core.canonical import digest
 from interlock.core.model import Decision, Effect, Reason, ReasonCode, RecordType
 from interlock.errors import Denied, LedgerUnavailable, UsageError
 from interlock.gate import Gate
@@ -130,9 +137,18 @@ def errlog(tmp_path: Path) -> Iterator[Any]:
         yield fh
 
 
+#: what the proxy's own environment may hold: none of it may reach the upstream
+INTERLOCK_ENV = {
+    "INTERLOCK_CAPABILITY": "secret",
+    "INTERLOCK_HOME": "/srv/interlock",
+    "INTERLOCK_PRINCIPAL": RESEARCHER,
+    "INTERLOCK_EXECUTION_ID": "01a2b3c4-0000-7000-8000-000000000000",
+}
+
+
 @pytest.fixture
 def upstream(upstream_log: Path, errlog: Any) -> Upstream:
-    env = {**os.environ, "MCP_UPSTREAM_LOG": str(upstream_log), "INTERLOCK_CAPABILITY": "secret"}
+    env = {**os.environ, "MCP_UPSTREAM_LOG": str(upstream_log), **INTERLOCK_ENV}
     return Upstream(command=(sys.executable, UPSTREAM), env=env, errlog=errlog)
 
 
@@ -358,7 +374,7 @@ async def test_hide_denied_lists_only_tools_that_could_be_allowed(
         everything = await client.list_tools()
 
     assert [t.name for t in listed.tools] == ["echo"]
-    assert [t.name for t in everything.tools] == ["echo", "add", "hang", "die"]
+    assert [t.name for t in everything.tools] == ["echo", "add", "hang", "die", "env_keys"]
     assert hidden_call.is_error and "POLICY_FORBID" in text_of(hidden_call)
     assert seen(upstream_log) == []
 
@@ -701,20 +717,41 @@ async def test_streamable_http_upstream(
 def test_upstream_never_sees_the_capability() -> None:
     up = Upstream(command=("x",), env={"INTERLOCK_CAPABILITY": "tok", "PATH": "/bin"})
     assert up.child_env() == {"PATH": "/bin"}
+    every = Upstream(
+        command=("x",),
+        env={
+            "INTERLOCK_CAPABILITY": "tok",
+            "INTERLOCK_HOME": "/srv/interlock",
+            "INTERLOCK_PRINCIPAL": RESEARCHER,
+            "INTERLOCK_EXECUTION_ID": "01a2",
+            "INTERLOCK_ANYTHING_ELSE": "x",
+            "NOT_INTERLOCK_HOME": "kept",
+            "PATH": "/bin",
+        },
+    )
+    assert every.child_env() == {"NOT_INTERLOCK_HOME": "kept", "PATH": "/bin"}
     assert up.describe() == {"transport": "stdio", "command": ["x"]}
     assert Upstream(url="http://127.0.0.1:1/mcp").describe()["transport"] == "streamable-http"
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"command": ("x",), "url": "http://h/mcp"}, {"url": "file:///etc/passwd"}],
+    [
+        {},
+        {"command": ("x",), "url": "http://h/mcp"},
+        {"url": "file:///etc/passwd"},
+        {"url": "http://127.0.0.1:9000/mcp\n"},  # `$` would match before the newline
+        {"url": "http://127.0.0.1:9000/mcp\nX-Injected: 1"},
+    ],
 )
 def test_upstream_is_a_command_or_an_http_url(kwargs: dict[str, Any]) -> None:
     with pytest.raises(UsageError):
         Upstream(**kwargs)
 
 
-@pytest.mark.parametrize("name", ["", "a/b", 'x"y', "a b", "-lead", "x" * 129, "é"])
+@pytest.mark.parametrize(
+    "name", ["", "a/b", 'x"y', "a b", "-lead", "x" * 129, "é", "testsrv\n", "testsrv\r\n"]
+)
 def test_server_names_that_cannot_name_a_resource_are_refused(name: str) -> None:
     with pytest.raises(UsageError):
         check_server_name(name)
@@ -748,3 +785,206 @@ def test_denial_text_names_codes_and_hash_but_not_capability_details() -> None:
     )
     token = denial_text(deny(ReasonCode.CAPABILITY_INVALID, "signature of block 2 invalid"))
     assert "CAPABILITY_INVALID" in token and "signature" not in token
+
+
+# -- review fixes: environment, DNS rebinding, stdin lines, continuations ------------------------
+
+
+async def test_the_upstream_process_sees_no_interlock_variables(
+    gate: Gate,
+    token: str,
+    upstream: Upstream,
+    upstream_log: Path,
+    errlog: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Neither an explicit ``env`` nor the proxy's own environment (``env=None``) passes any
+    ``INTERLOCK_*`` variable to the real upstream subprocess."""
+    async with proxied(gate, upstream, options(token)) as (_proxy, client):
+        explicit = await client.call_tool("env_keys", {})
+    for key, value in INTERLOCK_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MCP_UPSTREAM_LOG", str(upstream_log))
+    inherited = Upstream(command=(sys.executable, UPSTREAM), errlog=errlog)
+    async with proxied(gate, inherited, options(token)) as (_proxy, client):
+        default = await client.call_tool("env_keys", {})
+
+    assert not explicit.is_error and json.loads(text_of(explicit)) == []
+    assert not default.is_error and json.loads(text_of(default)) == []
+    assert [e["args"] for e in seen(upstream_log)] == [{"keys": []}, {"keys": []}]
+
+
+async def test_listen_refuses_a_foreign_host_on_any_loopback_address(
+    gate: Gate, token: str, upstream: Upstream
+) -> None:
+    """DNS rebinding: on 127.0.0.2 (loopback, but not one of the hosts for which the SDK turns
+    its protection on by itself) a request naming another host or origin is refused; the
+    proxy's own address is served."""
+    import httpx
+    from mcp.client.streamable_http import streamable_http_client
+
+    sock = bind("127.0.0.2", 0)
+    port = sock.getsockname()[1]
+    url = f"http://127.0.0.2:{port}/mcp"
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": types.LATEST_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "rebinding-page", "version": "0"},
+        },
+    }
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    stop = anyio.Event()
+    try:
+        async with (
+            open_proxy(gate, upstream, options(token, listen=f"127.0.0.2:{port}")) as proxy,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(serve_http, proxy, sock, "127.0.0.2", stop)
+            with anyio.fail_after(20):
+                async with httpx.AsyncClient() as http:
+                    foreign = await http.post(
+                        url, json=initialize, headers={**headers, "host": f"evil.example:{port}"}
+                    )
+                    origin = await http.post(
+                        url, json=initialize, headers={**headers, "origin": "http://evil.example"}
+                    )
+                async with (
+                    streamable_http_client(url) as (read, write),
+                    ClientSession(read, write) as client,
+                ):
+                    await client.initialize()
+                    ok = await client.call_tool("echo", {"text": "local"})
+            stop.set()
+    finally:
+        sock.close()
+
+    assert foreign.status_code == 421
+    assert origin.status_code == 403
+    assert not ok.is_error and text_of(ok) == "local"
+
+
+def test_transport_security_names_only_the_bound_address_and_localhost() -> None:
+    settings = transport_security("0:0:0:0:0:0:0:1", 8765)
+    assert settings.enable_dns_rebinding_protection
+    assert set(settings.allowed_hosts) == {
+        "[0:0:0:0:0:0:0:1]:8765",
+        "[::1]:8765",
+        "127.0.0.1:8765",
+        "localhost:8765",
+    }
+    assert set(settings.allowed_origins) == {f"http://{h}" for h in settings.allowed_hosts}
+    assert "127.0.0.2:8765" in transport_security("127.0.0.2", 8765).allowed_hosts
+
+
+async def _lines_of(data: bytes, limit: int, *, close: bool) -> tuple[list[str], bool]:
+    """What ``_StdinLines`` yields for ``data`` written to a pipe (left open unless ``close``)."""
+    r, w = os.pipe()
+    try:
+        lines = _StdinLines(r, limit)
+        os.write(w, data)
+        if close:
+            os.close(w)
+        with anyio.fail_after(10):
+            got = [line async for line in lines]
+        lines.close()
+        return got, lines.overflow
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(w)
+        with contextlib.suppress(OSError):
+            os.close(r)
+
+
+async def test_stdin_lines_are_capped() -> None:
+    assert MAX_LINE_BYTES == 4 * 1024 * 1024
+    # a line of exactly the limit (newline included) passes; EOF ends the lines as before
+    fits = b"z" * 15 + b"\n"
+    assert await _lines_of(b"{}\n" + fits + b"tail", 16, close=True) == (
+        ["{}\n", fits.decode(), "tail"],
+        False,
+    )
+    # a longer line ends them at once, without waiting for its newline or for EOF
+    assert await _lines_of(b"{}\n" + b"x" * 17, 16, close=False) == (["{}\n"], True)
+    # also when the newline arrives in the same read
+    assert await _lines_of(b"{}\n" + b"y" * 16 + b"\n{}\n", 16, close=False) == (["{}\n"], True)
+
+
+@pytest.fixture
+def continuation_gate(mcp_home: Path) -> Iterator[Gate]:
+    """The test MCP policy plus: no continued ``tools/call`` of ``echo``."""
+    (mcp_home / "policy" / "continuations.cedar").write_text(
+        """
+@id("test-mcp-no-continued-echo")
+forbid (principal, action == Action::"mcp.tools/call", resource == McpTool::"testsrv/echo")
+when { context.request has mcp };
+""",
+        encoding="utf-8",
+    )
+    sign_bundle(mcp_home / "policy", Home.load(mcp_home).private_key("policy"), version=3)
+    g = Gate.open(mcp_home)
+    yield g
+    g.close()
+
+
+async def test_input_responses_and_request_state_are_decided_and_recorded(
+    continuation_gate: Gate, token: str, upstream: Upstream, upstream_log: Path
+) -> None:
+    """What a continued request carries besides its arguments is forwarded only as part of
+    what was decided: its digests are in the request's context (so on the ledger, and visible
+    to policy as ``context.request.mcp``)."""
+    gate = continuation_gate
+    answers: dict[str, Any] = {"confirm": types.ElicitResult(action="accept", content={"ok": True})}
+    both = types.CallToolRequestParams(
+        name="echo", arguments={"text": "again"}, input_responses=answers, request_state="st-1"
+    )
+    answered = types.CallToolRequestParams(name="env_keys", arguments={}, input_responses=answers)
+
+    async with proxied(gate, upstream, options(token)) as (_proxy, client):
+        allowed = await client.send_request(
+            types.CallToolRequest(params=answered), types.CallToolResult
+        )
+        denied = await client.send_request(types.CallToolRequest(params=both), types.CallToolResult)
+        plain = await client.call_tool("echo", {"text": "plain"})
+        with pytest.raises(MCPError) as refused:  # forwarded: the upstream checks its state
+            await client.send_request(
+                types.ReadResourceRequest(
+                    params=types.ReadResourceRequestParams(
+                        uri="note://greeting", request_state="r-9"
+                    )
+                ),
+                types.ReadResourceResult,
+            )
+
+    answers_sha = digest({"confirm": {"action": "accept", "content": {"ok": True}}})
+    full = {"mcp": {"input_responses_sha256": answers_sha, "request_state_sha256": digest("st-1")}}
+    assert continuation_context(both) == full
+    assert continuation_context(types.CallToolRequestParams(name="x")) is None
+    assert not allowed.is_error and not plain.is_error
+    assert denied.is_error and "POLICY_FORBID" in text_of(denied)
+    assert "test-mcp-no-continued-echo" in text_of(denied)
+    assert "requestState" in refused.value.message
+    assert [(e["name"], e["args"]) for e in seen(upstream_log)] == [
+        ("env_keys", {"keys": []}),
+        ("echo", {"text": "plain"}),
+    ]
+    by_resource = {
+        (rec["request"]["resource"]["id"], rec["effect"]): rec
+        for _i, rec, _d in ledger(gate)
+        if rec["type"] == "decision" and rec["request"]["action"] != "mcp.session"
+    }
+    for key, context in [
+        (("testsrv/env_keys", "allow"), {"mcp": {"input_responses_sha256": answers_sha}}),
+        (("testsrv/echo", "deny"), full),
+        (("testsrv/echo", "allow"), {}),
+        (("testsrv/note://greeting", "allow"), {"mcp": {"request_state_sha256": digest("r-9")}}),
+    ]:
+        rec = by_resource[key]
+        assert rec["request"]["context_sha256"] == digest(context), key
+        blob = gate.ledger.blob(f"req:{rec['id']}")
+        assert blob is not None and json.loads(blob)["context"] == context
+    read_end = of(gate, by_resource[("testsrv/note://greeting", "allow")]["id"])["exec.end"][1]
+    assert (read_end["outcome"], read_end["error"]) == ("error", "upstream_error")

@@ -8,6 +8,8 @@ import asyncio
 import contextvars
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -828,3 +830,153 @@ def test_an_async_call_is_stopped_when_its_capability_is_revoked(gate: Gate, iss
     exec_id = info.value.execution_id or ""
     assert records(gate, exec_id)["exec.terminated"]["reason"]["code"] == "CAPABILITY_REVOKED"
     assert finished == []
+
+
+# -- cancellation during admission ---------------------------------------------------------------
+
+
+def _exec_records(gate: Gate) -> list[dict[str, Any]]:
+    """The decision and execution records on the ledger, in order."""
+    recs = [json.loads(d) for _i, _h, d in gate.ledger.iter_entries(0)]
+    return [r for r in recs if r["type"] == "decision" or r["type"].startswith("exec.")]
+
+
+@pytest.mark.parametrize("form", ["governed", "execution"])
+def test_a_task_cancelled_during_admission_ends_its_execution_as_cancelled(
+    gate: Gate, researcher: Agent, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    """The admission runs in a thread that cannot be interrupted: a task cancelled while it
+    runs must not leave an execution started (exec.start, a watch thread) that nobody ends."""
+    admitted = threading.Event()
+    real_admit = gate.admit
+
+    def slow_admit(*a: Any, **kw: Any) -> Any:
+        out = real_admit(*a, **kw)  # allow + exec.start committed
+        admitted.set()
+        time.sleep(0.5)  # the task is cancelled while the admission is still on its way back
+        return out
+
+    monkeypatch.setattr(gate, "admit", slow_admit)
+    ran: list[bool] = []
+
+    @researcher.governed(resource="Tool::web_search", interval=0.05)
+    async def web_search() -> None:
+        ran.append(True)
+
+    async def with_execution() -> None:
+        request = {
+            "principal": RESEARCHER,
+            "action": "tool.call",
+            "resource": {"type": "Tool", "id": "web_search"},
+            "args": {},
+            "capability": researcher.capability,
+        }
+        async with gate.execution(request, interval=0.05):
+            ran.append(True)
+
+    async def main() -> None:
+        task = asyncio.create_task(web_search() if form == "governed" else with_execution())
+        assert await asyncio.to_thread(admitted.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert current_execution() is None
+
+    asyncio.run(main())
+    assert ran == []
+    (start,) = [r for r in _exec_records(gate) if r["type"] == "exec.start"]
+    exec_id = start["id"]
+    types_in_order = [r["type"] for r in _exec_records(gate) if r.get("id") == exec_id]
+    assert types_in_order == ["decision", "exec.start", "exec.end"]
+    assert records(gate, exec_id)["exec.end"]["outcome"] == "cancelled"
+    assert gate.ledger.execution(exec_id).status == "ended"  # type: ignore[union-attr]
+    assert not [t for t in threading.enumerate() if t.name == f"interlock-watch-{exec_id}"]
+
+
+def test_a_task_cancelled_during_a_denied_admission_records_only_the_denial(
+    gate: Gate, issue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admitted = threading.Event()
+    real_admit = gate.admit
+
+    def slow_admit(*a: Any, **kw: Any) -> Any:
+        out = real_admit(*a, **kw)
+        admitted.set()
+        time.sleep(0.5)
+        return out
+
+    monkeypatch.setattr(gate, "admit", slow_admit)
+    agent = gate.agent(RESEARCHER, issue(RESEARCHER, "tool.call:Tool::summarize"))
+
+    @agent.governed(resource="Tool::web_search")
+    async def web_search() -> None:
+        raise AssertionError("must not run")
+
+    async def main() -> None:
+        task = asyncio.create_task(web_search())
+        assert await asyncio.to_thread(admitted.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert [r["type"] for r in _exec_records(gate)] == ["decision"]
+    assert _exec_records(gate)[0]["effect"] == "deny"
+
+
+# -- what the model reads -------------------------------------------------------------------------
+
+
+def test_denial_text_hides_the_same_details_as_the_mcp_proxy() -> None:
+    """One rule for every adapter: the detail of CAPABILITY_INVALID, IDENTITY_UNVERIFIED and
+    INTERNAL_ERROR never reaches the model — not from the SDK adapters, not from the MCP
+    proxy."""
+    from interlock.adapters import mcp_proxy
+    from interlock.core.model import Decision, Effect, Reason, ReasonCode
+
+    assert {"CAPABILITY_INVALID", "IDENTITY_UNVERIFIED", "INTERNAL_ERROR"} == sdk.OPAQUE_CODES
+    for code in ReasonCode:
+        decision = Decision(
+            request_id="r-1",
+            effect=Effect.DENY,
+            reasons=(Reason(code=code, detail="the-secret-detail"),),
+            snapshot="s",
+            decision_hash="ab" * 32,
+        )
+        sdk_text = sdk.denial_text(interlock.Denied(decision))
+        stopped = sdk.denial_text(interlock.Revoked(code.value, "the-secret-detail"))
+        mcp_text = mcp_proxy.denial_text(decision)
+        shown = code.value not in sdk.OPAQUE_CODES
+        assert sdk_text.startswith(f"Interlock denied this call: {code.value}")
+        assert ("the-secret-detail" in sdk_text) is shown, code
+        assert ("the-secret-detail" in stopped) is shown, code
+        assert ("the-secret-detail" in mcp_text) is shown, code
+        assert ("ab" * 32) in sdk_text and ("ab" * 32) in mcp_text
+
+
+def test_an_opaque_sdk_denial_carries_no_evidence(
+    gate: Gate, researcher: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from interlock.errors import ConfigError
+
+    ran: list[bool] = []
+
+    def broken(*a: Any, **kw: Any) -> Any:
+        raise ConfigError("home unreadable", path="/srv/secret/home")
+
+    monkeypatch.setattr(gate, "execution", broken)
+
+    @researcher.governed(resource="Tool::web_search")
+    def f() -> None:
+        ran.append(True)
+
+    with pytest.raises(interlock.Denied) as info:
+        f()
+    assert info.value.reason_code == "INTERNAL_ERROR"
+    assert "/srv/secret" not in info.value.detail
+    assert info.value.detail == "ConfigError while admitting the call: it was not made"
+    text = sdk.denial_text(info.value)
+    assert text == (
+        f"Interlock denied this call: INTERNAL_ERROR (decision {info.value.decision.decision_hash})"
+    )
+    assert ran == []

@@ -13,7 +13,8 @@
 
 :func:`govern` returns a :class:`GovernedTool`: same name, description and argument schema
 (the model sees the same tool), and each invocation is one governed call
-(:class:`interlock.adapters.sdk.Governor`): the validated arguments the model sent are the
+(:class:`interlock.adapters.sdk.Governor`): the arguments after the tool's own schema
+validation — coerced, defaults applied, exactly what the tool's function receives — are the
 request's ``args`` (injected arguments such as ``InjectedToolCallId`` are left out), the
 resource is ``Tool::<tool name>`` unless given, and the tool body runs inside
 ``gate.execution(...)`` only when allowed.
@@ -22,8 +23,18 @@ resource is ``Tool::<tool name>`` unless given, and the tool body runs inside
 (a ``ToolException``) and handled by the wrapper's ``handle_tool_error``: the tool's result is
 the text ``Interlock denied this call: <REASON_CODE>: <detail> (decision <hash>)`` and, when
 invoked with a tool call, a ``ToolMessage`` with ``status="error"``. An execution stopped by a
-revocation is reported the same way (``Interlock stopped this call: ...``). Any other
+revocation is reported the same way (``Interlock stopped this call: ...``). The detail of a
+``CAPABILITY_INVALID``, ``IDENTITY_UNVERIFIED`` or ``INTERNAL_ERROR`` denial is not shown
+(:data:`interlock.adapters.sdk.OPAQUE_CODES`, the same rule as the MCP proxy). Any other
 ``ToolException`` keeps the wrapped tool's own ``handle_tool_error`` behaviour.
+
+**A synchronous tool under** ``ainvoke`` **is not stopped.** LangChain runs its ``_run`` in a
+worker thread; when authorization ends only the await is cancelled: the model is told the call
+was stopped and ``exec.terminated`` is recorded with ``"body_may_still_run": true``, but the
+function runs on to its end (Python cannot stop a thread). Give such a tool an ``async``
+implementation, have it call ``current_execution().check()``, or run the side effect under
+``interlock exec`` when it must be stoppable. With ``invoke`` the tool runs in the caller's
+thread and the same applies (only ``check()`` stops it).
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from langchain_core.callbacks import (
     CallbackManagerForToolRun,
 )
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool, ToolException
+from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
 from langchain_core.tools.base import ArgsSchema, ToolExceptionHandlerOutput
 from pydantic import SkipValidation
 
@@ -79,6 +90,17 @@ def _injected(
         if hint is RunnableConfig:
             out[name] = config
     return out
+
+
+def _runs_in_thread(tool: BaseTool) -> bool:
+    """Whether the tool's async path runs a synchronous ``_run`` in a worker thread: a tool
+    without its own ``_arun``, or a ``StructuredTool`` / ``Tool`` without a ``coroutine``."""
+    arun = type(tool)._arun
+    if arun is BaseTool._arun:
+        return True
+    if arun in (StructuredTool._arun, Tool._arun):
+        return getattr(tool, "coroutine", None) is None
+    return False
 
 
 def _error_handler(inner: BaseTool) -> Callable[[ToolException], ToolExceptionHandlerOutput]:
@@ -171,7 +193,9 @@ class GovernedTool(BaseTool):
         **kwargs: Any,
     ) -> Any:
         """Decide, then await the wrapped tool's ``_arun`` inside ``async with
-        gate.execution`` (cancelled when authorization ends).
+        gate.execution`` (cancelled when authorization ends). A synchronous tool runs in a
+        worker thread that the cancellation does not stop (``exec.terminated`` then records
+        ``body_may_still_run``).
 
         Raises:
             InterlockToolError: denied or stopped (handled into the tool's output).
@@ -185,7 +209,10 @@ class GovernedTool(BaseTool):
         extra = _injected(target, config, run_manager)
         try:
             return await self.governor.acall(
-                lambda: inner._arun(*args, **kwargs, **extra), governed_args, cause=cause
+                lambda: inner._arun(*args, **kwargs, **extra),
+                governed_args,
+                cause=cause,
+                body_in_thread=_runs_in_thread(inner),
             )
         except (Denied, Revoked) as exc:
             raise InterlockToolError(exc) from exc

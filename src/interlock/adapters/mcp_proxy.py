@@ -53,6 +53,14 @@ chooses for itself: pin it with ``--name`` when policies rely on it).
   arguments is therefore hidden; a hidden tool that is called anyway is decided like any other.
 * Not proxied: completions, subscriptions, logging, and requests from the upstream to the client
   (sampling, elicitation, roots).
+* A continued request (``inputResponses`` / ``requestState``, answering an upstream's
+  ``InputRequiredResult``) is decided with their RFC 8785 digests as the request's ``context``
+  (:func:`continuation_context`): what is forwarded is what was decided and recorded.
+* Containment: the spawned upstream gets the proxy's environment without any ``INTERLOCK_*``
+  variable, but it runs as the same OS user (it could read the home's files: run untrusted
+  upstreams as another user). ``--listen`` always enables DNS-rebinding protection
+  (:func:`transport_security`). A stdio client line longer than :data:`MAX_LINE_BYTES` ends
+  the session (:class:`ClientLineTooLong`).
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -81,9 +90,11 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from interlock.adapters.sdk import disclosed_detail
 from interlock.core.canonical import digest
 from interlock.core.model import Effect, ReasonCode, RecordType
 from interlock.errors import Error, MalformedRequest, UsageError
@@ -101,20 +112,24 @@ __all__ = [
     "DEFAULT_STARTUP_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "DENIED_ERROR_CODE",
+    "MAX_LINE_BYTES",
     "PROMPT_ACTION",
     "RESOURCE_ACTION",
     "SESSION_ACTION",
     "TOOL_ACTION",
+    "ClientLineTooLong",
     "McpProxy",
     "ProxyOptions",
     "Upstream",
     "UpstreamError",
+    "continuation_context",
     "denial_text",
     "open_proxy",
     "result_digest",
     "run_proxy",
     "serve_http",
     "serve_stdio",
+    "transport_security",
 ]
 
 SESSION_ACTION = "mcp.session"
@@ -129,13 +144,17 @@ DEFAULT_STARTUP_TIMEOUT_S = 60.0
 DENIED_ERROR_CODE = -32003
 #: the environment variable that carries the agent's capability: never passed to the upstream
 CAPABILITY_ENV = "INTERLOCK_CAPABILITY"
+#: every ``INTERLOCK_*`` variable (capability, home, principal, execution id, ...) is removed
+#: from the spawned upstream's environment
+INTERLOCK_ENV_PREFIX = "INTERLOCK_"
+#: the longest line (one JSON-RPC message, newline included) the stdio client may send: a
+#: longer one ends the session (:class:`ClientLineTooLong`) instead of growing memory unbounded
+MAX_LINE_BYTES = 4 * 1024 * 1024
 
 # a server name becomes part of resource ids (``<server>/<tool>``) and of capability rights
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-# the agent learns only the code of these denials; the detail is on the ledger for the operator
-_OPAQUE = frozenset(
-    {ReasonCode.CAPABILITY_INVALID, ReasonCode.IDENTITY_UNVERIFIED, ReasonCode.INTERNAL_ERROR}
-)
+# (fullmatch: ``$`` would also match before a trailing newline)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_URL_RE = re.compile(r"https?://[^\s]+")
 # what ``gate.reverify`` needs besides the request: its id and time are never recorded
 _PROBE_ID = "00000000-0000-7000-8000-000000000000"
 _PROBE_TIME = "1970-01-01T00:00:00.000000Z"
@@ -155,6 +174,11 @@ class UpstreamError(Error):
     """The upstream MCP server could not be started, reached or initialized."""
 
 
+class ClientLineTooLong(Error):
+    """The stdio client sent a line longer than :data:`MAX_LINE_BYTES`: the session was ended
+    (``exec.end`` with ``outcome: "error"``, ``error_type: "ClientLineTooLong"``)."""
+
+
 # -- configuration -----------------------------------------------------------------------------
 
 
@@ -163,9 +187,11 @@ class Upstream:
     """The upstream MCP server: a ``command`` to spawn and speak to over stdio, or the ``url``
     of a streamable-HTTP server.
 
-    ``env`` is the spawned server's environment (default: the proxy's own, without
-    ``INTERLOCK_CAPABILITY`` — the upstream never sees the agent's token); ``errlog`` receives
-    its stderr (default: the proxy's stderr).
+    ``env`` is the spawned server's environment (default: the proxy's own) without any
+    ``INTERLOCK_*`` variable — the upstream never sees the agent's token, the home, the
+    principal or the execution id; ``errlog`` receives its stderr (default: the proxy's stderr).
+    It runs as the proxy's OS user: it could still read the files that user can read, the
+    home's key files included (see the README).
 
     Raises:
         UsageError: neither or both of ``command`` and ``url``, or a ``url`` that is not http(s).
@@ -180,7 +206,7 @@ class Upstream:
     def __post_init__(self) -> None:
         if bool(self.command) == (self.url is not None):
             raise UsageError("give the upstream as a command or as a URL (exactly one)")
-        if self.url is not None and not re.match(r"^https?://[^\s]+$", self.url):
+        if self.url is not None and not _URL_RE.fullmatch(self.url):
             raise UsageError(f"not an http(s) URL: {self.url!r}")
 
     def describe(self) -> dict[str, Any]:
@@ -190,9 +216,10 @@ class Upstream:
         return {"transport": "stdio", "command": list(self.command)}
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ if self.env is None else self.env)
-        env.pop(CAPABILITY_ENV, None)
-        return env
+        """The spawned upstream's environment: ``env`` (or the proxy's), without any
+        ``INTERLOCK_*`` variable."""
+        source = os.environ if self.env is None else self.env
+        return {k: v for k, v in source.items() if not k.startswith(INTERLOCK_ENV_PREFIX)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,7 +264,7 @@ def check_server_name(name: str) -> str:
     Raises:
         UsageError: it is not ``[A-Za-z0-9][A-Za-z0-9_.-]*`` (at most 128 characters).
     """
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise UsageError(
             f"{name[:80]!r} cannot name an MCP server (letters, digits, '_', '.', '-';"
             " at most 128): give --name"
@@ -252,12 +279,46 @@ def denial_text(decision: Decision) -> str:
     """What the agent reads for a deny: the reason codes, the first shareable detail, the
     decision hash and the request id. Never raises."""
     codes = ", ".join(decision.codes) or ReasonCode.INTERNAL_ERROR.value
-    detail = next((r.detail for r in decision.reasons if r.code not in _OPAQUE), "")
+    # the detail of an opaque code (interlock.adapters.sdk.OPAQUE_CODES) stays on the ledger
+    details = (disclosed_detail(r.code, r.detail) for r in decision.reasons)
+    detail = next((d for d in details if d), "")
     shown = f": {detail}" if detail else ""
     return (
         f"denied by Interlock: {codes}{shown}"
         f" (decision {decision.decision_hash}, request {decision.request_id})"
     )
+
+
+def _json_digest(value: Any) -> str:
+    """SHA-256 (hex) of the RFC 8785 bytes of a JSON value; a value RFC 8785 cannot take here
+    (nested too deep) is digested as its compact JSON text, prefixed ``json:``. Never raises on
+    JSON values."""
+    try:
+        return digest(value, allow_floats=True)
+    except Error:
+        raw = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        return "json:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
+
+
+def continuation_context(
+    params: types.CallToolRequestParams
+    | types.ReadResourceRequestParams
+    | types.GetPromptRequestParams,
+) -> dict[str, Any] | None:
+    """The request's ``context`` for a request that continues an earlier one: the digests of
+    the ``inputResponses`` and ``requestState`` the client sent (and the proxy forwards), as
+    ``{"mcp": {"input_responses_sha256": …, "request_state_sha256": …}}`` — so the decision
+    and the ledger commit to them and a policy can see that they are present. ``None`` when
+    there are neither. Never raises."""
+    sent = params.model_dump(
+        mode="json", by_alias=True, exclude_none=True, include={"input_responses", "request_state"}
+    )
+    out: dict[str, str] = {}
+    if "inputResponses" in sent:
+        out["input_responses_sha256"] = _json_digest(sent["inputResponses"])
+    if "requestState" in sent:
+        out["request_state_sha256"] = _json_digest(sent["requestState"])
+    return {"mcp": out} if out else None
 
 
 def result_digest(result: BaseModel) -> str:
@@ -347,9 +408,14 @@ class McpProxy:
     # -- requests -------------------------------------------------------------------------------
 
     def _request(
-        self, action: str, rtype: str, rid: str, args: Mapping[str, Any]
+        self,
+        action: str,
+        rtype: str,
+        rid: str,
+        args: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return {
+        raw: dict[str, Any] = {
             "principal": self.options.principal,
             "action": action,
             "resource": {"type": rtype, "id": rid},
@@ -357,6 +423,9 @@ class McpProxy:
             "capability": self.options.capability,
             "parent": self.session_id,
         }
+        if context is not None:
+            raw["context"] = dict(context)
+        return raw
 
     def _begin(self, raw: dict[str, Any]) -> _Begun:
         """Admit the request and commit ``exec.start`` (blocking: runs in a worker thread)."""
@@ -461,12 +530,15 @@ class McpProxy:
         rid: str,
         args: Mapping[str, Any],
         forward: Callable[[], Awaitable[R]],
+        context: Mapping[str, Any] | None = None,
     ) -> _Outcome[R]:
-        """Decide ``action`` on ``rtype::rid``; forward it only when allowed and recorded.
+        """Decide ``action`` on ``rtype::rid`` with ``args`` (and the request ``context``);
+        forward it only when allowed and recorded.
 
         Never raises except on cancellation (after recording the end).
         """
-        begun = await anyio.to_thread.run_sync(self._begin, self._request(action, rtype, rid, args))
+        raw = self._request(action, rtype, rid, args, context)
+        begun = await anyio.to_thread.run_sync(self._begin, raw)
         d = begun.decision
         ident = {"decision_hash": d.decision_hash, "request_id": d.request_id}
         if begun.request is None or not d.allowed:
@@ -504,11 +576,12 @@ class McpProxy:
         problem = await anyio.to_thread.run_sync(self._record_close, req, watch, fields)
         reason = watch.denied
         if reason is not None:
+            # the agent reads the detail only of codes outside OPAQUE_CODES (as for denials)
+            shown = disclosed_detail(reason.code, reason.detail)
             return _Outcome(
                 message=(
                     f"terminated by Interlock: {reason.code.value}"
-                    f"{'' if reason.code in _OPAQUE else ': ' + reason.detail}"
-                    f" (execution {req.id})"
+                    f"{': ' + shown if shown else ''} (execution {req.id})"
                 ),
                 code=DENIED_ERROR_CODE,
                 data={"reason_codes": [reason.code.value], **ident},
@@ -611,6 +684,7 @@ class McpProxy:
             lambda: self.upstream.send_request(
                 forwarded, _CALL, request_read_timeout_seconds=self.options.timeout
             ),
+            continuation_context(forwarded.params),
         )
         if out.result is not None:
             return out.result
@@ -651,6 +725,7 @@ class McpProxy:
             lambda: self.upstream.send_request(
                 forwarded, _READ, request_read_timeout_seconds=self.options.timeout
             ),
+            continuation_context(forwarded.params),
         )
         if out.result is not None:
             return out.result
@@ -682,6 +757,7 @@ class McpProxy:
             lambda: self.upstream.send_request(
                 forwarded, _PROMPT, request_read_timeout_seconds=self.options.timeout
             ),
+            continuation_context(forwarded.params),
         )
         if out.result is not None:
             return out.result
@@ -880,10 +956,17 @@ class _StdinLines:
     neither interrupted nor abandoned at exit: SIGTERM would then wait for the client's next
     byte before the session could end. A daemon thread is left behind instead; it reads the
     descriptor directly, holding no lock of ``sys.stdin`` that interpreter shutdown would need.
+
+    A line (newline included) longer than ``limit`` bytes is not buffered to its end: reading
+    stops, the lines end there (as at end of input; the partial line is dropped) and
+    :attr:`overflow` is set.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, limit: int = MAX_LINE_BYTES) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
+        #: set (before the lines end) when a line exceeded ``limit``
+        self.overflow = False
+        self.limit = limit
         token = anyio.lowlevel.current_token()
         send = self._send
 
@@ -891,11 +974,19 @@ class _StdinLines:
             pending = bytearray()
             try:
                 while chunk := os.read(fd, 1 << 16):
+                    scan = len(pending)  # what is already pending holds no newline
                     pending += chunk
-                    while (end := pending.find(b"\n")) >= 0:
+                    while (end := pending.find(b"\n", scan)) >= 0:
+                        if end + 1 > limit:
+                            self.overflow = True
+                            return
                         line = bytes(pending[: end + 1])
                         del pending[: end + 1]
+                        scan = 0
                         anyio.from_thread.run(send.send, line, token=token)
+                    if len(pending) > limit:
+                        self.overflow = True
+                        return
                 if pending:
                     anyio.from_thread.run(send.send, bytes(pending), token=token)
             except Exception:  # noqa: BLE001, S110 - the loop is gone or closed the stream
@@ -921,12 +1012,19 @@ class _StdinLines:
         self._send.close()
 
 
-async def serve_stdio(proxy: McpProxy, stop: anyio.Event | None = None) -> None:
+async def serve_stdio(
+    proxy: McpProxy, stop: anyio.Event | None = None, *, max_line: int = MAX_LINE_BYTES
+) -> None:
     """Serve the proxy on this process's stdin/stdout until the client closes stdin (or
     ``stop`` is set). While serving, fd 1 is diverted to stderr: stray prints cannot corrupt
-    the MCP channel."""
+    the MCP channel.
+
+    Raises:
+        ClientLineTooLong: the client sent a line longer than ``max_line`` bytes (default
+            :data:`MAX_LINE_BYTES`, 4 MiB): serving stopped there, as at end of input.
+    """
     server = proxy.server
-    lines = _StdinLines(sys.stdin.fileno())
+    lines = _StdinLines(sys.stdin.fileno(), max_line)
     try:
         # the stop task's group encloses the transport: cancelling it stops all of it
         async with anyio.create_task_group() as tg:
@@ -942,6 +1040,12 @@ async def serve_stdio(proxy: McpProxy, stop: anyio.Event | None = None) -> None:
             tg.cancel_scope.cancel()
     finally:
         lines.close()
+    if lines.overflow:
+        raise ClientLineTooLong(
+            f"the client sent a line longer than {max_line} bytes"
+            f" ({max_line / 1048576:g} MiB): the session is ended",
+            limit=max_line,
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -980,11 +1084,40 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def transport_security(host: str, port: int) -> TransportSecuritySettings:
+    """DNS-rebinding protection for a proxy listening on ``host:port``: the ``Host`` header must
+    name this port on ``host`` (as given or in its canonical spelling), ``localhost``,
+    ``127.0.0.1`` or ``[::1]``, and an ``Origin``, when sent, must be ``http://`` one of those.
+    A web page that had a name of its own resolve to the proxy's address still sends its own
+    name in ``Host``, and is refused (421). Never raises.
+
+    Always passed explicitly: the SDK enables its protection by itself only for the exact hosts
+    ``127.0.0.1``, ``localhost`` and ``::1``, not for other loopback spellings (``127.0.0.2``,
+    ``0:0:0:0:0:0:0:1``) that :func:`bind` accepts.
+    """
+    bare = host.strip("[]")
+    names = {bare, "localhost", "127.0.0.1", "::1"}
+    with contextlib.suppress(ValueError):
+        names.add(str(ipaddress.ip_address(bare)))
+    hosts: list[str] = []
+    for name in sorted(names):
+        literal = f"[{name}]" if ":" in name else name
+        hosts.append(f"{literal}:{port}")
+        if port == 80:  # the default port may be left out of Host
+            hosts.append(literal)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"http://{h}" for h in hosts],
+    )
+
+
 async def serve_http(
     proxy: McpProxy, sock: socket.socket, host: str, stop: anyio.Event | None = None
 ) -> None:
     """Serve the proxy as streamable HTTP (``/mcp``) on a bound socket (see :func:`bind`) until
-    ``stop`` is set. DNS-rebinding protection is on for loopback hosts."""
+    ``stop`` is set. DNS-rebinding protection is always on (:func:`transport_security`): a
+    request whose ``Host`` or ``Origin`` names anything but this address is refused."""
     import uvicorn
 
     class _Uvicorn(uvicorn.Server):
@@ -992,7 +1125,10 @@ async def serve_http(
         def capture_signals(self) -> Any:  # the caller owns signals (see run_proxy)
             yield
 
-    app = proxy.server.streamable_http_app(host=host.strip("[]"))
+    port = int(sock.getsockname()[1])
+    app = proxy.server.streamable_http_app(
+        host=host.strip("[]"), transport_security=transport_security(host, port)
+    )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = _Uvicorn(config)
     async with anyio.create_task_group() as tg:

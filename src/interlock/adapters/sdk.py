@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from interlock.gate import Gate
 
 __all__ = [
+    "OPAQUE_CODES",
     "Agent",
     "Governor",
     "ResourceSpec",
@@ -68,6 +69,7 @@ __all__ = [
     "current_execution",
     "current_traceparent",
     "denial_text",
+    "disclosed_detail",
     "governed",
 ]
 
@@ -84,6 +86,13 @@ ResourceSpec: TypeAlias = ResourceValue | Callable[[dict[str, Any]], ResourceVal
 _AGENT: ContextVar[Agent | None] = ContextVar("interlock_current_agent", default=None)
 #: the request id of a denial the SDK made without reaching the gate (it has no request)
 _NO_REQUEST_ID = "00000000-0000-7000-8000-000000000000"
+#: the reason codes whose detail the agent (the model) never reads, in any adapter (SDK
+#: adapters, MCP proxy): only the code; the operator reads the detail on the ledger. Their
+#: details describe the credential or the gate's internals (why a token does not verify, a
+#: path, an exception), which would help an agent probe them.
+OPAQUE_CODES: frozenset[str] = frozenset(
+    {ReasonCode.CAPABILITY_INVALID, ReasonCode.IDENTITY_UNVERIFIED, ReasonCode.INTERNAL_ERROR}
+)
 
 
 def current_agent() -> Agent | None:
@@ -107,22 +116,28 @@ def current_traceparent() -> str | None:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 0xFF:02x}"
 
 
-def denial_text(exc: Denied | Revoked) -> str:
-    """The text a framework adapter hands the model for a denial or a stopped execution: the
-    reason code first, then the detail and the decision hash (or execution id).
+def disclosed_detail(code: str, detail: str) -> str:
+    """``detail`` if the agent may read the detail of a ``code`` denial, else ``""``: the one
+    rule every adapter applies to model-facing text (see :data:`OPAQUE_CODES`).
 
     Never raises.
     """
+    return "" if code in OPAQUE_CODES else detail
+
+
+def denial_text(exc: Denied | Revoked) -> str:
+    """The text a framework adapter hands the model for a denial or a stopped execution: the
+    reason code first, then the detail (none for :data:`OPAQUE_CODES`) and the decision hash
+    (or execution id).
+
+    Never raises.
+    """
+    detail = disclosed_detail(exc.reason_code, exc.detail)
+    shown = f": {detail}" if detail else ""
     if isinstance(exc, Denied):
         decision_hash = getattr(exc.decision, "decision_hash", "") or "unknown"
-        return (
-            f"Interlock denied this call: {exc.reason_code}: {exc.detail} "
-            f"(decision {decision_hash})"
-        )
-    return (
-        f"Interlock stopped this call: {exc.reason_code}: {exc.detail} "
-        f"(execution {exc.execution_id})"
-    )
+        return f"Interlock denied this call: {exc.reason_code}{shown} (decision {decision_hash})"
+    return f"Interlock stopped this call: {exc.reason_code}{shown} (execution {exc.execution_id})"
 
 
 def _sdk_denial(exc: BaseException) -> Decision:
@@ -132,9 +147,11 @@ def _sdk_denial(exc: BaseException) -> Decision:
     if isinstance(exc, Error):
         with contextlib.suppress(ValueError):
             code = ReasonCode(exc.reason_code)
+    if isinstance(exc, Error) and code not in OPAQUE_CODES:
         detail = f"could not admit the call: {exc.diagnostics()}"[:500]
     else:
-        # a foreign exception is named by type only: its message may hold the call's inputs
+        # a foreign exception is named by type only: its message may hold the call's inputs;
+        # an opaque code's evidence (paths, token details) is not carried either
         detail = f"{type(exc).__name__} while admitting the call: it was not made"
     blob = json.dumps([_NO_REQUEST_ID, code.value, detail], sort_keys=True).encode()
     return Decision(
@@ -325,10 +342,16 @@ class Governor:
         args: Mapping[str, Any] | None,
         *,
         cause: BaseException | None = None,
+        body_in_thread: bool = False,
     ) -> R:
         """:meth:`call` for coroutines: admits with ``async with gate.execution(...)`` (the
         task is cancelled when authorization ends, surfacing as :class:`Revoked`), then awaits
         ``fn()``.
+
+        ``body_in_thread=True`` says ``fn()`` awaits a synchronous callable running in a worker
+        thread (a sync framework tool under an async runner). Cancelling the await does not stop
+        that thread — the callable runs to its end after the execution is recorded as
+        terminated — so the closing record then carries ``"body_may_still_run": true``.
 
         Raises:
             Denied: as :meth:`call`; ``fn`` was not called.
@@ -339,7 +362,7 @@ class Governor:
         request, problem = self._prepare(args, cause)
         async with contextlib.AsyncExitStack() as stack:
             try:
-                await stack.enter_async_context(
+                run = await stack.enter_async_context(
                     self.gate.execution(request, interval=self.interval)
                 )
             except Denied as exc:
@@ -350,6 +373,7 @@ class Governor:
                 raise Denied(_sdk_denial(exc)) from exc
             if problem is not None:  # intake refuses such a request; never run it regardless
                 raise Denied(_sdk_denial(problem)) from problem
+            run.body_in_thread = body_in_thread
             with self._acting():
                 return await fn()
         raise AssertionError("unreachable")  # pragma: no cover - mypy: the with always returns

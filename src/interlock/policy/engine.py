@@ -32,8 +32,10 @@ entity store: ``principal in Team::"research"`` holds when the agent is listed i
 The schema types the *policies* (checked once, at load); requests are not validated against it,
 because ``args`` and ``context`` are free-form JSON from the agent. Consequently a policy must
 guard optional attributes with ``has`` (``context.args has argv && ...``), and a value of the
-wrong type makes the policy error — which denies (below). JSON values Cedar cannot represent
-(``null``, floats, integers outside 64 bits) and objects using Cedar's reserved JSON escapes
+wrong type makes the policy error — which denies (below). The gate maps floats to decimal
+strings and drops null-valued object attributes (absent, ``has`` is false) before they get
+here; JSON values Cedar cannot represent (a ``null`` in a list, integers outside 64 bits) and
+objects using Cedar's reserved JSON escapes
 (``"__entity"``, ``"__extn"``, ``"__expr"``) also deny with ``POLICY_ERROR``: Cedar must see the
 same value the tool will receive.
 

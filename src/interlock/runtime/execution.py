@@ -14,8 +14,17 @@ re-verifies inline only when the last verification is older than ``interval``. L
 **In-process code can only be stopped cooperatively**: Python offers no safe way to stop a
 thread from outside. Synchronous code must call ``run.check()``; with ``async with``, the task
 that entered the block is cancelled when authorization ends (best effort: a task that shields
-itself or never awaits runs on), and the ``CancelledError`` surfaces as ``Revoked``. The hard
-boundary is ``interlock exec``: a separate process whose process group is killed.
+itself or never awaits runs on), and the ``CancelledError`` surfaces as ``Revoked``. A
+synchronous callable the task awaits in a worker thread (``asyncio.to_thread``, an executor)
+is *not* stopped: only the await is cancelled, the thread runs the callable to its end. Set
+:attr:`Execution.body_in_thread` for such a body and a closing record caused by that
+cancellation says ``"body_may_still_run": true``. The hard boundary is ``interlock exec``: a
+separate process whose process group is killed.
+
+**A task cancelled while it is being admitted** (``async with``; the admission runs in a worker
+thread and cannot be interrupted) waits for the admission to finish; if it started the
+execution, ``exec.end`` is recorded at once with ``outcome: "cancelled"`` and the watch stops,
+then the ``CancelledError`` propagates. The body never runs.
 
 **Lineage without plumbing**: while a run is inside its ``with`` / ``async with`` block it is
 the *current execution* of that context (a :mod:`contextvars` variable, so asyncio tasks created
@@ -66,6 +75,11 @@ def current_execution() -> Execution | None:
 class Execution:
     """One governed in-process execution. Use ``gate.execution(request)``; enter it with
     ``with`` or ``async with``. Its id is the request id (pass it as ``parent`` to children).
+
+    ``body_in_thread`` (default ``False``): set it when the ``async with`` body awaits a
+    synchronous callable running in a worker thread. Cancelling the await (a revocation, or
+    the caller) does not stop that thread, and a closing record caused by the cancellation then
+    carries ``"body_may_still_run": true``.
     """
 
     def __init__(
@@ -90,6 +104,10 @@ class Execution:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cancelled = False
         self._token: contextvars.Token[Execution | None] | None = None
+        #: set by the caller when the body is a synchronous callable that the task awaits in a
+        #: worker thread: cancelling the await does not stop it, so a close caused by a
+        #: cancellation records ``body_may_still_run: true``
+        self.body_in_thread = False
 
     @property
     def id(self) -> str:
@@ -177,8 +195,9 @@ class Execution:
             self._cancelled = True
             task.cancel()
 
-    def _close(self, exc: BaseException | None) -> None:
-        """Stop watching and commit ``exec.end`` or ``exec.terminated``.
+    def _close(self, exc: BaseException | None, *, outcome: str | None = None) -> None:
+        """Stop watching and commit ``exec.end`` or ``exec.terminated``. ``outcome`` overrides
+        the one derived from ``exc`` (``ok`` / ``error``).
 
         Raises:
             LedgerUnavailable: the closing record was not committed.
@@ -191,10 +210,13 @@ class Execution:
             return
         fields: dict[str, Any] = {
             "duration_ms": (time.monotonic_ns() - self._started) // 1_000_000,
-            "outcome": "ok" if exc is None else "error",
+            "outcome": outcome or ("ok" if exc is None else "error"),
         }
         if exc is not None:
             fields["error_type"] = type(exc).__name__
+        if self.body_in_thread and isinstance(exc, asyncio.CancelledError):
+            # only the await was cancelled: the worker thread runs the callable on
+            fields["body_may_still_run"] = True
         reason = self.reason
         if reason is not None:
             fields["reason"] = reason.to_json()
@@ -261,15 +283,42 @@ class Execution:
     async def __aenter__(self) -> Execution:
         """Admit and start; the current task is cancelled if authorization ends.
 
+        A cancellation that arrives while the admission runs waits for it; an execution it
+        started is ended at once (``exec.end``, ``outcome: "cancelled"``) before the
+        ``CancelledError`` propagates.
+
         Raises:
             Denied: the request was denied, or ``exec.start`` could not be committed.
+            asyncio.CancelledError: the task was cancelled during the admission.
         """
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self._inherit_parent()
-        await asyncio.to_thread(self._start)
+        # the admission thread cannot be interrupted: shielded, so a cancellation of this task
+        # cannot leave an execution started (exec.start, a watch) that nobody will end
+        starting = asyncio.ensure_future(asyncio.to_thread(self._start))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await self._abandon_start(starting)
+            raise
         self._enter_current()  # here, in the task's own context (to_thread ran in a copy)
         return self
+
+    async def _abandon_start(self, starting: asyncio.Future[None]) -> None:
+        """The entering task was cancelled while the admission ran: wait for it to finish and,
+        if it started the execution, end it (``exec.end``, ``outcome: "cancelled"``; the watch
+        stops). Further cancellations are absorbed until then; the caller re-raises."""
+        self._task = None  # the task is leaving: the watch must not cancel it (or a later await)
+        await _finish(starting)
+        if starting.cancelled() or starting.exception() is not None:
+            return  # denied, or the admission failed: nothing was started
+        closing = asyncio.ensure_future(asyncio.to_thread(self._close, None, outcome="cancelled"))
+        await _finish(closing)
+        if not closing.cancelled():
+            # a closing record that could not be committed leaves the execution 'running' on
+            # the ledger; the body never ran, and the cancellation is what the caller must see
+            closing.exception()
 
     async def __aexit__(
         self,
@@ -297,3 +346,11 @@ class Execution:
             if task is not None:
                 task.uncancel()
             raise Revoked(reason.code.value, reason.detail, execution_id=self.id) from exc
+
+
+async def _finish(future: asyncio.Future[Any]) -> None:
+    """Wait until ``future`` is done, whatever cancellations arrive meanwhile (its outcome is
+    left for the caller to read)."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait((future,))
