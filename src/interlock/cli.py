@@ -106,7 +106,7 @@ def _audit(home: Path | None, *, sign: bool = False) -> Any:
         _fail(exc.diagnostics(), EXIT_DENY)
 
 
-_TTL_RE = re.compile(r"^(\d+)([smhd])$")
+_TTL_RE = re.compile(r"^(\d+)([smhd])\Z")
 
 
 def parse_ttl(text: str) -> timedelta:
@@ -535,7 +535,7 @@ def boundary_release(
 
 # -- exec ------------------------------------------------------------------------------------------
 
-_SECONDS_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)?$")
+_SECONDS_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)?\Z")
 
 
 def parse_seconds(text: str) -> float:
@@ -1716,8 +1716,6 @@ def mcp_proxy(
 
 # -- serve (issue 4 §4) ----------------------------------------------------------------------------
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
 
 @app.command()
 def serve(
@@ -1728,21 +1726,58 @@ def serve(
     log_level: Annotated[
         str, typer.Option(help="critical, error, warning, info or debug.")
     ] = "info",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Also accept this name in the Host header (repeatable; '*.example.com' for "
+            "subdomains, '*' for any). Always accepted: localhost, 127.0.0.1, [::1] and --host.",
+        ),
+    ] = None,
+    execution_lease: Annotated[
+        float | None,
+        typer.Option(
+            help="Terminate an HTTP-started execution whose runner has not reported (GET with "
+            "its capability, or the PATCH end) for this many seconds. Default: no lease.",
+            min=0.1,
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve the HTTP API (decisions, executions, ledger, C2SP tiles, admin, /readyz, /metrics)
     until interrupted. See the README, "HTTP API"."""
+    from rich.markup import escape
+
     from interlock.server import serve as serve_http
+    from interlock.server.guards import allowed_hosts, is_loopback
 
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         _fail(f"--log-level must be critical, error, warning, info or debug, not {log_level!r}")
-    if host not in _LOOPBACK:
+    extra = allowed_host or []
+    try:
+        allowed_hosts(host, extra)
+    except ValueError as exc:
+        _fail(f"--host/--allowed-host: {escape(str(exc))}")
+    if not is_loopback(host):
         err.print(
-            f"[bold yellow]warning:[/] binding {host}: the API is plain HTTP with no TLS; put it"
-            " behind a TLS-terminating proxy and keep admin tokens off untrusted networks"
+            f"[bold yellow]warning:[/] binding {escape(host)}: the API is plain HTTP with no TLS;"
+            " put it behind a TLS-terminating proxy and keep admin tokens off untrusted networks"
+            + (
+                ""
+                if extra
+                else "; clients must send a Host header this server accepts (--allowed-host)"
+            ),
+            soft_wrap=True,
         )
     with _gate(home) as gate:
-        serve_http(gate, host=host, port=port, log_level=log_level)
+        serve_http(
+            gate,
+            host=host,
+            port=port,
+            log_level=log_level,
+            allowed_hosts=extra,
+            execution_lease=execution_lease,
+        )
 
 
 # -- end serve -------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ __all__ = ["Config", "Home", "default_home", "init_home"]
 
 CONFIG_NAME = "interlock.toml"
 # a C2SP note key name (no space, no '+') that is also safe inside a TOML string
-_ORIGIN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,255}$")
-_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_ORIGIN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,255}\Z")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 KEY_NAMES = ("log", "policy", "biscuit-root", "node")
 DEFAULT_POLICY_DIR = Path(__file__).parent / "policy" / "default"
 

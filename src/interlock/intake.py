@@ -57,12 +57,12 @@ _MAX_ID = 1024
 MAX_APPROVAL_BYTES = 8 * 1024
 _I_JSON = 2**53 - 1
 
-_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.\-/]{0,127}$")
-_TYPE_RE = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}$")
+_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.\-/]{0,127}\Z")
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_\-]+={0,2}$")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_TRACEPARENT_RE = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_\-]+={0,2}\Z")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_TRACEPARENT_RE = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")
 
 
 def new_request_id(unix_ns: int) -> str:

@@ -74,8 +74,13 @@ def test_serve_decides_records_and_stops_cleanly(
         assert http.get("/readyz").json() == {"ready": True, "reasons": []}
         allow = http.post("/v1/decisions", json=req).json()
         assert allow["effect"] == "allow"
-        bad = http.post("/v1/decisions", content=b"not json")
+        bad = http.post(
+            "/v1/decisions", content=b"not json", headers={"Content-Type": "application/json"}
+        )
         assert bad.status_code == 422
+        # a cross-site form post or a rebound host name never reaches the gate
+        assert http.post("/v1/decisions", content=b"not json").status_code == 415
+        assert http.get("/readyz", headers={"Host": "evil.example"}).status_code == 400
         assert http.get("/openapi.json").json()["info"]["title"] == "Interlock"
         assert "interlock_decisions_total" in http.get("/metrics").text
     proc.send_signal(signal.SIGTERM)
@@ -107,18 +112,50 @@ def test_serve_refuses_bad_options(home: Path) -> None:
     assert missing.returncode == 2 and "no Interlock home" in missing.stderr
 
 
-def test_serve_warns_when_not_bound_to_loopback_only(home: Path) -> None:
+def test_serve_treats_all_of_127_8_as_loopback_and_checks_the_host_header(home: Path) -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [*EXE, "serve", "--host", "127.0.0.2", "--port", str(port), "--log-level", "warning"],
+        [
+            *EXE,
+            "serve",
+            "--host",
+            "127.0.0.2",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--allowed-host",
+            "api.example.test",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=_env(home),
     )
+    url = f"http://127.0.0.2:{port}"
     try:
-        _wait_ready(proc, f"http://127.0.0.2:{port}")
+        _wait_ready(proc, url)  # Host: 127.0.0.2:<port>, the bound address
+        for host, status in (
+            ("api.example.test", 200),
+            (f"localhost:{port}", 200),
+            ("evil.example", 400),
+        ):
+            assert httpx.get(url + "/healthz", headers={"Host": host}).status_code == status
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
-    assert "no TLS" in err
+    assert proc.returncode == 0
+    assert "warning" not in err and "no TLS" not in err  # 127.0.0.2 is loopback
+
+
+def test_serve_warns_when_not_bound_to_loopback_only(home: Path) -> None:
+    # 192.0.2.1 (TEST-NET-1) is not an address of this machine: the warning comes first, then
+    # the bind fails; nothing is ever exposed
+    r = cli(home, "serve", "--host", "192.0.2.1", "--port", str(_free_port()))
+    assert r.returncode != 0
+    assert "no TLS" in r.stderr and "--allowed-host" in r.stderr
+
+
+def test_serve_refuses_a_bad_allowed_host(home: Path) -> None:
+    r = cli(home, "serve", "--allowed-host", "evil.example:80")
+    assert r.returncode == 2 and "--allowed-host" in r.stderr

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -36,24 +38,28 @@ from interlock.home import Home
 from interlock.ledger import merkle
 from interlock.ledger.note import open_checkpoint
 from interlock.ledger.tiles import decode_entry_bundle
-from interlock.policy.bundle import load_bundle, sign_bundle
+from interlock.policy.bundle import PolicyBundle, load_bundle, sign_bundle
 from interlock.server import create_app
+from interlock.server.routes.ledger import parse_tile_path
 from interlock.trust import keys
 from interlock.trust.approval import make_approval
 from interlock.trust.keys import private_raw
 from tests.conftest import RESEARCHER, SUMMARIZER, edit_config, tool_request
 
 ADMIN = "spiffe://acme.test/human/ops"
+JSON = {"Content-Type": "application/json"}
 
 
 @contextlib.contextmanager
-def live_server(gate: Gate) -> Iterator[str]:
-    """Serve ``create_app(gate)`` with uvicorn on a free loopback port, in a thread."""
+def live_server(gate: Gate, **options: Any) -> Iterator[str]:
+    """Serve ``create_app(gate, **options)`` with uvicorn on a free loopback port, in a
+    thread (its lifespan runs: the execution verifier is started and stopped)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(gate), log_level="warning", ws="none", access_log=False)
+    app = create_app(gate, **options)
+    config = uvicorn.Config(app, log_level="warning", ws="none", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -78,7 +84,7 @@ class Api:
 
     def decide(self, body: Any) -> httpx.Response:
         if isinstance(body, bytes):
-            return self.http.post("/v1/decisions", content=body)
+            return self.http.post("/v1/decisions", content=body, headers=JSON)
         return self.http.post("/v1/decisions", json=body)
 
     def record(self, index: int) -> dict[str, Any]:
@@ -87,10 +93,10 @@ class Api:
 
 
 @contextlib.contextmanager
-def serving(home: Path) -> Iterator[Api]:
+def serving(home: Path, **options: Any) -> Iterator[Api]:
     with (
         Gate.open(home) as gate,
-        live_server(gate) as url,
+        live_server(gate, **options) as url,
         httpx.Client(base_url=url, timeout=30) as http,
     ):
         yield Api(gate=gate, url=url, http=http)
@@ -205,7 +211,8 @@ def test_other_bodies_are_capped_and_change_nothing(api: Api, issue: Any) -> Non
     # declared too large: refused before the body is read (httpx will not send a lie)
     status = _raw_status(
         api.url,
-        b"POST /v1/admin/kill-switch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/admin/kill-switch HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\n"
         + f"Authorization: Bearer {admin}\r\nContent-Length: {10**9}\r\n\r\n{{}}".encode(),
     )
     assert status == 413
@@ -280,7 +287,7 @@ def test_a_denied_execution_is_403_and_recorded(api: Api, issue: Any) -> None:
     assert d["effect"] == "deny" and d["reasons"][0]["code"] == "POLICY_FORBID"
     row = api.http.get(f"/v1/executions/{d['request_id']}").json()
     assert row["status"] == "denied" and row["decision_index"] == d["ledger_index"]
-    assert api.http.post("/v1/executions", content=b"{").status_code == 422
+    assert api.http.post("/v1/executions", content=b"{", headers=JSON).status_code == 422
 
 
 def test_an_execution_that_cannot_be_recorded_is_503_and_absent(
@@ -353,7 +360,13 @@ def test_lineage_walks_from_a_child_to_its_root(api: Api, issue: Any) -> None:
 @pytest.mark.parametrize("path", ["/v1/executions/", "/v1/lineage/"])
 def test_unknown_and_malformed_execution_ids(api: Api, path: str) -> None:
     assert api.http.get(path + "0190b3f6-7a1c-7000-8000-000000000000").status_code == 404
-    for bad in ("nope", "0190B3F6-7A1C-7000-8000-000000000000", "%00", "x" * 5000):
+    for bad in (
+        "nope",
+        "0190B3F6-7A1C-7000-8000-000000000000",
+        "0190b3f6-7a1c-7000-8000-000000000000%0A",  # "$" must not match before a newline
+        "%00",
+        "x" * 5000,
+    ):
         assert api.http.get(path + bad).status_code in (404, 422), bad
 
 
@@ -418,6 +431,11 @@ def test_checkpoint_proofs_and_consistency_verify(api: Api, issue: Any) -> None:
         ("/v1/ledger/consistency", {"from": 1, "to": 999999}, 404),
         ("/v1/ledger/consistency", {"to": 1}, 422),
         ("/v1/ledger/consistency", {"from": "x"}, 422),
+        # "$" also matches before a final newline: Starlette's route patterns end with it
+        ("/v1/ledger/entries/1%0A", None, 404),
+        ("/v1/ledger/proof/1%0A", None, 404),
+        ("/v1/ledger/entries/1%20", None, 404),
+        ("/healthz%0A", None, 404),
     ],
 )
 def test_ledger_reads_answer_4xx_to_bad_parameters(
@@ -463,8 +481,17 @@ def test_tiles_are_read_by_an_independent_tlog_client(api: Api) -> None:
         "0/002",
         "entries/009.p/3",
         "../../etc/passwd",
+        "0/000%0A",  # a valid tile path but for the final newline ("$" matches before it)
+        "entries/000%0A",
+        "0/001.p/7%0A",
     ):
         assert api.http.get(f"/tlog/tile/{bad}").status_code == 404, bad
+
+
+def test_tile_paths_are_matched_whole() -> None:
+    assert parse_tile_path("0/000") == (0, 0, 256)
+    for bad in ("0/000\n", "entries/000.p/3\n", "0/000\r", " 0/000", "0/000 "):
+        assert parse_tile_path(bad) is None, repr(bad)
 
 
 # -- health and metrics ----------------------------------------------------------------------------
@@ -712,11 +739,15 @@ def test_admin_policy_upload_installs_only_a_trusted_newer_bundle(
     assert not [p for p in home.iterdir() if p.name.startswith(".policy-")]
     assert api.decide(tool_request(token)).json()["effect"] == "allow"
 
+    running = _start(api, token)["execution_id"]
     good = _bundle(home, tmp_path, 2, NO_WEB_SEARCH)
     r = put(good)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["version"] == 2 and out["changed"] is True
+    # the new policy forbids what the running execution does: it is terminated
+    reason = _wait_status(api, running, "terminated")["reason"]
+    assert reason["code"] == "POLICY_FORBID" and reason["policy"] == "no-web-search"
     d = api.decide(tool_request(token)).json()
     assert d["reasons"][0]["code"] == "POLICY_FORBID"
     assert d["reasons"][0]["policy"] == "no-web-search"
@@ -808,3 +839,369 @@ def test_concurrent_decisions_are_all_recorded(api: Api, issue: Any) -> None:
         t.join()
     assert len(results) == 80 and len(set(results)) == 80
     assert api.gate.ledger.size() == before + 80
+
+
+# -- continuous verification of HTTP executions (DESIGN I5, I6) -----------------------------------
+
+
+def _wait_status(api: Api, eid: str, status: str, timeout: float = 2.0) -> dict[str, Any]:
+    """Poll ``GET /v1/executions/{eid}`` until its status is ``status`` — for ``terminated``,
+    until its ``exec.terminated`` is committed too (``exec.verify`` sets the status just
+    before) — and fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got: dict[str, Any] = api.http.get(f"/v1/executions/{eid}").json()
+        if got["status"] == status and (status != "terminated" or "terminated_index" in got):
+            return got
+        assert time.monotonic() < deadline, f"still {got['status']} after {timeout} s: {got}"
+        time.sleep(0.02)
+
+
+def _records(api: Api, eid: str, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for _i, _h, data in api.gate.ledger.iter_entries():
+        rec = json.loads(data)
+        if rec.get("type") == kind and rec.get("id") == eid:
+            out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("how", "parent_principal", "child_principal", "code"),
+    [
+        # not through the API: nothing wakes the verifier, the snapshot change does
+        ("revoke", RESEARCHER, SUMMARIZER, "CAPABILITY_REVOKED"),
+        ("quarantine", SUMMARIZER, RESEARCHER, "PRINCIPAL_QUARANTINED"),
+    ],
+)
+def test_an_http_execution_is_terminated_when_its_authorization_ends(
+    api: Api, issue: Any, how: str, parent_principal: str, child_principal: str, code: str
+) -> None:
+    token = issue(parent_principal)
+    eid = _start(api, token, principal=parent_principal)["execution_id"]
+    child_token = issue(child_principal)
+    child_request = tool_request(child_token, principal=child_principal, parent=eid)
+    # while it runs, its children are allowed, and one of them runs too
+    assert api.decide(child_request).json()["effect"] == "allow"
+    child = _start(api, child_token, principal=child_principal, parent=eid)["execution_id"]
+    time.sleep(0.3)  # a few verification passes: nothing changes while authorization holds
+    assert api.http.get(f"/v1/executions/{eid}").json()["status"] == "running"
+    assert not _records(api, eid, "exec.verify")
+
+    t0 = time.monotonic()
+    if how == "revoke":
+        api.gate.revoke(revocation_ids(token), reason="test")
+    else:
+        admin = issue(ADMIN, "admin:Admin::quarantine")
+        r = api.http.post(
+            "/v1/admin/quarantine",
+            json={"principal": parent_principal, "reason": "test"},
+            headers=_bearer(admin),
+        )
+        assert r.status_code == 200, r.text
+    got = _wait_status(api, eid, "terminated", timeout=2.0)
+    assert time.monotonic() - t0 < 2.0
+    assert got["reason"]["code"] == code and "authorization" not in got
+
+    # on the ledger: the Watch's exec.verify deny (it set the status), then exec.terminated
+    (verify,) = [r for r in _records(api, eid, "exec.verify") if r["effect"] == "deny"]
+    assert verify["reasons"][0]["code"] == code
+    assert verify["decision_leaf"] == got["decision_leaf"]
+    terminated = api.record(got["terminated_index"])
+    assert terminated["type"] == "exec.terminated" and terminated["id"] == eid
+    assert terminated["reason"]["code"] == code and terminated["supervisor"] == "http"
+    assert terminated["verify_recorded"] is True
+    assert api.gate.ledger.execution(eid).status == "terminated"  # type: ignore[union-attr]
+
+    # I5: a new child is denied; the running child is terminated in turn
+    d = api.decide(child_request).json()
+    assert d["effect"] == "deny" and d["reasons"][0]["code"] == "LINEAGE_BROKEN"
+    assert _wait_status(api, child, "terminated")["reason"]["code"] == "LINEAGE_BROKEN"
+    # the runner's end report comes too late
+    r = api.http.patch(f"/v1/executions/{eid}", json={"exit_status": 0}, headers=_bearer(token))
+    assert r.status_code == 409
+    assert 'interlock_execution_events_total{event="terminated"} 2.0' in (
+        api.http.get("/metrics").text
+    )
+
+
+def test_an_http_execution_is_terminated_when_its_capability_expires(
+    home: Path, issue: Any
+) -> None:
+    # no governance change at all: the timed re-decision finds it
+    with serving(home, verify_interval=0.2) as api:
+        token = issue(ttl=timedelta(seconds=2))
+        eid = _start(api, token)["execution_id"]
+        assert api.record(_start(api, issue())["start_index"])["interval_ms"] == 200
+        got = _wait_status(api, eid, "terminated", timeout=4.0)
+        assert got["reason"]["code"] == "CAPABILITY_EXPIRED"
+        assert _records(api, eid, "exec.verify")[-1]["effect"] == "deny"
+
+
+def test_an_execution_whose_runner_stops_reporting_is_terminated(home: Path, issue: Any) -> None:
+    with serving(home, execution_lease=0.6) as api:
+        token = issue()
+        started = _start(api, token)
+        eid = started["execution_id"]
+        assert started["lease_ms"] == 600
+        assert api.record(started["start_index"])["lease_ms"] == 600
+        for _ in range(4):  # reporting renews the lease: alive well past one lease
+            time.sleep(0.3)
+            r = api.http.get(f"/v1/executions/{eid}", headers=_bearer(token))
+            assert r.status_code == 200 and r.json()["status"] == "running", r.text
+        other = api.http.get(f"/v1/executions/{eid}", headers=_bearer(issue()))
+        assert other.status_code == 403  # someone else's token neither reads as nor renews it
+        got = _wait_status(api, eid, "terminated", timeout=2.0)
+        assert got["reason"]["code"] == "DEADLINE_EXCEEDED"
+        assert not _records(api, eid, "exec.verify")  # not a verification: just the lease
+        assert api.record(got["terminated_index"])["reason"]["code"] == "DEADLINE_EXCEEDED"
+
+
+def test_executions_are_bounded_and_terminated_when_the_server_stops(
+    home: Path, issue: Any
+) -> None:
+    token = issue()
+    with serving(home, max_executions=1) as api:
+        first = _start(api, token)["execution_id"]
+        before = api.gate.ledger.size()
+        full = api.http.post("/v1/executions", json=tool_request(token))
+        assert full.status_code == 503 and "nothing was recorded" in full.json()["detail"]
+        assert api.gate.ledger.size() == before
+        r = api.http.patch(
+            f"/v1/executions/{first}", json={"exit_status": 0}, headers=_bearer(token)
+        )
+        assert r.status_code == 200
+        last = _start(api, token)["execution_id"]  # the ended one's slot is free again
+    with Gate.open(home) as gate:
+        row = gate.ledger.execution(last)
+        assert row is not None and row.status == "terminated"
+        assert gate.ledger.execution(first).status == "ended"  # type: ignore[union-attr]
+        (rec,) = [
+            r
+            for _i, _h, data in gate.ledger.iter_entries()
+            if (r := json.loads(data)).get("type") == "exec.terminated"
+        ]
+        assert rec["id"] == last and rec["supervisor"] == "http"
+        assert rec["reason"]["code"] == "INTERNAL_ERROR" and "stopped" in rec["reason"]["detail"]
+
+
+def test_executions_are_refused_while_nothing_re_verifies_them(api: Api, issue: Any) -> None:
+    from starlette.testclient import TestClient
+
+    app = create_app(api.gate)  # its lifespan never runs: no verifier
+    before = api.gate.ledger.size()
+    client = TestClient(app, base_url="http://localhost")
+    r = client.post("/v1/executions", json=tool_request(issue()))
+    assert r.status_code == 503 and "not running" in r.json()["detail"]
+    assert api.gate.ledger.size() == before
+    assert client.post("/v1/decisions", json=tool_request(issue())).status_code == 200
+
+
+# -- DNS rebinding and cross-site requests -----------------------------------------------------
+
+
+def test_a_foreign_host_header_is_400_and_nothing_recorded(api: Api, issue: Any) -> None:
+    before = api.gate.ledger.size()
+    for host in (
+        "evil.example",
+        "evil.example:8750",
+        "127.0.0.1.evil.example",
+        "localhost.evil",
+        "[::2]",
+        "",
+    ):
+        request = tool_request(issue())
+        r = api.http.post("/v1/decisions", json=request, headers={"Host": host})
+        assert r.status_code == 400, host
+        r = api.http.post("/v1/executions", json=request, headers={"Host": host})
+        assert r.status_code == 400, host
+        assert api.http.get("/readyz", headers={"Host": host}).status_code == 400, host
+    assert api.gate.ledger.size() == before
+
+
+def test_loopback_and_configured_host_headers_are_accepted(home: Path, issue: Any) -> None:
+    with serving(home, allowed_hosts=["api.example.test", "*.corp.test"]) as api:
+        port = api.url.rsplit(":", 1)[1]
+        for host in (
+            "localhost",
+            f"localhost:{port}",
+            "LOCALHOST",
+            "127.0.0.1",
+            f"[::1]:{port}",
+            "api.example.test",
+            f"api.example.test:{port}",
+            "x.corp.test",
+        ):
+            r = api.http.get("/healthz", headers={"Host": host})
+            assert r.status_code == 200, host
+        for host in ("corp.test", "example.test", "evil.example"):
+            assert api.http.get("/healthz", headers={"Host": host}).status_code == 400, host
+    for bad in (["bad host"], ["a.test:8750"], ["*evil"], "localhost"):
+        with pytest.raises(ValueError):
+            create_app(api.gate, allowed_hosts=bad)
+
+
+def test_a_body_that_is_not_json_is_415_and_nothing_recorded(api: Api, issue: Any) -> None:
+    token, admin = issue(), issue(ADMIN, "admin:Admin::*")
+    eid = _start(api, token)["execution_id"]
+    before = api.gate.ledger.size()
+    body = json.dumps(tool_request(token)).encode()
+    for content_type in (
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/json",
+        "application/jsonp",
+    ):
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        responses = [
+            api.http.post("/v1/decisions", content=body, headers=headers),
+            api.http.post("/v1/decisions", content=b"{not json", headers=headers),
+            api.http.post("/v1/executions", content=body, headers=headers),
+            api.http.patch(
+                f"/v1/executions/{eid}",
+                content=b'{"exit_status": 0}',
+                headers={**headers, **_bearer(token)},
+            ),
+            api.http.post(
+                "/v1/admin/kill-switch",
+                content=b'{"on": true, "reason": "r"}',
+                headers={**headers, **_bearer(admin)},
+            ),
+            api.http.put("/v1/admin/policy", content=b"{}", headers={**headers, **_bearer(admin)}),
+        ]
+        for r in responses:
+            assert r.status_code == 415, (content_type, r.request.url, r.text)
+    assert api.gate.ledger.size() == before
+    assert not api.gate.snapshot.kill_switch
+    assert api.http.get(f"/v1/executions/{eid}").json()["status"] == "running"
+
+
+def test_a_json_body_with_parameters_is_accepted(api: Api, issue: Any) -> None:
+    body = json.dumps(tool_request(issue())).encode()
+    for content_type in ("application/json; charset=utf-8", "Application/JSON"):
+        r = api.http.post("/v1/decisions", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == 200 and r.json()["effect"] == "allow"
+    # malformed JSON *is* JSON as far as the media type goes: recorded as a deny, as always
+    r = api.http.post("/v1/decisions", content=b"{not json", headers=JSON)
+    assert r.status_code == 422 and r.json()["decision"]["ledger_index"] is not None
+
+
+# -- policy upload: the folder is swapped in whole -----------------------------------------------
+
+
+def _watch_policy_folder(
+    monkeypatch: pytest.MonkeyPatch, home: Path, digests: set[str]
+) -> tuple[list[str], list[str]]:
+    """After every rename, replace or exchange, load ``<home>/policy`` as the gate would:
+    returns (what was seen: a digest or the error, the targets of os.replace in order)."""
+    from interlock.server import swap
+
+    trusted = Home.load(home).trusted_policy_keys()
+    seen: list[str] = []
+    replaced: list[str] = []
+
+    def look() -> None:
+        try:
+            digest = load_bundle(home / "policy", trusted).digest
+        except Exception as exc:  # noqa: BLE001 - what a reader would see
+            seen.append(f"error: {exc}")
+        else:
+            seen.append(digest if digest in digests else f"unexpected: {digest}")
+
+    def spy(fn: Callable[..., Any], log: list[str] | None = None) -> Callable[..., Any]:
+        def wrapped(a: Any, b: Any, *args: Any, **kwargs: Any) -> Any:
+            out = fn(a, b, *args, **kwargs)
+            if log is not None:
+                log.append(Path(b).name)
+            look()
+            return out
+
+        return wrapped
+
+    monkeypatch.setattr(os, "rename", spy(os.rename))
+    monkeypatch.setattr(os, "replace", spy(os.replace, replaced))
+    monkeypatch.setattr(swap, "exchange", spy(swap.exchange))
+    return seen, replaced
+
+
+def test_a_policy_upload_is_swapped_in_atomically(
+    api: Api, issue: Any, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = issue(ADMIN, "admin:Admin::policy")
+    old = api.gate.snapshot.descriptor["policy_digest"]
+    blob = _bundle(home, tmp_path, 2, NO_WEB_SEARCH)
+    new_digest = PolicyBundle.from_blob(blob, Home.load(home).trusted_policy_keys()).digest
+    seen, _replaced = _watch_policy_folder(monkeypatch, home, {old, new_digest})
+    r = api.http.put("/v1/admin/policy", content=blob, headers={**_bearer(admin), **JSON})
+    assert r.status_code == 200, r.text
+    assert r.json()["digest"] == new_digest
+    # after every step a reader finds a complete signed bundle: the old one, then the new one
+    assert seen and all(x in (old, new_digest) for x in seen), seen
+    assert seen[-1] == new_digest
+    assert not [p for p in home.iterdir() if p.name.startswith(".policy-")]
+
+
+def test_a_policy_upload_without_atomic_exchange_replaces_the_manifest_last(
+    api: Api, issue: Any, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from interlock.server import swap
+
+    def unsupported(_a: Path, _b: Path) -> None:
+        raise OSError(errno.EINVAL, "not supported here")
+
+    monkeypatch.setattr(swap, "exchange", unsupported)
+    admin, token = issue(ADMIN, "admin:Admin::policy"), issue()
+    old = api.gate.snapshot.descriptor["policy_digest"]
+    blob = _bundle(home, tmp_path, 2, NO_WEB_SEARCH)
+    new_digest = PolicyBundle.from_blob(blob, Home.load(home).trusted_policy_keys()).digest
+    seen, replaced = _watch_policy_folder(monkeypatch, home, {old, new_digest})
+    r = api.http.put("/v1/admin/policy", content=blob, headers={**_bearer(admin), **JSON})
+    assert r.status_code == 200, r.text
+    assert r.json()["digest"] == new_digest
+    # a reader may see a refused mix for a moment, never a bundle that is neither
+    assert not [x for x in seen if x.startswith("unexpected:")]
+    assert seen[-1] == new_digest
+    assert replaced[-2:] == ["manifest.sig", "manifest.json"]
+    assert replaced[0] == "extra.cedar"
+    assert load_bundle(home / "policy", Home.load(home).trusted_policy_keys()).digest == (
+        new_digest
+    )
+    assert api.decide(tool_request(token)).json()["reasons"][0]["code"] == "POLICY_FORBID"
+    assert not [p for p in home.iterdir() if p.name.startswith(".policy-")]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_policy_that_cannot_be_loaded_is_swapped_back_out(
+    api: Api,
+    issue: Any,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    exchange: bool,
+) -> None:
+    from interlock.server import swap
+
+    def unsupported(_a: Path, _b: Path) -> None:
+        raise OSError(errno.ENOSYS, "no renameat2")
+
+    if not exchange:
+        monkeypatch.setattr(swap, "exchange", unsupported)
+    before = {p.name: p.read_bytes() for p in (home / "policy").iterdir() if p.is_file()}
+    admin, token = issue(ADMIN, "admin:Admin::policy"), issue()
+    blob = _bundle(home, tmp_path, 2, NO_WEB_SEARCH)
+
+    def unrecorded() -> None:
+        raise LedgerUnavailable("disk full")
+
+    monkeypatch.setattr(api.gate, "reload_policy", unrecorded)
+    size = api.gate.ledger.size()
+    r = api.http.put("/v1/admin/policy", content=blob, headers={**_bearer(admin), **JSON})
+    assert r.status_code == 503, r.text
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in (home / "policy").iterdir() if p.is_file()}
+    assert after == before
+    assert api.gate.ledger.size() == size
+    assert api.decide(tool_request(token)).json()["effect"] == "allow"
+    assert not [p for p in home.iterdir() if p.name.startswith(".policy-")]

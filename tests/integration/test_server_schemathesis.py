@@ -2,12 +2,14 @@
 invalid inputs, boundary values, wrong types, odd media types — no operation answers 5xx.
 
 Two servers, each on its own home: one spoken to anonymously (every operation; admin
-operations then answer 401), one with a real admin capability (admin operations only, so
-generated quarantines, revocations, kill switches and policy uploads really run — and the
-anonymous server's ``/readyz`` is never made 503 by a generated kill switch)."""
+operations then answer 401, and no generated call may add a governance record to its ledger),
+one with a real admin capability (admin operations only, so generated quarantines,
+revocations, kill switches and policy uploads really run — and the anonymous server's
+``/readyz`` is never made 503 by a generated kill switch)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,12 +54,41 @@ _SETTINGS = settings(
 )
 
 
+class Governance:
+    """The governance records of a ledger, read incrementally — except ``node.attested``, which
+    the node writes on its own whenever its measured files change (as when someone edits the
+    installed source during the run): no request causes it."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.read = 0
+        self.records: list[dict[str, Any]] = []
+        self.new()
+
+    def new(self) -> list[dict[str, Any]]:
+        """The governance records appended since the last call."""
+        size = self.gate.ledger.size()
+        found = []
+        for _i, _h, data in self.gate.ledger.iter_entries(self.read, size):
+            rec = json.loads(data)
+            if rec.get("type") == "governance" and rec.get("event") != "node.attested":
+                found.append(rec)
+        self.read = size
+        self.records.extend(found)
+        return found
+
+
 @pytest.fixture(scope="module")
-def anonymous(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def anonymous(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Governance]]:
     home = _home(tmp_path_factory.mktemp("anonymous"))
     with Gate.open(home) as gate, live_server(gate) as url:
         assert httpx.get(url + "/openapi.json").json() == SPEC
-        yield url
+        governance = Governance(gate)
+        at_start = list(governance.records)
+        assert [r["event"] for r in at_start] == ["policy.loaded"]
+        yield url, governance
+        governance.new()
+        assert governance.records == at_start
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +106,11 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 @schema.parametrize()
 @_SETTINGS
-def test_no_operation_answers_5xx(case: Any, anonymous: str) -> None:
-    case.call_and_validate(base_url=anonymous, checks=[not_a_server_error])
+def test_no_operation_answers_5xx(case: Any, anonymous: tuple[str, Governance]) -> None:
+    url, governance = anonymous
+    case.call_and_validate(base_url=url, checks=[not_a_server_error])
+    # without an admin capability nothing changes governance: no record was written
+    assert governance.new() == [], case.operation.label
 
 
 @admin_schema.parametrize()

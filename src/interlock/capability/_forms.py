@@ -53,24 +53,24 @@ _ALLOW = "allow if action_match($a), resource_match($r), right($a, $r);\n"
 # not match is still enforced exactly by Biscuit; it is only not memoised (see verify.py).
 _S = r'"([^"\\\s(),$]*)"'
 _DATE = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"
-_EXPIRY_RE = re.compile(r"^check if time\(\$time\), \$time <= " + _DATE + r";$")
-_PRINCIPAL_RE = re.compile(r"^principal\(" + _S + r"\);$")
-_RIGHT_RE = re.compile(r"^right\(" + _S + ", " + _S + r"\);$")
-_PARENT_RE = re.compile(r"^check if parent\(" + _S + r"\);$")
-_DELEGATE_RE = re.compile(r"^check if principal\(" + _S + r"\);$")
+_EXPIRY_RE = re.compile(r"^check if time\(\$time\), \$time <= " + _DATE + r";\Z")
+_PRINCIPAL_RE = re.compile(r"^principal\(" + _S + r"\);\Z")
+_RIGHT_RE = re.compile(r"^right\(" + _S + ", " + _S + r"\);\Z")
+_PARENT_RE = re.compile(r"^check if parent\(" + _S + r"\);\Z")
+_DELEGATE_RE = re.compile(r"^check if principal\(" + _S + r"\);\Z")
 _SN = r'"[^"\\\s(),$]*"'  # the same literal, not capturing
 _ALT = (
     r"(?:action\(" + _SN + r"\)(?:, (?:resource|resource_type)\(" + _SN + r"\))?"
     r"|(?:resource|resource_type)\(" + _SN + r"\))"
 )
-_RIGHTS_CHECK_RE = re.compile(r"^check if " + _ALT + r"(?: or " + _ALT + r")*;$")
+_RIGHTS_CHECK_RE = re.compile(r"^check if " + _ALT + r"(?: or " + _ALT + r")*;\Z")
 
 # Literals as this package writes them (no quote, no newline): for the root-signed authority
 # block, and for display.
 _D = r'"([^"\n]*)"'
-_PRINCIPAL_DISPLAY_RE = re.compile(r"^principal\(" + _D + r"\);$")
-_RIGHT_DISPLAY_RE = re.compile(r"^right\(" + _D + ", " + _D + r"\);$")
-_PARENT_DISPLAY_RE = re.compile(r"^check if parent\(" + _D + r"\);$")
+_PRINCIPAL_DISPLAY_RE = re.compile(r"^principal\(" + _D + r"\);\Z")
+_RIGHT_DISPLAY_RE = re.compile(r"^right\(" + _D + ", " + _D + r"\);\Z")
+_PARENT_DISPLAY_RE = re.compile(r"^check if parent\(" + _D + r"\);\Z")
 
 
 def epoch_to_datetime(epoch: int) -> datetime:

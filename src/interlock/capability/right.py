@@ -30,8 +30,8 @@ __all__ = ["ANY", "Right", "check_text", "effective_resource_type", "resource_ty
 #: the wildcard: any action, or any resource (``*``) / any id of a type (``Type::*``)
 ANY = "*"
 
-_ACTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ACTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*\Z")
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # Values written into tokens: no quote, backslash or control character. Biscuit's block printer
 # does not escape strings, so these would make a printed block ambiguous to read back.
 _UNSAFE_TEXT_RE = re.compile(r'["\\\x00-\x1f\x7f]')

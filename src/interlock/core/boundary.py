@@ -42,9 +42,9 @@ from interlock.errors import ConfigError
 __all__ = ["ON_VIOLATION", "Boundary", "parse_boundaries"]
 
 ON_VIOLATION = ("restrict", "isolate", "terminate")
-_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_ACTION_RE = re.compile(r"^(\*|[A-Za-z0-9._/-]{1,128})$")
-_RESOURCE_RE = re.compile(r"^(\*|[A-Z][A-Za-z0-9_]{0,63}::.{1,256})$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
+_ACTION_RE = re.compile(r"^(\*|[A-Za-z0-9._/-]{1,128})\Z")
+_RESOURCE_RE = re.compile(r"^(\*|[A-Z][A-Za-z0-9_]{0,63}::.{1,256})\Z")
 _KEYS = frozenset(
     {"name", "principals", "actions", "resources", "attested", "on_violation", "restricted_actions"}
 )

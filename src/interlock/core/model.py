@@ -94,11 +94,11 @@ class Reason:
         )
 
 
-_TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$")
+_TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 # SPIFFE ID (SPIFFE-ID spec §2): trust domain [a-z0-9._-], path segments [A-Za-z0-9._-], no
 # empty, "." or ".." segment — so "under a principal's path" means what it says.
-_SPIFFE_RE = re.compile(r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)*$")
+_SPIFFE_RE = re.compile(r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)*\Z")
 _DOT_SEGMENT_RE = re.compile(r"/\.{1,2}(/|$)")
 
 

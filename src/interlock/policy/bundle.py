@@ -75,7 +75,7 @@ BLOB_VERSION: Final = 1
 #: an unlisted file with one of these suffixes makes a bundle refuse to load
 _GUARDED_SUFFIXES: Final = (".cedar", ".cedarschema", ".json")
 _MAX_VERSION: Final = 2**53 - 1  # RFC 8785 / I-JSON safe integer
-_HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
+_HEX64: Final = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def _sign_hint(directory: Path | str = "<bundle>") -> str:

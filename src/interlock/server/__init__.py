@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from interlock.server.app import create_app
+from interlock.server.guards import is_loopback
 
 if TYPE_CHECKING:
     from interlock.gate import Gate
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "serve"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "is_loopback", "serve"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8750
@@ -35,18 +37,26 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     log_level: str = "info",
+    allowed_hosts: Sequence[str] = (),
+    execution_lease: float | None = None,
 ) -> None:
     """Serve ``gate`` over HTTP until SIGINT or SIGTERM, then shut down gracefully and return
     (so the caller closes the gate: its last checkpoint and anchor are written). Does not close
-    the gate.
+    the gate. Executions started over HTTP and still running are terminated on the way out.
+
+    The ``Host`` header must name ``host``, ``localhost``, ``127.0.0.1``, ``[::1]`` or one of
+    ``allowed_hosts`` (see :func:`create_app`).
 
     Raises:
+        ValueError: an allowed host (or ``host``) is not a valid host, or ``execution_lease``
+            is not positive.
         SystemExit: if the address cannot be bound (uvicorn reports why).
     """
     import uvicorn
 
+    app = create_app(gate, allowed_hosts=[host, *allowed_hosts], execution_lease=execution_lease)
     config = uvicorn.Config(
-        create_app(gate),
+        app,
         host=host,
         port=port,
         log_level=log_level,

@@ -7,6 +7,12 @@
 
 The app never closes the gate: whoever opened it does (``interlock serve`` does, on shutdown).
 
+The app's lifespan runs the execution verifier (:mod:`interlock.server.verifier`): executions
+started over HTTP are re-verified while the app serves, and terminated when it stops. Requests
+pass two guards first (:mod:`interlock.server.guards`): a ``Host`` header that does not name
+this server is 400, a ``POST``/``PUT``/``PATCH`` body that is not ``application/json`` is 415,
+and a path holding whitespace or a control character is 404.
+
 Errors never leak as tracebacks. Interlock errors that escape a route are mapped once, here:
 a ledger that is unavailable or corrupt is 503 (the server's problem); a missing ledger item is
 404; a usage error 422. Anything else is a 500 with a fixed message (the cause goes to the
@@ -15,17 +21,24 @@ server log). Hostile input is answered 4xx: parameters are bounded before they r
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from interlock.core.model import MAX_REQUEST_BYTES
 from interlock.errors import Error, LedgerCorrupt, LedgerError, LedgerUnavailable, UsageError
+from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
+from interlock.server import guards
 from interlock.server.limits import BodyLimit
 from interlock.server.routes import admin, decisions, health, ledger
 from interlock.server.state import ServerState
+from interlock.server.verifier import DEFAULT_MAX_EXECUTIONS
 
 if TYPE_CHECKING:
     from interlock.gate import Gate
@@ -45,18 +58,60 @@ def _error_status(exc: Error) -> int:
     return 500
 
 
-def create_app(gate: Gate, *, max_body_bytes: int = MAX_REQUEST_BYTES) -> FastAPI:
+def _allowed(extra: Sequence[str]) -> list[str]:
+    """The Host check's list (see :mod:`interlock.server.guards`)."""
+    if isinstance(extra, str):
+        raise ValueError("allowed_hosts is a sequence of host names, not one string")
+    return guards.allowed_hosts(None, extra)
+
+
+def create_app(
+    gate: Gate,
+    *,
+    max_body_bytes: int = MAX_REQUEST_BYTES,
+    allowed_hosts: Sequence[str] = (),
+    verify_interval: float = DEFAULT_INTERVAL_S,
+    execution_lease: float | None = None,
+    max_executions: int = DEFAULT_MAX_EXECUTIONS,
+) -> FastAPI:
     """A FastAPI app serving ``gate`` (DESIGN §9).
 
     ``max_body_bytes`` caps every request body except the action requests of
     ``POST /v1/decisions`` and ``POST /v1/executions`` (capped at the gate's 64 KiB intake
     limit, and recorded when over it) and policy uploads (4 MiB).
 
-    Never raises.
+    ``allowed_hosts`` are accepted in the ``Host`` header besides ``localhost``, ``127.0.0.1``
+    and ``[::1]`` (any port): host names, IP addresses, ``*.domain``, or ``*`` for any host.
+    ``interlock serve`` adds the address it binds.
+
+    Executions started over HTTP are re-verified every ``verify_interval`` seconds and on every
+    governance change while the app's lifespan runs (at most ``max_executions`` at a time);
+    with ``execution_lease``, one whose runner does not report for that many seconds is
+    terminated.
+
+    Raises:
+        ValueError: an allowed host is not a host name, an IP address, ``*`` or ``*.domain``;
+            ``verify_interval`` or ``execution_lease`` is not positive; ``max_executions`` < 1.
     """
     from interlock import __version__
 
-    state = ServerState.for_gate(gate)
+    hosts = _allowed(allowed_hosts)
+    state = ServerState.for_gate(
+        gate,
+        verify_interval=verify_interval,
+        execution_lease=execution_lease,
+        max_executions=max_executions,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.verifier.start()
+        try:
+            yield
+        finally:
+            # terminates what is still running (durable appends): not on the event loop
+            await asyncio.to_thread(state.verifier.stop)
+
     app = FastAPI(
         title="Interlock",
         version=__version__,
@@ -68,6 +123,7 @@ def create_app(gate: Gate, *, max_body_bytes: int = MAX_REQUEST_BYTES) -> FastAP
         ),
         docs_url=None,  # no third-party JavaScript from a governance node
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.interlock = state
     for module in (decisions, ledger, admin, health):
@@ -82,6 +138,10 @@ def create_app(gate: Gate, *, max_body_bytes: int = MAX_REQUEST_BYTES) -> FastAP
             "/v1/admin/policy": admin.MAX_POLICY_BYTES,
         },
     )
+    # the last added runs first: the Host check, the path, the media type, the body limits
+    app.add_middleware(guards.JsonBodyOnly)
+    app.add_middleware(guards.PlainPathOnly)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
 
     @app.exception_handler(Error)
     async def _interlock_error(request: Request, exc: Error) -> JSONResponse:

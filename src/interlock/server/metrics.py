@@ -62,7 +62,7 @@ class Metrics:
         )
         self.executions = Counter(
             "interlock_execution_events",
-            "Execution lifecycle events recorded over HTTP (started, ended).",
+            "Execution lifecycle events recorded over HTTP (started, ended, terminated).",
             ["event"],
             registry=self.registry,
         )

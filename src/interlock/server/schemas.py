@@ -135,6 +135,10 @@ class ExecutionStarted(_Out):
     status: Literal["running"]
     decision: DecisionOut
     start_index: int = Field(description="ledger index of the exec.start record")
+    lease_ms: int | None = Field(
+        default=None,
+        description="with a lease: report (GET with the capability, or PATCH) within this",
+    )
 
 
 class ExecutionEndIn(_In):
@@ -167,6 +171,12 @@ class ExecutionOut(_Out):
     decision_leaf: str
     authorization: AuthorizationOut | None = None
     end_index: int | None = None
+    reason: ReasonOut | None = Field(
+        default=None, description="why this server terminated it (status 'terminated')"
+    )
+    terminated_index: int | None = Field(
+        default=None, description="ledger index of its exec.terminated record"
+    )
 
 
 class LineageOut(_Out):

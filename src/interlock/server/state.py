@@ -1,5 +1,5 @@
-"""What every route of one app shares: the gate, the metrics, and the locks that serialise
-check-then-append sequences.
+"""What every route of one app shares: the gate, the metrics, the execution verifier, and the
+locks that serialise check-then-append sequences.
 
     >>> state = ServerState.for_gate(gate)          # doctest: +SKIP
     >>> state.not_ready()                           # doctest: +SKIP
@@ -9,11 +9,13 @@ check-then-append sequences.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from interlock.errors import Error
+from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
 from interlock.server.metrics import Metrics
+from interlock.server.verifier import DEFAULT_MAX_EXECUTIONS, ExecutionVerifier
 
 if TYPE_CHECKING:
     from interlock.gate import Gate
@@ -25,16 +27,47 @@ __all__ = ["ServerState"]
 class ServerState:
     gate: Gate
     metrics: Metrics
-    #: serialises "is this execution running? then append exec.end"
-    exec_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: serialises policy uploads (write the folder, swap it in, reload)
-    policy_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: serialises "is this execution running? then append exec.end / exec.terminated"
+    exec_lock: threading.Lock
+    #: serialises policy uploads (write the folder, swap it in, reload) and policy reloads
+    policy_lock: threading.Lock
+    #: re-verifies the executions started over HTTP (started and stopped by the app's lifespan)
+    verifier: ExecutionVerifier
 
     @classmethod
-    def for_gate(cls, gate: Gate) -> ServerState:
+    def for_gate(
+        cls,
+        gate: Gate,
+        *,
+        verify_interval: float = DEFAULT_INTERVAL_S,
+        execution_lease: float | None = None,
+        max_executions: int = DEFAULT_MAX_EXECUTIONS,
+    ) -> ServerState:
+        """The shared state of an app serving ``gate``.
+
+        Raises:
+            ValueError: ``verify_interval`` or ``execution_lease`` is not positive, or
+                ``max_executions`` is below 1.
+        """
         holder: list[ServerState] = []
         metrics = Metrics(gate, ready=lambda: not holder[0].not_ready())
-        state = cls(gate=gate, metrics=metrics)
+        exec_lock, policy_lock = threading.Lock(), threading.Lock()
+        verifier = ExecutionVerifier(
+            gate,
+            exec_lock,
+            policy_lock,
+            metrics=metrics,
+            interval=verify_interval,
+            lease=execution_lease,
+            capacity=max_executions,
+        )
+        state = cls(
+            gate=gate,
+            metrics=metrics,
+            exec_lock=exec_lock,
+            policy_lock=policy_lock,
+            verifier=verifier,
+        )
         holder.append(state)
         return state
 

@@ -23,8 +23,8 @@ __all__ = ["MAX_SEALED_BYTES", "format_expiry", "open_sealed", "seal"]
 
 #: the largest artifact intake accepts (a real one is about 400-700 bytes)
 MAX_SEALED_BYTES = 8 * 1024
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_\-]+={0,2}$")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_\-]+={0,2}\Z")
 
 
 def format_expiry(epoch: int) -> str:

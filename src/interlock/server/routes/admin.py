@@ -11,15 +11,21 @@ with the admin principal that asked, so the ledger says who did it.
 
 A policy upload is the bundle blob (``PolicyBundle.to_blob()``: manifest, signature and files,
 base64). It is verified against the home's trusted policy keys *before* anything is written;
-only then is it written to a new folder, verified again from disk, swapped in for
-``<home>/policy`` and loaded (the gate records ``policy.loaded``). A bundle that does not verify,
-or whose version does not increase, changes nothing (422/409).
+only then is it written to a sibling folder, verified again from disk, swapped in for
+``<home>/policy`` in one atomic exchange (file by file, manifest last, where the platform has no
+atomic exchange: see :mod:`interlock.server.swap`) and loaded (the gate records
+``policy.loaded``). A bundle that does not verify, or whose version does not increase, changes
+nothing (422/409); one that cannot be loaded is swapped back out (503).
+
+Every change that can end an authorization wakes the execution verifier
+(:mod:`interlock.server.verifier`), so HTTP-started executions it ends are terminated at once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -39,6 +45,7 @@ from interlock.core.canonical import canonical_bytes
 from interlock.core.model import is_spiffe_id
 from interlock.errors import CapabilityError, Error, LedgerError, PolicyError, VerificationError
 from interlock.policy.bundle import MANIFEST_FILE, SIGNATURE_FILE, PolicyBundle, load_bundle
+from interlock.server import swap
 from interlock.server.auth import verify_admin
 from interlock.server.problems import unprocessable
 from interlock.server.schemas import (
@@ -55,6 +62,8 @@ from interlock.server.state import ServerState
 from interlock.trust.approval import verify_approval
 
 __all__ = ["router"]
+
+_log = logging.getLogger("interlock.server")
 
 #: a policy upload (bundle blob, files base64) may be this large; see app.py's BodyLimit
 MAX_POLICY_BYTES = 4 * 1024 * 1024
@@ -82,6 +91,11 @@ class PolicyBlobIn(BaseModel):
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+def _is_spiffe_id(value: str) -> bool:
+    # is_spiffe_id's pattern ends with "$", which also matches before a final newline
+    return is_spiffe_id(value) and not value.endswith("\n")
+
+
 def _header(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     return None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
 
@@ -90,15 +104,93 @@ def _by(reason: str, principal: str) -> str:
     return f"{reason} [by {principal} via the HTTP API]"
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before it is renamed into the live folder
+
+
 def _write_folder(directory: Path, bundle: PolicyBundle) -> None:
     directory.mkdir(mode=0o700)
     for rel, data in bundle.files.items():
         path = directory.joinpath(*rel.split("/"))  # paths were checked by Manifest
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (directory / MANIFEST_FILE).write_bytes(bundle.manifest.to_bytes())
+        _write_file(path, data)
+    _write_file(directory / MANIFEST_FILE, bundle.manifest.to_bytes())
     sig = {"key": bundle.signer, "sig": base64.b64encode(bundle.signature).decode("ascii")}
-    (directory / SIGNATURE_FILE).write_bytes(canonical_bytes(sig))
+    _write_file(directory / SIGNATURE_FILE, canonical_bytes(sig))
+
+
+def _swap_in(staged: Path, live: Path, backup: Path) -> Callable[[bool], None]:
+    """Put the verified folder ``staged`` in place of ``live`` so that a reader never finds the
+    policy folder missing or half-written (see :mod:`interlock.server.swap`); return ``done``:
+    ``done(True)`` puts the previous folder back, ``done(False)`` discards it.
+
+    Raises:
+        HTTPException: 503 when nothing could be swapped in (``live`` is unchanged).
+    """
+
+    def failed(exc: OSError) -> HTTPException:
+        return HTTPException(status_code=503, detail=f"bundle not installed: {exc.strerror}")
+
+    if not live.exists():  # no folder yet: one rename creates it whole
+        try:
+            os.rename(staged, live)
+        except OSError as exc:
+            swap.remove(staged)
+            raise failed(exc) from None
+        return lambda undo: swap.remove(live) if undo else None
+    try:
+        swap.exchange(staged, live)  # one step; the previous folder is now at `staged`
+    except OSError:
+        pass
+    else:
+
+        def done_exchanged(undo: bool) -> None:
+            if undo:
+                try:
+                    swap.exchange(staged, live)
+                except OSError:
+                    _log.error("could not put the previous policy folder back from %s", staged)
+                    return
+            swap.remove(staged)
+
+        return done_exchanged
+    # no atomic exchange here: replace file by file, the signed manifest last (a reader may see
+    # a mix for a moment, which the loader refuses; never a half-written bundle as valid)
+    try:
+        shutil.copytree(live, backup, symlinks=True)
+    except OSError as exc:
+        swap.remove(backup)
+        swap.remove(staged)
+        raise failed(exc) from None
+    try:
+        swap.replace_contents(staged, live)
+    except OSError as exc:
+        _restore(backup, live)
+        swap.remove(staged)
+        raise failed(exc) from None
+    swap.remove(staged)
+
+    def done_replaced(undo: bool) -> None:
+        if undo:
+            _restore(backup, live)
+        swap.remove(backup)
+
+    return done_replaced
+
+
+def _restore(backup: Path, live: Path) -> None:
+    """Put the copy ``backup`` back into ``live`` file by file (the copy is kept)."""
+    scratch = backup.with_name(backup.name + "-restore")
+    try:
+        shutil.copytree(backup, scratch, symlinks=True)
+        swap.replace_contents(scratch, live)
+    except OSError:
+        _log.error("could not restore the previous policy folder from %s", backup)
+    finally:
+        swap.remove(scratch)
 
 
 def router(state: ServerState) -> APIRouter:
@@ -122,6 +214,7 @@ def router(state: ServerState) -> APIRouter:
                 status_code=503, detail=f"not recorded, nothing changed: {exc.message}"
             ) from None
         metrics.admin.labels(operation, "done").inc()
+        state.verifier.poke()  # re-verify the running executions now
         return JSONResponse({"ledger_index": index, "event": event})
 
     @api.post(
@@ -134,7 +227,7 @@ def router(state: ServerState) -> APIRouter:
         """Every request of ``principal`` is then denied PRINCIPAL_QUARANTINED, and its
         supervised runs are terminated."""
         who = _admin(credentials, "quarantine")
-        if not is_spiffe_id(body.principal):
+        if not _is_spiffe_id(body.principal):
             raise unprocessable(("body", "principal"), "not a SPIFFE ID")
         return _recorded(
             "quarantine",
@@ -155,7 +248,7 @@ def router(state: ServerState) -> APIRouter:
     ) -> JSONResponse:
         """Release ``principal`` (a SPIFFE ID, URL-encoded in the query)."""
         who = _admin(credentials, "quarantine")
-        if not is_spiffe_id(principal):
+        if not _is_spiffe_id(principal):
             raise unprocessable(("query", "principal"), "not a SPIFFE ID")
         return _recorded(
             "quarantine",
@@ -251,7 +344,6 @@ def router(state: ServerState) -> APIRouter:
             )
         tag = secrets.token_hex(6)
         staged = home.path / f".policy-upload-{tag}"
-        previous = home.path / f".policy-previous-{tag}"
         live = home.policy_dir
         try:
             _write_folder(staged, bundle)
@@ -260,21 +352,10 @@ def router(state: ServerState) -> APIRouter:
             if on_disk.digest != bundle.digest:
                 raise PolicyError("the written bundle does not read back identically")
         except (OSError, PolicyError) as exc:
-            shutil.rmtree(staged, ignore_errors=True)
+            swap.remove(staged)
             why = exc.message if isinstance(exc, Error) else str(exc)
             raise HTTPException(status_code=503, detail=f"bundle not installed: {why}") from None
-        had_live = live.exists()
-        try:
-            if had_live:
-                os.rename(live, previous)
-            os.rename(staged, live)
-        except OSError as exc:
-            if had_live and previous.exists() and not live.exists():
-                os.rename(previous, live)
-            shutil.rmtree(staged, ignore_errors=True)
-            raise HTTPException(
-                status_code=503, detail=f"bundle not installed: {exc.strerror}"
-            ) from None
+        undo = _swap_in(staged, live, home.path / f".policy-previous-{tag}")
         try:
             gate.reload_policy()
             installed = gate.snapshot.descriptor.get("policy_digest") == bundle.digest
@@ -282,14 +363,12 @@ def router(state: ServerState) -> APIRouter:
             installed = False
         if not installed:
             # put the previous folder back; the gate still holds the previous bundle
-            shutil.rmtree(live, ignore_errors=True)
-            if had_live:
-                os.rename(previous, live)
+            undo(True)
             raise HTTPException(
                 status_code=503,
                 detail="the bundle verified but could not be loaded and recorded; nothing changed",
             )
-        shutil.rmtree(previous, ignore_errors=True)
+        undo(False)
         return {"version": bundle.version, "digest": bundle.digest, "changed": True}
 
     @api.put(
@@ -315,6 +394,7 @@ def router(state: ServerState) -> APIRouter:
                 metrics.admin.labels("policy", outcome).inc()
                 raise
         metrics.admin.labels("policy", "done").inc()
+        state.verifier.poke()
         return JSONResponse(result)
 
     return api

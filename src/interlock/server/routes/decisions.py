@@ -9,6 +9,10 @@ intake validates it, so every request — malformed or oversized too — is reco
 * a request refused at intake is **422** (or **413** when larger than 64 KiB) with the
   recorded ``MALFORMED_REQUEST`` deny in ``decision``.
 
+An execution started here (``POST /v1/executions``) is re-verified by the app's
+:class:`~interlock.server.verifier.ExecutionVerifier` until its runner reports the end
+(``PATCH``); when its authorization ends it is terminated, and ``GET`` shows why.
+
 ``gate.decide`` is CPU-bound and waits for the durable commit (fsync): it runs in the thread
 pool, never on the event loop.
 """
@@ -64,6 +68,7 @@ _REQUEST_BODY: dict[str, Any] = {
 }
 _REFUSED: dict[int | str, dict[str, Any]] = {
     413: {"model": RejectedRequest, "description": "larger than 64 KiB (recorded as a deny)"},
+    415: {"model": Problem, "description": "not 'Content-Type: application/json' (not recorded)"},
     422: {"model": RejectedRequest, "description": "malformed (recorded as a deny)"},
 }
 #: a lineage walk stops here whatever the data says (the gate denies deeper chains anyway)
@@ -85,6 +90,13 @@ def _refused(decision: Decision, too_large: bool) -> JSONResponse | None:
     if decision.stage is Stage.INTAKE and ReasonCode.MALFORMED_REQUEST.value in decision.codes:
         return _json(422, {"detail": decision.reasons[0].detail, "decision": decision.to_json()})
     return None
+
+
+def _holder_matches(rec: dict[str, Any], token: str) -> bool:
+    """Whether ``token`` is the capability the execution was admitted with (by SHA-256)."""
+    recorded = (rec.get("request") or {}).get("capability_sha256")
+    presented = hashlib.sha256(token.encode()).hexdigest()
+    return isinstance(recorded, str) and hmac.compare_digest(recorded, presented)
 
 
 def _execution_json(row: ExecutionRow) -> dict[str, Any]:
@@ -194,29 +206,57 @@ def router(state: ServerState) -> APIRouter:
         refused = _refused(decision, too_large)
         return refused if refused is not None else _json(200, decision.to_json())
 
+    verifier = state.verifier
+    start_fields: dict[str, Any] = {
+        "supervisor": "http",
+        "interval_ms": round(verifier.interval * 1000),
+    }
+    if verifier.lease is not None:
+        start_fields["lease_ms"] = round(verifier.lease * 1000)
+
     def _start(body: bytes, too_large: bool) -> JSONResponse:
-        # the allow and its exec.start are one durable commit (I1): either both are on the
-        # ledger, or the answer is a LEDGER_UNAVAILABLE deny and neither is
-        decision, admitted = _admit(body, start={"supervisor": "http"})
-        refused = _refused(decision, too_large)
-        if refused is not None:
-            return refused
-        if not decision.allowed or admitted is None or decision.ledger_index is None:
-            first = decision.reasons[0] if decision.reasons else None
-            detail = f"denied: {first.code.value}: {first.detail}" if first else "denied"
-            status = 403 if decision.ledger_index is not None else 503
-            return _json(status, {"detail": detail, "decision": decision.to_json()})
+        # an execution nobody re-verifies must not start (I6): claim a verifier slot first
+        if not verifier.reserve():
+            detail = (
+                f"this server already re-verifies {verifier.capacity} running executions; "
+                "nothing was recorded: retry later"
+                if verifier.running
+                else "continuous verification is not running (the app's lifespan did not "
+                "start); nothing was recorded"
+            )
+            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+        tracked = False
+        try:
+            # the allow and its exec.start are one durable commit (I1): either both are on the
+            # ledger, or the answer is a LEDGER_UNAVAILABLE deny and neither is
+            decision, admitted = _admit(body, start=start_fields)
+            refused = _refused(decision, too_large)
+            if refused is not None:
+                return refused
+            if not decision.allowed or admitted is None or decision.ledger_index is None:
+                first = decision.reasons[0] if decision.reasons else None
+                detail = f"denied: {first.code.value}: {first.detail}" if first else "denied"
+                status = 403 if decision.ledger_index is not None else 503
+                return _json(status, {"detail": detail, "decision": decision.to_json()})
+            tracked = True
+            failed = verifier.track(admitted, decision.snapshot)
+        finally:
+            if not tracked:
+                verifier.release()
         metrics.executions.labels("started").inc()
-        return _json(
-            201,
-            {
-                "execution_id": admitted.id,
-                "status": "running",
-                "decision": decision.to_json(),
-                # appended right after the decision, in the same transaction
-                "start_index": decision.ledger_index + 1,
-            },
-        )
+        if failed is not None:
+            detail = f"started, but terminated at once: {failed.code.value}: {failed.detail}"
+            return _json(503, {"detail": detail + "; do not run", "decision": decision.to_json()})
+        out: dict[str, Any] = {
+            "execution_id": admitted.id,
+            "status": "running",
+            "decision": decision.to_json(),
+            # appended right after the decision, in the same transaction
+            "start_index": decision.ledger_index + 1,
+        }
+        if verifier.lease is not None:
+            out["lease_ms"] = round(verifier.lease * 1000)
+        return _json(201, out)
 
     @api.post(
         "/v1/executions",
@@ -227,14 +267,15 @@ def router(state: ServerState) -> APIRouter:
         responses={
             **_REFUSED,
             403: {"model": RejectedRequest, "description": "denied (the deny is recorded)"},
-            503: {"model": RejectedRequest, "description": "not recorded (do not run)"},
+            503: {"model": RejectedRequest, "description": "not started (do not run)"},
         },
         openapi_extra=_REQUEST_BODY,
     )
     async def post_execution(request: Request) -> Response:
         """Decide the request; if allowed, commit the decision and ``exec.start`` (status
         ``running``) in one transaction before answering 201. Run the action only after a 201.
-        Report its end with ``PATCH``."""
+        The server then re-verifies it and terminates it when its authorization ends (poll
+        ``GET``); report its end with ``PATCH``."""
         try:
             body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
         except ClientDisconnect:
@@ -254,14 +295,34 @@ def router(state: ServerState) -> APIRouter:
         response_model=ExecutionOut,
         responses={404: {"model": Problem}},
     )
-    def get_execution(execution_id: ExecutionId) -> JSONResponse:
+    def get_execution(
+        execution_id: ExecutionId,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> JSONResponse:
         """The execution's recorded status (``allowed``, ``running``, ``ended``, ``terminated``,
         ``denied``). For a live one, ``authorization`` says whether it would still be allowed
-        *now*: a remote runner polls it and stops the action when ``holds`` is false."""
+        *now*; one this server terminated has the ``reason`` and ``terminated_index``. A remote
+        runner polls this and stops the action when ``status`` is ``terminated`` or
+        ``authorization.holds`` is false. Polling with the execution's capability as Bearer
+        token renews its lease (403 with another token)."""
         row = _row(execution_id)
+        if credentials is not None:
+            if not _holder_matches(_decision_record(state, row), credentials.credentials):
+                raise HTTPException(
+                    status_code=403, detail="not the capability this execution was admitted with"
+                )
+            verifier.renew(execution_id)
         out = _execution_json(row)
         if row.effect == Effect.ALLOW.value and row.status in ("allowed", "running"):
             out["authorization"] = _authorization(state, row)
+        if row.status == "terminated":
+            ended = verifier.termination(execution_id)
+            denied = verifier.denied(execution_id)
+            if ended is not None:
+                out["reason"] = ended["reason"]
+                out["terminated_index"] = ended["index"]
+            elif denied is not None:  # exec.verify committed, exec.terminated on its way
+                out["reason"] = denied.to_json()
         return _json(200, out)
 
     @api.patch(
@@ -274,6 +335,7 @@ def router(state: ServerState) -> APIRouter:
             403: {"model": Problem},
             404: {"model": Problem},
             409: {"model": Problem},
+            415: {"model": Problem},
             503: {"model": Problem},
         },
     )
@@ -292,10 +354,7 @@ def router(state: ServerState) -> APIRouter:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         row = _row(execution_id)
-        rec = _decision_record(state, row)
-        recorded = (rec.get("request") or {}).get("capability_sha256")
-        presented = hashlib.sha256(credentials.credentials.encode()).hexdigest()
-        if not isinstance(recorded, str) or not hmac.compare_digest(recorded, presented):
+        if not _holder_matches(_decision_record(state, row), credentials.credentials):
             raise HTTPException(
                 status_code=403, detail="not the capability this execution was admitted with"
             )
@@ -307,6 +366,12 @@ def router(state: ServerState) -> APIRouter:
                     status_code=409,
                     detail=f"execution is {row.status}: only a running execution can be ended",
                 )
+            denied = verifier.denied(execution_id)
+            if denied is not None:  # found; its termination is not committed yet
+                raise HTTPException(
+                    status_code=409,
+                    detail=f"execution is being terminated: {denied.code.value}: {denied.detail}",
+                )
             try:
                 index = gate.record_execution(
                     RecordType.EXEC_END, execution_id, fields, status="ended"
@@ -315,6 +380,7 @@ def router(state: ServerState) -> APIRouter:
                 raise HTTPException(
                     status_code=503, detail=f"exec.end not recorded: {exc.message}"
                 ) from None
+            verifier.forget(execution_id)
         metrics.executions.labels("ended").inc()
         out = _execution_json(_row(execution_id))
         out["end_index"] = index

@@ -39,7 +39,8 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 
 # c2sp.org/tlog-tiles: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>]; N as 3-digit path
 # elements, all but the last prefixed with "x"
-_TILE_RE = re.compile(r"^(entries|[0-9]{1,2})/((?:x[0-9]{3}/){0,6}[0-9]{3})(?:\.p/([0-9]{1,3}))?$")
+# (matched with fullmatch: "$" would also match before a final newline)
+_TILE_RE = re.compile(r"(entries|[0-9]{1,2})/((?:x[0-9]{3}/){0,6}[0-9]{3})(?:\.p/([0-9]{1,3}))?")
 _MAX_LEVEL = 63
 
 
@@ -60,10 +61,12 @@ def parse_tile_path(path: str) -> tuple[int | None, int, int] | None:
         ((0, 1234067, 256), (None, 0, 3))
         >>> parse_tile_path("0/x000/067"), parse_tile_path("1/000.p/256")
         (None, None)
+        >>> parse_tile_path("0/000\\n"), parse_tile_path("entries/000.p/3\\n")
+        (None, None)
 
     Never raises.
     """
-    m = _TILE_RE.match(path)
+    m = _TILE_RE.fullmatch(path)
     if m is None:
         return None
     level_text, n_text, width_text = m.groups()
