@@ -128,9 +128,13 @@ class Watch:
         *,
         interval: float = DEFAULT_INTERVAL_S,
         snapshot: str = "",
+        watch_policy_files: bool = True,
     ) -> None:
+        """``watch_policy_files=False``: the caller watches ``<home>/policy`` itself and calls
+        ``gate.reload_policy()`` (one reload for many watches, e.g. the HTTP verifier)."""
         if not interval > 0:
             raise ValueError("the verification interval must be positive")
+        self.watch_policy_files = watch_policy_files
         self.gate = gate
         self.request = request
         self.interval = interval
@@ -149,6 +153,8 @@ class Watch:
         self.deny_recorded = False
 
     def _policy_stat(self) -> tuple[tuple[int, int, int], ...]:
+        if not self.watch_policy_files:
+            return ()
         out: list[tuple[int, int, int]] = []
         for name in ("manifest.json", "manifest.sig"):
             try:

@@ -57,16 +57,6 @@ _STOP_JOIN_S = 30.0
 _log = logging.getLogger("interlock.server")
 
 
-class _HttpWatch(Watch):
-    """A :class:`Watch` that leaves the policy files to the verifier, which checks them once
-    per pass and reloads once per change (each Watch would otherwise reload the bundle itself:
-    once per tracked execution). Everything else — the snapshot, the parent, the timer, and
-    what is recorded — is the Watch's own."""
-
-    def _policy_stat(self) -> tuple[tuple[int, int, int], ...]:
-        return ()
-
-
 @dataclass(slots=True)
 class _Tracked:
     request: ActionRequest
@@ -204,8 +194,14 @@ class ExecutionVerifier:
         now = time.monotonic()
         lease_until = None if self.lease is None else now + self.lease
         try:
-            watch: Watch | None = _HttpWatch(
-                self.gate, request, interval=self.interval, snapshot=snapshot
+            # the verifier checks <home>/policy once per pass and reloads once per change;
+            # each Watch would otherwise reload the bundle itself, once per execution
+            watch: Watch | None = Watch(
+                self.gate,
+                request,
+                interval=self.interval,
+                snapshot=snapshot,
+                watch_policy_files=False,
             )
             failed = None
         except Exception as exc:  # noqa: BLE001 - an execution nobody watches must not run
