@@ -304,7 +304,7 @@ def replay(
             continue
         try:
             snap = _snapshot_for(ledger, rec["snapshot"], snapshots, bundles, trust, trusted)
-            request = _request_for(ledger, rec)
+            request = recorded_request(ledger, rec)
             lineage = _lineage_for(rec, decisions)
         except (
             LedgerError,
@@ -479,7 +479,14 @@ def _snapshot_for(
     return snap
 
 
-def _request_for(ledger: SqliteLedger, rec: dict[str, Any]) -> ActionRequest:
+def recorded_request(ledger: SqliteLedger, rec: dict[str, Any]) -> ActionRequest:
+    """The request a decision record was made for, rebuilt from the record and its stored
+    payload (arguments, context, token, approval, break-glass), digests checked.
+
+    Raises:
+        LedgerError: the payload was purged or is missing.
+        VerificationError: the stored arguments or context do not match the record's digests.
+    """
     raw = ledger.blob(f"req:{rec['id']}")
     if raw is None:
         raise LedgerError("request payload was purged or is missing")

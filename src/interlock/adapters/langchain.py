@@ -53,7 +53,7 @@ from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
 from langchain_core.tools.base import ArgsSchema, ToolExceptionHandlerOutput
 from pydantic import SkipValidation
 
-from interlock.adapters.sdk import Agent, Governor, ResourceSpec, denial_text
+from interlock.adapters.sdk import Agent, Governor, ResourceSpec, denial_text, tool_governor
 from interlock.errors import Denied, Revoked, UsageError
 from interlock.gate import Gate
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
@@ -251,19 +251,8 @@ def govern(
     """
     if not isinstance(tool, BaseTool):
         raise UsageError(f"not a LangChain BaseTool: {type(tool).__name__}")
-    if isinstance(gate, Agent):
-        the_gate, agent = gate.gate, gate
-    elif isinstance(gate, Gate):
-        the_gate, agent = gate, None
-    else:
-        raise UsageError("gate must be an interlock Gate or Agent")
-    governor = Governor(
-        the_gate,
-        action=action,
-        resource=resource if resource is not None else {"type": "Tool", "id": tool.name},
-        agent=agent,
-        context=context,
-        interval=interval,
+    governor = tool_governor(
+        gate, tool.name, action=action, resource=resource, context=context, interval=interval
     )
     return GovernedTool(
         name=tool.name,

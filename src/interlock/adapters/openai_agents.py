@@ -55,7 +55,7 @@ from agents import FunctionTool
 from agents.tool import _FailureHandlingFunctionToolInvoker
 from agents.tool_context import ToolContext
 
-from interlock.adapters.sdk import Agent, Governor, ResourceSpec, denial_text
+from interlock.adapters.sdk import Agent, ResourceSpec, denial_text, tool_governor
 from interlock.errors import Denied, Revoked, UsageError
 from interlock.gate import Gate
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
@@ -144,19 +144,8 @@ def govern(
     """
     if not isinstance(tool, FunctionTool):
         raise UsageError(f"not an OpenAI Agents FunctionTool: {type(tool).__name__}")
-    if isinstance(gate, Agent):
-        the_gate, agent = gate.gate, gate
-    elif isinstance(gate, Gate):
-        the_gate, agent = gate, None
-    else:
-        raise UsageError("gate must be an interlock Gate or Agent")
-    governor = Governor(
-        the_gate,
-        action=action,
-        resource=resource if resource is not None else {"type": "Tool", "id": tool.name},
-        agent=agent,
-        context=context,
-        interval=interval,
+    governor = tool_governor(
+        gate, tool.name, action=action, resource=resource, context=context, interval=interval
     )
     original = tool.on_invoke_tool
     defaults = _schema_defaults(tool.params_json_schema)

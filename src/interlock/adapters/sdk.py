@@ -407,6 +407,39 @@ def _bind_args(
     return out
 
 
+def tool_governor(
+    gate: Gate | Agent,
+    tool_name: str,
+    *,
+    action: str = "tool.call",
+    resource: ResourceSpec | None = None,
+    context: Mapping[str, Any] | None = None,
+    interval: float = DEFAULT_INTERVAL_S,
+) -> Governor:
+    """The :class:`Governor` a framework adapter wraps one tool with: the gate (or an agent's
+    gate, presenting its capability), and ``Tool::"<tool_name>"`` unless ``resource`` is given.
+
+    Raises:
+        UsageError: ``gate`` is neither a Gate nor an Agent, or an option is invalid.
+    """
+    from interlock.gate import Gate
+
+    if isinstance(gate, Agent):
+        the_gate, agent = gate.gate, gate
+    elif isinstance(gate, Gate):
+        the_gate, agent = gate, None
+    else:
+        raise UsageError("gate must be an interlock Gate or Agent")
+    return Governor(
+        the_gate,
+        action=action,
+        resource=resource if resource is not None else {"type": "Tool", "id": tool_name},
+        agent=agent,
+        context=context,
+        interval=interval,
+    )
+
+
 def governed(
     gate: Gate,
     *,

@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
+from interlock.audit import recorded_request
 from interlock.core.model import (
     MAX_REQUEST_BYTES,
     ActionRequest,
@@ -39,7 +40,6 @@ from interlock.core.model import (
     Reason,
     ReasonCode,
     RecordType,
-    Resource,
     Stage,
 )
 from interlock.errors import Error, LedgerError
@@ -118,38 +118,20 @@ def _decision_record(state: ServerState, row: ExecutionRow) -> dict[str, Any]:
     return rec
 
 
-def _request_of(state: ServerState, row: ExecutionRow) -> ActionRequest | None:
-    """Rebuild the admitted request from its decision record and stored payload (None when the
-    payload was purged)."""
-    rec = _decision_record(state, row)
-    blob = state.gate.ledger.blob(f"req:{row.id}")
-    if blob is None:
-        return None
-    payload = json.loads(blob)
-    r = rec["request"]
-    # a break-glass override, on gates that have them, is re-checked like the rest
-    extra: dict[str, Any] = (
-        {"break_glass": payload["break_glass"]} if payload.get("break_glass") is not None else {}
-    )
-    return ActionRequest(
-        id=rec["id"],
-        time=rec["ts"],
-        principal=r["principal"],
-        action=r["action"],
-        resource=Resource(type=r["resource"]["type"], id=r["resource"]["id"]),
-        args=payload["args"],
-        context=payload["context"],
-        capability=payload["capability"],
-        parent=rec.get("parent"),
-        traceparent=r.get("traceparent"),
-        approval=payload.get("approval"),
-        **extra,
-    )
+def _request_of(state: ServerState, row: ExecutionRow) -> ActionRequest:
+    """Rebuild the admitted request from its decision record and stored payload, digests
+    checked (see :func:`interlock.audit.recorded_request`).
+
+    Raises:
+        LedgerError: the payload was purged; VerificationError: it does not match the record.
+    """
+    return recorded_request(state.gate.ledger, _decision_record(state, row))
 
 
 def _authorization(state: ServerState, row: ExecutionRow) -> dict[str, Any]:
     """Re-decide a live execution now (nothing recorded). Never raises: failing to re-establish
     authorization is a deny."""
+    request: ActionRequest | None
     try:
         request = _request_of(state, row)
     except (Error, ValueError, KeyError, TypeError):
