@@ -53,7 +53,7 @@ class EntryTooLarge(Error):
     """An entry is larger than an entry bundle can carry (65,535 bytes)."""
 
 
-def _encode_index(n: int) -> str:
+def encode_index(n: int) -> str:
     # c2sp.org/tlog-tiles §Merkle Tree: zero-padded 3-digit path elements, all but the last
     # prefixed with "x"; 1234067 -> x001/x234/067.
     parts = [f"{n % 1000:03d}"]
@@ -70,7 +70,7 @@ def _suffix(n: int, width: int) -> str:
     if not 1 <= width <= TILE_WIDTH:
         raise UsageError("tile width must be 1..256", width=width)
     # c2sp.org/tlog-tiles §Partial Tiles: ".p/<W>" only for partial tiles (W in 1..255).
-    return _encode_index(n) + (f".p/{width}" if width < TILE_WIDTH else "")
+    return encode_index(n) + (f".p/{width}" if width < TILE_WIDTH else "")
 
 
 def tile_path(level: int, n: int, width: int = TILE_WIDTH) -> str:

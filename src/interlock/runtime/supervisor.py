@@ -78,7 +78,7 @@ _CHUNK = 64 * 1024
 _PUMP_JOIN_S = 2.0
 
 
-def _reason_from_exception(exc: BaseException, what: str) -> Reason:
+def reason_from_exception(exc: BaseException, what: str) -> Reason:
     """A deny reason for an error in the supervisor. Interlock errors carry their code and
     diagnostics; a foreign exception is named by type only (its message may hold inputs)."""
     if isinstance(exc, Error):
@@ -183,7 +183,7 @@ class Watch:
             try:
                 reason = self._step(force)
             except Exception as exc:  # noqa: BLE001 - I6: could not re-establish authorization
-                reason = _reason_from_exception(exc, "continuous verification failed")
+                reason = reason_from_exception(exc, "continuous verification failed")
                 self._record_deny(reason)
             if reason is not None:
                 self.denied = reason
@@ -602,7 +602,7 @@ def _supervise(
                 signals = child.terminate(grace / 2 if received else grace)
                 break
     except Exception as exc:  # noqa: BLE001 - fail-closed: a broken loop stops the command
-        reason = _reason_from_exception(exc, "supervisor failed")
+        reason = reason_from_exception(exc, "supervisor failed")
         signals = child.terminate(grace / 2)
     except BaseException:
         child.terminate(0)
@@ -678,5 +678,5 @@ def _close_record(
     try:
         gate.record_execution(kind, exec_id, fields, status=status)
     except Exception as exc:  # noqa: BLE001 - reported in the outcome; the process is gone
-        return _reason_from_exception(exc, f"{kind.value} not recorded").detail
+        return reason_from_exception(exc, f"{kind.value} not recorded").detail
     return None

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from interlock.core.model import Reason, ReasonCode, RecordType
 from interlock.errors import Error
-from interlock.runtime.supervisor import DEFAULT_INTERVAL_S, POLL_S, Watch
+from interlock.runtime.supervisor import DEFAULT_INTERVAL_S, POLL_S, Watch, reason_from_exception
 from interlock.server.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -65,20 +65,6 @@ class _Tracked:
     lease_until: float | None
     #: why authorization ended, once known; the execution is then closed (retried until done)
     reason: Reason | None = None
-
-
-def _reason_from_exception(exc: BaseException, what: str) -> Reason:
-    """A deny reason for an error; a foreign exception is named by type only."""
-    if isinstance(exc, Error):
-        try:
-            code = ReasonCode(exc.reason_code)
-        except ValueError:
-            code = ReasonCode.INTERNAL_ERROR
-        return Reason(code=code, detail=f"{what}: {exc.diagnostics()}"[:500])
-    return Reason(
-        code=ReasonCode.INTERNAL_ERROR,
-        detail=f"{what}: {type(exc).__name__}: authorization can no longer be established",
-    )
 
 
 class ExecutionVerifier:
@@ -206,7 +192,7 @@ class ExecutionVerifier:
             failed = None
         except Exception as exc:  # noqa: BLE001 - an execution nobody watches must not run
             watch = None
-            failed = _reason_from_exception(exc, "continuous verification could not start")
+            failed = reason_from_exception(exc, "continuous verification could not start")
         tracked = _Tracked(
             request=request, watch=watch, started=now, lease_until=lease_until, reason=failed
         )
@@ -298,7 +284,7 @@ class ExecutionVerifier:
                     self.gate.reload_policy()
             snapshot = self.gate.snapshot.id
         except Exception as exc:  # noqa: BLE001 - I6: authorization cannot be re-established
-            failure = _reason_from_exception(exc, "continuous verification failed")
+            failure = reason_from_exception(exc, "continuous verification failed")
         changed = snapshot != self._snapshot
         self._snapshot = snapshot
         for eid in self._ids():

@@ -23,7 +23,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from interlock.errors import LedgerCorrupt, LedgerError, LedgerUnavailable
-from interlock.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, encode_entry_bundle
+from interlock.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, encode_entry_bundle, encode_index
 from interlock.server.problems import unprocessable
 from interlock.server.schemas import CheckpointOut, ConsistencyOut, EntryOut, InclusionOut, Problem
 from interlock.server.state import ServerState
@@ -42,15 +42,6 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 # (matched with fullmatch: "$" would also match before a final newline)
 _TILE_RE = re.compile(r"(entries|[0-9]{1,2})/((?:x[0-9]{3}/){0,6}[0-9]{3})(?:\.p/([0-9]{1,3}))?")
 _MAX_LEVEL = 63
-
-
-def _encode_index(n: int) -> str:
-    parts = [f"{n % 1000:03d}"]
-    n //= 1000
-    while n > 0:
-        parts.append(f"x{n % 1000:03d}")
-        n //= 1000
-    return "/".join(reversed(parts))
 
 
 def parse_tile_path(path: str) -> tuple[int | None, int, int] | None:
@@ -74,7 +65,7 @@ def parse_tile_path(path: str) -> tuple[int | None, int, int] | None:
     if level is not None and (level > _MAX_LEVEL or str(level) != level_text):
         return None
     n = int(n_text.replace("x", "").replace("/", ""))
-    if _encode_index(n) != n_text:  # no needless leading "x000/" elements
+    if encode_index(n) != n_text:  # no needless leading "x000/" elements
         return None
     width = TILE_WIDTH
     if width_text is not None:
