@@ -643,6 +643,7 @@ class Gate:
             gate._corrupt = exc.diagnostics()
         gate.reload_policy()
         gate._attest()
+        gate.reap_orphans()
         gate._start_ledger_watch()
         gate._start_attestation_watch()
         return gate
@@ -739,6 +740,7 @@ class Gate:
 
         def watch() -> None:
             while not self._stop.wait(interval):
+                self.reap_orphans()  # never raises
                 try:
                     self.ledger.self_check(self.log_verifier)
                     self._check_anchor()
@@ -1271,6 +1273,52 @@ class Gate:
         )
         return res.index
 
+    def reap_orphans(self) -> list[str]:
+        """Terminate, on the ledger, every ``running`` execution whose supervisor is gone: its
+        ``exec.start`` names the supervising process (boot id, pid, start time) and that
+        process no longer exists on this machine, or the machine rebooted. Such a run cannot
+        be re-verified any more, so it must not stay a live parent (DESIGN I5, I6). Records
+        ``exec.terminated`` (INTERNAL_ERROR, ``reaped: true``); returns the ids.
+
+        Never raises: an execution whose start record cannot be read is left as it is.
+        """
+        me = _process_identity()
+        if me is None or self._corrupt is not None:
+            return []
+        reaped: list[str] = []
+        try:
+            running = self.ledger.running_executions()
+        except Exception:  # noqa: BLE001 - reaping is housekeeping; deciding does not depend on it
+            return []
+        for exec_id, idx in running:
+            try:
+                rec = json.loads(self.ledger.entry(idx + 1))
+                proc = rec.get("process") if isinstance(rec, dict) else None
+                if rec.get("type") != RecordType.EXEC_START.value or rec.get("id") != exec_id:
+                    continue
+                if not isinstance(proc, dict) or _process_alive(proc, me):
+                    continue
+                self.record_execution(
+                    RecordType.EXEC_TERMINATED,
+                    exec_id,
+                    {
+                        "reason": Reason(
+                            code=ReasonCode.INTERNAL_ERROR,
+                            detail=(
+                                f"its supervisor (pid {proc.get('pid')}) is gone: nothing"
+                                " re-verifies this execution any more"
+                            ),
+                        ).to_json(),
+                        "signals_sent": [],
+                        "reaped": True,
+                    },
+                    status="terminated",
+                )
+                reaped.append(exec_id)
+            except Exception:  # noqa: BLE001, S112 - the next pass tries again
+                continue
+        return reaped
+
     def _start_append(
         self, request: ActionRequest, decision_data: bytes, start: Mapping[str, Any] | None
     ) -> tuple[Append, ...]:
@@ -1286,6 +1334,9 @@ class Gate:
             "parent": request.parent,
             "decision_leaf": hashlib.sha256(b"\x00" + decision_data).hexdigest(),
         }
+        me = _process_identity()
+        if me is not None:  # who supervises it: see reap_orphans
+            rec["process"] = me
         return (Append(record=canonical_bytes(rec), status=((request.id, "running"),)),)
 
     def _lineage(self, request: ActionRequest) -> Lineage:
@@ -1487,6 +1538,47 @@ _LAST_RESORT = Decision(
 _EXEC_RECORDS = frozenset(
     {RecordType.EXEC_START, RecordType.EXEC_VERIFY, RecordType.EXEC_END, RecordType.EXEC_TERMINATED}
 )
+
+
+def _process_identity() -> dict[str, Any] | None:
+    """This process as ``{"boot_id", "pid", "start"}`` (Linux: the kernel's boot id and the
+    process start time in clock ticks since boot, so a reused pid is not mistaken for it);
+    None where /proc does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        pid = os.getpid()
+        return {"boot_id": boot, "pid": pid, "start": _start_ticks(pid)}
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _start_ticks(pid: int) -> int:
+    """Field 22 of /proc/PID/stat (after the parenthesised command name).
+
+    Raises:
+        OSError: no such process. ValueError/IndexError: an unreadable stat line.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[19])
+
+
+def _process_alive(proc: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
+    """Whether the process ``proc`` (from an exec.start) still runs: same boot, pid present,
+    same start time, not a zombie."""
+    if proc.get("boot_id") != me["boot_id"]:
+        return False
+    pid = proc.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return True  # not ours to judge: leave it
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return fields[0] != b"Z" and int(fields[19]) == proc.get("start")
+    except (ValueError, IndexError):
+        return True
 
 
 def _error_detail(exc: BaseException) -> str:

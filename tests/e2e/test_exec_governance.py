@@ -85,6 +85,31 @@ def test_a_sigkilled_supervisor_takes_its_command_with_it(home: Path, tmp_path: 
         while _alive(pid) and time.monotonic() < end:
             time.sleep(0.02)
         assert not _alive(pid), "the command outlived its SIGKILLed supervisor"
+        # the ledger still says running; the next gate to open reaps it, so it is no longer a
+        # live parent (a child naming it is refused) and its end is on the ledger
+        (start,) = [r for r in records(home) if r["type"] == "exec.start"]
+        assert start["process"]["pid"] == proc.pid
+        child = {
+            "principal": RESEARCHER,
+            "action": "shell.exec",
+            "resource": {"type": "Host", "id": "localhost"},
+            "args": {"argv": ["true"]},
+            "capability": tok,
+            "parent": start["id"],
+        }
+        r = subprocess.run(
+            [*EXE, "decide", "-", "--json"],
+            input=json.dumps(child),
+            capture_output=True,
+            text=True,
+            env=_env(home),
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 1 and json.loads(r.stdout)["reasons"][0]["code"] == "LINEAGE_BROKEN"
+        (term,) = [x for x in records(home) if x["type"] == "exec.terminated"]
+        assert term["id"] == start["id"] and term["reaped"] is True
+        assert term["reason"]["code"] == "INTERNAL_ERROR"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -113,6 +113,7 @@ CREATE TABLE IF NOT EXISTS executions (
     depth INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_parent ON executions(parent);
+CREATE INDEX IF NOT EXISTS executions_running ON executions(status) WHERE status = 'running';
 CREATE TABLE IF NOT EXISTS revocations (
     seq INTEGER PRIMARY KEY,
     revocation_id TEXT NOT NULL UNIQUE,
@@ -881,6 +882,15 @@ class SqliteLedger:
         with self._reader() as c:
             row = c.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def running_executions(self) -> list[tuple[str, int]]:
+        """``(execution id, index of its decision)`` of every execution whose status is
+        ``running``, oldest first."""
+        with self._reader() as c:
+            rows = c.execute(
+                "SELECT id, idx FROM executions WHERE status = 'running' ORDER BY idx"
+            ).fetchall()
+        return [(str(r[0]), int(r[1])) for r in rows]
 
     def execution(self, exec_id: str) -> ExecutionRow | None:
         with self._reader() as c:
