@@ -1540,16 +1540,22 @@ _EXEC_RECORDS = frozenset(
 )
 
 
+_IDENTITY: dict[int, dict[str, Any] | None] = {}
+
+
 def _process_identity() -> dict[str, Any] | None:
     """This process as ``{"boot_id", "pid", "start"}`` (Linux: the kernel's boot id and the
     process start time in clock ticks since boot, so a reused pid is not mistaken for it);
-    None where /proc does not say."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
-        pid = os.getpid()
-        return {"boot_id": boot, "pid": pid, "start": _start_ticks(pid)}
-    except (OSError, ValueError, IndexError):
-        return None
+    None where /proc does not say. Read once per process (keyed by pid: a fork is another)."""
+    pid = os.getpid()
+    if pid not in _IDENTITY:
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+            _IDENTITY[pid] = {"boot_id": boot, "pid": pid, "start": _start_ticks(pid)}
+        except (OSError, ValueError, IndexError):
+            _IDENTITY[pid] = None
+    found = _IDENTITY[pid]
+    return None if found is None else dict(found)
 
 
 def _start_ticks(pid: int) -> int:
