@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -104,3 +106,42 @@ def tool_request(
         req["parent"] = parent
     req.update(extra)
     return req
+
+
+# -- shared by the SDK and adapter tests ----------------------------------------------------------
+
+
+@pytest.fixture
+def gate(home: Path) -> Iterator[Any]:
+    """An open gate on the fresh home."""
+    from interlock.gate import Gate
+
+    with Gate.open(home) as g:
+        yield g
+
+
+@pytest.fixture
+def researcher(gate: Any, issue: Any) -> Any:
+    """The lead researcher's agent handle, with a tool.call:Tool::* capability."""
+    from interlock.adapters.sdk import Agent
+
+    agent = gate.agent(RESEARCHER, issue())
+    assert isinstance(agent, Agent)
+    return agent
+
+
+def records(gate: Any, exec_id: str) -> dict[str, dict[str, Any]]:
+    """The ledger records of one execution, by type."""
+    out: dict[str, dict[str, Any]] = {}
+    for _i, _h, data in gate.ledger.iter_entries(0):
+        rec = json.loads(data)
+        if rec.get("id") == exec_id:
+            out[rec["type"]] = rec
+    return out
+
+
+def recorded_args(gate: Any, exec_id: str) -> Any:
+    """The arguments recorded (in the payload blob) for a request."""
+    blob = gate.ledger.blob(f"req:{exec_id}")
+    assert blob is not None
+    return json.loads(blob)["args"]

@@ -10,8 +10,7 @@ import asyncio
 import hashlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import pytest
@@ -36,37 +35,9 @@ from interlock.adapters.sdk import Agent, current_execution
 from interlock.capability import revocation_ids
 from interlock.errors import LedgerUnavailable, UsageError
 from interlock.gate import Gate
-from tests.conftest import RESEARCHER, SUMMARIZER
+from tests.conftest import RESEARCHER, SUMMARIZER, recorded_args, records
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def gate(home: Path) -> Iterator[Gate]:
-    with Gate.open(home) as g:
-        yield g
-
-
-@pytest.fixture
-def researcher(gate: Gate, issue: Any) -> Agent:
-    agent = gate.agent(RESEARCHER, issue())
-    assert isinstance(agent, Agent)
-    return agent
-
-
-def records(gate: Gate, exec_id: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for _i, _h, data in gate.ledger.iter_entries(0):
-        rec = json.loads(data)
-        if rec.get("id") == exec_id:
-            out[rec["type"]] = rec
-    return out
-
-
-def recorded_args(gate: Gate, exec_id: str) -> Any:
-    blob = gate.ledger.blob(f"req:{exec_id}")
-    assert blob is not None
-    return json.loads(blob)["args"]
 
 
 def assert_denial_text(gate: Gate, text: Any, code: str) -> dict[str, Any]:

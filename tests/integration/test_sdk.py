@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,40 +24,11 @@ from interlock.adapters.sdk import Agent, current_agent, current_execution
 from interlock.capability import revocation_ids
 from interlock.errors import LedgerUnavailable, UsageError
 from interlock.gate import Gate
-from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
+from tests.conftest import RESEARCHER, SUMMARIZER, recorded_args, records, tool_request
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def gate(home: Path) -> Iterator[Gate]:
-    with Gate.open(home) as g:
-        yield g
-
-
-@pytest.fixture
-def researcher(gate: Gate, issue: Any) -> Agent:
-    agent = gate.agent(RESEARCHER, issue())
-    assert isinstance(agent, Agent)
-    return agent
-
-
-def records(gate: Gate, exec_id: str) -> dict[str, dict[str, Any]]:
-    """The ledger records of one execution, by type."""
-    out: dict[str, dict[str, Any]] = {}
-    for _i, _h, data in gate.ledger.iter_entries(0):
-        rec = json.loads(data)
-        if rec.get("id") == exec_id:
-            out[rec["type"]] = rec
-    return out
-
-
-def recorded_args(gate: Gate, exec_id: str) -> Any:
-    blob = gate.ledger.blob(f"req:{exec_id}")
-    assert blob is not None
-    return json.loads(blob)["args"]
 
 
 def assert_recorded_deny(gate: Gate, exc: interlock.Denied, code: str) -> dict[str, Any]:
