@@ -129,3 +129,30 @@ class Revoked(Error):
         self.reason_code = code
         self.detail = detail
         self.execution_id = execution_id
+
+
+class UntrustedHomeFile(ConfigError):
+    """A file or folder of the governance home cannot be trusted: a special file (a FIFO would
+    block the gate forever), a symbolic link, owned by another user, writable by group or
+    others, too large, or not text where text is expected.
+
+    The governed agent is the attacker (issue 9): whatever it could have swapped or edited is
+    refused, and the message names the file and the command that makes it safe again.
+    """
+
+    reason_code = "ENVIRONMENT_UNTRUSTED"
+
+
+class UntrustedKeyFile(UntrustedHomeFile, KeyFileError):
+    """A key file that cannot be trusted (see :class:`UntrustedHomeFile`); also a
+    :class:`KeyFileError`, so callers of ``load_private_key`` keep their contract."""
+
+    reason_code = "ENVIRONMENT_UNTRUSTED"
+
+
+class UntrustedPolicyFile(UntrustedHomeFile, PolicyError):
+    """A policy bundle file or folder that cannot be trusted (see :class:`UntrustedHomeFile`);
+    also a :class:`PolicyError`, so a gate that cannot load its bundle still opens and denies
+    (POLICY_UNAVAILABLE) instead of failing."""
+
+    reason_code = "ENVIRONMENT_UNTRUSTED"

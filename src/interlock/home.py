@@ -11,17 +11,24 @@ Layout::
     <home>/interlock.toml        log origin, durability, deadlines, trusted policy keys
     <home>/keys/*.key            Ed25519 private keys, mode 0600, folder 0700, never overwritten
     <home>/policy/               the active signed policy bundle
-    <home>/ledger.db             the ledger (SQLite, WAL)
+    <home>/ledger.db             the ledger (SQLite, WAL), mode 0600
+    <home>/checkpoint            the newest checkpoint seen, kept outside the ledger
 
 The home is chosen by ``--home DIR``, else ``INTERLOCK_HOME``, else ``./.interlock``.
+
+:meth:`Home.load` refuses a home the governed agent could have tampered with (issue 9): its
+folders and files must be this user's, not writable by group or others, and no FIFO, device or
+link may stand in for any of them (:mod:`interlock.trust.files`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,10 +40,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from interlock.core.boundary import Boundary, parse_boundaries
 from interlock.errors import ConfigError, HomeExists, KeyFileError
 from interlock.trust import keys
+from interlock.trust.files import (
+    MAX_ANCHOR_BYTES,
+    MAX_CONFIG_BYTES,
+    check_home_dir,
+    check_private_file,
+    read_private_text,
+)
 
 __all__ = ["Config", "Home", "default_home", "init_home"]
 
 CONFIG_NAME = "interlock.toml"
+ANCHOR_NAME = "checkpoint"
+LEDGER_NAME = "ledger.db"
+#: the ledger and the files SQLite keeps beside it (they get the database file's mode)
+_LEDGER_FILES = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm")
 # a C2SP note key name (no space, no '+') that is also safe inside a TOML string
 _ORIGIN_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,255}\Z")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -247,14 +265,20 @@ class Home:
 
     @classmethod
     def load(cls, path: Path) -> Home:
-        """Open an existing home.
+        """Open an existing home, after checking that the governed agent cannot have planted,
+        redirected or edited its files (:mod:`interlock.trust.files`): the home, ``keys/`` and
+        ``policy/`` folders, ``interlock.toml``, the ledger files and the checkpoint anchor.
 
         Raises:
+            UntrustedHomeFile: (ENVIRONMENT_UNTRUSTED) a folder or file of the home is a link,
+                a FIFO or other special file, owned by another user, writable by group or others
+                (the ledger: accessible by them), too large, or the configuration is not UTF-8.
             ConfigError: if the home or its configuration is missing or invalid.
         """
         cfg = path / CONFIG_NAME
         try:
-            text = cfg.read_text(encoding="utf-8")
+            check_home_dir(path)
+            text = read_private_text(cfg, home=path, max_bytes=MAX_CONFIG_BYTES)
         except FileNotFoundError as exc:
             raise ConfigError(
                 f"no Interlock home at {path} (missing {CONFIG_NAME}); run: interlock init"
@@ -262,13 +286,51 @@ class Home:
             ) from exc
         except OSError as exc:
             raise ConfigError(f"cannot read {cfg}: {exc.strerror}") from exc
-        return cls(path=path, config=Config.from_toml(text, source=str(cfg)))
+        home = cls(path=path, config=Config.from_toml(text, source=str(cfg)))
+        home.check_ledger_files()
+        return home
+
+    def check_ledger_files(self) -> None:
+        """Check, without reading them, the files the gate reads or SQLite opens that are
+        present: ``ledger.db`` (and ``-wal``, ``-shm``: they hold arguments and bearer tokens, so
+        owner-only) and the checkpoint anchor. Missing ones pass: a new home has no anchor.
+
+        Raises:
+            UntrustedHomeFile: (ENVIRONMENT_UNTRUSTED) a present file fails a check.
+            OSError: a present file could not be opened.
+        """
+        for name in _LEDGER_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                check_private_file(self.path / name, home=self.path, secret=True)
+        with contextlib.suppress(FileNotFoundError):
+            check_private_file(self.anchor_path, home=self.path, max_bytes=MAX_ANCHOR_BYTES)
+
+    def read_anchor(self) -> str | None:
+        """The checkpoint anchor note kept outside the ledger, or None when there is none yet
+        (a legitimate state: the gate writes it on close).
+
+        Raises:
+            UntrustedHomeFile: (ENVIRONMENT_UNTRUSTED) the anchor is a link, a FIFO or other
+                special file, owned by another user, writable by group or others, larger than
+                ``MAX_ANCHOR_BYTES`` or not UTF-8; or a folder on the way fails its check.
+            OSError: the anchor exists but could not be read.
+        """
+        try:
+            return read_private_text(self.anchor_path, home=self.path, max_bytes=MAX_ANCHOR_BYTES)
+        except FileNotFoundError:
+            return None
 
     def key_path(self, name: str) -> Path:
         return self.path / "keys" / f"{name}.key"
 
     def private_key(self, name: str) -> Ed25519PrivateKey:
-        return keys.load_private_key(self.key_path(name))
+        """The private key ``keys/<name>.key``, read through the home's checks.
+
+        Raises:
+            KeyFileError: the key is missing, not an Ed25519 PEM key, or (``UntrustedKeyFile``,
+                ENVIRONMENT_UNTRUSTED) cannot be trusted: see :func:`keys.load_private_key`.
+        """
+        return keys.load_private_key(self.key_path(name), home=self.path)
 
     def trusted_policy_keys(self) -> list[Ed25519PublicKey]:
         return [keys.public_from_raw(bytes.fromhex(k)) for k in self.config.trusted_policy_keys]
@@ -279,7 +341,12 @@ class Home:
 
     @property
     def ledger_path(self) -> Path:
-        return self.path / "ledger.db"
+        return self.path / LEDGER_NAME
+
+    @property
+    def anchor_path(self) -> Path:
+        """The newest checkpoint this home has seen, kept outside the ledger."""
+        return self.path / ANCHOR_NAME
 
 
 def init_home(path: Path, *, origin: str | None = None, durability: str = "full") -> Home:
@@ -318,11 +385,16 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
     created = {name: keys.create_key(path / "keys" / f"{name}.key") for name in KEY_NAMES}
     policy_pub = keys.public_raw(created["policy"]).hex()
     config = Config(origin=config.origin, durability=durability, trusted_policy_keys=(policy_pub,))
-    (path / CONFIG_NAME).write_text(config.to_toml(), encoding="utf-8")
+    # 0600 whatever the umask: Home.load refuses a configuration others could write
+    fd = os.open(path / CONFIG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(config.to_toml())
     from interlock.trust.attestation import trust_current
 
     trust_current(path / CONFIG_NAME)  # the platform that initialised the home is trusted
-    config = Config.from_toml((path / CONFIG_NAME).read_text(encoding="utf-8"))
+    config = Config.from_toml(
+        read_private_text(path / CONFIG_NAME, home=path, max_bytes=MAX_CONFIG_BYTES)
+    )
     # the ledger holds arguments and bearer tokens: owner-only from its first byte (SQLite
     # gives its -wal and -shm files the database file's mode)
     os.close(os.open(path / "ledger.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -332,6 +404,7 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
     shutil.copytree(
         DEFAULT_POLICY_DIR, path / "policy", ignore=shutil.ignore_patterns("__pycache__")
     )
+    _drop_group_other_write(path / "policy")
     sign_bundle(path / "policy", created["policy"], version=1)
     home = Home(path=path, config=config)
 
@@ -339,3 +412,13 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
 
     Gate.open(home.path).close()  # creates the ledger and records the policy load
     return home
+
+
+def _drop_group_other_write(root: Path) -> None:
+    """``chmod -R go-w``: copytree keeps the installed files' modes, which a umask of 002 at
+    install time leaves group-writable, and the bundle loader refuses those."""
+    for dirpath, _dirs, names in os.walk(root):
+        for p in (Path(dirpath), *(Path(dirpath) / n for n in names)):
+            mode = stat.S_IMODE(p.lstat().st_mode)
+            if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                p.chmod(mode & ~(stat.S_IWGRP | stat.S_IWOTH))

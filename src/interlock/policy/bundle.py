@@ -31,12 +31,21 @@ listed file is present with its hash, no unlisted ``.cedar``/``.cedarschema``/``
 present (an added, unsigned policy must not load), the version is not below ``min_version``
 (versions never go backwards), and the policies, schema and entities parse and the policies
 validate against the schema. Symbolic links are refused anywhere in the folder.
+
+:func:`load_bundle` reads every file through :func:`interlock.trust.files.read_private_file`
+with the folder's parent as the root (for a home's ``policy/``, the home): the folder itself may
+not be a link, and it, its subfolders and its files must be this user's, not writable by group or
+others, and regular files (a FIFO never blocks the loader). Such a refusal is an
+:class:`~interlock.errors.UntrustedPolicyFile` (a PolicyError, reason ENVIRONMENT_UNTRUSTED).
+The authoring side (:func:`sign_bundle`, :func:`validate_bundle`, :func:`read_bundle_files`)
+checks no owners or modes, but still never blocks on a special file.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
@@ -51,9 +60,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from interlock.core.canonical import CanonicalizationError, canonical_bytes, sha256_hex
-from interlock.errors import PolicyError
+from interlock.errors import PolicyError, UntrustedPolicyFile
 from interlock.policy import _cedar
 from interlock.policy._cedar import Compiled
+from interlock.trust.files import read_private_file, read_regular_file
 from interlock.trust.keys import public_raw
 
 __all__ = [
@@ -76,6 +86,8 @@ BLOB_VERSION: Final = 1
 _GUARDED_SUFFIXES: Final = (".cedar", ".cedarschema", ".json")
 _MAX_VERSION: Final = 2**53 - 1  # RFC 8785 / I-JSON safe integer
 _HEX64: Final = re.compile(r"^[0-9a-f]{64}\Z")
+#: no bundle file may be larger (the whole bundle, uploaded, is at most 4 MiB)
+MAX_FILE_BYTES: Final = 16 << 20
 
 
 def _sign_hint(directory: Path | str = "<bundle>") -> str:
@@ -256,13 +268,16 @@ def load_bundle(
     """Load and verify a signed bundle folder (see the module docstring for every check).
 
     Raises:
-        PolicyError: on any failed check; the message says what to do about it.
+        UntrustedPolicyFile: (a PolicyError; ENVIRONMENT_UNTRUSTED) the folder is a link, or it,
+            a subfolder or a file is another user's, writable by group or others, a special file
+            or too large.
+        PolicyError: on any other failed check; the message says what to do about it.
     """
     if not directory.is_dir():
         raise PolicyError(f"policy bundle {directory} is not a directory")
     try:
-        manifest_bytes = (directory / MANIFEST_FILE).read_bytes()
-        signature_bytes = (directory / SIGNATURE_FILE).read_bytes()
+        manifest_bytes = _read_trusted(directory, MANIFEST_FILE)
+        signature_bytes = _read_trusted(directory, SIGNATURE_FILE)
     except FileNotFoundError as exc:
         raise PolicyError(
             f"policy bundle {directory} is not signed (no {Path(exc.filename).name}); "
@@ -292,7 +307,10 @@ def load_bundle(
                 f"{directory / path} is listed in the signed manifest but missing; restore it, "
                 f"or {_sign_hint(directory)}"
             )
-        files[path] = _read_file(directory, path)
+        try:
+            files[path] = _read_trusted(directory, path)
+        except OSError as exc:
+            raise PolicyError(f"cannot read {directory / path}: {exc.strerror}") from exc
     return _assemble(manifest, manifest_bytes, signer, signature, files, directory)
 
 
@@ -444,11 +462,27 @@ def _walk(directory: Path) -> list[str]:
     return sorted(out)
 
 
+def _read_trusted(directory: Path, rel: str) -> bytes:
+    """A bundle file read through the home's checks, rooted at the folder's parent so that the
+    folder itself is checked and may not be a link.
+
+    Raises:
+        UntrustedPolicyFile: the file or a folder on the way fails a check.
+        OSError: the file is missing (FileNotFoundError) or unreadable.
+    """
+    root = Path(os.path.abspath(directory)).parent
+    return read_private_file(
+        directory / rel, home=root, max_bytes=MAX_FILE_BYTES, error=UntrustedPolicyFile
+    )
+
+
 def _read_file(directory: Path, rel: str) -> bytes:
     try:
-        return (directory / rel).read_bytes()
+        # non-blocking and not through a final link: a FIFO swapped in after _walk's check
+        # must not hang `interlock policy sign`
+        return read_regular_file(directory / rel, max_bytes=MAX_FILE_BYTES)
     except OSError as exc:
-        raise PolicyError(f"cannot read {directory / rel}: {exc.strerror}") from exc
+        raise PolicyError(f"cannot read {directory / rel}: {exc.strerror or exc}") from exc
 
 
 def _previous_version(directory: Path) -> int | None:
@@ -456,7 +490,7 @@ def _previous_version(directory: Path) -> int | None:
     if not path.exists():
         return None
     try:
-        obj = json.loads(path.read_bytes())
+        obj = json.loads(read_regular_file(path, max_bytes=MAX_FILE_BYTES))
         version = obj["version"]
     except (OSError, ValueError, KeyError, TypeError):
         return _UNREADABLE
@@ -466,7 +500,11 @@ def _previous_version(directory: Path) -> int | None:
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp.open("wb") as fh:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a stale one would keep its mode through O_TRUNC
+        # 0644 whatever the umask: the loader refuses files that group or others can write
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -39,6 +39,7 @@ from typing import Any
 
 from interlock.core.canonical import canonical_bytes, digest
 from interlock.errors import ConfigError
+from interlock.trust.files import MAX_CONFIG_BYTES, read_private_text
 
 __all__ = [
     "Measurement",
@@ -127,7 +128,7 @@ def _file_digest(path: Path) -> str:
     Raises:
         OSError: not a regular file, or unreadable.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")
@@ -159,6 +160,12 @@ def measure_config(text: str) -> str:
     return hashlib.sha256(canonical_bytes(doc)).hexdigest()
 
 
+def _read_config(config_path: Path) -> str:
+    return read_private_text(
+        config_path, home=Path(os.path.abspath(config_path)).parent, max_bytes=MAX_CONFIG_BYTES
+    )
+
+
 def python_version() -> str:
     return f"{_platform.python_implementation()} {_platform.python_version()}"
 
@@ -166,15 +173,19 @@ def python_version() -> str:
 def measure(
     config_path: Path, policy_digest: str | None, *, root: Path | None = None
 ) -> Measurement:
-    """Measure this node now.
+    """Measure this node now. ``config_path`` is the home's ``interlock.toml``, read through the
+    home's checks (:func:`interlock.trust.files.read_private_text`, its folder as the home).
 
     Raises:
-        OSError: a measured file could not be read.
+        OSError: a measured file could not be read, or one of Interlock's files is not a
+            regular file.
+        UntrustedHomeFile: (ENVIRONMENT_UNTRUSTED) the configuration or the home cannot be
+            trusted (a FIFO, a link, another user's, writable by others, not UTF-8, too large).
         ConfigError: ``config_path`` is not TOML.
     """
     return Measurement(
         interlock=measure_files(root or package_root()),
-        config=measure_config(config_path.read_text(encoding="utf-8")),
+        config=measure_config(_read_config(config_path)),
         policy=policy_digest,
         python=python_version(),
     )
@@ -193,10 +204,12 @@ def trust_current(config_path: Path) -> str:
 
     Raises:
         OSError: the file could not be read or written.
+        UntrustedHomeFile: (ENVIRONMENT_UNTRUSTED) the file or its folder cannot be trusted
+            (see :func:`measure`).
         ConfigError: the file is not TOML, or its ``trusted`` list is written in a form this
             cannot edit safely (then edit it by hand: the error says what to add).
     """
-    original = config_path.read_text(encoding="utf-8")
+    original = _read_config(config_path)
     platform_digest = measure(config_path, None).platform
     try:
         doc = tomllib.loads(original)

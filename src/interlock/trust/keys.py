@@ -1,4 +1,5 @@
-"""Ed25519 key files: created with mode 0600, never overwritten, refused when readable by others.
+"""Ed25519 key files: created with mode 0600, never overwritten, refused when readable by others,
+when a link, a FIFO or another special file, or when another user owns them.
 
     >>> from pathlib import Path
     >>> import tempfile
@@ -13,14 +14,14 @@ Private keys are PKCS#8 PEM. Public keys travel as raw 32 bytes (hex or base64 i
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from interlock.errors import KeyFileError, VerificationError
+from interlock.errors import KeyFileError, UntrustedKeyFile, VerificationError
+from interlock.trust.files import MAX_KEY_BYTES, read_private_file
 
 __all__ = [
     "create_key",
@@ -57,22 +58,27 @@ def create_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load an Ed25519 private key written by :func:`create_key`.
+def load_private_key(path: Path, *, home: Path | None = None) -> Ed25519PrivateKey:
+    """Load an Ed25519 private key written by :func:`create_key`, through the checks of
+    :func:`interlock.trust.files.read_private_file` with ``secret=True``.
+
+    ``home``: the folder the key must be inside with no link on the way (``Home.private_key``
+    passes the home, so ``keys/`` is checked too); None means the key's own folder, which is
+    then checked like a home (a key given on the command line).
 
     Raises:
-        KeyFileError: if the file is missing, readable by group/other, or not an Ed25519 key.
+        UntrustedKeyFile: (a KeyFileError; ENVIRONMENT_UNTRUSTED) the key is accessible by group
+            or others, a link, a FIFO or other special file, owned by another user or too
+            large, or a folder on the way is a link, another user's or writable by others.
+        KeyFileError: if the file is missing, unreadable, or not an Ed25519 key.
     """
+    root = home if home is not None else Path(os.path.abspath(path)).parent
     try:
-        st = path.stat()
-        data = path.read_bytes()
+        data = read_private_file(
+            path, home=root, max_bytes=MAX_KEY_BYTES, secret=True, error=UntrustedKeyFile
+        )
     except OSError as exc:
         raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from exc
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"key {path} is accessible by group or others; run: chmod 600 {path}",
-            mode=oct(st.st_mode & 0o777),
-        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
