@@ -291,12 +291,16 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
     try:
         home = init_home(tmp / "home", origin="bench.test/home")
         issuer = CapabilityIssuer(keys.private_raw(home.private_key("biscuit-root")))
-        exp = datetime.now(UTC) + timedelta(hours=2)
-        bench_token = issuer.issue(principal=PRINCIPAL, rights=[Right.parse("*:*")], expires_at=exp)
+        now = datetime.now(UTC)
+        exp = now + timedelta(hours=2)
+        bench_token = issuer.issue(
+            principal=PRINCIPAL, rights=[Right.parse("*:*")], expires_at=exp, now=now
+        )
         tool_token = issuer.issue(
             principal="spiffe://acme.test/agent/researcher",
             rights=[Right.parse("tool.call:Tool::*")],
             expires_at=exp,
+            now=now,
         )
         iters = 2000 if quick else 20000
 

@@ -125,11 +125,13 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
         principal=RESEARCHER,
         rights=[Right.parse("tool.call:Tool::*"), Right.parse("http.request:Host::*")],
         expires_at=now + timedelta(minutes=15),
+        now=now,
     )
     expired = issuer.issue(
         principal=RESEARCHER,
         rights=[Right.parse("tool.call:Tool::*")],
         expires_at=now - timedelta(minutes=1),
+        now=now - timedelta(minutes=16),
     )
 
     with Gate.open(home.path) as gate:
@@ -176,6 +178,7 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
             parent=allowed.request_id,
             delegate_to=SUMMARIZER,
             root_public_raw=keys.public_raw(home.private_key("biscuit-root")),
+            now=now,
         )
         step(
             "sub-agent inside its attenuated capability",

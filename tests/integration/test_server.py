@@ -674,6 +674,86 @@ def test_admin_kill_switch_makes_the_node_unready(api: Api, issue: Any) -> None:
     assert api.decide(tool_request(token)).json()["effect"] == "allow"
 
 
+def _kill(api: Api, token: str, on: bool = True) -> httpx.Response:
+    return api.http.post(
+        "/v1/admin/kill-switch", json={"on": on, "reason": "test"}, headers=_bearer(token)
+    )
+
+
+def test_admin_rights_do_not_add_up_across_rights(api: Api, issue: Any) -> None:
+    # `*:*` covers action admin on Admin::kill-switch, and `admin:Admin::approval` is an admin
+    # right: the right that grants the operation must itself be the admin right for it
+    mixed = issue(ADMIN, "*:*", "admin:Admin::approval")
+    root = keys.public_raw(api.gate.home.private_key("biscuit-root"))
+    refused = {
+        "*:* beside admin:Admin::approval": mixed,
+        "*:* alone": issue(ADMIN, "*:*"),
+        "*:Admin::*": issue(ADMIN, "*:Admin::*"),
+        "admin:*": issue(ADMIN, "admin:*"),
+        "the mixed token attenuated to the kill switch": attenuate(
+            mixed, root_public_raw=root, rights=[Right.parse("admin:Admin::kill-switch")]
+        ),
+        "admin:Admin::* attenuated to approvals": attenuate(
+            issue(ADMIN, "admin:Admin::*"),
+            root_public_raw=root,
+            rights=[Right.parse("admin:Admin::approval")],
+        ),
+    }
+    before = api.gate.ledger.size()
+    for name, token in refused.items():
+        r = _kill(api, token)
+        assert r.status_code == 403, (name, r.text)
+        assert r.json()["detail"] == "admin capability refused: CAPABILITY_INSUFFICIENT", name
+    assert api.gate.ledger.size() == before  # nothing recorded, nothing changed
+    assert not api.gate.snapshot.kill_switch
+    assert api.http.get("/readyz").status_code == 200
+    assert api.decide(tool_request(issue())).json()["effect"] == "allow"
+    # the mixed token is still an admin for the one operation its admin right names
+    r = api.http.post(
+        "/v1/admin/approvals",
+        json={"approval": "bm90IGFuIGFwcHJvdmFs", "request_digest": "ab" * 32},
+        headers=_bearer(mixed),
+    )
+    assert r.status_code == 200 and r.json()["valid"] is False
+
+
+@pytest.mark.parametrize("right", ["admin:Admin::kill-switch", "admin:Admin::*"])
+def test_an_admin_right_on_the_kill_switch_works(api: Api, issue: Any, right: str) -> None:
+    admin = issue(ADMIN, right)
+    r = _kill(api, admin)
+    assert r.status_code == 200, r.text
+    assert api.gate.snapshot.kill_switch
+    assert _kill(api, admin, on=False).status_code == 200
+    assert not api.gate.snapshot.kill_switch
+
+
+def test_an_admin_token_from_the_future_is_refused(api: Api) -> None:
+    # minted by an issuer whose clock is a year ahead: it would otherwise be valid for a year
+    issuer = CapabilityIssuer(private_raw(api.gate.home.private_key("biscuit-root")))
+    ahead = datetime.now(UTC) + timedelta(days=365)
+    future = issuer.issue(
+        principal=ADMIN,
+        rights=[Right.parse("admin:Admin::*")],
+        expires_at=ahead + timedelta(hours=1),
+        now=ahead,
+    )
+    before = api.gate.ledger.size()
+    r = _kill(api, future)
+    assert r.status_code == 403
+    assert r.json()["detail"] == "admin capability refused: CAPABILITY_INVALID"
+    assert api.gate.ledger.size() == before and not api.gate.snapshot.kill_switch
+    # within the allowed skew it is accepted
+    soon = datetime.now(UTC) + timedelta(seconds=20)
+    skewed = issuer.issue(
+        principal=ADMIN,
+        rights=[Right.parse("admin:Admin::kill-switch")],
+        expires_at=soon + timedelta(hours=1),
+        now=soon,
+    )
+    assert _kill(api, skewed).status_code == 200
+    assert _kill(api, skewed, on=False).status_code == 200
+
+
 def test_admin_revocation_by_token(api: Api, issue: Any) -> None:
     admin, token = issue(ADMIN, "admin:Admin::revocation"), issue()
     assert api.decide(tool_request(token)).json()["effect"] == "allow"

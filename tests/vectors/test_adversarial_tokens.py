@@ -31,14 +31,17 @@ MALLORY = "spiffe://acme.test/agent/mallory"
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 EXPIRES_EPOCH = 1_893_456_000
 NOW = 1_800_000_000
+ISSUED = datetime(2026, 1, 1, tzinfo=UTC)  # fixed, before NOW: no test reads the clock
 
 ROOT = Ed25519PrivateKey.generate()
 ROOT_PUB = public_raw(ROOT)
 ISSUER = CapabilityIssuer(private_raw(ROOT))
 # Alice may call one tool.
-TOKEN = ISSUER.issue(principal=ALICE, rights=[Right.parse("tool.call:Tool::a")], expires_at=EXPIRES)
+TOKEN = ISSUER.issue(
+    principal=ALICE, rights=[Right.parse("tool.call:Tool::a")], expires_at=EXPIRES, now=ISSUED
+)
 TOKEN_B = ISSUER.issue(
-    principal=ALICE, rights=[Right.parse("tool.call:Tool::b")], expires_at=EXPIRES
+    principal=ALICE, rights=[Right.parse("tool.call:Tool::b")], expires_at=EXPIRES, now=ISSUED
 )
 
 INVALID = ReasonCode.CAPABILITY_INVALID
@@ -144,7 +147,7 @@ def _check(token: str | None, **kw: object) -> CapabilityResult:
 def test_baseline_tokens_are_valid() -> None:
     assert _check(TOKEN).ok
     assert _check(TOKEN_B, resource="Tool::b").ok
-    child = attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p")
+    child = attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p", now=ISSUED)
     assert _check(child, parent="p").ok
     assert _check(_b64e(_b64d(TOKEN))).ok  # the codec round-trips
 
@@ -166,17 +169,19 @@ _UNDECODABLE: dict[str, Callable[[], str | None]] = {
     "oversized valid prefix": lambda: TOKEN + "A" * MAX_TOKEN_BYTES,
     "flipped authority signature": lambda: _flip_signature(TOKEN, 0),
     "flipped attenuation signature": lambda: _flip_signature(
-        attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p"), 1
+        attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p", now=ISSUED), 1
     ),
     "grafted block from another token": lambda: _graft(
-        TOKEN_B, attenuate(TOKEN, root_public_raw=ROOT_PUB, rights=[Right.parse("*:*")])
+        TOKEN_B, attenuate(TOKEN, root_public_raw=ROOT_PUB, rights=[Right.parse("*:*")], now=ISSUED)
     ),
     "attenuation block removed": lambda: _b64e(
-        _field(2, _parts(attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p"), 2)[0])
-        + _field(4, _parts(attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p"), 4)[0])
+        _field(2, _parts(attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p", now=ISSUED), 2)[0])
+        + _field(
+            4, _parts(attenuate(TOKEN, root_public_raw=ROOT_PUB, parent="p", now=ISSUED), 4)[0]
+        )
     ),
     "other root key": lambda: CapabilityIssuer(private_raw(Ed25519PrivateKey.generate())).issue(
-        principal=ALICE, rights=[Right.parse("*:*")], expires_at=EXPIRES
+        principal=ALICE, rights=[Right.parse("*:*")], expires_at=EXPIRES, now=ISSUED
     ),
 }
 
@@ -203,7 +208,9 @@ def test_no_single_principal() -> None:
 
 
 def test_token_of_another_principal() -> None:
-    mallorys = ISSUER.issue(principal=MALLORY, rights=[Right.parse("*:*")], expires_at=EXPIRES)
+    mallorys = ISSUER.issue(
+        principal=MALLORY, rights=[Right.parse("*:*")], expires_at=EXPIRES, now=ISSUED
+    )
     assert _check(mallorys).code is ReasonCode.IDENTITY_UNVERIFIED  # presented by Alice
     assert _check(TOKEN, principal=MALLORY).code is ReasonCode.IDENTITY_UNVERIFIED  # stolen
 
@@ -238,7 +245,7 @@ def test_block_cannot_widen(source: str) -> None:
 
 
 def test_attenuation_cannot_widen() -> None:
-    child = attenuate(TOKEN, root_public_raw=ROOT_PUB, rights=[Right.parse("*:*")])
+    child = attenuate(TOKEN, root_public_raw=ROOT_PUB, rights=[Right.parse("*:*")], now=ISSUED)
     assert _check(child, action="shell.exec", resource="Cmd::rm").code is INSUFFICIENT
 
 
@@ -298,3 +305,111 @@ def test_quote_in_request_values_cannot_inject() -> None:
     assert _check(TOKEN, action=action).code is INSUFFICIENT
     result = _check(TOKEN, resource=resource)
     assert result.code is INSUFFICIENT
+
+
+# --- issued-at: a token from the future, or from before issued-at -> CAPABILITY_INVALID -------
+
+A_YEAR = 365 * 24 * 3600
+FUTURE = ISSUER.issue(
+    principal=ALICE,
+    rights=[Right.parse("tool.call:Tool::a")],
+    expires_at=datetime.fromtimestamp(NOW + A_YEAR + 3600, UTC),
+    now=datetime.fromtimestamp(NOW + A_YEAR, UTC),  # an issuer whose clock is a year ahead
+)
+
+
+def _hand_built(source: str) -> str:
+    root = _biscuit.load_private_key(private_raw(ROOT))
+    return _biscuit.build_token(root, source, {"p": ALICE, "exp": EXPIRES}, ())
+
+
+@pytest.mark.parametrize(
+    ("name", "token"),
+    [
+        ("issued a year ahead", lambda: FUTURE),
+        (
+            "backdated by a holder's block",  # block facts never reach the authority's issued-at
+            lambda: _append_raw(FUTURE, "issued_at(2000-01-01T00:00:00Z);"),
+        ),
+        (
+            "attenuated a year ahead",
+            lambda: attenuate(
+                TOKEN,
+                root_public_raw=ROOT_PUB,
+                parent="p",
+                now=datetime.fromtimestamp(NOW + A_YEAR, UTC),
+            ),
+        ),
+        (
+            "no issued-at (issued before issued-at existed)",
+            lambda: _hand_built(
+                'principal({p}); right("tool.call", "Tool::a");'
+                " check if time($time), $time <= {exp};"
+            ),
+        ),
+        (
+            "issued-at in a block only",
+            lambda: _append_raw(
+                _hand_built('principal({p}); right("tool.call", "Tool::a");'),
+                "issued_at(2026-01-01T00:00:00Z);",
+            ),
+        ),
+        (
+            "issued-at as text",
+            lambda: _hand_built(
+                'principal({p}); right("tool.call", "Tool::a"); issued_at("2026-01-01T00:00:00Z");'
+            ),
+        ),
+    ],
+)
+def test_issued_at(name: str, token: Callable[[], str]) -> None:
+    tok = token()
+    result = _check(tok, parent="p")
+    assert result.code is INVALID, (name, result.detail)
+    assert tok not in result.detail
+    assert "issued in the future" in result.detail or "no issued-at" in result.detail
+
+
+def test_a_future_token_is_valid_once_its_time_comes() -> None:
+    assert _check(FUTURE, now=NOW + A_YEAR).ok
+    assert _check(FUTURE, now=NOW + A_YEAR - 60).ok  # within MAX_CLOCK_SKEW
+    assert _check(FUTURE, now=NOW + A_YEAR - 61).code is INVALID
+
+
+# --- admin rights: the granting right must itself be an admin right ---------------------------
+
+
+def _admin(token: str, operation: str = "kill-switch") -> CapabilityResult:
+    return _check(
+        token, action="admin", resource=f"Admin::{operation}", resource_type="Admin", explicit=True
+    )
+
+
+MIXED = ISSUER.issue(
+    principal=ALICE,
+    rights=[Right.parse("*:*"), Right.parse("admin:Admin::approval")],
+    expires_at=EXPIRES,
+    now=ISSUED,
+)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'right("admin", "Admin::kill-switch");',
+        'right("admin", "Admin::*");',
+        'action_match("*"); resource_match("*");',
+        'resource_match("*");',
+        'right("admin", $r) <- resource($r);',
+    ],
+)
+def test_admin_right_cannot_be_assembled(source: str) -> None:
+    # `*:*` covers the kill switch and `admin:Admin::approval` is an admin right: together they
+    # must not make an admin of the kill switch, and neither may a holder's block
+    assert _admin(MIXED, "approval").ok
+    assert _admin(MIXED).code is INSUFFICIENT
+    assert _admin(_append_raw(MIXED, source)).code is INSUFFICIENT
+    narrowed = attenuate(
+        MIXED, root_public_raw=ROOT_PUB, rights=[Right.parse("admin:Admin::*")], now=ISSUED
+    )
+    assert _admin(narrowed).code is INSUFFICIENT

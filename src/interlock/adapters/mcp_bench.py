@@ -127,13 +127,15 @@ def bench_mcp_proxy(quick: bool = False) -> dict[str, Result]:
         (h.policy_dir / "bench-mcp.cedar").write_text(_POLICY, encoding="utf-8")
         sign_bundle(h.policy_dir, h.private_key("policy"))
         issuer = CapabilityIssuer(keys.private_raw(h.private_key("biscuit-root")))
+        now = datetime.now(UTC)
         token = issuer.issue(
             principal=_PRINCIPAL,
             rights=[
                 Right.parse(f"mcp.session:McpServer::{_SERVER}"),
                 Right.parse("mcp.tools/call:McpTool::*"),
             ],
-            expires_at=datetime.now(UTC) + timedelta(hours=2),
+            expires_at=now + timedelta(hours=2),
+            now=now,
         )
         with (Path(tmp) / "stderr.log").open("w", encoding="utf-8") as errlog:
             ours, base = anyio.run(_measure, h.path, token, n, warm, errlog)

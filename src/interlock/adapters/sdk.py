@@ -632,7 +632,8 @@ class Agent:
         sub-agent that acts under the same identity with fewer rights), holding this agent's
         token attenuated to ``rights``
         (``"tool.call:Tool::web_search"`` or :class:`~interlock.capability.Right`), expiring
-        ``ttl`` from ``now`` (default: the current time), and — with ``parent`` — valid only for
+        ``ttl`` from ``now`` (default: the current time, also written as the attenuation's
+        issued-at), and — with ``parent`` — valid only for
         requests naming that parent execution. Like ``interlock token attenuate --delegate-to``:
         no private key is used, and a token can only be narrowed (a right the holder lacks stays
         denied, CAPABILITY_INSUFFICIENT).
@@ -656,11 +657,11 @@ class Agent:
             rights = [rights]
         parsed = [r if isinstance(r, Right) else Right.parse(r) for r in rights]
         expires: datetime | None = None
+        if now is None:
+            now = datetime.now(UTC)
+        elif now.tzinfo is None:
+            raise UsageError("now must be timezone-aware")
         if ttl is not None:
-            if now is None:
-                now = datetime.now(UTC)
-            elif now.tzinfo is None:
-                raise UsageError("now must be timezone-aware")
             expires = now + timedelta(seconds=_ttl_seconds(ttl))
         root = bytes.fromhex(str(self.gate.snapshot.descriptor["capability_root"]))
         token = attenuate(
@@ -670,5 +671,6 @@ class Agent:
             expires_at=expires,
             parent=parent,
             delegate_to=None if name is None else sub,
+            now=now,
         )
         return Agent(self.gate, sub, token)

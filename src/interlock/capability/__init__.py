@@ -8,6 +8,7 @@
     ...     principal="spiffe://acme.test/agent/researcher",
     ...     rights=[Right.parse("tool.call:Tool::*")],
     ...     expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    ...     now=datetime(2027, 1, 1, tzinfo=UTC),
     ... )
     >>> verifier = CapabilityVerifier(public_raw(root))
     >>> ok = verifier.check(token=token, principal="spiffe://acme.test/agent/researcher",
@@ -20,6 +21,11 @@
     ...     now=1_900_000_000, revoked=frozenset())
     >>> late.code.value
     'CAPABILITY_EXPIRED'
+    >>> early = verifier.check(token=token, principal="spiffe://acme.test/agent/researcher",
+    ...     action="tool.call", resource="Tool::web_search", parent=None,
+    ...     now=1_700_000_000, revoked=frozenset())
+    >>> early.code.value, "issued in the future" in early.detail
+    ('CAPABILITY_INVALID', True)
 
 Issuing (:mod:`.issue`) and verifying (:mod:`.verify`) share only the rights model and the
 fixed Datalog forms; only :mod:`._biscuit` imports ``biscuit_auth``.

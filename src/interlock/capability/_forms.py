@@ -6,15 +6,19 @@ An authority block, as :class:`~interlock.capability.issue.CapabilityIssuer` wri
 
     principal("spiffe://acme.test/agent/researcher");
     right("tool.call", "Tool::web_search");
+    issued_at(2029-01-01T00:00:00Z);
     check if time($time), $time <= 2030-01-01T00:00:00Z;
 
 An attenuation block, as :func:`~interlock.capability.issue.attenuate` writes it::
 
+    issued_at(2029-05-01T00:00:00Z);
     check if time($time), $time <= 2029-06-01T00:00:00Z;
     check if action("tool.call"), resource("Tool::web_search") or resource_type("File");
     check if parent("0190f1a2-...");
 
-Values always travel as Datalog *parameters*, never spliced into source text.
+Values always travel as Datalog *parameters*, never spliced into source text. ``issued_at`` is
+a fact no rule or policy reads: the verifier reads it back from the printed block, like the
+expiry, to refuse tokens from the future (``verify.MAX_CLOCK_SKEW``).
 
     >>> shape = read_block('check if time($time), $time <= 1970-01-01T00:01:40Z;\\n', index=1)
     >>> shape.expiries, shape.own_forms_only
@@ -43,6 +47,7 @@ __all__ = [
 ]
 
 _EXPIRY = "check if time($time), $time <= {exp};\n"
+_ISSUED_AT = "issued_at({iat});\n"
 _ALLOW = "allow if action_match($a), resource_match($r), right($a, $r);\n"
 
 # A string literal as Biscuit prints it, restricted to characters that cannot hide Datalog
@@ -54,6 +59,7 @@ _ALLOW = "allow if action_match($a), resource_match($r), right($a, $r);\n"
 _S = r'"([^"\\\s(),$]*)"'
 _DATE = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"
 _EXPIRY_RE = re.compile(r"^check if time\(\$time\), \$time <= " + _DATE + r";\Z")
+_ISSUED_AT_RE = re.compile(r"^issued_at\(" + _DATE + r"\);\Z")
 _PRINCIPAL_RE = re.compile(r"^principal\(" + _S + r"\);\Z")
 _RIGHT_RE = re.compile(r"^right\(" + _S + ", " + _S + r"\);\Z")
 _PARENT_RE = re.compile(r"^check if parent\(" + _S + r"\);\Z")
@@ -89,30 +95,38 @@ def _date_param(when: datetime) -> datetime:
 
 
 def authority_block(
-    *, principal: str, rights: Sequence[Right], expires_at: datetime
+    *, principal: str, rights: Sequence[Right], expires_at: datetime, issued_at: datetime
 ) -> tuple[str, dict[str, Term]]:
     """The authority block's source and parameters (values already validated).
 
     Never raises.
     """
-    params: dict[str, Term] = {"principal": principal, "exp": _date_param(expires_at)}
+    params: dict[str, Term] = {
+        "principal": principal,
+        "iat": _date_param(issued_at),
+        "exp": _date_param(expires_at),
+    }
     lines = ["principal({principal});\n"]
     for i, right in enumerate(rights):
         params[f"a{i}"] = right.action
         params[f"r{i}"] = right.resource
         lines.append(f"right({{a{i}}}, {{r{i}}});\n")
-    lines.append(_EXPIRY)
+    lines += [_ISSUED_AT, _EXPIRY]
     return "".join(lines), params
 
 
 def attenuation_block(
     *,
+    issued_at: datetime,
     rights: Sequence[Right] | None,
     expires_at: datetime | None,
     parent: str | None,
     delegate_to: str | None = None,
 ) -> tuple[str, dict[str, Term]]:
     """An attenuation block's source and parameters (values already validated).
+
+    ``issued_at`` is the attenuator's time: its clock matters too, since the block's expiry is
+    read against it.
 
     ``delegate_to`` hands the token to a sub-agent principal: the block checks that the
     presenting principal is exactly that one (the verifier accepts it only under the holder's
@@ -123,8 +137,8 @@ def attenuation_block(
 
     Never raises.
     """
-    params: dict[str, Term] = {}
-    lines: list[str] = []
+    params: dict[str, Term] = {"iat": _date_param(issued_at)}
+    lines: list[str] = [_ISSUED_AT]
     if expires_at is not None:
         params["exp"] = _date_param(expires_at)
         lines.append(_EXPIRY)
@@ -165,6 +179,7 @@ def authorizer_program(
     resource_type: str | None,
     parent: str | None,
     now: int,
+    explicit: bool = False,
 ) -> tuple[str, dict[str, Term]]:
     """The authorizer's facts and its one allow policy for a request.
 
@@ -172,6 +187,10 @@ def authorizer_program(
     exact values, ``Type::*`` and ``*``), so one policy implements the wildcards of
     :meth:`Right.covers`. The policy trusts only the authority block (Biscuit's default scope
     for authorizer rules), so ``right`` facts added by attenuation blocks never count.
+
+    With ``explicit`` the ``*`` patterns are left out, so the one ``right`` fact the policy
+    matches must itself name the action and the resource or its ``Type::*`` (as
+    :meth:`Right.covers` with ``explicit=True``).
 
     Raises:
         OverflowError, ValueError, OSError: if ``now`` is outside the platform's date range.
@@ -189,10 +208,10 @@ def authorizer_program(
         "resource({resource});\n",
         "time({time});\n",
         "action_match({action});\n",
-        "action_match({any});\n",
         "resource_match({resource});\n",
-        "resource_match({any});\n",
     ]
+    if not explicit:
+        lines += ["action_match({any});\n", "resource_match({any});\n"]
     if resource_type is not None:
         params["rtype"] = resource_type
         params["rtype_any"] = f"{resource_type}::{ANY}"
@@ -208,15 +227,17 @@ def authorizer_program(
 class BlockShape:
     """What a block's printed source says, as far as this package's own forms go.
 
-    ``expiries``: epoch seconds of each expiry check in the fixed form. ``own_forms_only``: every
-    line is one of the forms this package writes (authority: principal, right, expiry;
-    attenuation: expiry, rights check, parent check), so the block's outcome depends on time
-    only through ``expiries``.
+    ``expiries``: epoch seconds of each expiry check in the fixed form. ``issued_at``: epoch
+    seconds of each ``issued_at`` fact in the fixed form (this package writes one per block).
+    ``own_forms_only``: every line is one of the forms this package writes (authority:
+    principal, right, issued-at, expiry; attenuation: issued-at, expiry, rights check, parent
+    check, delegation), so the block's outcome depends on time only through ``expiries``.
     """
 
     expiries: tuple[int, ...]
     own_forms_only: bool
     delegates: tuple[str, ...] = ()
+    issued_at: tuple[int, ...] = ()
 
 
 def read_block(source: str, *, index: int) -> BlockShape:
@@ -225,18 +246,19 @@ def read_block(source: str, *, index: int) -> BlockShape:
     Never raises.
     """
     expiries: list[int] = []
+    issued: list[int] = []
     delegates: list[str] = []
     own = True
     for line in source.splitlines():
         if not line:
             continue
-        m = _EXPIRY_RE.match(line)
+        m = _EXPIRY_RE.match(line) or _ISSUED_AT_RE.match(line)
         if m is not None:
             epoch = _parse_date(m.group(1))
             if epoch is None:
                 own = False
             else:
-                expiries.append(epoch)
+                (expiries if m.re is _EXPIRY_RE else issued).append(epoch)
             continue
         if index == 0:
             own = own and bool(_PRINCIPAL_RE.match(line) or _RIGHT_RE.match(line))
@@ -244,7 +266,12 @@ def read_block(source: str, *, index: int) -> BlockShape:
             delegates.append(d.group(1))
         else:
             own = own and bool(_PARENT_RE.match(line) or _RIGHTS_CHECK_RE.match(line))
-    return BlockShape(expiries=tuple(expiries), own_forms_only=own, delegates=tuple(delegates))
+    return BlockShape(
+        expiries=tuple(expiries),
+        own_forms_only=own,
+        delegates=tuple(delegates),
+        issued_at=tuple(issued),
+    )
 
 
 def read_authority(source: str) -> tuple[list[str | None], list[tuple[str, str]]]:

@@ -1,8 +1,9 @@
 """Reading a token for people: ``interlock token inspect`` and ``interlock token revoke``.
 
     >>> info = inspect(token, root_public_raw)          # doctest: +SKIP
-    >>> info.principal, info.expires_at, info.verified  # doctest: +SKIP
-    ('spiffe://acme.test/agent/researcher', datetime.datetime(2030, 1, 1, 0, 0, tzinfo=...), True)
+    >>> info.principal, info.issued_at, info.expires_at, info.verified  # doctest: +SKIP
+    ('spiffe://acme.test/agent/researcher', datetime.datetime(2029, 1, 1, 0, 0, tzinfo=...),
+     datetime.datetime(2030, 1, 1, 0, 0, tzinfo=...), True)
     >>> revocation_ids(token)                           # doctest: +SKIP
     ('c29aa5f7...',)
 
@@ -36,9 +37,11 @@ class TokenInfo:
     root key; otherwise every other field is an unverified claim.
 
     ``rights`` are the authority block's (attenuation may narrow them further: see ``blocks``).
-    ``expires_at`` is the earliest expiry over all blocks. ``blocks`` is each block's Datalog,
-    authority first; ``parents`` the parent execution ids blocks bind to; ``revocation_ids``
-    each block's revocation id (hex), authority first.
+    ``issued_at`` is the authority block's issued-at (``None`` if it states none, or more than
+    one: the verifier refuses such a token); ``attenuated_at`` each attenuation block's, in
+    order, where it states one. ``expires_at`` is the earliest expiry over all blocks.
+    ``blocks`` is each block's Datalog, authority first; ``parents`` the parent execution ids
+    blocks bind to; ``revocation_ids`` each block's revocation id (hex), authority first.
     """
 
     principal: str | None
@@ -49,6 +52,8 @@ class TokenInfo:
     revocation_ids: tuple[str, ...]
     verified: bool
     delegates: tuple[str, ...] = ()
+    issued_at: datetime | None = None
+    attenuated_at: tuple[datetime, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``--json``).
@@ -58,10 +63,12 @@ class TokenInfo:
         return {
             "principal": self.principal,
             "rights": [str(r) for r in self.rights],
+            "issued_at": None if self.issued_at is None else format_time(self.issued_at),
             "expires_at": None if self.expires_at is None else format_time(self.expires_at),
             "blocks": list(self.blocks),
             "parents": list(self.parents),
             "delegated_to": list(self.delegates),
+            "attenuated_at": [format_time(t) for t in self.attenuated_at],
             "revocation_ids": list(self.revocation_ids),
             "verified": self.verified,
         }
@@ -108,6 +115,7 @@ def inspect(token: str, root_public_raw: bytes | None = None) -> TokenInfo:
     rights = _rights(pairs)
     shapes = [read_block(src, index=i) for i, src in enumerate(sources)]
     expiries = [e for shape in shapes for e in shape.expiries]
+    issued = shapes[0].issued_at if shapes else ()
     return TokenInfo(
         principal=principal,
         rights=rights,
@@ -117,6 +125,8 @@ def inspect(token: str, root_public_raw: bytes | None = None) -> TokenInfo:
         revocation_ids=_biscuit.revocation_ids(parsed),
         verified=root_public_raw is not None,
         delegates=tuple(d for shape in shapes[1:] for d in shape.delegates),
+        issued_at=epoch_to_datetime(issued[0]) if len(issued) == 1 else None,
+        attenuated_at=tuple(epoch_to_datetime(t) for shape in shapes[1:] for t in shape.issued_at),
     )
 
 

@@ -136,18 +136,33 @@ class Right:
             return self.resource[:-3]
         return None
 
-    def covers(self, action: str, resource_uid: str, *, resource_type: str | None = None) -> bool:
+    def covers(
+        self,
+        action: str,
+        resource_uid: str,
+        *,
+        resource_type: str | None = None,
+        explicit: bool = False,
+    ) -> bool:
         """Whether this right allows ``action`` on ``resource_uid``.
 
         ``resource_type`` is the uid's entity type when the caller knows it (otherwise it is
         derived with :func:`resource_type_of`); a type that is not a prefix of the uid matches
-        no ``Type::*`` right. This is the oracle the Biscuit authorizer policies implement.
+        no ``Type::*`` right. With ``explicit``, the ``*`` action and the ``*`` resource cover
+        nothing: the right must name ``action`` itself, on ``resource_uid`` or its ``Type::*``
+        (admin rights: a ``*:*`` agent right never grants one). This is the oracle the Biscuit
+        authorizer policies implement.
+
+            >>> Right.parse("*:*").covers("admin", "Admin::policy", explicit=True)
+            False
+            >>> Right.parse("admin:Admin::*").covers("admin", "Admin::policy", explicit=True)
+            True
 
         Never raises.
         """
-        if self.action not in (ANY, action):
+        if self.action != action and (explicit or self.action != ANY):
             return False
-        if self.resource in (ANY, resource_uid):
+        if self.resource == resource_uid or (self.resource == ANY and not explicit):
             return True
         wildcard = self.wildcard_type
         if wildcard is None:

@@ -11,18 +11,28 @@ validity → revocation → coverage). Never imports the issuing side.
 ``check`` is pure given its inputs: ``now`` comes from the request, never from a clock. It
 returns a :class:`CapabilityResult`; it never raises.
 
+Issued-at. Every block this package writes states when it was written (``issued_at``). A
+token whose authority block states none (or more than one) is ``CAPABILITY_INVALID``: it
+predates issued-at, or was not written by this package, and must be re-issued. A token with any
+block issued later than ``now + MAX_CLOCK_SKEW`` is ``CAPABILITY_INVALID`` ("issued in the
+future"): a signer whose clock runs ahead would otherwise mint a token valid for longer than it
+asked. A token valid at ``now`` must also expire after every block's issued-at. Attenuation
+blocks without an issued-at are accepted: their holder writes them and could write any date.
+These checks read the printed blocks in Python, like the expiry, and run on every call.
+
 Memoisation (DESIGN §10 P1: signature verification and Datalog cost ~100 µs; the pipeline's
 budget is 25 µs). Both caches are bounded LRUs of pure functions, so results do not depend on
 what is cached:
 
 - parsed and verified tokens of at most 8 KiB, by token string (signature chain, principal,
   expiries, revocation ids) — the root key is fixed per verifier;
-- the coverage result, by (token, principal, action, resource, resource type, parent),
-  only for tokens whose every block consists of the forms this package writes. Their only
-  time-dependence is the expiry checks, whose earliest date is checked in Python first, so for
-  every ``now`` that reaches the authorizer the outcome is the same; it is computed once with
-  ``time`` at that earliest expiry. Tokens with custom checks or third-party blocks are
-  authorized on every call, with the request's ``now`` and ``args``.
+- the coverage result, by (token, principal, action, resource, resource type, parent,
+  explicit), only for tokens whose every block consists of the forms this package writes.
+  Their only time-dependence is the expiry checks, whose earliest date is checked in Python
+  first (the issued-at facts are read by no Datalog, and are checked in Python before the
+  cache is consulted), so for every ``now`` that reaches the authorizer the outcome is the
+  same; it is computed once with ``time`` at that earliest expiry. Tokens with custom checks
+  or third-party blocks are authorized on every call, with the request's ``now`` and ``args``.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from interlock.errors import CapabilityError
 
 __all__ = [
     "MAX_CACHED_TOKEN_BYTES",
+    "MAX_CLOCK_SKEW",
     "RESULT_CACHE_SIZE",
     "TOKEN_CACHE_SIZE",
     "CapabilityResult",
@@ -57,6 +68,10 @@ RESULT_CACHE_SIZE = 16384
 #: larger tokens are verified on every call: bounds the caches' memory (legitimate tokens are
 #: a few hundred bytes per block) against a holder who appends blocks to mint many big tokens
 MAX_CACHED_TOKEN_BYTES = 8 * 1024
+#: seconds a block's issued-at may lie after the request time (the signer's clock may run a
+#: little ahead of the gate's); a token issued later than that is CAPABILITY_INVALID until the
+#: request time catches up
+MAX_CLOCK_SKEW = 60
 
 _I64 = (-(2**63), 2**63 - 1)
 
@@ -143,6 +158,10 @@ class _Token:
     #: delegation leaves the holder's own SPIFFE path (such a token identifies no one)
     holder: str | None
     expires_at: int | None
+    #: the authority block's issued-at, or None if it does not state exactly one
+    issued_at: int | None
+    #: (epoch, block index) of the latest issued-at over all blocks, or None if none states one
+    latest_issue: tuple[int, int] | None
     revocation_ids: tuple[str, ...]
     memoisable: bool
 
@@ -203,7 +222,9 @@ class CapabilityVerifier:
     def __init__(self, root_public_raw: bytes) -> None:
         self._root = _biscuit.load_public_key(root_public_raw)
         self._tokens: _LRU[str, _Token] = _LRU(TOKEN_CACHE_SIZE)
-        self._results: _LRU[tuple[int, str, str, str, str | None, str | None], CapabilityResult]
+        self._results: _LRU[
+            tuple[int, str, str, str, str | None, str | None, bool], CapabilityResult
+        ]
         self._results = _LRU(RESULT_CACHE_SIZE)
 
     def __repr__(self) -> str:
@@ -229,6 +250,7 @@ class CapabilityVerifier:
         revoked: frozenset[str],
         args: Mapping[str, object] | None = None,
         resource_type: str | None = None,
+        explicit: bool = False,
     ) -> CapabilityResult:
         """Decide whether ``token`` lets ``principal`` do ``action`` on ``resource`` now.
 
@@ -237,13 +259,21 @@ class CapabilityVerifier:
         ``parent`` is the request's parent execution id, ``now`` the request's time in epoch
         seconds, ``revoked`` the revoked revocation ids (hex) of the pinned trust state,
         ``args`` the request's args (top-level str/int/bool values become ``arg`` facts).
+        With ``explicit``, only an authority right that itself names ``action``, on
+        ``resource`` or its ``Type::*``, grants the request: the ``*`` action and the ``*``
+        resource grant nothing (:meth:`~interlock.capability.right.Right.covers`). The HTTP
+        API's admin operations use it, so that a ``*:*`` right beside an admin right for
+        another operation does not add up to this one. Attenuation blocks still only narrow.
 
         Returns, first failure winning (DESIGN §2):
         ``CAPABILITY_INVALID`` (missing, oversized, undecodable, bad signature, wrong root key,
-        no single principal, or any failure of the Biscuit library), ``IDENTITY_UNVERIFIED``
-        (issued to another principal), ``CAPABILITY_EXPIRED`` (``now`` after the earliest
-        expiry of any block), ``CAPABILITY_REVOKED`` (a block's revocation id is in
-        ``revoked``), ``CAPABILITY_INSUFFICIENT`` (the Biscuit authorizer denies), else ok.
+        no single principal, no single issued-at in the authority block, or any failure of the
+        Biscuit library), ``IDENTITY_UNVERIFIED`` (issued to another principal),
+        ``CAPABILITY_INVALID`` (a block issued after ``now`` + :data:`MAX_CLOCK_SKEW`: "issued
+        in the future"), ``CAPABILITY_EXPIRED`` (``now`` after the earliest expiry of any
+        block), ``CAPABILITY_INVALID`` (the earliest expiry is not after the latest issued-at),
+        ``CAPABILITY_REVOKED`` (a block's revocation id is in ``revoked``),
+        ``CAPABILITY_INSUFFICIENT`` (the Biscuit authorizer denies), else ok.
 
         Never raises.
         """
@@ -270,6 +300,14 @@ class CapabilityVerifier:
                 "capability token's authority block does not name exactly one principal",
                 tok,
             )
+        if tok.issued_at is None:
+            # fail closed: a token without issued-at could come from a clock arbitrarily ahead
+            return _deny(
+                ReasonCode.CAPABILITY_INVALID,
+                "capability token has no issued-at in its authority block (or more than one):"
+                " re-issue the token",
+                tok,
+            )
         if tok.holder != principal:
             return _deny(
                 ReasonCode.IDENTITY_UNVERIFIED,
@@ -278,10 +316,26 @@ class CapabilityVerifier:
                 else "capability token delegates outside its holder's SPIFFE path",
                 tok,
             )
+        latest = tok.latest_issue
+        if latest is not None and latest[0] > now + MAX_CLOCK_SKEW:
+            return _deny(
+                ReasonCode.CAPABILITY_INVALID,
+                f"capability token issued in the future: block {latest[1]} at {_iso(latest[0])}"
+                f" (request time {_iso(now)}, allowed clock skew {MAX_CLOCK_SKEW} s)",
+                tok,
+            )
         if tok.expires_at is not None and now > tok.expires_at:
             return _deny(
                 ReasonCode.CAPABILITY_EXPIRED,
                 f"capability token expired at {_iso(tok.expires_at)} (request time {_iso(now)})",
+                tok,
+            )
+        if latest is not None and tok.expires_at is not None and tok.expires_at <= latest[0]:
+            # reached only within the skew before an issued-at: such a token was never valid
+            return _deny(
+                ReasonCode.CAPABILITY_INVALID,
+                f"capability token expires at {_iso(tok.expires_at)}, not after block"
+                f" {latest[1]} was issued at {_iso(latest[0])}",
                 tok,
             )
         if not revoked.isdisjoint(tok.revocation_ids):
@@ -294,16 +348,16 @@ class CapabilityVerifier:
         try:
             if not tok.memoisable:
                 return self._cover(
-                    tok, principal, action, resource, resource_type, parent, now, args
+                    tok, principal, action, resource, resource_type, parent, now, args, explicit
                 )
-            key = (tok.serial, principal, action, resource, resource_type, parent)
+            key = (tok.serial, principal, action, resource, resource_type, parent, explicit)
             result = self._results.get(key)
             if result is None:
                 # Pure in its key: run at the token's earliest expiry, where every expiry check
                 # holds, as it does for every `now` that passed the expiry check above.
                 when = tok.expires_at if tok.expires_at is not None else 0
                 result = self._cover(
-                    tok, principal, action, resource, resource_type, parent, when, None
+                    tok, principal, action, resource, resource_type, parent, when, None, explicit
                 )
                 self._results.put(key, result)  # not reached by a deny without a verdict
             return result
@@ -329,15 +383,20 @@ class CapabilityVerifier:
         principal = principals[0] if len(principals) == 1 else None
         shapes = [read_block(src, index=i) for i, src in enumerate(sources)]
         expiries = [e for shape in shapes for e in shape.expiries]
+        issued = [(e, i) for i, shape in enumerate(shapes) for e in shape.issued_at]
         memoisable = all(s.own_forms_only for s in shapes) and not _biscuit.has_external_blocks(
             biscuit
         )
+        authority_issued = shapes[0].issued_at if shapes else ()
         return _Token(
             serial=next(_serials),
             biscuit=biscuit,
             principal=principal,
             holder=_holder(principal, [d for s in shapes[1:] for d in s.delegates]),
             expires_at=min(expiries) if expiries else None,
+            issued_at=authority_issued[0] if len(authority_issued) == 1 else None,
+            # the latest date, and of equal dates the first block: a pure function of the token
+            latest_issue=max(issued, key=lambda p: (p[0], -p[1])) if issued else None,
             revocation_ids=_biscuit.revocation_ids(biscuit),
             memoisable=memoisable,
         )
@@ -352,8 +411,10 @@ class CapabilityVerifier:
         parent: str | None,
         now: int,
         args: Mapping[str, object] | None,
+        explicit: bool,
     ) -> CapabilityResult:
-        """Whether the token's rights and every block's checks cover the request at ``now``.
+        """Whether the token's rights and every block's checks cover the request at ``now``
+        (with ``explicit``, only a right naming the action and the resource or its type counts).
 
         Raises:
             CapabilityError: if the authorizer cannot run.
@@ -374,6 +435,7 @@ class CapabilityVerifier:
                 resource_type=rtype,
                 parent=parent,
                 now=now,
+                explicit=explicit,
             )
         except (OverflowError, ValueError, OSError) as exc:
             raise CapabilityError("request time is out of range") from exc

@@ -108,10 +108,12 @@ def bench_termination(quick: bool = False) -> dict[str, Result]:
         issuer = CapabilityIssuer(keys.private_raw(h.private_key("biscuit-root")))
 
         def token() -> str:
+            now = datetime.now(UTC)
             return issuer.issue(
                 principal=_PRINCIPAL,
                 rights=[Right.parse("shell.exec:Host::*")],
-                expires_at=datetime.now(UTC) + timedelta(minutes=10),
+                expires_at=now + timedelta(minutes=10),
+                now=now,
             )
 
         from interlock.policy.bundle import sign_bundle

@@ -8,11 +8,14 @@ Every admin endpoint names an *operation* (``quarantine``, ``revocation``, ``kil
 ``approval``, ``policy``) and requires ``Authorization: Bearer <token>`` where the token
 
 * verifies against the home's capability root key (the same verifier the gate uses: signature,
-  holder, expiry and revocation all apply; the time is the server's clock);
-* has, in its root-signed authority block, a right whose action is literally ``admin`` — a
-  ``*:*`` agent token is *not* an admin token;
-* covers action ``admin`` on resource ``Admin::<operation>`` (so ``admin:Admin::*`` allows every
-  operation, ``admin:Admin::kill-switch`` only that one; attenuation can narrow further);
+  holder, issued-at, expiry and revocation all apply; the time is the server's clock);
+* is granted action ``admin`` on resource ``Admin::<operation>`` by one right of its root-signed
+  authority block that is itself an admin right on that operation: ``admin:Admin::<operation>``
+  or ``admin:Admin::*``. The ``*`` action and the ``*`` resource grant no admin operation
+  (``CapabilityVerifier.check(..., explicit=True)``), so neither a ``*:*`` agent token nor one
+  holding ``*:*`` beside ``admin:Admin::approval`` may flip the kill switch;
+* passes every check of its attenuation blocks for that request (attenuation only narrows:
+  ``admin:Admin::*`` attenuated to ``admin:Admin::approval`` allows only approvals);
 * is held by a principal that is not quarantined.
 
 No header (or not a Bearer one) is 401 with ``WWW-Authenticate: Bearer``; anything else that
@@ -56,9 +59,11 @@ def verify_admin(gate: Gate, authorization: str | None, operation: str) -> str:
     """Check the ``Authorization`` header for ``operation``; return the admin principal.
 
     Raises:
-        HTTPException: 401 without a Bearer credential; 403 if the token does not verify,
-            has expired or been revoked, holds no ``admin`` right covering
-            ``Admin::<operation>``, or its holder is quarantined.
+        HTTPException: 401 without a Bearer credential; 403 if the token does not verify
+            (CAPABILITY_INVALID, also for a token issued in the future or without issued-at),
+            has expired (CAPABILITY_EXPIRED) or been revoked (CAPABILITY_REVOKED), holds no
+            right ``admin:Admin::<operation>`` or ``admin:Admin::*`` that grants the operation
+            (CAPABILITY_INSUFFICIENT), or its holder is quarantined (PRINCIPAL_QUARANTINED).
         ValueError: ``operation`` is not one of :data:`OPERATIONS` (a programming error).
     """
     if operation not in OPERATIONS:
@@ -72,16 +77,14 @@ def verify_admin(gate: Gate, authorization: str | None, operation: str) -> str:
             headers=_CHALLENGE,
         )
     try:
-        # unverified read, only to learn who claims to hold it and which rights the authority
-        # block names; check() below verifies the very same bytes against the root key
+        # unverified read, only to learn who claims to hold it; check() below verifies the very
+        # same bytes against the root key, and that this claimed holder is the token's holder
         info = inspect(token)
     except CapabilityError as exc:
         raise _forbidden("CAPABILITY_INVALID", exc.message) from None
     holder = info.delegates[-1] if info.delegates else info.principal
     if holder is None:
         raise _forbidden("CAPABILITY_INVALID", "token names no single principal")
-    if not any(r.action == ADMIN_ACTION for r in info.rights):
-        raise _forbidden("CAPABILITY_INSUFFICIENT", "no right with action 'admin'")
     snapshot = gate.snapshot
     result = snapshot.capabilities.check(
         token=token,
@@ -92,6 +95,9 @@ def verify_admin(gate: Gate, authorization: str | None, operation: str) -> str:
         parent=None,
         now=int(time.time()),
         revoked=snapshot.revoked,
+        # the one right that grants it must be an admin right on this operation (or on all):
+        # a `*:*` right beside `admin:Admin::approval` must not add up to the kill switch
+        explicit=True,
     )
     if not result.ok:
         code = result.code.value if result.code is not None else "CAPABILITY_INVALID"

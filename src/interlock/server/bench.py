@@ -148,10 +148,12 @@ def bench_http(quick: bool = False) -> dict[str, Result]:
     with tempfile.TemporaryDirectory(prefix="interlock-bench-http-") as tmp:
         home = init_home(Path(tmp) / "home", origin="interlock.bench/http")
         issuer = CapabilityIssuer(keys.private_raw(home.private_key("biscuit-root")))
+        now = datetime.now(UTC)
         token = issuer.issue(
             principal=_PRINCIPAL,
             rights=[Right.parse("tool.call:Tool::*")],
-            expires_at=datetime.now(UTC) + timedelta(hours=1),
+            expires_at=now + timedelta(hours=1),
+            now=now,
         )
         body = json.dumps(
             {

@@ -15,6 +15,10 @@ BOB = "spiffe://acme.test/agent/bob"
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 EXPIRES_EPOCH = 1_893_456_000
 NOW = 1_800_000_000  # 2027-01-15, before EXPIRES
+#: every token in these tests is issued (and attenuated) at this fixed time, before NOW: the
+#: tests never depend on the clock of the machine that runs them
+ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
+ISSUED_EPOCH = 1_767_225_600
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +43,10 @@ def verifier(root_pub: bytes) -> CapabilityVerifier:
 
 @pytest.fixture(scope="session")
 def token(issuer: CapabilityIssuer) -> str:
-    """Alice may call any Tool and read one file, until EXPIRES."""
+    """Alice may call any Tool and read one file, issued at ISSUED, until EXPIRES."""
     return issuer.issue(
         principal=ALICE,
         rights=[Right.parse("tool.call:Tool::*"), Right.parse("file.read:File::/srv/data")],
         expires_at=EXPIRES,
+        now=ISSUED,
     )

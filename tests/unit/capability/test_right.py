@@ -99,3 +99,23 @@ def test_covers_with_explicit_type() -> None:
     assert right.covers("tool.call", "Tool::a::b", resource_type="Tool")
     # a type that is not the uid's prefix matches no type wildcard
     assert not right.covers("tool.call", "File::x", resource_type="Tool")
+
+
+@pytest.mark.parametrize(
+    ("right", "expected"),
+    [
+        ("admin:Admin::kill-switch", True),
+        ("admin:Admin::*", True),
+        ("admin:Admin::approval", False),
+        ("admin:*", False),
+        ("*:Admin::*", False),
+        ("*:Admin::kill-switch", False),
+        ("*:*", False),
+    ],
+)
+def test_covers_explicit_needs_the_action_and_resource_named(right: str, expected: bool) -> None:
+    r = Right.parse(right)
+    assert r.covers("admin", "Admin::kill-switch", explicit=True) is expected
+    assert r.covers("admin", "Admin::kill-switch", resource_type="Admin", explicit=True) is expected
+    # explicit only ever removes: whatever it covers, the plain check covers too
+    assert not expected or r.covers("admin", "Admin::kill-switch")
