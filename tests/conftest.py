@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ def verifier(signer: NoteSigner) -> NoteVerifier:
 
 @pytest.fixture
 def ledger(tmp_path: Path, signer: NoteSigner) -> Iterator[SqliteLedger]:
-    led = SqliteLedger(tmp_path / "ledger.db", signer=signer)
+    led = SqliteLedger(tmp_path / "ledger.db", signer=signer, create=True)
     yield led
     led.close()
 
@@ -56,16 +57,31 @@ def home(tmp_path: Path) -> Path:
 
 
 def edit_config(home: Path, old: str, new: str) -> None:
-    """Replace the first ``old`` in ``interlock.toml`` with ``new`` and trust the resulting
-    platform (a changed config is a changed measurement: without this the gate would deny
+    """Replace the first ``old`` in ``interlock.toml`` with ``new``, trust the resulting
+    platform and record the trust settings on the ledger with the root key, as an operator
+    would with `interlock attest trust` / `interlock trust adopt` (a changed config is a
+    changed measurement, and trust settings live on the log: without this the gate would deny
     ENVIRONMENT_UNTRUSTED, as it must)."""
-    from interlock.trust.attestation import trust_current
-
     cfg = home / "interlock.toml"
     text = cfg.read_text()
     assert old in text, f"{old!r} is not in interlock.toml"
     cfg.write_text(text.replace(old, new, 1))
-    trust_current(cfg)
+    trust_config(home)
+
+
+def trust_config(home: Path) -> None:
+    """What an operator does after an intended edit of ``interlock.toml``: trust the new
+    platform (`interlock attest trust`) and record the trust settings on the ledger with the
+    root key (`interlock trust adopt`)."""
+    from interlock.audit import open_for_audit
+    from interlock.governance import adopt_changes, record_trust
+    from interlock.trust.attestation import trust_current
+
+    trust_current(home / "interlock.toml")
+    with open_for_audit(home, sign=True) as view:
+        record_trust(
+            view.ledger, view.home, adopt_changes(view.ledger, view.home), ns=time.time_ns()
+        )
 
 
 @pytest.fixture

@@ -40,18 +40,23 @@ from interlock.gate import (
 from interlock.home import Home, default_home
 from interlock.ledger import merkle
 from interlock.ledger.note import NoteSigner, NoteVerifier
+from interlock.ledger.projection import Projection, check_log, first_difference, fold_verified
 from interlock.ledger.proof import ProofBundle, format_proof
+from interlock.ledger.protocols import Log, Store
 from interlock.ledger.storage.sqlite import TILE, SqliteLedger, tile_levels
 from interlock.ledger.tiles import export_tiles
 from interlock.ledger.verify import LedgerVerifier, VerifyReport
 from interlock.policy.bundle import PolicyBundle
+from interlock.trust import keys
 
 __all__ = [
     "LedgerView",
     "ReplayReport",
     "export_ledger_tiles",
+    "home_anchor",
     "open_for_audit",
     "proof_bundle",
+    "rebuild_state",
     "replay",
     "verify_ledger",
 ]
@@ -65,8 +70,11 @@ class LedgerView:
     is reloaded and nothing is appended (unless opened with ``sign=True``)."""
 
     home: Home
-    ledger: SqliteLedger
+    ledger: Store
     vkey: str
+    #: the keys governance records are signed with (node) and trust settings (root)
+    node_public: bytes | None = None
+    root_public: bytes | None = None
 
     def close(self) -> None:
         self.ledger.close()
@@ -78,24 +86,34 @@ class LedgerView:
         self.close()
 
 
-def open_for_audit(home: str | Path | None = None, *, sign: bool = False) -> LedgerView:
+def open_for_audit(
+    home: str | Path | None = None, *, sign: bool = False, upgrade: bool = False
+) -> LedgerView:
     """Open a home's ledger for auditing.
 
     ``sign=True`` allows signing fresh checkpoints (for proofs and exports), and first checks
     the ledger (:meth:`SqliteLedger.self_check`): a checkpoint is never signed over a ledger
     that does not match its last one.
 
+    ``upgrade=True`` opens a ledger of an older schema (for :func:`rebuild_state` only).
+
     Raises:
-        ConfigError: no home, or no ledger in it.
-        KeyFileError: the log key is missing or unsafe.
+        ConfigError: no home.
+        KeyFileError: a key is missing or unsafe.
+        LedgerCorrupt: no ledger in the home (only ``interlock init`` creates one).
         LedgerError: the database cannot be opened, or (with ``sign``) fails its check.
     """
     h = Home.load(default_home(home))
-    if not h.ledger_path.exists():
-        raise ConfigError(f"no ledger at {h.ledger_path}; run: interlock init --home {h.path}")
     signer = NoteSigner(h.config.origin, h.private_key("log"))
+    node_public = keys.public_raw(h.private_key("node"))
+    root_public = keys.public_raw(h.private_key("biscuit-root"))
+    # a missing ledger is LedgerCorrupt: only `interlock init` creates one
     ledger = SqliteLedger(
-        h.ledger_path, signer=signer if sign else None, durability=h.config.durability
+        h.ledger_path,
+        signer=signer if sign else None,
+        durability=h.config.durability,
+        busy_timeout_ms=h.config.ledger_timeout_ms,
+        upgrade=upgrade,
     )
     try:
         if sign:
@@ -103,18 +121,63 @@ def open_for_audit(home: str | Path | None = None, *, sign: bool = False) -> Led
     except BaseException:
         ledger.close()
         raise
-    return LedgerView(home=h, ledger=ledger, vkey=signer.vkey)
+    return LedgerView(
+        home=h,
+        ledger=ledger,
+        vkey=signer.vkey,
+        node_public=node_public,
+        root_public=root_public,
+    )
+
+
+def home_anchor(view: LedgerView) -> list[str]:
+    """The checkpoint a gate of this home last kept outside the database (``<home>/checkpoint``),
+    as a list of zero or one note, for :func:`verify_ledger`'s ``anchors``.
+
+    Raises:
+        UntrustedHomeFile: the anchor is not a regular, private text file of the home.
+        OSError: it exists but cannot be read.
+    """
+    note = view.home.read_anchor()
+    return [] if note is None else [note]
+
+
+def rebuild_state(view: LedgerView, *, progress: Progress | None = None) -> int:
+    """Recompute the governance-state tables from the log alone and replace the stored ones
+    (``interlock ledger rebuild-state``): after a restore, or to bring a ledger of an older
+    schema up to date. The log itself is verified first (leaf hashes, tree, checkpoints), so
+    state is never rebuilt from a tampered log. Returns the number of entries folded.
+
+    Raises:
+        VerificationError: the log does not verify (nothing is replaced).
+        LedgerUnavailable: the tables could not be written, or the log grew meanwhile.
+    """
+    checkpoints = [c.note for c in view.ledger.checkpoints()]
+    rebuilt, _stored = check_log(
+        view.ledger,
+        view.vkey,
+        checkpoints,
+        node_public=view.node_public,
+        root_public=view.root_public,
+        progress=progress,
+        stored=False,
+    )
+    view.ledger.replace_state(rebuilt.rows(), rebuilt.size)
+    return rebuilt.size
 
 
 def verify_ledger(
-    ledger: SqliteLedger,
+    ledger: Store,
     vkey: str,
     *,
     anchors: Sequence[str] = (),
     progress: Progress | None = None,
+    state_keys: tuple[bytes | None, bytes | None] | None = None,
 ) -> VerifyReport:
     """Recompute every leaf hash, the tree at every stored checkpoint, every checkpoint
-    signature, and every persisted tile.
+    signature, and every persisted tile; with ``state_keys`` (the node and root public keys),
+    also rebuild the governance state from the log and compare it with the stored tables,
+    row by row (DESIGN I8), in the same pass and as of the same moment.
 
     ``anchors`` are signed checkpoints kept outside this database (by an auditor, a witness, a
     previous ``ledger checkpoint``): the ledger must contain and match each of them, which
@@ -125,50 +188,52 @@ def verify_ledger(
             removal or reordering; also when entries exist but no checkpoint does (they were
             removed: every writer's first commit signs one in the same transaction).
     """
-    total = ledger.size()
-    checkpoints = ledger.checkpoints()
-    if total > 0 and not checkpoints:
-        raise VerificationError(
-            "the ledger has entries but no signed checkpoint: checkpoints were removed", index=0
-        )
-    verifier = LedgerVerifier(vkey)
-    verifier.expect_checkpoints([c.note for c in checkpoints] + list(anchors))
-    tile_hashes: list[bytes] = []
-    tile_n = 0
-    upper: list[list[bytes]] = []  # per tile level >= 1: recomputed roots awaiting a full tile
-    for rows in ledger.iter_entry_chunks(chunk=16384):
-        verifier.feed_all(rows)  # every stored leaf hash below is now known to be right
-        for _idx, stored_lh, _data in rows:
-            tile_hashes.append(stored_lh)
-            if len(tile_hashes) == TILE:
-                _check_tile(ledger, 0, tile_n, tile_hashes, upper)
-                tile_hashes = []
-                tile_n += 1
-        if progress is not None:
-            progress(rows[-1][0] + 1, total)
-    report = verifier.finish()
-    if report.size != total:
-        raise VerificationError("entry count changed during verification", index=report.size)
+    checkpoints = ledger.checkpoints()  # before the view: it holds at least these
+    projection = Projection() if state_keys is not None else None
+    node_public, root_public = state_keys if state_keys is not None else (None, None)
+    with ledger.frozen() as view:
+        total = view.size()
+        if total > 0 and not checkpoints:
+            raise VerificationError(
+                "the ledger has entries but no signed checkpoint: checkpoints were removed",
+                index=0,
+            )
+        verifier = LedgerVerifier(vkey)
+        verifier.expect_checkpoints([c.note for c in checkpoints] + list(anchors))
+        tile_hashes: list[bytes] = []
+        tile_n = 0
+        upper: list[list[bytes]] = []  # per tile level >= 1: recomputed roots awaiting a tile
+        for rows in view.iter_entry_chunks(0, None, 16384):
+            verifier.feed_all(rows)  # every stored leaf hash below is now known to be right
+            for _idx, stored_lh, _data in rows:
+                tile_hashes.append(stored_lh)
+                if len(tile_hashes) == TILE:
+                    _check_tile(ledger, 0, tile_n, tile_hashes, upper)
+                    tile_hashes = []
+                    tile_n += 1
+            if projection is not None:
+                fold_verified(projection, rows, node_public=node_public, root_public=root_public)
+            if progress is not None:
+                progress(rows[-1][0] + 1, total)
+        report = verifier.finish()
+        if report.size != total:
+            raise VerificationError("entry count changed during verification", index=report.size)
+        if projection is not None:
+            diff = first_difference(view.dump_state(), projection.rows())
+            if diff is not None:
+                raise diff
     if progress is not None:
         progress(total, total)
     return report
 
 
 def _check_tile(
-    ledger: SqliteLedger, level: int, n: int, hashes: list[bytes], upper: list[list[bytes]]
+    ledger: Log, level: int, n: int, hashes: list[bytes], upper: list[list[bytes]]
 ) -> None:
-    with ledger._reader() as c:
-        row = c.execute(
-            "SELECT hashes, nodes, root FROM tiles WHERE level = ? AND n = ?", (level, n)
-        ).fetchone()
+    row = ledger.stored_tile(level, n)
     first_leaf = n * TILE ** (level + 1)
     levels = tile_levels(b"".join(hashes))
-    if (
-        row is None
-        or bytes(row[0]) != levels[0]
-        or bytes(row[1]) != b"".join(levels[1:8])
-        or bytes(row[2]) != levels[8]
-    ):
+    if row is None or row[0] != levels[0] or row[1] != b"".join(levels[1:8]) or row[2] != levels[8]:
         raise VerificationError(
             "persisted tile does not match the recomputed tree",
             index=first_leaf,
@@ -183,7 +248,7 @@ def _check_tile(
         _check_tile(ledger, level + 1, n // TILE, full, upper)
 
 
-def proof_bundle(ledger: SqliteLedger, index: int) -> str:
+def proof_bundle(ledger: Log, index: int) -> str:
     """A C2SP ``tlog-proof@v1`` file for ``index`` whose ``extra`` carries the entry's bytes:
     one file that anyone holding the log's verifier key can check offline.
 
@@ -202,7 +267,7 @@ def proof_bundle(ledger: SqliteLedger, index: int) -> str:
     )
 
 
-def export_ledger_tiles(ledger: SqliteLedger, out_dir: Path) -> int:
+def export_ledger_tiles(ledger: Log, out_dir: Path) -> int:
     """Write the ledger as C2SP tlog-tiles under ``out_dir``; returns files written.
 
     Raises:
@@ -243,7 +308,7 @@ class ReplayReport:
         }
 
 
-def _records(ledger: SqliteLedger) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+def _records(ledger: Log) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
     for idx, _lh, data in ledger.iter_entries():
         try:
             rec = json.loads(data)
@@ -253,7 +318,7 @@ def _records(ledger: SqliteLedger) -> Iterator[tuple[int, bytes, dict[str, Any]]
 
 
 def replay(
-    ledger: SqliteLedger,
+    ledger: Log,
     trusted_policy_keys: Sequence[Any],
     *,
     node_public: bytes | None = None,
@@ -273,7 +338,8 @@ def replay(
     report = ReplayReport()
     trust: list[_TrustEvent] = []
     seen_revoked: set[str] = set()
-    decisions: dict[str, tuple[str, str]] = {}  # id -> (effect, leaf hash hex)
+    # id -> (effect, leaf hash hex, principal)
+    decisions: dict[str, tuple[str, str, str | None]] = {}
     snapshots: dict[tuple[str, int], Snapshot] = {}
     bundles: dict[str, PolicyBundle] = {}
     total = ledger.size()
@@ -298,7 +364,12 @@ def replay(
         if rec.get("type") != "decision":
             continue
         report.decisions += 1
-        decisions[rec["id"]] = (rec["effect"], merkle.leaf_hash(data).hex())
+        req = rec.get("request")
+        decisions[rec["id"]] = (
+            rec["effect"],
+            merkle.leaf_hash(data).hex(),
+            req.get("principal") if isinstance(req, dict) else None,
+        )
         if rec.get("stage") != Stage.PIPELINE.value:
             report.skipped_stage += 1
             continue
@@ -411,7 +482,7 @@ def _trust_event(
 
 
 def _snapshot_for(
-    ledger: SqliteLedger,
+    ledger: Log,
     snapshot_id: str,
     cache: dict[tuple[str, int], Snapshot],
     bundles: dict[str, PolicyBundle],
@@ -479,7 +550,7 @@ def _snapshot_for(
     return snap
 
 
-def recorded_request(ledger: SqliteLedger, rec: dict[str, Any]) -> ActionRequest:
+def recorded_request(ledger: Log, rec: dict[str, Any]) -> ActionRequest:
     """The request a decision record was made for, rebuilt from the record and its stored
     payload (arguments, context, token, approval, break-glass), digests checked.
 
@@ -513,7 +584,7 @@ def recorded_request(ledger: SqliteLedger, rec: dict[str, Any]) -> ActionRequest
     return req
 
 
-def _lineage_for(rec: dict[str, Any], decisions: dict[str, tuple[str, str]]) -> Lineage:
+def _lineage_for(rec: dict[str, Any], decisions: dict[str, tuple[str, str, str | None]]) -> Lineage:
     parent = rec.get("parent")
     if parent is None:
         return Lineage()
@@ -530,10 +601,11 @@ def _lineage_for(rec: dict[str, Any], decisions: dict[str, tuple[str, str]]) -> 
         status=status,
         depth=int(lin.get("depth", 0)),
         parent_leaf=rec.get("parent_leaf"),
+        principal=known[2] if known is not None else None,
     )
 
 
-def recorded_requests(ledger: SqliteLedger) -> list[dict[str, Any]]:
+def recorded_requests(ledger: Log) -> list[dict[str, Any]]:
     """The recorded pipeline requests (with their stored arguments) in the form
     ``interlock policy diff`` takes; requests whose payload was purged are left out."""
     from interlock.core.model import rfc3339_to_epoch

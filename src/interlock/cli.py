@@ -57,6 +57,11 @@ boundary_app = typer.Typer(
 )
 app.add_typer(attest_app, name="attest")
 app.add_typer(boundary_app, name="boundary")
+trust_app = typer.Typer(
+    help="Trust settings: kept on the ledger, changed only by records signed with the root key.",
+    no_args_is_help=True,
+)
+app.add_typer(trust_app, name="trust")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -207,13 +212,48 @@ def decide(
             raw = Path(file).read_bytes()
         except OSError as exc:
             _fail(f"cannot read {file}: {exc.strerror}")
-    with _gate(home) as gate:
+    from interlock.gate import Gate
+
+    try:
+        gate = Gate.open(home)
+    except Error as exc:
+        # no gate, no decision: a deny with the code of what stopped it (never a traceback)
+        _open_denied(exc, json_)
+        raise typer.Exit(EXIT_DENY) from None
+    with gate:
         d = gate.decide(raw)
     if json_:
         _emit_json(d.to_json())
     else:
         _print_decision(d)
     raise typer.Exit(EXIT_OK if d.allowed else EXIT_DENY)
+
+
+def _reason_code(exc: Error) -> str:
+    from interlock.core.model import ReasonCode
+
+    try:
+        return ReasonCode(exc.reason_code).value
+    except ValueError:
+        return ReasonCode.INTERNAL_ERROR.value
+
+
+def _open_denied(exc: Error, json_: bool) -> None:
+    """Report a home that could not be opened as a deny, with its reason code."""
+    code = _reason_code(exc)
+    if json_:
+        _emit_json(
+            {
+                "effect": "deny",
+                "reasons": [{"code": code, "detail": exc.diagnostics()}],
+                "ledger_index": None,
+                "recorded": False,
+            }
+        )
+    else:
+        out.print("[bold red]DENY[/]")
+        out.print(f"  [bold]{code}[/]: {exc.diagnostics()}", soft_wrap=True)
+        out.print("  ledger index   not recorded (the home could not be opened)")
 
 
 # -- approve ---------------------------------------------------------------------------------------
@@ -464,10 +504,25 @@ def attest_trust(home: HomeOpt = None, json_: JsonOpt = False) -> None:
         digest = trust_current(cfg)
     except (Error, OSError) as exc:
         _fail(f"cannot update {cfg}: {exc}")
+    # the trusted platforms are a trust setting: on the ledger, signed with the root key
+    from interlock.home import Home
+
+    trusted = sorted(Home.load(default_home(home)).config.trusted_platforms)
+    with _audit(home, sign=True) as view:
+        import time
+
+        from interlock.governance import record_trust
+
+        try:
+            record_trust(
+                view.ledger, view.home, {"attestation.trusted": trusted}, ns=time.time_ns()
+            )
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
     if json_:
         _emit_json({"trusted": digest})
     else:
-        out.print(f"trusted platform {digest}")
+        out.print(f"trusted platform {digest} (recorded on the ledger)")
 
 
 # -- boundaries ------------------------------------------------------------------------------------
@@ -644,7 +699,11 @@ def exec_(
     try:
         gate = Gate.open(home)
     except Error as exc:  # no decision possible: the command does not run
-        err.print(f"[bold red]interlock exec: not run[/]: {exc.diagnostics()}")
+        err.print(
+            f"[bold red]interlock exec: denied[/] [bold]{_reason_code(exc)}[/]:"
+            f" {exc.diagnostics()} [dim](not recorded: the home could not be opened)[/]",
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_CANNOT_EXECUTE) from None
     with gate:
         outcome = run_command(
@@ -722,9 +781,10 @@ def token_issue(
     try:
         h = Home.load(default_home(home))
         issuer = CapabilityIssuer(keys.private_raw(h.private_key("biscuit-root")))
-        expires = datetime.now(UTC) + parse_ttl(ttl)
+        now = datetime.now(UTC)
+        expires = now + parse_ttl(ttl)
         token = issuer.issue(
-            principal=principal, rights=rights, expires_at=expires, checks=check or ()
+            principal=principal, rights=rights, expires_at=expires, checks=check or (), now=now
         )
     except Error as exc:
         _fail(exc.diagnostics())
@@ -754,7 +814,8 @@ def token_attenuate(
     from interlock.trust import keys
 
     rights = _parse_rights(right) if right else None
-    expires = datetime.now(UTC) + parse_ttl(ttl) if ttl else None
+    now = datetime.now(UTC)
+    expires = now + parse_ttl(ttl) if ttl else None
     try:
         # biscuit-python verifies a token before appending to it: the root *public* key
         root = keys.public_raw(Home.load(default_home(home)).private_key("biscuit-root"))
@@ -763,6 +824,7 @@ def token_attenuate(
             root_public_raw=root,
             rights=rights,
             expires_at=expires,
+            now=now,
             parent=parent,
             delegate_to=delegate_to,
         )
@@ -1133,8 +1195,9 @@ def ledger_verify(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Recompute every hash, tile and checkpoint; exit 1 naming the first bad index."""
-    from interlock.audit import verify_ledger
+    """Recompute every hash, tile and checkpoint, and the governance state from the log;
+    exit 1 naming the first bad index or state row."""
+    from interlock.audit import home_anchor, verify_ledger
 
     anchors: list[str] = []
     for f in anchor or []:
@@ -1143,9 +1206,11 @@ def ledger_verify(
         except OSError as exc:
             _fail(f"cannot read checkpoint {f}: {exc.strerror}")
     with _audit(home) as view:
+        keys_ = (view.node_public, view.root_public)
         try:
+            anchors.extend(home_anchor(view))
             if json_:
-                rep = verify_ledger(view.ledger, view.vkey, anchors=anchors)
+                rep = verify_ledger(view.ledger, view.vkey, anchors=anchors, state_keys=keys_)
             else:
                 with _progress() as prog:
                     task = prog.add_task("verifying ledger", total=view.ledger.size() or 1)
@@ -1154,14 +1219,30 @@ def ledger_verify(
                         view.vkey,
                         anchors=anchors,
                         progress=lambda n, t: prog.update(task, completed=n, total=t or 1),
+                        state_keys=keys_,
                     )
         except Error as exc:
             index = exc.evidence.get("index")
+            table, row = exc.evidence.get("table"), exc.evidence.get("row")
             if json_:
-                _emit_json({"ok": False, "error": exc.message, "index": index})
+                _emit_json(
+                    {
+                        "ok": False,
+                        "error": exc.message,
+                        "index": index,
+                        "table": table,
+                        "row": row,
+                        "code": _reason_code(exc)
+                        if exc.reason_code != "INTERNAL_ERROR"
+                        else "LEDGER_CORRUPT",
+                    }
+                )
             else:
+                where = f"state table {table}, " if table else ""
                 err.print(
-                    f"[bold red]✗ ledger verification FAILED[/] at index {index}: {exc.message}"
+                    f"[bold red]✗ ledger verification FAILED[/] at {where}index {index}:"
+                    f" {exc.message}",
+                    soft_wrap=True,
                 )
             raise typer.Exit(EXIT_DENY) from None
     uncovered = rep.size - rep.covered
@@ -1179,7 +1260,8 @@ def ledger_verify(
         return
     out.print(
         f"[bold green]✓ ledger verified[/]: {rep.entries} entries,"
-        f" {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…"
+        f" {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…; the governance"
+        " state matches the log"
     )
     if uncovered:
         err.print(
@@ -1450,6 +1532,113 @@ def ledger_replay(home: HomeOpt = None, json_: JsonOpt = False) -> None:
         for u in rep.unverifiable[:20]:
             err.print(f"  unverifiable at {u['index']}: {u['why']}")
     raise typer.Exit(EXIT_OK if rep.ok else EXIT_DENY)
+
+
+@ledger_app.command("rebuild-state")
+def ledger_rebuild_state(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Recompute the governance state (revocations, quarantines, executions, ...) from the log
+    alone and replace the stored tables: after a restore, or for a ledger of an older version.
+    The log is verified first; nothing is replaced if it does not verify."""
+    from interlock.audit import open_for_audit, rebuild_state
+
+    try:
+        view = open_for_audit(home, upgrade=True)
+    except Error as exc:
+        _fail(exc.diagnostics(), EXIT_DENY)
+    with view:
+        try:
+            if json_:
+                size = rebuild_state(view)
+            else:
+                with _progress() as prog:
+                    task = prog.add_task("rebuilding state", total=view.ledger.size() or 1)
+                    size = rebuild_state(
+                        view, progress=lambda n, t: prog.update(task, completed=n, total=t or 1)
+                    )
+        except Error as exc:
+            _fail(f"state not rebuilt: {exc.diagnostics()}", EXIT_DENY)
+    if json_:
+        _emit_json({"ok": True, "entries": size})
+    else:
+        out.print(f"[bold green]✓ state rebuilt[/] from {size} ledger entries")
+
+
+# -- trust settings --------------------------------------------------------------------------------
+
+
+@trust_app.command("show")
+def trust_show(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Show each trust setting on the ledger beside interlock.toml; exit 1 if they disagree."""
+    from interlock.governance import config_settings, log_settings, mismatches
+    from interlock.ledger.projection import TRUST_SETTINGS
+
+    with _audit(home) as view:
+        try:
+            on_log = log_settings(view.ledger.settings())
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+        shown = config_settings(view.home.config)
+        problems = mismatches(view.home.config, on_log)
+    if json_:
+        _emit_json({"log": on_log, "config": shown, "problems": problems, "ok": not problems})
+    else:
+        table = Table("setting", "on the ledger", "interlock.toml")
+        for name in TRUST_SETTINGS:
+            table.add_row(
+                name, json.dumps(on_log.get(name, "(not recorded)")), json.dumps(shown[name])
+            )
+        out.print(table)
+        for p in problems:
+            err.print(f"[bold red]✗[/] {p}", soft_wrap=True)
+    raise typer.Exit(EXIT_DENY if problems else EXIT_OK)
+
+
+def _record_trust(home: Path | None, changes: dict[str, Any] | None, json_: bool) -> None:
+    """Record ``changes`` (None: what ``interlock.toml`` says differently from the ledger)."""
+    import time
+
+    from interlock.governance import adopt_changes, record_trust
+
+    with _audit(home, sign=True) as view:
+        try:
+            if changes is None:
+                changes = adopt_changes(view.ledger, view.home)
+            indices = record_trust(view.ledger, view.home, changes, ns=time.time_ns())
+        except Error as exc:
+            _fail(exc.diagnostics(), EXIT_DENY)
+    if json_:
+        _emit_json({"recorded": changes, "indices": indices})
+    elif not changes:
+        out.print("trust settings already match the ledger")
+    else:
+        for (name, value), idx in zip(sorted(changes.items()), indices, strict=True):
+            out.print(f"trust setting {name} = {json.dumps(value)} recorded at ledger index {idx}")
+
+
+@trust_app.command("set")
+def trust_set(
+    name: Annotated[str, typer.Argument(help="policy.trusted_keys, approvals.keys, ...")],
+    values: Annotated[list[str] | None, typer.Argument(help="The new value(s).")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Change a trust setting: a record signed with the home's root key goes on the ledger,
+    then interlock.toml is updated to show it. Key lists are replaced whole (none = empty)."""
+    from interlock.governance import parse_setting
+
+    try:
+        value = parse_setting(name, values or [])
+    except Error as exc:
+        _fail(exc.message)
+    _record_trust(home, {name: value}, json_)
+
+
+@trust_app.command("adopt")
+def trust_adopt(home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Record on the ledger every trust setting where interlock.toml differs from it (for a
+    home made before trust settings moved to the ledger, or an intended hand edit); signed with
+    the home's root key."""
+    _record_trust(home, None, json_)
 
 
 # -- receipts --------------------------------------------------------------------------------------

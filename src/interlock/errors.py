@@ -156,3 +156,11 @@ class UntrustedPolicyFile(UntrustedHomeFile, PolicyError):
     (POLICY_UNAVAILABLE) instead of failing."""
 
     reason_code = "ENVIRONMENT_UNTRUSTED"
+
+
+class ClockBehind(Error):
+    """The node's clock is behind the last timestamp on the log (DESIGN I8): nothing is
+    decided or recorded with it — a clock set back could revive expired tokens and would make
+    the log's timestamps go backwards."""
+
+    reason_code = "ENVIRONMENT_UNTRUSTED"

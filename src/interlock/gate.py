@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -52,6 +53,7 @@ from interlock.core.model import (
     is_under,
 )
 from interlock.errors import (
+    ClockBehind,
     Error,
     LedgerCorrupt,
     LedgerError,
@@ -60,10 +62,22 @@ from interlock.errors import (
     UsageError,
     VerificationError,
 )
+from interlock.governance import adopt_changes, log_settings, mismatches, record_trust
 from interlock.home import CONFIG_NAME, Home, default_home
 from interlock.intake import new_request_id, parse_request
 from interlock.ledger.note import NoteSigner, NoteVerifier, open_checkpoint
-from interlock.ledger.storage.sqlite import Append, ExecutionRow, SqliteLedger
+from interlock.ledger.projection import (
+    KILL_SWITCH_EVENTS,
+    QUARANTINE_EVENTS,
+    RESTRICT_EVENTS,
+    STATUS_OF,
+    check_log,
+    delta_of,
+    first_difference,
+    ts_micros,
+)
+from interlock.ledger.protocols import Append, Store
+from interlock.ledger.storage.sqlite import SqliteLedger
 from interlock.policy.bundle import PolicyBundle, load_bundle
 from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
@@ -79,7 +93,17 @@ if TYPE_CHECKING:
     from interlock.adapters.sdk import Agent, F, ResourceSpec
     from interlock.runtime.execution import Execution
 
-__all__ = ["Gate", "Lineage", "Snapshot", "Verdict", "decide", "open_gate"]
+__all__ = [
+    "KILL_SWITCH_EVENTS",
+    "QUARANTINE_EVENTS",
+    "RESTRICT_EVENTS",
+    "Gate",
+    "Lineage",
+    "Snapshot",
+    "Verdict",
+    "decide",
+    "open_gate",
+]
 
 _log = logging.getLogger("interlock")
 
@@ -89,14 +113,15 @@ KNOWN_OBLIGATIONS = frozenset({"approval"})
 #: started and still running. ``ended``, ``terminated`` and ``denied`` may not.
 LIVE_STATUSES = frozenset({"allowed", "running"})
 TRUST_REFRESH_S = 0.1
+#: the running ledger check waits this many times its own duration between passes: at most
+#: 1 / (1 + ratio) of a core (10%)
+CHECK_CPU_RATIO = 9
 #: the policy name and detail of the deny every decision gets while the kill switch is on
 KILL_SWITCH_POLICY = "kill-switch"
 KILL_SWITCH_DETAIL = "the kill switch is on: every action is denied"
-#: governance events that change the trust state besides revocations; each is signed by the
-#: node key (see :func:`sign_governance`)
-QUARANTINE_EVENTS = {"principal.quarantined": True, "principal.released": False}
-KILL_SWITCH_EVENTS = {"kill_switch.on": True, "kill_switch.off": False}
-RESTRICT_EVENTS = {"boundary.restricted": True, "boundary.released": False}
+#: governance events that change the trust state besides revocations, each signed by the
+#: node key (see :func:`sign_governance`): QUARANTINE_EVENTS, KILL_SWITCH_EVENTS and
+#: RESTRICT_EVENTS, defined with the projection that folds them
 #: policy denials a break-glass override may lift (never integrity failures, see
 #: :mod:`interlock.trust.breakglass`)
 BREAK_GLASS_OVERRIDES = frozenset(
@@ -115,6 +140,9 @@ class Lineage:
     status: str = "none"
     depth: int = 0
     parent_leaf: str | None = None
+    #: the parent's principal: a parent must be the requester's own execution or that of a
+    #: principal it descends from (DESIGN I5)
+    principal: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, "depth": self.depth}
@@ -365,6 +393,16 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
                 f"parent {request.parent} is {lineage.status}: only a recorded, allowed, "
                 "not-terminated execution can have children",
             )
+        # a parent must be an execution of the requester itself, of a principal it descends
+        # from (a sub-agent's SPIFFE path is under its delegator's), or of the principal whose
+        # capability the requester holds by delegation: never a stranger's execution
+        owner = lineage.principal
+        if owner is None or not (is_under(request.principal, owner) or owner == cap.principal):
+            return _deny(
+                ReasonCode.LINEAGE_BROKEN,
+                f"parent {request.parent} is an execution of another principal: a parent must"
+                " be the requester's own execution or its delegator's",
+            )
         if lineage.depth > snapshot.max_depth:
             return _deny(
                 ReasonCode.LINEAGE_BROKEN,
@@ -586,7 +624,7 @@ class Gate:
     def __init__(
         self,
         home: Home,
-        ledger: SqliteLedger,
+        ledger: Store,
         verifier: NoteVerifier,
         *,
         clock_ns: Any = time.time_ns,
@@ -599,14 +637,25 @@ class Gate:
         self._stored_snapshots: set[str] = set()
         self._corrupt: str | None = None
         self._root_public = keys.public_raw(home.private_key("biscuit-root"))
+        self._node_public = keys.public_raw(home.private_key("node"))
+        #: the highest timestamp on the log (µs): a clock behind it is not trusted (DESIGN I8)
+        self._time_floor = 0
+        #: why the last ledger check could not run (decisions deny LEDGER_UNAVAILABLE), and
+        #: when the last one completed (monotonic): a check that stops completing denies too
+        self._check_problem: str | None = None
+        self._checked_at = time.monotonic()
+        self._check_s = 0.0
+        #: the trust settings on the log, and why the config disagrees with them (if it does)
+        self._trust: dict[str, Any] = {}
+        self._trust_problem: str | None = None
         self._bundle: PolicyBundle | None = None
         self._engine: PolicyEngine | None = None
         self._policy_problem: str | None = None
         self._trust_checked = 0.0
         self._snapshot: Snapshot | None = None
         cfg = home.config
-        self._approvers = frozenset(bytes.fromhex(k) for k in cfg.approver_keys)
-        self._break_glass_keys = frozenset(bytes.fromhex(k) for k in cfg.break_glass_keys)
+        self._approvers: frozenset[bytes] = frozenset()
+        self._break_glass_keys: frozenset[bytes] = frozenset()
         #: the measurement taken when this gate started: the one it attests to
         self._attested: Measurement | None = None
         self._env: dict[str, Any] | None = None
@@ -634,19 +683,124 @@ class Gate:
         log_key = h.private_key("log")
         signer = NoteSigner(h.config.origin, log_key)
         verifier = NoteVerifier.from_vkey(signer.vkey)
-        ledger = SqliteLedger(h.ledger_path, signer=signer, durability=h.config.durability)
+        ledger = SqliteLedger(
+            h.ledger_path,
+            signer=signer,
+            durability=h.config.durability,
+            busy_timeout_ms=h.config.ledger_timeout_ms,
+        )
         gate = cls(h, ledger, verifier, clock_ns=clock_ns)
         try:
-            ledger.self_check(verifier)
-            gate._check_anchor()
+            # DESIGN I8: no allow before the log and its projection have been checked
+            gate.check_ledger()
         except LedgerError as exc:
             gate._corrupt = exc.diagnostics()
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run must not allow
+            gate._check_problem = _error_detail(exc)
+        gate._load_trust()
         gate.reload_policy()
         gate._attest()
         gate.reap_orphans()
         gate._start_ledger_watch()
         gate._start_attestation_watch()
         return gate
+
+    # -- checking the log and its projection (DESIGN I4, I8) ----------------------------------
+
+    def check_ledger(self) -> None:
+        """Check the whole ledger and the state the gate reads, as of one moment: every entry
+        against its leaf hash and the signed checkpoints (the newest in the database and the
+        anchor kept outside it), and every row of the governance-state tables against the
+        projection rebuilt from the log. Updates the time floor. Costs one pass over the log.
+
+        Raises:
+            LedgerCorrupt: any difference, naming the entry or the row (and the entry it
+                should come from).
+            LedgerUnavailable: the ledger cannot be read.
+        """
+        started = time.monotonic()
+        self.ledger.self_check(self.log_verifier)
+        self._check_anchor()
+        cps = self.ledger.checkpoints()
+        notes = [cps[-1].note] if cps else []
+        anchor = self._read_anchor()
+        if anchor is not None:
+            notes.append(anchor)
+        try:
+            rebuilt, stored = check_log(
+                self.ledger,
+                self.log_verifier.vkey,
+                notes,
+                node_public=self._node_public,
+                root_public=self._root_public,
+            )
+        except VerificationError as exc:
+            raise LedgerCorrupt(exc.message, **exc.evidence) from exc
+        if rebuilt.size == 0:
+            raise LedgerCorrupt(
+                "the ledger is empty: an initialised home's ledger starts with its policy and"
+                " trust records, so it was replaced; restore it from a backup"
+            )
+        diff = first_difference(stored, rebuilt.rows()) if stored is not None else None
+        if diff is not None:
+            raise LedgerCorrupt(diff.message, **diff.evidence)
+        last = rebuilt.settings.get("last_ts")
+        if last is not None:
+            self._time_floor = max(self._time_floor, int(last[0]))
+        self._check_s = time.monotonic() - started
+        self._checked_at = time.monotonic()
+        self._check_problem = None
+
+    def _load_trust(self) -> None:
+        """Take the trust settings from the log; note where ``interlock.toml`` disagrees
+        (ENVIRONMENT_UNTRUSTED until it agrees again). Never raises."""
+        try:
+            on_log = log_settings(self.ledger.settings())
+            problems = mismatches(self.home.config, on_log)
+        except Exception as exc:  # noqa: BLE001 - unreadable trust settings: trust nothing
+            on_log, problems = {}, [f"trust settings unreadable: {_error_detail(exc)}"]
+        problem = "; ".join(problems) if problems else None
+        with self._lock:
+            if on_log == self._trust and problem == self._trust_problem:
+                return
+            self._trust = on_log
+            self._trust_problem = problem
+            self._approvers = frozenset(bytes.fromhex(k) for k in on_log.get("approvals.keys", []))
+            self._break_glass_keys = frozenset(
+                bytes.fromhex(k) for k in on_log.get("break_glass.keys", [])
+            )
+        self._rebuild_snapshot(force_trust=True)
+
+    def record_trust(self, changes: Mapping[str, Any]) -> list[int]:
+        """Change trust settings (:func:`interlock.governance.record_trust`): on the log,
+        signed with the root key, then in ``interlock.toml``. Effective for this gate at once;
+        returns the records' indices.
+
+        Raises: as :func:`interlock.governance.record_trust`.
+        """
+        try:
+            return record_trust(self.ledger, self.home, changes, ns=self._clock_ns())
+        finally:
+            self.home = Home.load(self.home.path)
+            self._load_trust()
+
+    def adopt_trust(self) -> dict[str, Any]:
+        """Record every trust setting where ``interlock.toml`` (re-read now) differs from the
+        log: the operator's deliberate act after an intended edit (``interlock trust adopt``).
+        Returns what was recorded.
+
+        Raises: as :func:`interlock.governance.record_trust`.
+        """
+        changes = adopt_changes(self.ledger, self.home)
+        if changes:
+            self.record_trust(changes)
+        return changes
+
+    def trusted_policy_keys(self) -> list[Any]:
+        """The policy keys trusted by the log's ``policy.trusted_keys``."""
+        with self._lock:
+            found = list(self._trust.get("policy.trusted_keys", []))
+        return [keys.public_from_raw(bytes.fromhex(k)) for k in found]
 
     # -- runtime attestation (DESIGN §7, issue 3 §4) -------------------------------------------
 
@@ -659,7 +813,6 @@ class Gate:
             self._attest_locked()
 
     def _attest_locked(self) -> None:
-        cfg = self.home.config
         with self._lock:
             bundle = self._bundle
         policy = bundle.digest if bundle is not None else None
@@ -671,7 +824,7 @@ class Gate:
         if self._attested is None:
             self._attested = m
         drift = m.differences(self._attested)
-        trusted = m.platform in cfg.trusted_platforms
+        trusted = m.platform in self._trust.get("attestation.trusted", [])
         problem: str | None = None
         if drift:
             problem = (
@@ -679,14 +832,15 @@ class Gate:
                 f" {self._attested.platform[:16]}… is now {m.platform[:16]}…); restore it, or"
                 " restart Interlock to re-attest"
             )
-        elif not trusted and cfg.attestation_enforce:
+        elif not trusted and self._trust.get("attestation.enforce", True) is not False:
             problem = (
                 f"platform {m.platform} is not in [attestation] trusted of interlock.toml; if"
                 " this environment is intended, run `interlock attest trust`"
             )
         env = m.env(attested=trusted and not drift)
         key = f"{m.digest}:{int(env['attested'])}:{int(problem is not None)}"
-        if self._corrupt is None and self.ledger.get_meta("attestation") != key:
+        recorded = self.ledger.settings().get("attestation")
+        if self._corrupt is None and (recorded is None or json.loads(recorded[0]) != key):
             # the verdict applies even if it could not be recorded
             with contextlib.suppress(Exception):
                 self._governance(
@@ -698,7 +852,6 @@ class Gate:
                         "trusted": trusted,
                         "problem": problem,
                     },
-                    Append(record=b"", meta={"attestation": key}),
                 )
         self._set_env(env, problem)
 
@@ -730,33 +883,55 @@ class Gate:
             return self._attested, self._env, self._env_problem
 
     def _start_ledger_watch(self) -> None:
-        """DESIGN I4: a long-running gate re-checks its ledger on a timer — the newest signed
-        checkpoint, the stored tree against it, the entries after it, and the anchor kept outside
-        the database — and stops allowing (LEDGER_CORRUPT) the moment a check fails. Running
-        supervisors re-verify through this gate, so their executions are terminated too."""
+        """DESIGN I4, I8: a long-running gate re-checks its whole ledger and the state it reads
+        on a timer (:meth:`check_ledger`) and stops allowing (LEDGER_CORRUPT) the moment a check
+        fails. Running supervisors re-verify through this gate, so their executions are
+        terminated too. A check that cannot run (the ledger locked, unreadable) denies
+        LEDGER_UNAVAILABLE until one completes again.
+
+        The check is a whole pass over the log: at a bounded CPU share it waits, after a pass
+        that took ``d`` seconds, at least ``CHECK_CPU_RATIO * d`` before the next one."""
         interval = self.home.config.ledger_check_interval_ms / 1000
         if interval <= 0 or self._corrupt is not None:
             return
 
         def watch() -> None:
-            while not self._stop.wait(interval):
+            wait = interval
+            while not self._stop.wait(wait):
                 self.reap_orphans()  # never raises
                 try:
-                    self.ledger.self_check(self.log_verifier)
-                    self._check_anchor()
-                except LedgerError as exc:
+                    self.check_ledger()
+                    self._load_trust()
+                except LedgerCorrupt as exc:
                     self._corrupt = exc.diagnostics()
+                    _log.error("ledger check failed, denying everything: %s", self._corrupt)
                     return
-                except Exception:  # noqa: BLE001, S112 - a check that cannot run is retried
-                    continue
+                except Exception as exc:  # noqa: BLE001 - a check that cannot run denies
+                    self._check_problem = _error_detail(exc)
+                    _log.error("ledger check could not run: %s", self._check_problem)
+                wait = max(interval, CHECK_CPU_RATIO * self._check_s)
 
         t = threading.Thread(target=watch, name="interlock-ledger-watch", daemon=True)
         t.start()
         self._threads.append(t)
 
+    def _unchecked(self) -> str | None:
+        """Why the ledger is not known to be checked now, or None: the last check could not
+        run, or none completed for three intervals plus the allowance for a long pass (a
+        check that hangs must not leave the gate allowing)."""
+        if self._check_problem is not None:
+            return f"the ledger check could not run: {self._check_problem}"
+        interval = self.home.config.ledger_check_interval_ms / 1000
+        if interval <= 0:
+            return None
+        late = time.monotonic() - self._checked_at
+        if late > 3 * interval + (CHECK_CPU_RATIO + 1) * self._check_s + 1:
+            return f"no ledger check completed for {late:.1f} s"
+        return None
+
     @property
     def _anchor_path(self) -> Path:
-        return self.home.path / "checkpoint"
+        return self.home.anchor_path
 
     def _check_anchor(self) -> None:
         """Hold the ledger to the newest checkpoint this home has seen, kept *outside* the
@@ -770,12 +945,9 @@ class Gate:
         size = self.ledger.size()
         if size > 0 and self.ledger.latest_checkpoint() is None:
             raise LedgerCorrupt("the ledger has entries but no signed checkpoint")
-        try:
-            note = self._anchor_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        note = self._read_anchor()
+        if note is None:
             return
-        except OSError as exc:
-            raise LedgerCorrupt(f"cannot read the checkpoint anchor: {exc.strerror}") from exc
         try:
             anchor = open_checkpoint(note, self.log_verifier)
         except Error as exc:
@@ -791,17 +963,36 @@ class Gate:
                 "the ledger no longer matches a checkpoint it signed", anchor=anchor.size
             )
 
+    def _read_anchor(self) -> str | None:
+        """The anchor's text, or None when there is none yet.
+
+        Raises:
+            LedgerCorrupt: it cannot be read safely (not a regular file, e.g. a FIFO that would
+                block; a symlink; writable by others; not text).
+        """
+        try:
+            return self.home.read_anchor()
+        except (Error, OSError) as exc:
+            detail = exc.message if isinstance(exc, Error) else str(exc.strerror)
+            raise LedgerCorrupt(f"cannot read the checkpoint anchor: {detail}") from exc
+
     def _save_anchor(self) -> None:
         cp = self.ledger.latest_checkpoint()
         if cp is None or self._corrupt is not None:
             return
-        tmp = self._anchor_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(cp.note)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._anchor_path)
+        # a fresh name that cannot already exist: a FIFO or link planted at a fixed temporary
+        # name would block this write or redirect it
+        fd, tmp = tempfile.mkstemp(dir=self.home.path, prefix=".checkpoint.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(cp.note)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._anchor_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def close(self) -> None:
         self._stop.set()
@@ -839,11 +1030,13 @@ class Gate:
         """Load ``<home>/policy`` if its signature verifies and its version does not go back;
         record the load on the ledger. On failure the previous bundle stays active only if it
         is still the recorded one; with none, every decision is POLICY_UNAVAILABLE."""
-        last_version = int(self.ledger.get_meta("policy_version") or 0)
-        last_digest = self.ledger.get_meta("policy_digest")
+        state = self.ledger.settings()
+        # DESIGN I8: the floor is the highest version ever activated on the log
+        last_version = int(state["policy_version"][0]) if "policy_version" in state else 0
+        last_digest = json.loads(state["policy_digest"][0]) if "policy_digest" in state else None
         try:
             bundle = load_bundle(
-                self.home.policy_dir, self.home.trusted_policy_keys(), min_version=last_version
+                self.home.policy_dir, self.trusted_policy_keys(), min_version=last_version
             )
             if bundle.version == last_version and last_digest and bundle.digest != last_digest:
                 raise PolicyError(
@@ -875,10 +1068,7 @@ class Gate:
                     Append(
                         record=canonical_bytes(rec),
                         blobs={f"bundle:{bundle.digest}": bundle.to_blob()},
-                        meta={
-                            "policy_version": str(bundle.version),
-                            "policy_digest": bundle.digest,
-                        },
+                        state=delta_of(rec, node_public=None, root_public=None),
                     )
                 ],
                 timeout=self.ledger_timeout_s,
@@ -912,7 +1102,8 @@ class Gate:
                 approvers=self._approvers,
                 break_glass_keys=self._break_glass_keys,
                 env=self._env,
-                env_problem=self._env_problem,
+                # trust settings that disagree with the log make the node untrusted (DESIGN I8)
+                env_problem=self._trust_problem or self._env_problem,
                 boundaries=self.home.config.boundaries,
                 restricted=restricted,
             )
@@ -928,6 +1119,7 @@ class Gate:
         if snap is None or now - self._trust_checked > TRUST_REFRESH_S:
             self._trust_checked = now
             snap = self._rebuild_snapshot()
+            self._refresh_floor()
         return snap
 
     def revoke(self, revocation_ids: tuple[str, ...], *, reason: str = "") -> int:
@@ -941,12 +1133,15 @@ class Gate:
         return self._governance(
             "capability.revoked",
             {"revocation_ids": list(revocation_ids), "reason": reason},
-            Append(record=b"", revocations=revocation_ids),
         )
 
-    def _governance(self, event: str, fields: Mapping[str, Any], append: Append) -> int:
-        """Sign a governance record with the node key and commit it together with ``append``'s
-        side-table changes (one transaction); effective for this gate at once."""
+    def _governance(self, event: str, fields: Mapping[str, Any]) -> int:
+        """Sign a governance record with the node key and commit it with the state change it
+        makes (:func:`interlock.ledger.projection.delta_of`, one transaction); effective for
+        this gate at once.
+
+        Raises:
+            LedgerUnavailable: not committed. ClockBehind: the clock is behind the log."""
         ns = self._clock_ns()
         rec = {
             "v": RECORD_VERSION,
@@ -956,9 +1151,15 @@ class Gate:
             "ts": format_time(datetime.fromtimestamp(ns / 1e9, UTC)),
             **dict(fields),
         }
+        self._check_clock(ns)
         signed = sign_governance(rec, self.home.private_key("node"))
         (res,) = self.ledger.append(
-            [dataclasses.replace(append, record=canonical_bytes(signed))],
+            [
+                Append(
+                    record=canonical_bytes(signed),
+                    state=delta_of(signed, node_public=self._node_public, root_public=None),
+                )
+            ],
             timeout=self.ledger_timeout_s,
         )
         self._rebuild_snapshot(force_trust=True)
@@ -980,7 +1181,6 @@ class Gate:
         return self._governance(
             event,
             {"principal": principal, "reason": reason},
-            Append(record=b"", quarantine=((principal, on),)),
         )
 
     def release_restriction(self, principal: str, boundary: str, reason: str) -> int:
@@ -995,7 +1195,6 @@ class Gate:
         return self._governance(
             "boundary.released",
             {"principal": principal, "boundary": boundary, "reason": reason},
-            Append(record=b"", restrict=((principal, boundary, False),)),
         )
 
     def _enforce_boundary(self, request: ActionRequest, verdict: Verdict) -> None:
@@ -1025,7 +1224,6 @@ class Gate:
                 self._governance(
                     "boundary.restricted",
                     fields,
-                    Append(record=b"", restrict=((principal, boundary.name, True),)),
                 )
             elif boundary.on_violation == "isolate":
                 if any(is_under(principal, q) for q in self.snapshot.quarantined):
@@ -1033,10 +1231,9 @@ class Gate:
                 self._governance(
                     "principal.quarantined",
                     fields,
-                    Append(record=b"", quarantine=((principal, True),)),
                 )
             else:
-                self._governance("boundary.violated", fields, Append(record=b""))
+                self._governance("boundary.violated", fields)
         except Exception as exc:  # noqa: BLE001 - the request is denied either way
             _log.error(
                 "boundary %r: %s of %s could not be recorded (%s); the request stays denied",
@@ -1056,7 +1253,7 @@ class Gate:
             LedgerUnavailable: the record could not be committed (nothing changed).
         """
         event = "kill_switch.on" if on else "kill_switch.off"
-        return self._governance(event, {"reason": reason}, Append(record=b"", kill_switch=on))
+        return self._governance(event, {"reason": reason})
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -1093,6 +1290,37 @@ class Gate:
         when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
         return new_request_id(ns), when
 
+    def _clock_problem(self, ns: int) -> str | None:
+        """Why the clock reading ``ns`` cannot be used, or None: it is behind the highest
+        timestamp on the log (DESIGN I8: the log's last time is a floor, so setting the clock
+        back cannot revive an expired token, and timestamps on the log never go backwards)."""
+        floor = self._time_floor
+        if ns // 1000 >= floor:
+            return None
+        behind = floor - ns // 1000
+        return (
+            f"the node's clock is {behind / 1e6:.3f} s behind the last timestamp on the log"
+            f" ({format_time(datetime.fromtimestamp(floor / 1e6, UTC))}): fix the clock; a"
+            " clock set back cannot be trusted to judge expiry"
+        )
+
+    def _check_clock(self, ns: int) -> None:
+        """Raises ClockBehind when ``ns`` is behind the log's time floor."""
+        problem = self._clock_problem(ns)
+        if problem is not None:
+            raise ClockBehind(problem)
+
+    def _raise_floor(self, ts: str) -> None:
+        us = ts_micros(ts)
+        if us > self._time_floor:
+            self._time_floor = us
+
+    def _refresh_floor(self) -> None:
+        """Raise the time floor to the log's latest timestamp (other processes append too)."""
+        last = self.ledger.settings().get("last_ts")
+        if last is not None and int(last[0]) > self._time_floor:
+            self._time_floor = int(last[0])
+
     def _decide(
         self,
         raw: Mapping[str, Any] | bytes | str,
@@ -1100,14 +1328,23 @@ class Gate:
         keep: list[ActionRequest] | None = None,
         start: Mapping[str, Any] | None = None,
     ) -> Decision:
-        request_id, when = self._now()
+        ns = self._clock_ns()
+        request_id = new_request_id(ns)
+        when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
         if self._corrupt is not None:
             return self._unrecorded(
                 request_id,
                 ReasonCode.LEDGER_CORRUPT,
                 f"ledger failed verification: {self._corrupt}",
             )
+        unchecked = self._unchecked()
+        if unchecked is not None:
+            return self._unrecorded(request_id, ReasonCode.LEDGER_UNAVAILABLE, unchecked)
         snapshot = self.snapshot
+        behind = self._clock_problem(ns)
+        if behind is not None:
+            # not recorded: its timestamp would go backwards on the log
+            return self._unrecorded(request_id, ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
         try:
             request = parse_request(raw, request_id=request_id, time=when)
         except MalformedRequest as exc:
@@ -1171,9 +1408,17 @@ class Gate:
                 return _deny(
                     ReasonCode.LEDGER_CORRUPT, f"ledger failed verification: {self._corrupt}"
                 )
-            _, when = self._now()
+            unchecked = self._unchecked()
+            if unchecked is not None:
+                return _deny(ReasonCode.LEDGER_UNAVAILABLE, unchecked)
+            ns = self._clock_ns()
+            snapshot = self.snapshot
+            behind = self._clock_problem(ns)
+            if behind is not None:
+                return _deny(ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
+            when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
             current = dataclasses.replace(request, time=when)
-            verdict = decide(current, self.snapshot, self._lineage(current))
+            verdict = decide(current, snapshot, self._lineage(current))
             if verdict.boundary is not None:
                 self._enforce_boundary(current, verdict)
             return verdict
@@ -1243,8 +1488,9 @@ class Gate:
         status: str | None = None,
     ) -> int:
         """Append an ``exec.start``, ``exec.verify``, ``exec.end`` or ``exec.terminated`` record
-        for execution ``request_id`` (its id is the request id) and, in the same transaction,
-        set the execution's status (``running``, ``ended``, ``terminated``).
+        for execution ``request_id`` (its id is the request id); in the same transaction the
+        execution's status becomes what the record type sets (``running``, ``ended``,
+        ``terminated``; statuses only move forward). ``status``, when given, must be that one.
 
         Raises:
             LedgerUnavailable: the record was not committed (a supervisor then must not start,
@@ -1252,6 +1498,8 @@ class Gate:
         """
         if kind not in _EXEC_RECORDS:
             raise ValueError(f"not an execution record type: {kind}")
+        if status is not None and STATUS_OF.get(kind.value) != status:
+            raise ValueError(f"{kind.value} does not set status {status!r}")
         row = self.ledger.execution(request_id)
         rec: dict[str, Any] = {
             "v": RECORD_VERSION,
@@ -1266,7 +1514,7 @@ class Gate:
             [
                 Append(
                     record=canonical_bytes(rec),
-                    status=((request_id, status),) if status is not None else (),
+                    state=delta_of(rec, node_public=None, root_public=None),
                 )
             ],
             timeout=self.ledger_timeout_s,
@@ -1337,7 +1585,12 @@ class Gate:
         me = _process_identity()
         if me is not None:  # who supervises it: see reap_orphans
             rec["process"] = me
-        return (Append(record=canonical_bytes(rec), status=((request.id, "running"),)),)
+        return (
+            Append(
+                record=canonical_bytes(rec),
+                state=delta_of(rec, node_public=None, root_public=None),
+            ),
+        )
 
     def _lineage(self, request: ActionRequest) -> Lineage:
         if request.parent is None:
@@ -1351,6 +1604,7 @@ class Gate:
             status=status,
             depth=row.depth + 1,
             parent_leaf=row.leaf_hash.hex(),
+            principal=row.principal,
         )
 
     def _commit(
@@ -1372,17 +1626,14 @@ class Gate:
         if snapshot.id not in self._stored_snapshots:
             blobs[f"snapshot:{snapshot.id}"] = canonical_bytes(dict(snapshot.descriptor))
         allowed = verdict.effect is Effect.ALLOW
-        row = ExecutionRow(
-            id=request.id,
-            effect=verdict.effect.value,
-            status="allowed" if allowed else "denied",
-            parent=request.parent,
-            depth=lineage.depth,
-        )
         try:
             res, *_ = self.ledger.append(
                 [
-                    Append(record=data, blobs=blobs, execution=row),
+                    Append(
+                        record=data,
+                        blobs=blobs,
+                        state=delta_of(record, node_public=None, root_public=None),
+                    ),
                     *self._start_append(request, data, start if allowed else None),
                 ],
                 timeout=self.ledger_timeout_s,
@@ -1408,6 +1659,7 @@ class Gate:
                 stage=Stage.GATE,
             )
         self._stored_snapshots.add(snapshot.id)
+        self._raise_floor(request.time)
         if verdict.break_glass is not None:
             _log.warning(
                 "BREAK-GLASS: %s on %s by %s allowed by an override (scope %s, reason %r); it"
@@ -1467,12 +1719,18 @@ class Gate:
         data = canonical_bytes(record)
         decision_hash = hashlib.sha256(data).hexdigest()
         blobs = {f"raw:{raw_digest}": raw_bytes} if len(raw_bytes) <= 1 << 20 else {}
-        row = ExecutionRow(id=request_id, effect="deny", status="denied", parent=None, depth=0)
         index: int | None
         reasons: tuple[Reason, ...] = (reason,)
         try:
             (res,) = self.ledger.append(
-                [Append(record=data, blobs=blobs, execution=row)], timeout=self.ledger_timeout_s
+                [
+                    Append(
+                        record=data,
+                        blobs=blobs,
+                        state=delta_of(record, node_public=None, root_public=None),
+                    )
+                ],
+                timeout=self.ledger_timeout_s,
             )
             index = res.index
         except LedgerError as exc:

@@ -408,9 +408,13 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
     sign_bundle(path / "policy", created["policy"], version=1)
     home = Home(path=path, config=config)
 
-    from interlock.gate import Gate
+    import time
 
-    Gate.open(home.path).close()  # creates the ledger and records the policy load
+    from interlock.gate import Gate
+    from interlock.governance import genesis
+
+    genesis(home, ns=time.time_ns())  # the ledger, with the trust settings as its first entries
+    Gate.open(home.path).close()  # records the policy load
     return home
 
 

@@ -16,7 +16,7 @@ from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
 from interlock.trust import keys
 from interlock.trust.attestation import measure, measure_config, measure_files, trust_current
-from tests.conftest import edit_config, tool_request
+from tests.conftest import edit_config, tool_request, trust_config
 
 
 def _attested(gate: Gate) -> list[dict[str, Any]]:
@@ -79,7 +79,7 @@ def test_an_untrusted_platform_denies_everything_and_says_what_to_do(
         assert d.ledger_index is not None  # recorded
         (rec,) = _attested(gate)[-1:]
         assert rec["trusted"] is False and rec["problem"]
-    trust_current(cfg)
+    trust_config(home)  # what `interlock attest trust` does: trust it, on the ledger too
     with Gate.open(home) as gate:
         assert gate.decide(tool_request(tok)).allowed
 
@@ -142,8 +142,10 @@ def test_policies_read_context_env_when_not_enforcing(home: Path, issue: Any) ->
     tok = issue()
     with Gate.open(home) as gate:
         assert gate.decide(tool_request(tok)).allowed  # trusted: attested
-    cfg = home / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("enforce = true", "enforce = false"))  # not trusted
+    # `interlock trust set attestation.enforce false`: on the ledger, then in the file, whose
+    # new measurement is not trusted
+    with Gate.open(home) as gate:
+        gate.record_trust({"attestation.enforce": False})
     with Gate.open(home) as gate:
         assert gate.snapshot.env is not None and gate.snapshot.env["attested"] is False
         d = gate.decide(tool_request(tok))

@@ -14,8 +14,7 @@ import interlock
 from interlock.audit import replay
 from interlock.gate import Gate, verify_governance
 from interlock.trust import keys
-from interlock.trust.attestation import trust_current
-from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
+from tests.conftest import RESEARCHER, SUMMARIZER, tool_request, trust_config
 
 
 def _boundary(home: Path, on_violation: str, extra: str = "") -> None:
@@ -28,7 +27,7 @@ def _boundary(home: Path, on_violation: str, extra: str = "") -> None:
         'resources = ["Tool::*", "Host::localhost"]\n'
         f'on_violation = "{on_violation}"\n' + extra
     )
-    trust_current(cfg)
+    trust_config(home)
 
 
 def _shell(token: str, host: str = "localhost", principal: str = RESEARCHER) -> dict[str, Any]:
@@ -124,15 +123,11 @@ def test_terminate_denies_and_records_but_leaves_conforming_runs(home: Path, iss
 def test_a_boundary_that_requires_attestation_refuses_an_unattested_node(
     home: Path, issue: Any
 ) -> None:
-    cfg = home / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("enforce = true", "enforce = false"))
     _boundary(home, "terminate", "attested = true\n")
-    # the trusted list is not measured: replace it with one that does not hold this platform
-    text = cfg.read_text()
-    start = text.index("trusted = [")
-    cfg.write_text(
-        text[:start] + 'trusted = ["' + "0" * 64 + '"]' + text[text.index("]", start) + 1 :]
-    )
+    # trust settings change on the ledger (`interlock trust set`): not enforcing, and a trusted
+    # list that does not hold this platform
+    with Gate.open(home) as gate:
+        gate.record_trust({"attestation.enforce": False, "attestation.trusted": ["0" * 64]})
     tok = issue()
     with Gate.open(home) as gate:
         d = gate.decide(tool_request(tok))

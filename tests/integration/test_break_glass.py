@@ -16,7 +16,7 @@ from interlock.audit import replay
 from interlock.gate import Gate
 from interlock.trust import keys
 from interlock.trust.breakglass import make_break_glass
-from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
+from tests.conftest import RESEARCHER, SUMMARIZER, tool_request, trust_config
 
 
 @pytest.fixture
@@ -27,9 +27,8 @@ def glass_key(home: Path) -> Ed25519PrivateKey:
     section = text.index("[break_glass]")
     at = text.index("keys = []", section)
     cfg.write_text(text[:at] + f'keys = ["{keys.public_raw(key).hex()}"]' + text[at + 9 :])
-    from interlock.trust.attestation import trust_current
 
-    trust_current(cfg)
+    trust_config(home)
     return key
 
 

@@ -95,10 +95,10 @@ def test_a_stale_trust_refresh_cannot_undo_a_revocation(home: Path, issue: Any) 
 
     token = issue()
     with Gate.open(home) as gate:
-        stale = gate.ledger.revocations()  # what a slow refresh read before the revocation
+        stale = gate.ledger.trust_state()  # what a slow refresh read before the revocation
         gate.revoke(revocation_ids(token))
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(SqliteLedger, "revocations", lambda self: stale)
+            mp.setattr(SqliteLedger, "trust_state", lambda self: stale)
             gate._rebuild_snapshot(force_trust=True)
         assert gate.decide(tool_request(token)).codes == ("CAPABILITY_REVOKED",)
 
@@ -202,7 +202,7 @@ def test_verify_catches_a_tampered_internal_tile_node(
     from interlock.audit import verify_ledger
     from interlock.ledger.storage.sqlite import Append, SqliteLedger
 
-    led = SqliteLedger(tmp_path / "l.db", signer=signer)
+    led = SqliteLedger(tmp_path / "l.db", signer=signer, create=True)
     led.append([Append(record=f'{{"i":{i}}}'.encode()) for i in range(300)])
     led.checkpoint()
     verify_ledger(led, signer.vkey)

@@ -12,9 +12,10 @@ import pytest
 
 from interlock.audit import replay, verify_ledger
 from interlock.core.canonical import canonical_bytes
-from interlock.errors import UsageError, VerificationError
+from interlock.errors import LedgerCorrupt, UsageError, VerificationError
 from interlock.gate import KILL_SWITCH_DETAIL, Gate, verify_governance
-from interlock.ledger.storage.sqlite import Append
+from interlock.ledger.projection import Delta, delta_of
+from interlock.ledger.protocols import Append
 from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
 
@@ -159,14 +160,21 @@ def test_a_badly_signed_governance_record_makes_replay_unverifiable(home: Path, 
         bad = {**good, "event": "kill_switch.on", "id": "forged"}
         bad.pop("principal")
         bad["sig"] = "00" * 64
-        (res,) = gate.ledger.append([Append(record=canonical_bytes(bad), kill_switch=True)])
-        time.sleep(0.15)  # appended behind the gate's back: picked up by the trust refresh
-        d = gate.decide(tool_request(token))
-        assert d.codes == ("POLICY_FORBID",)  # the gate obeys its storage ...
+        # ... and sets the state table the way the forged record claims
+        (res,) = gate.ledger.append(
+            [Append(record=canonical_bytes(bad), state=Delta(kill_switch=True))]
+        )
+        # the log does not back that state: the projection ignores an unsigned record, so the
+        # check names the row and the entry it should come from, and the gate stops allowing
+        with pytest.raises(LedgerCorrupt) as info:
+            gate.check_ledger()
+        assert info.value.evidence["table"] == "settings"
+        assert info.value.evidence["row"] == "kill_switch"
+        assert info.value.evidence["index"] == res.index
         rep = replay(gate.ledger, gate.home.trusted_policy_keys(), node_public=_node_public(gate))
         assert not rep.ok
-        # ... but replay refuses the record, and the decision that depended on it
-        assert [u["index"] for u in rep.unverifiable] == [res.index, d.ledger_index]
+        # replay refuses the record too
+        assert [u["index"] for u in rep.unverifiable] == [res.index]
         assert "signature" in rep.unverifiable[0]["why"]
         assert rep.mismatches == []
         # without the node key nothing about a quarantine can be verified
@@ -222,12 +230,19 @@ def test_revocations_are_node_signed_and_a_forged_one_is_unverifiable(
         # a writer with the log key but not the node key appends an unsigned revocation
         forged = {k: v for k, v in rec.items() if k not in ("sig", "signer")}
         forged["id"], forged["revocation_ids"] = "forged", list(revocation_ids(other))
-        gate.ledger.append(
-            [Append(record=canonical_bytes(forged), revocations=tuple(revocation_ids(other)))]
+        # appended the way a gate would: its state change comes from the record itself, and
+        # an unsigned revocation changes nothing
+        (res,) = gate.ledger.append(
+            [
+                Append(
+                    record=canonical_bytes(forged),
+                    state=delta_of(forged, node_public=_node_public(gate), root_public=None),
+                )
+            ]
         )
         time.sleep(0.15)
-        d = gate.decide(tool_request(other))
-        assert d.codes == ("CAPABILITY_REVOKED",)  # the gate obeys its storage ...
+        assert gate.decide(tool_request(other)).allowed  # the forged revocation did nothing
+        gate.check_ledger()  # and state and log agree
         rep = replay(gate.ledger, gate.home.trusted_policy_keys(), node_public=_node_public(gate))
-        assert not rep.ok  # ... but replay does not trust the forged record
-        assert d.ledger_index in [u["index"] for u in rep.unverifiable]
+        assert not rep.ok  # replay names the forged record
+        assert res.index in [u["index"] for u in rep.unverifiable]

@@ -81,7 +81,7 @@ def test_checkpoint_is_signed_and_names_durability(
 
 
 def test_process_durability_is_recorded(tmp_path: Path, signer: NoteSigner) -> None:
-    led = SqliteLedger(tmp_path / "p.db", signer=signer, durability="process")
+    led = SqliteLedger(tmp_path / "p.db", signer=signer, durability="process", create=True)
     try:
         led.append(_records(1))
         cp = led.checkpoint()
@@ -155,7 +155,7 @@ def test_self_check_detects_a_tail_entry_changed_after_the_checkpoint(
 
 
 def test_two_writers_on_one_file_stay_consistent(tmp_path: Path, signer: NoteSigner) -> None:
-    a = SqliteLedger(tmp_path / "shared.db", signer=signer)
+    a = SqliteLedger(tmp_path / "shared.db", signer=signer, create=True)
     b = SqliteLedger(tmp_path / "shared.db", signer=signer)
     try:
         for i in range(300):
@@ -174,7 +174,7 @@ def test_two_writers_on_one_file_stay_consistent(tmp_path: Path, signer: NoteSig
 def test_append_times_out_when_another_process_holds_the_lock(
     tmp_path: Path, signer: NoteSigner
 ) -> None:
-    led = SqliteLedger(tmp_path / "l.db", signer=signer, busy_timeout_ms=50)
+    led = SqliteLedger(tmp_path / "l.db", signer=signer, busy_timeout_ms=50, create=True)
     try:
         led.append(_records(1))
         blocker = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
@@ -208,7 +208,7 @@ def test_missing_entry_and_bad_ranges(ledger: SqliteLedger) -> None:
 
 
 def test_read_only_ledger_cannot_append(tmp_path: Path) -> None:
-    led = SqliteLedger(tmp_path / "ro.db")
+    led = SqliteLedger(tmp_path / "ro.db", create=True)
     try:
         with pytest.raises(LedgerUnavailable, match="log key"):
             led.append(_records(1))
@@ -220,7 +220,7 @@ def test_concurrent_appends_with_timeouts_never_lose_or_duplicate(
     tmp_path: Path, signer: NoteSigner
 ) -> None:
     path = tmp_path / "t.db"
-    led = SqliteLedger(path, signer=signer)
+    led = SqliteLedger(path, signer=signer, create=True)
     ok: dict[bytes, int] = {}
     failed: set[bytes] = set()
     submitted: set[bytes] = set()
@@ -284,7 +284,7 @@ def test_concurrent_appends_with_timeouts_never_lose_or_duplicate(
 
 def test_withdrawn_records_are_never_committed(tmp_path: Path, signer: NoteSigner) -> None:
     path = tmp_path / "w.db"
-    led = SqliteLedger(path, signer=signer)
+    led = SqliteLedger(path, signer=signer, create=True)
     try:
         led.append(_records(3))
         led.checkpoint()
@@ -325,10 +325,8 @@ def test_reopened_ledger_continues_with_correct_roots(tmp_path: Path, signer: No
     records: list[bytes] = []
     leaves: list[bytes] = []
     for target in (255, 256, 257, 511, 512, 513, 65_535, 65_536, 65_537):
-        led = SqliteLedger(path, signer=signer)
+        led = SqliteLedger(path, signer=signer, create=True)
         try:
-            if target == 257:
-                led.set_meta("frontier", "not a frontier")  # an old row: ignored
             while len(records) < target:
                 n = min(target - len(records), 20_000)
                 batch = [f'{{"n":{i}}}'.encode() for i in range(len(records), len(records) + n)]
@@ -368,7 +366,7 @@ def test_self_check_detects_a_tile_that_disagrees_with_its_entries(
     tmp_path: Path, signer: NoteSigner, verifier: NoteVerifier
 ) -> None:
     path = tmp_path / "s.db"
-    led = SqliteLedger(path, signer=signer)
+    led = SqliteLedger(path, signer=signer, create=True)
     led.append(_records(10))  # checkpointed (first commit)
     led.append(_records(290, 10))  # completes tile (0, 0); not checkpointed yet
     led.close()
@@ -391,7 +389,7 @@ def test_self_check_passes_on_a_clean_reopened_ledger(
     tmp_path: Path, signer: NoteSigner, verifier: NoteVerifier
 ) -> None:
     path = tmp_path / "c.db"
-    led = SqliteLedger(path, signer=signer)
+    led = SqliteLedger(path, signer=signer, create=True)
     led.append(_records(10))
     led.append(_records(700, 10))
     led.close()

@@ -183,7 +183,7 @@ def inject(fault: str | None, gate: Gate) -> Iterator[None]:
         patches.append(mock.patch.object(SqliteLedger, "append", side_effect=OSError(28, "ENOSPC")))
     elif fault == "trust_refresh":
         gate._trust_checked = 0.0
-        patches.append(mock.patch.object(SqliteLedger, "revocations", _boom))
+        patches.append(mock.patch.object(SqliteLedger, "trust_state", _boom))
     with contextlib.ExitStack() as stack:
         for p in patches:
             stack.enter_context(p)

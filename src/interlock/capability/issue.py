@@ -65,8 +65,8 @@ def _check_expiry(expires_at: datetime) -> datetime:
 
 def _issued_at(now: datetime | None) -> datetime:
     if now is None:
-        # TRANSITIONAL: callers that do not pass `now` yet (cli.py's `token issue` and
-        # `token attenuate`) get the system clock. Remove once every caller passes it.
+        # the issuer's own clock: the issued-at a token carries is its issuer's claim, checked
+        # by every verifier against its own time (MAX_CLOCK_SKEW)
         return datetime.now(UTC)
     if not isinstance(now, datetime) or now.tzinfo is None:
         raise CapabilityError("now must be a timezone-aware datetime")

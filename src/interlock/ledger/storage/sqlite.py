@@ -41,14 +41,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from interlock.core.model import MAX_RECORD_BYTES
 from interlock.errors import (
@@ -60,22 +61,23 @@ from interlock.errors import (
 )
 from interlock.ledger import merkle
 from interlock.ledger.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
+from interlock.ledger.projection import NO_CHANGE, STATUS_FROM, Delta, Execution, StateRows
+from interlock.ledger.protocols import Append, AppendResult, Durability, StoredCheckpoint
 
 __all__ = [
     "Append",
     "AppendResult",
     "Durability",
-    "ExecutionRow",
     "SqliteLedger",
     "StoredCheckpoint",
 ]
 
 TILE = 256
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHECKPOINT_EVERY_ENTRIES = 1000
 CHECKPOINT_EVERY_SECONDS = 1.0
 
-_SCHEMA = """
+_LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     idx INTEGER PRIMARY KEY,
     leaf_hash BLOB NOT NULL,
@@ -103,34 +105,6 @@ CREATE TABLE IF NOT EXISTS meta (
     k TEXT PRIMARY KEY,
     v TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS executions (
-    id TEXT PRIMARY KEY,
-    idx INTEGER NOT NULL,
-    leaf_hash BLOB NOT NULL,
-    effect TEXT NOT NULL,
-    status TEXT NOT NULL,
-    parent TEXT,
-    depth INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS executions_parent ON executions(parent);
-CREATE INDEX IF NOT EXISTS executions_running ON executions(status) WHERE status = 'running';
-CREATE TABLE IF NOT EXISTS revocations (
-    seq INTEGER PRIMARY KEY,
-    revocation_id TEXT NOT NULL UNIQUE,
-    idx INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS quarantines (
-    principal TEXT PRIMARY KEY,
-    active INTEGER NOT NULL,
-    idx INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS restrictions (
-    principal TEXT NOT NULL,
-    boundary TEXT NOT NULL,
-    active INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    PRIMARY KEY (principal, boundary)
-);
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
@@ -145,63 +119,43 @@ CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
 BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 """
 
-
-class Durability(StrEnum):
-    """``full``: each commit is fsync'ed before the caller is answered (survives power loss).
-    ``process``: committed to the WAL without fsync (survives a process crash only)."""
-
-    FULL = "full"
-    PROCESS = "process"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutionRow:
-    """Derived lineage state, written in the same transaction as its decision record."""
-
-    id: str
-    effect: str
-    status: str
-    parent: str | None
-    depth: int
-    idx: int = -1
-    leaf_hash: bytes = b""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Append:
-    """One record to append, with what must become durable in the same transaction."""
-
-    record: bytes
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    execution: ExecutionRow | None = None
-    revocations: tuple[str, ...] = ()
-    meta: dict[str, str] = field(default_factory=dict)
-    #: ``(execution id, new status)`` pairs: a running, ended or terminated execution changes
-    #: status in the same transaction as the record that says so (its decision row, index and
-    #: leaf hash stay those of the decision)
-    status: tuple[tuple[str, str], ...] = ()
-    #: ``(principal, quarantined)`` pairs: a quarantine or release, in the same transaction as
-    #: its governance record
-    quarantine: tuple[tuple[str, bool], ...] = ()
-    #: the kill switch's new state, in the same transaction as its governance record
-    kill_switch: bool | None = None
-    #: ``(principal, boundary, restricted)``: a boundary restriction or its release, in the
-    #: same transaction as its governance record
-    restrict: tuple[tuple[str, str, bool], ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AppendResult:
-    index: int
-    leaf_hash: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredCheckpoint:
-    size: int
-    root: bytes
-    note: str
-    created: str
+#: the governance-state tables: the projection of the log (each row names its index)
+_STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    id TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    effect TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_idx INTEGER NOT NULL,
+    parent TEXT,
+    depth INTEGER NOT NULL,
+    principal TEXT
+);
+CREATE INDEX IF NOT EXISTS executions_running ON executions(status) WHERE status = 'running';
+CREATE TABLE IF NOT EXISTS revocations (
+    revocation_id TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantines (
+    principal TEXT PRIMARY KEY,
+    active INTEGER NOT NULL,
+    idx INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS restrictions (
+    principal TEXT NOT NULL,
+    boundary TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (principal, boundary)
+);
+CREATE TABLE IF NOT EXISTS state (
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL,
+    idx INTEGER NOT NULL
+);
+"""
+_SCHEMA = _LOG_SCHEMA + _STATE_SCHEMA
 
 
 class _Pending:
@@ -263,10 +217,20 @@ class SqliteLedger:
     """An append-only, verifiable log in one SQLite file.
 
     Args:
-        path: the database file (created if missing).
+        path: the database file. It must exist unless ``create`` is true: a gate never
+            creates a ledger, only ``interlock init`` does (a missing ledger in an initialised
+            home is LEDGER_CORRUPT, not a fresh start).
         signer: signs checkpoints; ``None`` opens the ledger read-only for appends.
         durability: ``full`` (default) or ``process``.
-        busy_timeout_ms: how long SQLite waits for another process's write lock.
+        busy_timeout_ms: how long a write waits for another process's write lock, and a
+            read for a lock held exclusively (readers never wait on a writer in WAL mode).
+        create: create the file and its schema (``interlock init`` and tests only).
+        upgrade: open a ledger of an older schema, only to :meth:`replace_state` it.
+
+    Raises:
+        LedgerCorrupt: the file is missing (without ``create``), or is not an Interlock ledger.
+        LedgerUnavailable: the file cannot be opened or read (locked, unreadable, not SQLite),
+            or its schema predates this version (run ``interlock ledger rebuild-state``).
     """
 
     def __init__(
@@ -276,19 +240,45 @@ class SqliteLedger:
         signer: NoteSigner | None = None,
         durability: Durability | str = Durability.FULL,
         busy_timeout_ms: int = 5000,
+        create: bool = False,
+        upgrade: bool = False,
     ) -> None:
         self.path = Path(path)
         self.signer = signer
         self.durability = Durability(durability)
         self._busy_timeout_ms = busy_timeout_ms
-        self._read = self._connect()
+        if not create and not self.path.exists():
+            raise LedgerCorrupt(
+                f"the ledger {self.path} is missing: only `interlock init` creates one; restore"
+                " it from a backup"
+            )
+        self._read = self._connect(create=create)
         self._read_lock = threading.Lock()
         with self._read_lock:
-            self._read.executescript(_SCHEMA)
-            self._read.execute(
-                "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            try:
+                if create:
+                    self._read.execute("PRAGMA journal_mode=WAL")
+                    self._read.executescript(_SCHEMA)
+                    self._read.execute(
+                        "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                    self._read.commit()
+                row = self._read.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+            except sqlite3.DatabaseError as exc:
+                self._read.close()
+                if "no such table" in str(exc):
+                    raise LedgerCorrupt(
+                        f"{self.path} is not an Interlock ledger (no schema): it was replaced"
+                    ) from exc
+                raise LedgerUnavailable(f"cannot read ledger {self.path}: {exc}") from exc
+        if not upgrade and (row is None or row[0] != str(SCHEMA_VERSION)):
+            self._read.close()
+            raise LedgerUnavailable(
+                f"ledger {self.path} has schema {row[0] if row else None}, this version uses"
+                f" {SCHEMA_VERSION}: run `interlock ledger rebuild-state` to rebuild its state"
+                " from the log"
             )
-            self._read.commit()
         self._tile_cache: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
         self._cache_lock = threading.Lock()
         # group commit: ``_mu`` guards the queue, leadership, the pendings' states and flags
@@ -315,15 +305,17 @@ class SqliteLedger:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        """A connection; ``mode=rw`` unless creating, so opening never makes a new file."""
+        uri = f"file:{quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
         try:
             conn = sqlite3.connect(
-                self.path,
+                uri,
+                uri=True,
                 timeout=self._busy_timeout_ms / 1000,
                 isolation_level=None,
                 check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if self.durability is Durability.FULL else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
@@ -629,14 +621,7 @@ class SqliteLedger:
             out: list[list[AppendResult]] = []
             rows: list[tuple[int, bytes, bytes]] = []
             blobs: list[tuple[str, bytes]] = []
-            execs: list[tuple[str, int, bytes, str, str, str | None, int]] = []
-            metas: list[tuple[str, str]] = []
-            revs: list[tuple[str, int]] = []
-            statuses: list[tuple[str, str]] = []
-            quarantines: list[tuple[str, int, int]] = []
-            restricts: list[tuple[str, str, int, int]] = []
-            kills: list[str] = []
-            trust_events = 0
+            changes: list[tuple[int, bytes, Delta]] = []
             force = False
             leaf_hash = merkle.leaf_hash
             grow = frontier.append
@@ -651,21 +636,8 @@ class SqliteLedger:
                     res.append(AppendResult(index=size, leaf_hash=lh))
                     if it.blobs:
                         blobs.extend(it.blobs.items())
-                    e = it.execution
-                    if e is not None:
-                        execs.append((e.id, size, lh, e.effect, e.status, e.parent, e.depth))
-                    if it.meta:
-                        metas.extend(it.meta.items())
-                    for rid in it.revocations:
-                        revs.append((rid, size))
-                    statuses.extend((st, eid) for eid, st in it.status)
-                    if it.quarantine or it.kill_switch is not None or it.restrict:
-                        # one trust event per record: replay counts the same records
-                        trust_events += 1
-                        quarantines.extend((pr, int(on), size) for pr, on in it.quarantine)
-                        restricts.extend((pr, b, int(on), size) for pr, b, on in it.restrict)
-                        if it.kill_switch is not None:
-                            kills.append("1" if it.kill_switch else "0")
+                    if it.state is not NO_CHANGE:
+                        changes.append((size, lh, it.state))
                     size += 1
                 out.append(res)
             if rows:
@@ -674,45 +646,8 @@ class SqliteLedger:
                     conn.executemany(
                         "INSERT OR IGNORE INTO blobs(digest, data) VALUES (?, ?)", blobs
                     )
-                if execs:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO executions"
-                        "(id, idx, leaf_hash, effect, status, parent, depth)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        execs,
-                    )
-                if metas:
-                    conn.executemany("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", metas)
-                if statuses:
-                    conn.executemany("UPDATE executions SET status = ? WHERE id = ?", statuses)
-                if revs:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO revocations(seq, revocation_id, idx) VALUES ("
-                        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM revocations), ?, ?)",
-                        revs,
-                    )
-                if quarantines:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO quarantines(principal, active, idx)"
-                        " VALUES (?, ?, ?)",
-                        quarantines,
-                    )
-                if restricts:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO restrictions(principal, boundary, active, idx)"
-                        " VALUES (?, ?, ?, ?)",
-                        restricts,
-                    )
-                if kills:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO meta(k, v) VALUES ('kill_switch', ?)", (kills[-1],)
-                    )
-                if trust_events:
-                    conn.execute(
-                        "INSERT INTO meta(k, v) VALUES ('trust_events', ?) ON CONFLICT(k)"
-                        " DO UPDATE SET v = CAST(CAST(v AS INTEGER) + ? AS TEXT)",
-                        (str(trust_events), trust_events),
-                    )
+                if changes:
+                    _apply_changes(conn, changes)
                 if start // TILE != size // TILE:
                     self._integrate(conn, start, size, {r[0]: r[1] for r in rows})
             now = time.monotonic()
@@ -883,6 +818,8 @@ class SqliteLedger:
             row = c.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    # -- governance state: the projection of the log (interlock.ledger.projection) ----------
+
     def running_executions(self) -> list[tuple[str, int]]:
         """``(execution id, index of its decision)`` of every execution whose status is
         ``running``, oldest first."""
@@ -892,80 +829,39 @@ class SqliteLedger:
             ).fetchall()
         return [(str(r[0]), int(r[1])) for r in rows]
 
-    def execution(self, exec_id: str) -> ExecutionRow | None:
+    def execution(self, exec_id: str) -> Execution | None:
         with self._reader() as c:
-            row = c.execute(
-                "SELECT id, idx, leaf_hash, effect, status, parent, depth FROM executions"
-                " WHERE id = ?",
-                (exec_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return ExecutionRow(
-            id=row[0],
-            idx=int(row[1]),
-            leaf_hash=bytes(row[2]),
-            effect=row[3],
-            status=row[4],
-            parent=row[5],
-            depth=int(row[6]),
-        )
-
-    def children(self, exec_id: str) -> list[ExecutionRow]:
-        """Executions that name ``exec_id`` as their parent."""
-        with self._reader() as c:
-            rows = c.execute(
-                "SELECT id, idx, leaf_hash, effect, status, parent, depth FROM executions"
-                " WHERE parent = ?",
-                (exec_id,),
-            ).fetchall()
-        return [
-            ExecutionRow(
-                id=r[0],
-                idx=int(r[1]),
-                leaf_hash=bytes(r[2]),
-                effect=r[3],
-                status=r[4],
-                parent=r[5],
-                depth=int(r[6]),
-            )
-            for r in rows
-        ]
-
-    def revocations(self) -> tuple[int, frozenset[str]]:
-        """``(trust version, revoked ids)``: the version counts revocation records."""
-        with self._reader() as c:
-            rows = c.execute("SELECT seq, revocation_id FROM revocations ORDER BY seq").fetchall()
-        return (len(rows), frozenset(str(r[1]) for r in rows))
+            row = c.execute(_SELECT_EXECUTIONS + " WHERE id = ?", (exec_id,)).fetchone()
+        return None if row is None else _execution(row)
 
     def trust_state(
         self,
     ) -> tuple[int, frozenset[str], frozenset[str], bool, frozenset[tuple[str, str]]]:
         """``(trust version, revoked ids, quarantined principals, kill switch on, active
         boundary restrictions as (principal, boundary))``, read in one transaction. The version
-        counts revocation records plus quarantine, kill-switch and restriction records, so any
-        trust change gives a new snapshot."""
+        counts revocations plus quarantine, kill-switch and restriction records, so any trust
+        change gives a new snapshot."""
         with self._reader() as c:
             c.execute("BEGIN")
             try:
-                revs = c.execute("SELECT revocation_id FROM revocations ORDER BY seq").fetchall()
+                revs = c.execute("SELECT revocation_id FROM revocations").fetchall()
                 quar = c.execute("SELECT principal FROM quarantines WHERE active = 1").fetchall()
                 restr = c.execute(
                     "SELECT principal, boundary FROM restrictions WHERE active = 1"
                 ).fetchall()
-                meta = dict(
+                st = dict(
                     c.execute(
-                        "SELECT k, v FROM meta WHERE k IN ('trust_events', 'kill_switch')"
+                        "SELECT k, v FROM state WHERE k IN ('trust_events', 'kill_switch')"
                     ).fetchall()
                 )
             finally:
                 c.execute("COMMIT")
-        version = len(revs) + int(meta.get("trust_events") or 0)
+        version = len(revs) + int(st.get("trust_events") or 0)
         return (
             version,
             frozenset(str(r[0]) for r in revs),
             frozenset(str(r[0]) for r in quar),
-            meta.get("kill_switch") == "1",
+            st.get("kill_switch") == "true",
             frozenset((str(p), str(b)) for p, b in restr),
         )
 
@@ -986,14 +882,109 @@ class SqliteLedger:
             ).fetchall()
         return [(str(p), bool(a), int(i)) for p, a, i in rows]
 
-    def get_meta(self, key: str) -> str | None:
+    def settings(self) -> dict[str, tuple[str, int]]:
+        """The projection's named values: ``name -> (JSON text, ledger index)`` (see
+        :attr:`interlock.ledger.projection.Projection.settings`)."""
         with self._reader() as c:
-            row = c.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+            rows = c.execute("SELECT k, v, idx FROM state").fetchall()
+        return {str(k): (str(v), int(i)) for k, v, i in rows}
 
-    def set_meta(self, key: str, value: str) -> None:
+    def dump_state(self) -> StateRows:
+        """Every row of the governance-state tables, sorted (for comparison with a rebuild),
+        read in one transaction."""
         with self._reader() as c:
-            c.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?, ?)", (key, value))
+            c.execute("BEGIN")
+            try:
+                return self._dump(c)
+            finally:
+                c.execute("COMMIT")
+
+    @staticmethod
+    def _dump(c: sqlite3.Connection) -> StateRows:
+        return StateRows(
+            executions=sorted(
+                _execution(r).row() for r in c.execute(_SELECT_EXECUTIONS).fetchall()
+            ),
+            revocations=sorted(
+                (str(r), int(i))
+                for r, i in c.execute("SELECT revocation_id, idx FROM revocations").fetchall()
+            ),
+            quarantines=sorted(
+                (str(p), bool(a), int(i))
+                for p, a, i in c.execute("SELECT principal, active, idx FROM quarantines")
+            ),
+            restrictions=sorted(
+                (str(p), str(b), bool(a), int(i))
+                for p, b, a, i in c.execute(
+                    "SELECT principal, boundary, active, idx FROM restrictions"
+                )
+            ),
+            settings=sorted(
+                (str(k), str(v), int(i)) for k, v, i in c.execute("SELECT k, v, idx FROM state")
+            ),
+        )
+
+    def frozen(self) -> contextlib.AbstractContextManager[_Frozen]:
+        """A consistent read view on its own connection: its entries and its state tables are
+        those of one moment, however much other writers append meanwhile (used by the state
+        check, so that a check racing an append never reports a false difference). Holds no
+        lock that blocks this object's readers or writers.
+
+        Raises:
+            LedgerUnavailable: the view cannot be opened.
+        """
+        return _Frozen.open(self)
+
+    def replace_state(self, state: StateRows, size: int) -> None:
+        """Replace the governance-state tables with ``state``, the projection of the first
+        ``size`` entries, provided the log still has exactly ``size`` entries (``interlock
+        ledger rebuild-state``). Also brings a ledger of an older schema up to date.
+
+        Raises:
+            LedgerUnavailable: the write failed, or the log grew meanwhile (run it again).
+        """
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            have = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
+            if have != size:
+                raise LedgerUnavailable("the log grew while its state was rebuilt: run it again")
+            for table in ("executions", "revocations", "quarantines", "restrictions", "state"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in _STATE_SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO executions(id, idx, leaf_hash, effect, status, status_idx, parent,"
+                " depth, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                state.executions,
+            )
+            conn.executemany(
+                "INSERT INTO revocations(revocation_id, idx) VALUES (?, ?)", state.revocations
+            )
+            conn.executemany(
+                "INSERT INTO quarantines(principal, active, idx) VALUES (?, ?, ?)",
+                [(p, int(a), i) for p, a, i in state.quarantines],
+            )
+            conn.executemany(
+                "INSERT INTO restrictions(principal, boundary, active, idx) VALUES (?, ?, ?, ?)",
+                [(p, b, int(a), i) for p, b, a, i in state.restrictions],
+            )
+            conn.executemany("INSERT INTO state(k, v, idx) VALUES (?, ?, ?)", state.settings)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(k, v) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise LedgerUnavailable(f"cannot rewrite the state tables: {exc}") from exc
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
 
     # -- tree reads (proofs, tiles) ------------------------------------------------------------
 
@@ -1064,6 +1055,15 @@ class SqliteLedger:
                 if len(self._tile_cache) > 4096:
                     self._tile_cache.popitem(last=False)
         return levels
+
+    def stored_tile(self, level: int, n: int) -> tuple[bytes, bytes, bytes] | None:
+        """The persisted full tile ``(level, n)`` as ``(hashes, internal nodes, root)``, or
+        None (for verifiers, which recompute it)."""
+        with self._reader() as c:
+            row = c.execute(
+                "SELECT hashes, nodes, root FROM tiles WHERE level = ? AND n = ?", (level, n)
+            ).fetchone()
+        return None if row is None else (_as_bytes(row[0]), _as_bytes(row[1]), _as_bytes(row[2]))
 
     def node(self, level: int, index: int) -> bytes:
         """Hash of the complete subtree of ``2**level`` leaves starting at ``index * 2**level``
@@ -1161,3 +1161,157 @@ class SqliteLedger:
             raise LedgerCorrupt(f"stored tree does not cover the entries: {exc.message}") from exc
         if frontier.size != size or frontier.root() != root:
             raise LedgerCorrupt("stored tree does not match the entries", size=size)
+
+
+def _apply_changes(conn: sqlite3.Connection, changes: Sequence[tuple[int, bytes, Delta]]) -> None:
+    """Write records' state changes into the projection tables, in ledger order, with exactly
+    the semantics of :meth:`interlock.ledger.projection.Projection.apply_delta` (the state
+    machine test holds the two equal)."""
+    execs: list[tuple[Any, ...]] = []
+    last_ts: tuple[int, int] | None = None
+
+    def flush() -> None:
+        if execs:
+            conn.executemany(
+                "INSERT OR IGNORE INTO executions(id, idx, leaf_hash, effect, status, status_idx,"
+                " parent, depth, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                execs,
+            )
+            execs.clear()
+
+    for idx, lh, d in changes:
+        if d.ts is not None and (last_ts is None or d.ts > last_ts[0]):
+            last_ts = (d.ts, idx)
+        if d.execution is not None:
+            eid, effect, parent, depth, principal = d.execution
+            status = "allowed" if effect == "allow" else "denied"
+            execs.append((eid, idx, lh, effect, status, idx, parent, depth, principal))
+        if d.execution is not None and d == Delta(execution=d.execution, ts=d.ts):
+            continue  # the common case, a decision: batched
+        flush()
+        if d.status is not None:
+            eid, status = d.status
+            conn.execute(_UPDATE_STATUS[status], (status, idx, eid, *STATUS_FROM[status]))
+        for rid in d.revoked:
+            conn.execute(
+                "INSERT OR IGNORE INTO revocations(revocation_id, idx) VALUES (?, ?)", (rid, idx)
+            )
+        if d.quarantine is not None:
+            principal, on = d.quarantine
+            conn.execute(
+                "INSERT OR REPLACE INTO quarantines(principal, active, idx) VALUES (?, ?, ?)",
+                (principal, int(on), idx),
+            )
+        if d.restrict is not None:
+            principal, boundary, on = d.restrict
+            conn.execute(
+                "INSERT OR REPLACE INTO restrictions(principal, boundary, active, idx)"
+                " VALUES (?, ?, ?, ?)",
+                (principal, boundary, int(on), idx),
+            )
+        if d.kill_switch is not None:
+            _set_state(conn, "kill_switch", "true" if d.kill_switch else "false", idx)
+        if d.trust_event:
+            conn.execute(
+                "INSERT INTO state(k, v, idx) VALUES ('trust_events', '1', ?) ON CONFLICT(k)"
+                " DO UPDATE SET v = CAST(CAST(v AS INTEGER) + 1 AS TEXT), idx = excluded.idx",
+                (idx,),
+            )
+        if d.policy is not None:
+            version, pd = d.policy
+            row = conn.execute("SELECT v FROM state WHERE k = 'policy_version'").fetchone()
+            if row is None or version >= int(row[0]):
+                _set_state(conn, "policy_version", str(version), idx)
+                _set_state(conn, "policy_digest", json.dumps(pd), idx)
+        if d.attestation is not None:
+            _set_state(conn, "attestation", json.dumps(d.attestation), idx)
+        if d.setting is not None:
+            name, value = d.setting
+            _set_state(conn, f"trust.{name}", value, idx)
+    flush()
+    if last_ts is not None:
+        conn.execute(
+            "INSERT INTO state(k, v, idx) VALUES ('last_ts', ?, ?) ON CONFLICT(k) DO UPDATE"
+            " SET v = excluded.v, idx = excluded.idx"
+            " WHERE CAST(excluded.v AS INTEGER) > CAST(v AS INTEGER)",
+            (str(last_ts[0]), last_ts[1]),
+        )
+
+
+def _set_state(conn: sqlite3.Connection, key: str, value: str, idx: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO state(k, v, idx) VALUES (?, ?, ?)", (key, value, idx))
+
+
+_SELECT_EXECUTIONS = (
+    "SELECT id, idx, leaf_hash, effect, status, status_idx, parent, depth, principal"
+    " FROM executions"
+)
+#: a status moves only forward (STATUS_FROM): the statement per new status
+_UPDATE_STATUS = {
+    # only placeholders are joined in: no value reaches the SQL text
+    new: "UPDATE executions SET status = ?, status_idx = ? WHERE id = ? AND status IN ("  # noqa: S608
+    + ", ".join("?" * len(old))
+    + ")"
+    for new, old in STATUS_FROM.items()
+}
+
+
+def _execution(row: Sequence[Any]) -> Execution:
+    return Execution(
+        id=str(row[0]),
+        idx=int(row[1]),
+        leaf_hash=_as_bytes(row[2]),
+        effect=str(row[3]),
+        status=str(row[4]),
+        status_idx=int(row[5]),
+        parent=None if row[6] is None else str(row[6]),
+        depth=int(row[7]),
+        principal=None if row[8] is None else str(row[8]),
+    )
+
+
+class _Frozen:
+    """A read transaction on a connection of its own (see :meth:`SqliteLedger.frozen`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, ledger: SqliteLedger) -> Iterator[_Frozen]:
+        conn = ledger._connect()
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the snapshot starts here
+            yield cls(conn)
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger read failed: {exc}") from exc
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+            conn.close()
+
+    def size(self) -> int:
+        return int(
+            self._conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0]
+        )
+
+    def iter_entry_chunks(
+        self, start: int = 0, end: int | None = None, chunk: int = 4096
+    ) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        pos = start
+        while True:
+            hi = pos + chunk if end is None else min(end, pos + chunk)
+            if hi <= pos:
+                return
+            rows = self._conn.execute(
+                "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (pos, hi),
+            ).fetchall()
+            if not rows:
+                return
+            yield [(int(i), _as_bytes(lh), _as_bytes(d)) for i, lh, d in rows]
+            pos = int(rows[-1][0]) + 1
+
+    def dump_state(self) -> StateRows:
+        return SqliteLedger._dump(self._conn)

@@ -43,7 +43,7 @@ from interlock.core.model import (
     Stage,
 )
 from interlock.errors import Error, LedgerError
-from interlock.ledger.storage.sqlite import ExecutionRow
+from interlock.ledger.projection import Execution as ExecutionRow
 from interlock.server.limits import read_capped
 from interlock.server.schemas import (
     ACTION_REQUEST_SCHEMA,

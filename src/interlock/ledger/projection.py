@@ -1,0 +1,531 @@
+"""Governance state as a function of the log (DESIGN I8): the log is the source of truth.
+
+    >>> p = Projection()
+    >>> rec = {"type": "decision", "id": "r1", "ts": "2026-01-01T00:00:00.000000Z",
+    ...        "effect": "allow", "parent": None, "request": {"principal": "spiffe://a.test/x"}}
+    >>> p.apply(0, b"\\x00" * 32, rec)
+    >>> p.executions["r1"].status, p.executions["r1"].idx
+    ('allowed', 0)
+
+Every change of governance state is a ledger record; :func:`delta_of` says what one record
+changes and :class:`Projection` folds those changes in ledger order. Storage keeps the folded
+state in tables so the gate reads it quickly — each row naming the ledger index that produced
+it — but the tables are a *projection*: :func:`rebuild` recomputes them from the log alone and
+:func:`first_difference` names the first stored row that disagrees, with the entry it should
+come from. ``interlock ledger verify`` and every gate run that comparison; a difference is
+``LEDGER_CORRUPT``.
+
+The gate builds each record's table changes with the same :func:`delta_of` the rebuild uses,
+so the two cannot drift apart.
+
+Governance records change state only when they carry a valid signature: the node key for
+revocations, quarantines, restrictions and the kill switch; the home's root key for trust
+settings (``trust.changed``). A record without one changes nothing, so a row appended to the
+database by someone without the keys cannot lift a revocation or add a trusted key.
+
+Nothing here reads storage except :func:`rebuild`, which reads through the
+:class:`interlock.ledger.protocols.Log` protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from interlock.core.canonical import canonical_bytes
+from interlock.errors import VerificationError
+from interlock.trust import keys
+
+if TYPE_CHECKING:
+    from interlock.ledger.protocols import GovernanceState, LogReader
+
+__all__ = [
+    "STATUS_FROM",
+    "TRUST_SETTINGS",
+    "Delta",
+    "Execution",
+    "Projection",
+    "StateRows",
+    "check_log",
+    "delta_of",
+    "first_difference",
+    "fold_verified",
+    "rebuild",
+    "ts_micros",
+]
+
+#: the status an execution record sets, and the statuses it may replace: statuses only move
+#: forward (allowed -> running -> ended | terminated), so no record can bring a finished
+#: execution back to life
+STATUS_OF = {"exec.start": "running", "exec.end": "ended", "exec.terminated": "terminated"}
+STATUS_FROM: dict[str, tuple[str, ...]] = {
+    "running": ("allowed",),
+    "ended": ("allowed", "running"),
+    "terminated": ("allowed", "running"),
+}
+QUARANTINE_EVENTS = {"principal.quarantined": True, "principal.released": False}
+KILL_SWITCH_EVENTS = {"kill_switch.on": True, "kill_switch.off": False}
+RESTRICT_EVENTS = {"boundary.restricted": True, "boundary.released": False}
+#: the trust settings the log holds (``interlock trust set``), with the ``interlock.toml`` key
+#: each mirrors
+TRUST_SETTINGS = {
+    "policy.trusted_keys": "[policy] trusted_keys",
+    "approvals.keys": "[approvals] keys",
+    "break_glass.keys": "[break_glass] keys",
+    "attestation.enforce": "[attestation] enforce",
+    "attestation.trusted": "[attestation] trusted",
+    "log.durability": "[log] durability",
+}
+TRUST_EVENT = "trust.changed"
+STATE_CHECKED_EVENT = "state.checked"
+
+
+def ts_micros(ts: str) -> int:
+    """An RFC 3339 ``...Z`` timestamp as integer microseconds since the epoch.
+
+    Raises:
+        ValueError: not an RFC 3339 timestamp with an offset.
+    """
+    dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp without an offset: {ts!r}")
+    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execution:
+    """One decided request: what lineage needs. ``idx`` is its decision's ledger index,
+    ``status_idx`` the index of the record that set ``status``."""
+
+    id: str
+    idx: int
+    leaf_hash: bytes
+    effect: str
+    status: str
+    status_idx: int
+    parent: str | None
+    depth: int
+    principal: str | None
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.idx,
+            self.leaf_hash,
+            self.effect,
+            self.status,
+            self.status_idx,
+            self.parent,
+            self.depth,
+            self.principal,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delta:
+    """What one record changes in the governance state (indices are filled in by the log)."""
+
+    #: a new execution: ``(id, effect, parent, depth, principal)``
+    execution: tuple[str, str, str | None, int, str | None] | None = None
+    #: ``(execution id, new status)``
+    status: tuple[str, str] | None = None
+    revoked: tuple[str, ...] = ()
+    quarantine: tuple[str, bool] | None = None
+    restrict: tuple[str, str, bool] | None = None
+    kill_switch: bool | None = None
+    #: ``(version, digest)`` of an activated policy bundle
+    policy: tuple[int, str] | None = None
+    attestation: str | None = None
+    #: ``(trust setting, canonical JSON value)``
+    setting: tuple[str, str] | None = None
+    ts: int | None = None
+
+    @property
+    def trust_event(self) -> bool:
+        """Whether the record counts toward the trust version besides revocations (replay
+        counts the same records)."""
+        return (
+            self.quarantine is not None or self.restrict is not None or self.kill_switch is not None
+        )
+
+
+NO_CHANGE = Delta()
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise VerificationError("record field is not a string")
+    return value
+
+
+def delta_of(
+    rec: Mapping[str, Any],
+    *,
+    node_public: bytes | None,
+    root_public: bytes | None,
+) -> Delta:
+    """The state change one parsed record makes.
+
+    Governance records count only with a valid signature (node key; root key for trust
+    settings); one without changes nothing but its timestamp. Pure.
+
+    Raises:
+        VerificationError: the record is not shaped as its type requires.
+    """
+    kind = rec.get("type")
+    ts_text = rec.get("ts")
+    ts = ts_micros(ts_text) if isinstance(ts_text, str) else None
+    if kind == "decision":
+        request = rec.get("request")
+        principal = request.get("principal") if isinstance(request, Mapping) else None
+        lineage = rec.get("lineage")
+        depth = lineage.get("depth", 0) if isinstance(lineage, Mapping) else 0
+        parent = rec.get("parent")
+        effect = _str(rec.get("effect"))
+        if not isinstance(depth, int) or (parent is not None and not isinstance(parent, str)):
+            raise VerificationError("decision record has a malformed lineage")
+        return Delta(
+            execution=(
+                _str(rec.get("id")),
+                effect,
+                parent,
+                depth,
+                principal if isinstance(principal, str) else None,
+            ),
+            ts=ts,
+        )
+    if isinstance(kind, str) and kind in STATUS_OF:
+        return Delta(status=(_str(rec.get("id")), STATUS_OF[kind]), ts=ts)
+    if kind != "governance":
+        return Delta(ts=ts)
+    event = rec.get("event")
+    if event == "policy.loaded":
+        version, pd = rec.get("policy_version"), rec.get("policy_digest")
+        if not isinstance(version, int) or isinstance(version, bool) or not isinstance(pd, str):
+            raise VerificationError("policy.loaded record is malformed")
+        return Delta(policy=(version, pd), ts=ts)
+    if event == TRUST_EVENT:
+        if not _signed_by(rec, root_public):
+            return Delta(ts=ts)
+        name = rec.get("setting")
+        if name not in TRUST_SETTINGS or "value" not in rec:
+            raise VerificationError("trust.changed record names no known setting")
+        return Delta(setting=(str(name), canonical_bytes(rec["value"]).decode()), ts=ts)
+    if not _signed_by(rec, node_public):
+        return Delta(ts=ts)
+    if event == "capability.revoked":
+        ids = rec.get("revocation_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise VerificationError("capability.revoked record is malformed")
+        return Delta(revoked=tuple(ids), ts=ts)
+    if event in QUARANTINE_EVENTS:
+        return Delta(quarantine=(_str(rec.get("principal")), QUARANTINE_EVENTS[event]), ts=ts)
+    if event in RESTRICT_EVENTS:
+        return Delta(
+            restrict=(
+                _str(rec.get("principal")),
+                _str(rec.get("boundary")),
+                RESTRICT_EVENTS[event],
+            ),
+            ts=ts,
+        )
+    if event in KILL_SWITCH_EVENTS:
+        return Delta(kill_switch=KILL_SWITCH_EVENTS[event], ts=ts)
+    if event == "node.attested":
+        trusted, problem = rec.get("trusted"), rec.get("problem")
+        attested = bool(trusted) and problem is None
+        key = f"{rec.get('digest')}:{int(attested)}:{int(problem is not None)}"
+        return Delta(attestation=key, ts=ts)
+    return Delta(ts=ts)
+
+
+def _signed_by(rec: Mapping[str, Any], public: bytes | None) -> bool:
+    """Whether ``rec`` carries ``public``'s Ed25519 signature over its other fields."""
+    sig, signer = rec.get("sig"), rec.get("signer")
+    if public is None or not isinstance(sig, str) or signer != public.hex():
+        return False
+    try:
+        raw = bytes.fromhex(sig)
+        body = {k: v for k, v in rec.items() if k != "sig"}
+        keys.verify_signature(keys.public_from_raw(public), raw, canonical_bytes(body))
+    except (ValueError, VerificationError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateRows:
+    """A whole projection as sorted rows, table by table: what storage dumps and what a
+    rebuild produces, compared row by row. Each row ends with the index that produced it."""
+
+    executions: list[tuple[Any, ...]]
+    revocations: list[tuple[Any, ...]]
+    quarantines: list[tuple[Any, ...]]
+    restrictions: list[tuple[Any, ...]]
+    settings: list[tuple[Any, ...]]
+
+
+@dataclass(slots=True)
+class Projection:
+    """The governance state after folding records ``0..size-1``."""
+
+    size: int = 0
+    executions: dict[str, Execution] = field(default_factory=dict)
+    revocations: dict[str, int] = field(default_factory=dict)
+    quarantines: dict[str, tuple[bool, int]] = field(default_factory=dict)
+    restrictions: dict[tuple[str, str], tuple[bool, int]] = field(default_factory=dict)
+    #: name -> (JSON text, index): ``kill_switch``, ``trust_events``, ``policy_version`` (the
+    #: floor: the highest version ever activated), ``policy_digest``, ``attestation``,
+    #: ``last_ts`` (the highest timestamp on the log, microseconds) and ``trust.<setting>``
+    settings: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def apply(
+        self,
+        idx: int,
+        leaf_hash: bytes,
+        rec: Mapping[str, Any],
+        *,
+        node_public: bytes | None = None,
+        root_public: bytes | None = None,
+    ) -> None:
+        """Fold the record at ``idx``.
+
+        Raises:
+            VerificationError: the record is malformed, or not at the next index.
+        """
+        self.apply_delta(
+            idx, leaf_hash, delta_of(rec, node_public=node_public, root_public=root_public)
+        )
+
+    def apply_delta(self, idx: int, leaf_hash: bytes, d: Delta) -> None:
+        """Fold one record's change (see :func:`delta_of`).
+
+        Raises:
+            VerificationError: ``idx`` is not the next index.
+        """
+        if idx != self.size:
+            raise VerificationError("records are not contiguous", index=idx)
+        self.size = idx + 1
+        s = self.settings
+        if d.execution is not None:
+            eid, effect, parent, depth, principal = d.execution
+            if eid not in self.executions:  # the first decision for an id is the one
+                status = "allowed" if effect == "allow" else "denied"
+                self.executions[eid] = Execution(
+                    id=eid,
+                    idx=idx,
+                    leaf_hash=leaf_hash,
+                    effect=effect,
+                    status=status,
+                    status_idx=idx,
+                    parent=parent,
+                    depth=depth,
+                    principal=principal,
+                )
+        if d.status is not None:
+            eid, status = d.status
+            row = self.executions.get(eid)
+            if row is not None and row.status in STATUS_FROM[status]:
+                self.executions[eid] = _with_status(row, status, idx)
+        for rid in d.revoked:
+            self.revocations.setdefault(rid, idx)
+        if d.quarantine is not None:
+            principal, on = d.quarantine
+            self.quarantines[principal] = (on, idx)
+        if d.restrict is not None:
+            principal, boundary, on = d.restrict
+            self.restrictions[(principal, boundary)] = (on, idx)
+        if d.kill_switch is not None:
+            s["kill_switch"] = (json.dumps(d.kill_switch), idx)
+        if d.trust_event:
+            count = int(s["trust_events"][0]) if "trust_events" in s else 0
+            s["trust_events"] = (str(count + 1), idx)
+        if d.policy is not None:
+            version, pd = d.policy
+            floor = int(s["policy_version"][0]) if "policy_version" in s else 0
+            if version >= floor:
+                s["policy_version"] = (str(version), idx)
+                s["policy_digest"] = (json.dumps(pd), idx)
+        if d.attestation is not None:
+            s["attestation"] = (json.dumps(d.attestation), idx)
+        if d.setting is not None:
+            name, value = d.setting
+            s[f"trust.{name}"] = (value, idx)
+        if d.ts is not None and ("last_ts" not in s or d.ts > int(s["last_ts"][0])):
+            s["last_ts"] = (str(d.ts), idx)
+
+    def rows(self) -> StateRows:
+        return StateRows(
+            executions=sorted(e.row() for e in self.executions.values()),
+            revocations=sorted(self.revocations.items()),
+            quarantines=sorted((p, on, i) for p, (on, i) in self.quarantines.items()),
+            restrictions=sorted((p, b, on, i) for (p, b), (on, i) in self.restrictions.items()),
+            settings=sorted((k, v, i) for k, (v, i) in self.settings.items()),
+        )
+
+
+def _with_status(row: Execution, status: str, idx: int) -> Execution:
+    return Execution(
+        id=row.id,
+        idx=row.idx,
+        leaf_hash=row.leaf_hash,
+        effect=row.effect,
+        status=status,
+        status_idx=idx,
+        parent=row.parent,
+        depth=row.depth,
+        principal=row.principal,
+    )
+
+
+_TABLES = ("executions", "revocations", "quarantines", "restrictions", "settings")
+
+
+def first_difference(stored: StateRows, rebuilt: StateRows) -> VerificationError | None:
+    """The first stored row that differs from the rebuilt projection, as the error to raise
+    (its evidence names the table, the row key and the ledger ``index`` the row should come
+    from, or that produced the stored row), or None when they are equal."""
+    for table in _TABLES:
+        have: list[tuple[Any, ...]] = getattr(stored, table)
+        want: list[tuple[Any, ...]] = getattr(rebuilt, table)
+        if have == want:
+            continue
+        have_by = {r[0] if table != "restrictions" else r[:2]: r for r in have}
+        want_by = {r[0] if table != "restrictions" else r[:2]: r for r in want}
+        for key in sorted(set(have_by) | set(want_by), key=repr):
+            h, w = have_by.get(key), want_by.get(key)
+            if h == w:
+                continue
+            if w is None and h is not None:
+                return VerificationError(
+                    f"state table {table} has a row the log does not produce: {_show(h)}",
+                    table=table,
+                    row=_show_key(key),
+                    index=h[-1] if table != "executions" else h[1],
+                )
+            if w is not None:
+                index = w[-1] if table != "executions" else w[5]
+                what = "is missing" if h is None else f"is {_show(h)}"
+                return VerificationError(
+                    f"state table {table} row {_show_key(key)} {what}; the log says {_show(w)}",
+                    table=table,
+                    row=_show_key(key),
+                    index=index,
+                )
+        # same keys and rows but another order or duplicates
+        return VerificationError(f"state table {table} differs from the log", table=table)
+    return None
+
+
+def _show_key(key: Any) -> str:
+    return "/".join(key) if isinstance(key, tuple) else str(key)
+
+
+def _show(row: tuple[Any, ...]) -> str:
+    return "(" + ", ".join(v.hex()[:16] if isinstance(v, bytes) else repr(v) for v in row) + ")"
+
+
+def rebuild(
+    log: LogReader,
+    *,
+    node_public: bytes | None,
+    root_public: bytes | None,
+    end: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Projection:
+    """Fold the log's records ``0..end-1`` (all by default) into a new projection. Reads
+    stored data only; leaf hashes are recomputed, not trusted.
+
+    Raises:
+        VerificationError: a record is not JSON or is malformed (naming its ``index``).
+        LedgerError: the log cannot be read.
+    """
+    from interlock.ledger.merkle import leaf_hash
+
+    p = Projection()
+    total = log.size() if end is None else end
+    for chunk in log.iter_entry_chunks(0, end):
+        _fold(p, chunk, node_public, root_public, leaf_hash)
+        if progress is not None:
+            progress(p.size, total)
+    return p
+
+
+def check_log(
+    store: GovernanceState,
+    vkey: str,
+    checkpoints: Iterable[str],
+    *,
+    node_public: bytes | None,
+    root_public: bytes | None,
+    progress: Callable[[int, int], None] | None = None,
+    stored: bool = True,
+) -> tuple[Projection, StateRows | None]:
+    """One pass over the log as of one moment (:meth:`GovernanceState.frozen`): every entry
+    against its stored leaf hash and the tree against each signed checkpoint note given (RFC
+    6962, via :class:`interlock.ledger.verify.LedgerVerifier`), folded into a projection.
+    Returns it with the stored state tables of the same moment (unless ``stored`` is false),
+    to compare with :func:`first_difference`.
+
+    Raises:
+        VerificationError: an entry, the tree or a checkpoint does not verify, or a record is
+            malformed (naming its ``index``).
+        LedgerError: the ledger cannot be read.
+    """
+    from interlock.ledger.verify import LedgerVerifier
+
+    with store.frozen() as view:
+        total = view.size()
+        verifier = LedgerVerifier(vkey)
+        verifier.expect_checkpoints(checkpoints)
+        p = Projection()
+        for chunk in view.iter_entry_chunks(0, None, 16384):
+            verifier.feed_all(chunk)  # the stored leaf hashes are now known to be right
+            _fold(p, chunk, node_public, root_public, None)
+            if progress is not None:
+                progress(p.size, total)
+        verifier.finish()
+        rows = view.dump_state() if stored else None
+    return p, rows
+
+
+def fold_verified(
+    p: Projection,
+    chunk: Iterable[tuple[int, bytes, bytes]],
+    *,
+    node_public: bytes | None,
+    root_public: bytes | None,
+) -> None:
+    """Fold ``(index, leaf hash, data)`` rows whose stored leaf hashes a verifier has already
+    checked against their data.
+
+    Raises:
+        VerificationError: a record is malformed or out of order (naming its ``index``).
+    """
+    _fold(p, chunk, node_public, root_public, None)
+
+
+def _fold(
+    p: Projection,
+    chunk: Iterable[tuple[int, bytes, bytes]],
+    node_public: bytes | None,
+    root_public: bytes | None,
+    leaf_hash: Callable[[bytes], bytes] | None,
+) -> None:
+    """Fold ``chunk``; ``leaf_hash`` recomputes each leaf hash (None: the stored ones were
+    verified already)."""
+    for idx, stored, data in chunk:
+        try:
+            rec = json.loads(data)
+            if not isinstance(rec, dict):
+                raise TypeError("not an object")
+            lh = stored if leaf_hash is None else leaf_hash(data)
+            p.apply(idx, lh, rec, node_public=node_public, root_public=root_public)
+        except VerificationError as exc:
+            exc.evidence.setdefault("index", idx)
+            raise
+        except (ValueError, TypeError) as exc:
+            raise VerificationError(f"entry is not a valid record: {exc}", index=idx) from exc

@@ -1,0 +1,173 @@
+"""What everything above storage depends on: the log and the governance state, as Protocols.
+
+    >>> from interlock.ledger.storage.sqlite import SqliteLedger
+    >>> def size_of(log: Log) -> int:
+    ...     return log.size()
+
+Two small typed interfaces, as httpx defines its transports: :class:`Log` (append a batch,
+read entries, proofs, checkpoints, tiles) and :class:`GovernanceState` (the projection's
+reads, its dump for checking and its rebuild). The gate, CLI, server and audit code use only
+these; the drivers (``storage/sqlite.py`` today, PostgreSQL next) implement both and share no
+code. Nothing outside a driver runs SQL or reaches into a driver's private members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from interlock.ledger.note import NoteSigner, NoteVerifier
+from interlock.ledger.projection import NO_CHANGE, Delta, Execution, StateRows
+
+__all__ = [
+    "Append",
+    "AppendResult",
+    "Durability",
+    "FrozenView",
+    "GovernanceState",
+    "Log",
+    "LogReader",
+    "Store",
+    "StoredCheckpoint",
+]
+
+
+class Durability(StrEnum):
+    """``full``: each commit is fsync'ed before the caller is answered (survives power loss).
+    ``process``: committed to the WAL without fsync (survives a process crash only)."""
+
+    FULL = "full"
+    PROCESS = "process"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Append:
+    """One record to append, with what must become durable in the same transaction: its
+    payload blobs and its governance-state change (:func:`interlock.ledger.projection.delta_of`
+    of the record itself, so the stored state is always the projection of the log)."""
+
+    record: bytes
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    state: Delta = NO_CHANGE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendResult:
+    index: int
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created: str
+
+
+class LogReader(Protocol):
+    """Reading entries in order: all a projection rebuild needs."""
+
+    def size(self) -> int:
+        """Number of committed entries."""
+        ...
+
+    def iter_entry_chunks(
+        self, start: int = 0, end: int | None = None, chunk: int = 4096
+    ) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        """``(index, stored leaf hash, data)`` rows in index order, a list at a time."""
+        ...
+
+
+class FrozenView(LogReader, Protocol):
+    """The log and the state tables as of one moment (see :meth:`GovernanceState.frozen`)."""
+
+    def dump_state(self) -> StateRows: ...
+
+
+class Log(LogReader, Protocol):
+    """An append-only RFC 6962 log with C2SP checkpoints (DESIGN §6).
+
+    Every method that reads or writes raises ``LedgerUnavailable`` when storage fails and
+    ``LedgerCorrupt`` when what it stores disagrees with its own hashes.
+    """
+
+    signer: NoteSigner | None
+    durability: Durability
+
+    def append(self, items: Sequence[Append], *, timeout: float = 5.0) -> list[AppendResult]:
+        """Commit ``items`` durably, in order, with their blobs and state changes, in one
+        transaction; return their indices only once committed (DESIGN I1)."""
+        ...
+
+    def checkpoint(self) -> StoredCheckpoint | None:
+        """Sign a checkpoint of everything committed; return the latest one."""
+        ...
+
+    def checkpoints(self) -> list[StoredCheckpoint]: ...
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+    def entry(self, index: int) -> bytes: ...
+
+    def leaf_hash_at(self, index: int) -> bytes: ...
+
+    def iter_entries(
+        self, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes]]: ...
+
+    def blob(self, digest: str) -> bytes | None: ...
+
+    def node(self, level: int, index: int) -> bytes: ...
+
+    def root_at(self, size: int) -> bytes: ...
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]: ...
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]: ...
+
+    def stored_tile(self, level: int, n: int) -> tuple[bytes, bytes, bytes] | None:
+        """A persisted full tile ``(hashes, internal nodes, root)``, for verifiers."""
+        ...
+
+    def self_check(self, verifier: NoteVerifier) -> None:
+        """The latest checkpoint verifies and matches the tree; later entries match their
+        leaf hashes. Raises ``LedgerCorrupt``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class GovernanceState(Protocol):
+    """The projection of the log that the gate reads (:mod:`interlock.ledger.projection`)."""
+
+    def execution(self, exec_id: str) -> Execution | None: ...
+
+    def running_executions(self) -> list[tuple[str, int]]: ...
+
+    def trust_state(
+        self,
+    ) -> tuple[int, frozenset[str], frozenset[str], bool, frozenset[tuple[str, str]]]: ...
+
+    def restrictions(self) -> frozenset[tuple[str, str]]: ...
+
+    def quarantines(self) -> list[tuple[str, bool, int]]: ...
+
+    def settings(self) -> dict[str, tuple[str, int]]: ...
+
+    def dump_state(self) -> StateRows: ...
+
+    def frozen(self) -> AbstractContextManager[FrozenView]:
+        """A consistent read of the log and the state tables together."""
+        ...
+
+    def replace_state(self, state: StateRows, size: int) -> None:
+        """Replace the state tables with the projection of the first ``size`` entries."""
+        ...
+
+
+class Store(Log, GovernanceState, Protocol):
+    """A storage driver: the log and its projection in one place, written together."""
