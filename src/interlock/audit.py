@@ -193,6 +193,12 @@ def verify_ledger(
     node_public, root_public = state_keys if state_keys is not None else (None, None)
     with ledger.frozen() as view:
         total = view.size()
+        if total == 0 and state_keys is not None:
+            raise VerificationError(
+                "the ledger is empty: a home's ledger starts with its trust settings, so this"
+                " one was replaced",
+                index=0,
+            )
         if total > 0 and not checkpoints:
             raise VerificationError(
                 "the ledger has entries but no signed checkpoint: checkpoints were removed",

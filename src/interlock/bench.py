@@ -31,7 +31,9 @@ from interlock.capability import CapabilityIssuer, Right
 from interlock.core.model import ActionRequest, Resource, format_time
 from interlock.gate import Gate, Lineage, Snapshot, decide
 from interlock.home import Home, init_home
-from interlock.ledger.storage.sqlite import Append, SqliteLedger
+from interlock.ledger.projection import delta_of
+from interlock.ledger.protocols import Append
+from interlock.ledger.storage.sqlite import SqliteLedger
 from interlock.policy.bundle import load_bundle, sign_bundle
 from interlock.trust import keys
 
@@ -218,33 +220,49 @@ def _bench_governed(gate: Gate, token: str, threads: int, per_thread: int) -> fl
     return threads * per_thread / elapsed
 
 
-def _build_ledger(path: Path, home: Home, n: int, console: Console | None) -> SqliteLedger:
+def _build_ledger(home: Home, n: int, console: Console | None) -> SqliteLedger:
+    """Append ``n`` decision-shaped records to ``home``'s own ledger (so a gate can open it)."""
     from interlock.ledger.note import NoteSigner
 
-    signer = NoteSigner("bench.test/log", home.private_key("log"))
-    led = SqliteLedger(path, signer=signer, durability="process")
+    signer = NoteSigner(home.config.origin, home.private_key("log"))
+    led = SqliteLedger(home.ledger_path, signer=signer, durability="process")
     batch = 20_000
-    record = {
+    # shaped as a gate's decision record (same fields and size), with its state change, so
+    # that the governance state holds one execution row per entry as a real ledger would
+    record: dict[str, Any] = {
         "v": 1,
         "type": "decision",
         "stage": "pipeline",
         "effect": "allow",
         "reasons": [],
+        "obligations": [],
+        "parent": None,
+        "parent_leaf": None,
+        "snapshot": "0" * 64,
         "request": {
             "principal": PRINCIPAL,
             "action": "tool.call",
             "resource": {"type": "Tool", "id": "t"},
             "args_sha256": "0" * 64,
+            "context_sha256": "0" * 64,
+            "capability_sha256": "0" * 64,
+            "traceparent": None,
         },
     }
-    done = 0
+    base = time.time_ns() - n * 1000
+    done = led.size()
+    n += done
     while done < n:
         k = min(batch, n - done)
         items = []
         for i in range(done, done + k):
-            record["id"] = f"{i:08d}"
+            record["id"] = f"0190d1b4-0000-7000-8000-{i:012d}"
+            record["ts"] = format_time(datetime.fromtimestamp((base + i * 1000) / 1e9, UTC))
             items.append(
-                Append(record=json.dumps(record, sort_keys=True, separators=(",", ":")).encode())
+                Append(
+                    record=json.dumps(record, sort_keys=True, separators=(",", ":")).encode(),
+                    state=delta_of(record, node_public=None, root_public=None),
+                )
             )
         led.append(items, timeout=600)
         done += k
@@ -366,7 +384,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
         n_entries = 50_000 if quick else 1_000_000
         say(f"P5/P6: building a {n_entries:,}-entry ledger")
-        led = _build_ledger(tmp / "big.db", home, n_entries, console)
+        led = _build_ledger(home, n_entries, console)
         try:
             from interlock.ledger.note import NoteSigner
 

@@ -212,10 +212,13 @@ def decide(
             raw = Path(file).read_bytes()
         except OSError as exc:
             _fail(f"cannot read {file}: {exc.strerror}")
+    from interlock.errors import HomeMissing
     from interlock.gate import Gate
 
     try:
         gate = Gate.open(home)
+    except HomeMissing as exc:
+        _fail(exc.diagnostics())
     except Error as exc:
         # no gate, no decision: a deny with the code of what stopped it (never a traceback)
         _open_denied(exc, json_)

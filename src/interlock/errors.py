@@ -164,3 +164,8 @@ class ClockBehind(Error):
     the log's timestamps go backwards."""
 
     reason_code = "ENVIRONMENT_UNTRUSTED"
+
+
+class HomeMissing(ConfigError):
+    """There is no governance home where one was named (no ``interlock.toml``): a usage
+    error (exit 2), not a denial of a home that exists."""

@@ -70,10 +70,10 @@ from interlock.ledger.projection import (
     KILL_SWITCH_EVENTS,
     QUARANTINE_EVENTS,
     RESTRICT_EVENTS,
-    STATUS_OF,
     check_log,
     delta_of,
     first_difference,
+    status_set_by,
     ts_micros,
 )
 from interlock.ledger.protocols import Append, Store
@@ -1498,8 +1498,6 @@ class Gate:
         """
         if kind not in _EXEC_RECORDS:
             raise ValueError(f"not an execution record type: {kind}")
-        if status is not None and STATUS_OF.get(kind.value) != status:
-            raise ValueError(f"{kind.value} does not set status {status!r}")
         row = self.ledger.execution(request_id)
         rec: dict[str, Any] = {
             "v": RECORD_VERSION,
@@ -1510,6 +1508,8 @@ class Gate:
             "decision_leaf": row.leaf_hash.hex() if row is not None else None,
             **dict(fields),
         }
+        if status is not None and status_set_by(rec) != status:
+            raise ValueError(f"{kind.value} does not set status {status!r}")
         (res,) = self.ledger.append(
             [
                 Append(

@@ -38,7 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from interlock.core.boundary import Boundary, parse_boundaries
-from interlock.errors import ConfigError, HomeExists, KeyFileError
+from interlock.errors import ConfigError, HomeExists, HomeMissing, KeyFileError
 from interlock.trust import keys
 from interlock.trust.files import (
     MAX_ANCHOR_BYTES,
@@ -280,7 +280,7 @@ class Home:
             check_home_dir(path)
             text = read_private_text(cfg, home=path, max_bytes=MAX_CONFIG_BYTES)
         except FileNotFoundError as exc:
-            raise ConfigError(
+            raise HomeMissing(
                 f"no Interlock home at {path} (missing {CONFIG_NAME}); run: interlock init"
                 f" --home {path}"
             ) from exc

@@ -183,7 +183,7 @@ def test_export_tiles_is_read_by_an_independent_client(cli_home: Path, tmp_path:
     assert reader.calculate_root_hash() == cp.root_hash
     first = json.loads(reader.get_entry(0))
     assert first["type"] == "governance"
-    assert first["event"] == "policy.loaded"
+    assert first["event"] == "trust.changed"  # a home's ledger starts with its trust settings
 
 
 def test_policy_commands(cli_home: Path, tmp_path: Path) -> None:

@@ -947,15 +947,23 @@ def _records(api: Api, eid: str, kind: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("how", "parent_principal", "child_principal", "code"),
+    ("how", "parent_principal", "child_principal", "code", "child_code"),
     [
         # not through the API: nothing wakes the verifier, the snapshot change does
-        ("revoke", RESEARCHER, SUMMARIZER, "CAPABILITY_REVOKED"),
-        ("quarantine", SUMMARIZER, RESEARCHER, "PRINCIPAL_QUARANTINED"),
+        ("revoke", RESEARCHER, SUMMARIZER, "CAPABILITY_REVOKED", "LINEAGE_BROKEN"),
+        # a child must be the parent's own principal or below it (issue 9), and a quarantine
+        # covers everything below the quarantined principal: the child is quarantined too
+        ("quarantine", SUMMARIZER, SUMMARIZER, "PRINCIPAL_QUARANTINED", "PRINCIPAL_QUARANTINED"),
     ],
 )
 def test_an_http_execution_is_terminated_when_its_authorization_ends(
-    api: Api, issue: Any, how: str, parent_principal: str, child_principal: str, code: str
+    api: Api,
+    issue: Any,
+    how: str,
+    parent_principal: str,
+    child_principal: str,
+    code: str,
+    child_code: str,
 ) -> None:
     token = issue(parent_principal)
     eid = _start(api, token, principal=parent_principal)["execution_id"]
@@ -995,8 +1003,8 @@ def test_an_http_execution_is_terminated_when_its_authorization_ends(
 
     # I5: a new child is denied; the running child is terminated in turn
     d = api.decide(child_request).json()
-    assert d["effect"] == "deny" and d["reasons"][0]["code"] == "LINEAGE_BROKEN"
-    assert _wait_status(api, child, "terminated")["reason"]["code"] == "LINEAGE_BROKEN"
+    assert d["effect"] == "deny" and d["reasons"][0]["code"] == child_code
+    assert _wait_status(api, child, "terminated")["reason"]["code"] == child_code
     # the runner's end report comes too late
     r = api.http.patch(f"/v1/executions/{eid}", json={"exit_status": 0}, headers=_bearer(token))
     assert r.status_code == 409

@@ -832,7 +832,7 @@ class SqliteLedger:
     def execution(self, exec_id: str) -> Execution | None:
         with self._reader() as c:
             row = c.execute(_SELECT_EXECUTIONS + " WHERE id = ?", (exec_id,)).fetchone()
-        return None if row is None else _execution(row)
+        return None if row is None else Execution.from_row(_typed(row))
 
     def trust_state(
         self,
@@ -901,27 +901,19 @@ class SqliteLedger:
 
     @staticmethod
     def _dump(c: sqlite3.Connection) -> StateRows:
+        # rows exactly as stored: a value of another type than the projection's (TEXT where a
+        # BLOB belongs, say) is a difference too
         return StateRows(
-            executions=sorted(
-                _execution(r).row() for r in c.execute(_SELECT_EXECUTIONS).fetchall()
-            ),
-            revocations=sorted(
-                (str(r), int(i))
-                for r, i in c.execute("SELECT revocation_id, idx FROM revocations").fetchall()
-            ),
-            quarantines=sorted(
-                (str(p), bool(a), int(i))
-                for p, a, i in c.execute("SELECT principal, active, idx FROM quarantines")
-            ),
-            restrictions=sorted(
-                (str(p), str(b), bool(a), int(i))
-                for p, b, a, i in c.execute(
-                    "SELECT principal, boundary, active, idx FROM restrictions"
-                )
-            ),
-            settings=sorted(
-                (str(k), str(v), int(i)) for k, v, i in c.execute("SELECT k, v, idx FROM state")
-            ),
+            executions={r[0]: r for r in c.execute(_SELECT_EXECUTIONS)},
+            revocations={r[0]: r for r in c.execute("SELECT revocation_id, idx FROM revocations")},
+            quarantines={
+                r[0]: r for r in c.execute("SELECT principal, active, idx FROM quarantines")
+            },
+            restrictions={
+                (r[0], r[1]): r
+                for r in c.execute("SELECT principal, boundary, active, idx FROM restrictions")
+            },
+            settings={r[0]: r for r in c.execute("SELECT k, v, idx FROM state")},
         )
 
     def frozen(self) -> contextlib.AbstractContextManager[_Frozen]:
@@ -957,20 +949,23 @@ class SqliteLedger:
             conn.executemany(
                 "INSERT INTO executions(id, idx, leaf_hash, effect, status, status_idx, parent,"
                 " depth, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                state.executions,
+                state.executions.values(),
             )
             conn.executemany(
-                "INSERT INTO revocations(revocation_id, idx) VALUES (?, ?)", state.revocations
+                "INSERT INTO revocations(revocation_id, idx) VALUES (?, ?)",
+                state.revocations.values(),
             )
             conn.executemany(
                 "INSERT INTO quarantines(principal, active, idx) VALUES (?, ?, ?)",
-                [(p, int(a), i) for p, a, i in state.quarantines],
+                state.quarantines.values(),
             )
             conn.executemany(
                 "INSERT INTO restrictions(principal, boundary, active, idx) VALUES (?, ?, ?, ?)",
-                [(p, b, int(a), i) for p, b, a, i in state.restrictions],
+                state.restrictions.values(),
             )
-            conn.executemany("INSERT INTO state(k, v, idx) VALUES (?, ?, ?)", state.settings)
+            conn.executemany(
+                "INSERT INTO state(k, v, idx) VALUES (?, ?, ?)", state.settings.values()
+            )
             conn.execute(
                 "INSERT OR REPLACE INTO meta(k, v) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
@@ -1256,17 +1251,18 @@ _UPDATE_STATUS = {
 }
 
 
-def _execution(row: Sequence[Any]) -> Execution:
-    return Execution(
-        id=str(row[0]),
-        idx=int(row[1]),
-        leaf_hash=_as_bytes(row[2]),
-        effect=str(row[3]),
-        status=str(row[4]),
-        status_idx=int(row[5]),
-        parent=None if row[6] is None else str(row[6]),
-        depth=int(row[7]),
-        principal=None if row[8] is None else str(row[8]),
+def _typed(row: Sequence[Any]) -> tuple[Any, ...]:
+    """An executions row with its declared types (an edited database may hold others)."""
+    return (
+        str(row[0]),
+        int(row[1]),
+        _as_bytes(row[2]),
+        str(row[3]),
+        str(row[4]),
+        int(row[5]),
+        None if row[6] is None else str(row[6]),
+        int(row[7]),
+        None if row[8] is None else str(row[8]),
     )
 
 
@@ -1310,7 +1306,10 @@ class _Frozen:
             ).fetchall()
             if not rows:
                 return
-            yield [(int(i), _as_bytes(lh), _as_bytes(d)) for i, lh, d in rows]
+            if all(type(r[1]) is bytes and type(r[2]) is bytes for r in rows):
+                yield rows
+            else:  # an edited database may hold TEXT where BLOBs belong
+                yield [(int(i), _as_bytes(lh), _as_bytes(d)) for i, lh, d in rows]
             pos = int(rows[-1][0]) + 1
 
     def dump_state(self) -> StateRows:

@@ -1,0 +1,157 @@
+"""Issue 9: storage and home failures are coded denials, never tracebacks or hangs.
+
+A second *process* holds the ledger's SQLite lock exclusively (as a governed process could);
+the configuration is binary; a FIFO replaces the checkpoint anchor under a running gate. Each
+test asserts the reason code, the exit code, that the command did not run, and that nothing
+hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interlock.gate import Gate
+from tests.conftest import RESEARCHER, edit_config, tool_request
+
+EXE = [sys.executable, "-m", "interlock.cli"]
+
+_HOLD = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA busy_timeout=10000")
+if sys.argv[2] == "exclusive":  # no other connection may even read
+    c.execute("PRAGMA locking_mode=EXCLUSIVE")
+    c.execute("BEGIN EXCLUSIVE")
+else:  # the write lock: readers go on (WAL), writers wait
+    c.execute("BEGIN IMMEDIATE")
+c.execute("INSERT INTO meta(k, v) VALUES ('lock-holder', '1')")
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+@contextmanager
+def locked(home: Path, how: str = "exclusive") -> Iterator[None]:
+    """Another process holds the ledger database's lock (``exclusive`` or ``write``)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(home / "ledger.db"), how],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "INTERLOCK_HOME": str(home)}
+    return subprocess.run(
+        [*EXE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def _denied_json(r: subprocess.CompletedProcess[str], code: str) -> None:
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    out = json.loads(r.stdout)
+    assert out["effect"] == "deny"
+    assert out["reasons"][0]["code"] == code
+
+
+def test_a_ledger_locked_at_open_denies_decide_exec_and_verify(
+    home: Path, issue: Any, tmp_path: Path
+) -> None:
+    token = issue(RESEARCHER, "shell.exec:Host::*")
+    marker = tmp_path / "ran"
+    with locked(home):
+        started = time.monotonic()
+        _denied_json(
+            cli(home, "decide", "--json", stdin=json.dumps(tool_request(token))),
+            "LEDGER_UNAVAILABLE",
+        )
+        assert time.monotonic() - started < 30  # bounded by the ledger timeout, not forever
+        r = cli(
+            home,
+            "exec",
+            "--principal",
+            RESEARCHER,
+            "--capability",
+            token,
+            "--",
+            "touch",
+            str(marker),
+        )
+        assert r.returncode == 126, r.stdout + r.stderr
+        assert "LEDGER_UNAVAILABLE" in r.stderr and "Traceback" not in r.stderr
+        assert not marker.exists()
+        r = cli(home, "ledger", "verify")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+    # once the lock is gone, the same home works
+    r = cli(home, "decide", "--json", stdin=json.dumps(tool_request(issue())))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_ledger_locked_mid_run_denies_and_runs_nothing(home: Path, issue: Any) -> None:
+    token = issue()
+    with Gate.open(home) as gate:
+        assert gate.decide(tool_request(token)).allowed
+        with locked(home, "write"):
+            time.sleep(0.15)  # past the trust refresh: the snapshot is re-read too
+            ran = []
+            d = gate.decide(tool_request(token))
+            assert d.codes in (("LEDGER_UNAVAILABLE",), ("DEADLINE_EXCEEDED",)) or (
+                d.reasons[-1].code.value == "LEDGER_UNAVAILABLE"
+            ), d.reasons
+            assert not d.allowed and d.ledger_index is None
+            with pytest.raises(Exception) as info, gate.execution(tool_request(token)):
+                ran.append(1)
+            assert ran == []
+            assert "LEDGER_UNAVAILABLE" in str(info.value) or "DEADLINE" in str(info.value)
+        assert gate.decide(tool_request(token)).allowed
+
+
+def test_a_binary_config_is_a_coded_deny(home: Path, issue: Any) -> None:
+    token = issue()
+    (home / "interlock.toml").write_bytes(b"\xff\xfe\x00garbage\x00")
+    _denied_json(
+        cli(home, "decide", "--json", stdin=json.dumps(tool_request(token))),
+        "ENVIRONMENT_UNTRUSTED",
+    )
+
+
+def test_a_fifo_in_place_of_the_anchor_under_a_running_gate_denies(home: Path, issue: Any) -> None:
+    edit_config(home, "ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
+    token = issue()
+    with Gate.open(home) as gate:
+        assert gate.decide(tool_request(token)).allowed
+        anchor = home / "checkpoint"
+        anchor.unlink(missing_ok=True)
+        os.mkfifo(anchor, 0o600)
+        deadline = time.monotonic() + 5
+        while gate.corrupt is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        d = gate.decide(tool_request(token))
+        assert d.codes == ("LEDGER_CORRUPT",), d.reasons
+        assert "anchor" in (gate.corrupt or "")
+        anchor.unlink()  # so that closing can write a real one back

@@ -1,0 +1,222 @@
+"""The stored governance state is always the projection of the log (DESIGN I8).
+
+Two properties, both against real SQLite:
+
+* any sequence of records — including ones no gate writes (a status before its decision, a
+  status that would go backwards, a repeated id, an unsigned governance record) — leaves the
+  SQLite driver's tables equal to :class:`Projection`'s fold of the same records;
+* a state machine drives a real gate through random decisions and governance actions and
+  checks, after every step, that the projection rebuilt from the log equals the stored one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from interlock.capability import CapabilityIssuer, Right, revocation_ids
+from interlock.core.canonical import canonical_bytes
+from interlock.gate import Gate, sign_governance
+from interlock.home import init_home
+from interlock.ledger.merkle import leaf_hash
+from interlock.ledger.note import NoteSigner
+from interlock.ledger.projection import Projection, delta_of, first_difference, rebuild
+from interlock.ledger.protocols import Append
+from interlock.ledger.storage.sqlite import SqliteLedger
+from interlock.trust import keys
+from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
+
+NODE = Ed25519PrivateKey.generate()
+NODE_PUBLIC = keys.public_raw(NODE)
+IDS = st.sampled_from(["a", "b", "c", "d"])
+PRINCIPALS = st.sampled_from([RESEARCHER, SUMMARIZER])
+
+
+def _ts(n: int) -> str:
+    return f"2026-12-02T10:00:{n % 60:02d}.{n:06d}Z"
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(
+        st.sampled_from(
+            ["decision", "exec.start", "exec.end", "exec.terminated", "exec.verify", "gov"]
+        )
+    )
+    ts = _ts(draw(st.integers(0, 999_999)))
+    if kind == "decision":
+        return {
+            "type": "decision",
+            "id": draw(IDS),
+            "ts": ts,
+            "effect": draw(st.sampled_from(["allow", "deny"])),
+            "parent": draw(st.none() | IDS),
+            "lineage": {"status": "allowed", "depth": draw(st.integers(0, 3))},
+            "request": {"principal": draw(PRINCIPALS)},
+        }
+    if kind != "gov":
+        return {"type": kind, "id": draw(IDS), "ts": ts}
+    event = draw(
+        st.sampled_from(
+            [
+                "capability.revoked",
+                "principal.quarantined",
+                "principal.released",
+                "kill_switch.on",
+                "kill_switch.off",
+                "boundary.restricted",
+                "boundary.released",
+                "policy.loaded",
+            ]
+        )
+    )
+    rec: dict[str, Any] = {"type": "governance", "event": event, "id": "g", "ts": ts}
+    if event == "capability.revoked":
+        rec["revocation_ids"] = draw(st.lists(st.sampled_from(["r1", "r2", "r3"]), max_size=2))
+    elif event.startswith(("principal", "boundary")):
+        rec["principal"] = draw(PRINCIPALS)
+        if event.startswith("boundary"):
+            rec["boundary"] = draw(st.sampled_from(["x", "y"]))
+    elif event == "policy.loaded":
+        rec["policy_version"] = draw(st.integers(1, 4))
+        rec["policy_digest"] = draw(st.sampled_from(["d1", "d2"]))
+    if event != "policy.loaded" and draw(st.booleans()):  # some are forged: unsigned
+        return rec
+    return sign_governance(rec, NODE) if event != "policy.loaded" else rec
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(st.lists(records(), min_size=1, max_size=6), min_size=1, max_size=8))
+def test_the_sqlite_tables_are_the_fold_of_any_record_sequence(
+    batches: list[list[dict[str, Any]]],
+) -> None:
+    folder = Path(tempfile.mkdtemp())
+    led = SqliteLedger(
+        folder / "l.db",
+        signer=NoteSigner("interlock.test/p", Ed25519PrivateKey.generate()),
+        create=True,
+    )
+    try:
+        p = Projection()
+        for batch in batches:
+            appends = [
+                Append(
+                    record=canonical_bytes(r),
+                    state=delta_of(r, node_public=NODE_PUBLIC, root_public=None),
+                )
+                for r in batch
+            ]
+            for res, r in zip(led.append(appends), batch, strict=True):
+                p.apply(res.index, leaf_hash(canonical_bytes(r)), r, node_public=NODE_PUBLIC)
+            assert first_difference(led.dump_state(), p.rows()) is None
+            assert rebuild(led, node_public=NODE_PUBLIC, root_public=None).rows() == p.rows()
+    finally:
+        led.close()
+        shutil.rmtree(folder)
+
+
+class GateMachine(RuleBasedStateMachine):
+    """Random decisions and governance actions on a real gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp())
+        home = init_home(self.folder / "home", origin="interlock.test/sm")
+        cfg = home.path / "interlock.toml"
+        cfg.write_text(cfg.read_text().replace("deadline_ms = 50", "deadline_ms = 5000"))
+        from interlock.trust.attestation import trust_current
+
+        trust_current(cfg)
+        self.gate = Gate.open(home.path)
+        self.gate.adopt_trust()
+        self.issuer = CapabilityIssuer(keys.private_raw(home.private_key("biscuit-root")))
+        self.tokens: list[str] = []
+        self.running: list[str] = []
+        self.live: list[str] = []
+
+    def _token(self, principal: str) -> str:
+        from datetime import UTC, datetime, timedelta
+
+        tok = self.issuer.issue(
+            principal=principal,
+            rights=[Right.parse("tool.call:Tool::*")],
+            expires_at=datetime.now(UTC) + timedelta(minutes=10),
+        )
+        self.tokens.append(tok)
+        return tok
+
+    @rule(principal=PRINCIPALS, tool=st.sampled_from(["web_search", "delete_database", "x"]))
+    def decide(self, principal: str, tool: str) -> None:
+        d = self.gate.decide(tool_request(self._token(principal), tool, principal=principal))
+        if d.allowed:
+            self.live.append(d.request_id)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def child(self, data: st.DataObject) -> None:
+        parent = data.draw(st.sampled_from(self.live))
+        self.gate.decide(tool_request(self._token(SUMMARIZER), principal=SUMMARIZER, parent=parent))
+
+    @rule()
+    def start(self) -> None:
+        d, req = self.gate.admit(tool_request(self._token(RESEARCHER)), start={"kind": "test"})
+        if d.allowed and req is not None:
+            self.running.append(req.id)
+            self.live.append(req.id)
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), ended=st.booleans())
+    def finish(self, data: st.DataObject, ended: bool) -> None:
+        from interlock.core.model import RecordType
+
+        exec_id = data.draw(st.sampled_from(self.running))
+        self.running.remove(exec_id)
+        kind = RecordType.EXEC_END if ended else RecordType.EXEC_TERMINATED
+        self.gate.record_execution(kind, exec_id, {"exit_status": 0})
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def revoke(self, data: st.DataObject) -> None:
+        tok = data.draw(st.sampled_from(self.tokens))
+        self.gate.revoke(tuple(revocation_ids(tok)), reason="test")
+
+    @rule(principal=PRINCIPALS, on=st.booleans())
+    def quarantine(self, principal: str, on: bool) -> None:
+        self.gate.quarantine(principal, "test", on=on)
+
+    @rule(on=st.booleans())
+    def kill_switch(self, on: bool) -> None:
+        self.gate.kill_switch(on, "test")
+
+    @rule(n=st.integers(0, 2))
+    def approvers(self, n: int) -> None:
+        found = [keys.public_raw(Ed25519PrivateKey.generate()).hex() for _ in range(n)]
+        self.gate.record_trust({"approvals.keys": sorted(found)})
+
+    @invariant()
+    def state_is_the_projection_of_the_log(self) -> None:
+        led = self.gate.ledger
+        rebuilt = rebuild(
+            led, node_public=self.gate._node_public, root_public=self.gate._root_public
+        )
+        assert first_difference(led.dump_state(), rebuilt.rows()) is None
+        assert self.gate.corrupt is None
+
+    def teardown(self) -> None:
+        self.gate.close()
+        shutil.rmtree(self.folder)
+
+
+GateMachine.TestCase.settings = settings(
+    max_examples=8, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+)
+test_gate_state_is_always_the_projection_of_its_log = GateMachine.TestCase
