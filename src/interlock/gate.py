@@ -74,7 +74,6 @@ from interlock.ledger.projection import (
     delta_of,
     first_difference,
     status_set_by,
-    ts_micros,
 )
 from interlock.ledger.protocols import Append, Store
 from interlock.ledger.storage.sqlite import SqliteLedger
@@ -889,8 +888,8 @@ class Gate:
         terminated too. A check that cannot run (the ledger locked, unreadable) denies
         LEDGER_UNAVAILABLE until one completes again.
 
-        The check is a whole pass over the log: at a bounded CPU share it waits, after a pass
-        that took ``d`` seconds, at least ``CHECK_CPU_RATIO * d`` before the next one."""
+        The check is a whole pass over the log: to bound its CPU share, after a pass that used
+        ``c`` seconds of this thread's CPU it sleeps at least ``CHECK_CPU_RATIO * c``."""
         interval = self.home.config.ledger_check_interval_ms / 1000
         if interval <= 0 or self._corrupt is not None:
             return
@@ -898,6 +897,7 @@ class Gate:
         def watch() -> None:
             wait = interval
             while not self._stop.wait(wait):
+                spent = time.thread_time()
                 self.reap_orphans()  # never raises
                 try:
                     self.check_ledger()
@@ -909,13 +909,14 @@ class Gate:
                 except Exception as exc:  # noqa: BLE001 - a check that cannot run denies
                     self._check_problem = _error_detail(exc)
                     _log.error("ledger check could not run: %s", self._check_problem)
-                wait = max(interval, CHECK_CPU_RATIO * self._check_s)
+                # this thread's CPU for the pass, then at least ratio times that asleep
+                wait = max(interval, CHECK_CPU_RATIO * (time.thread_time() - spent))
 
         t = threading.Thread(target=watch, name="interlock-ledger-watch", daemon=True)
         t.start()
         self._threads.append(t)
 
-    def _unchecked(self) -> str | None:
+    def ledger_check_problem(self) -> str | None:
         """Why the ledger is not known to be checked now, or None: the last check could not
         run, or none completed for three intervals plus the allowance for a long pass (a
         check that hangs must not leave the gate allowing)."""
@@ -1142,6 +1143,7 @@ class Gate:
 
         Raises:
             LedgerUnavailable: not committed. ClockBehind: the clock is behind the log."""
+        floor = self._time_floor
         ns = self._clock_ns()
         rec = {
             "v": RECORD_VERSION,
@@ -1151,7 +1153,7 @@ class Gate:
             "ts": format_time(datetime.fromtimestamp(ns / 1e9, UTC)),
             **dict(fields),
         }
-        self._check_clock(ns)
+        self._check_clock(ns, floor)
         signed = sign_governance(rec, self.home.private_key("node"))
         (res,) = self.ledger.append(
             [
@@ -1290,11 +1292,11 @@ class Gate:
         when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
         return new_request_id(ns), when
 
-    def _clock_problem(self, ns: int) -> str | None:
-        """Why the clock reading ``ns`` cannot be used, or None: it is behind the highest
-        timestamp on the log (DESIGN I8: the log's last time is a floor, so setting the clock
-        back cannot revive an expired token, and timestamps on the log never go backwards)."""
-        floor = self._time_floor
+    def _clock_problem(self, ns: int, floor: int) -> str | None:
+        """Why the clock reading ``ns`` cannot be used, or None: it is behind ``floor``, the
+        highest timestamp on the log, read *before* the clock (DESIGN I8: the log's last time
+        is a floor, so setting the clock back cannot revive an expired token). Read in that
+        order, a concurrent caller's later commit never makes an honest clock look behind."""
         if ns // 1000 >= floor:
             return None
         behind = floor - ns // 1000
@@ -1304,16 +1306,11 @@ class Gate:
             " clock set back cannot be trusted to judge expiry"
         )
 
-    def _check_clock(self, ns: int) -> None:
-        """Raises ClockBehind when ``ns`` is behind the log's time floor."""
-        problem = self._clock_problem(ns)
+    def _check_clock(self, ns: int, floor: int) -> None:
+        """Raises ClockBehind when ``ns`` is behind the log's time floor ``floor``."""
+        problem = self._clock_problem(ns, floor)
         if problem is not None:
             raise ClockBehind(problem)
-
-    def _raise_floor(self, ts: str) -> None:
-        us = ts_micros(ts)
-        if us > self._time_floor:
-            self._time_floor = us
 
     def _refresh_floor(self) -> None:
         """Raise the time floor to the log's latest timestamp (other processes append too)."""
@@ -1328,6 +1325,7 @@ class Gate:
         keep: list[ActionRequest] | None = None,
         start: Mapping[str, Any] | None = None,
     ) -> Decision:
+        floor = self._time_floor  # before the clock: see _clock_problem
         ns = self._clock_ns()
         request_id = new_request_id(ns)
         when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
@@ -1337,11 +1335,11 @@ class Gate:
                 ReasonCode.LEDGER_CORRUPT,
                 f"ledger failed verification: {self._corrupt}",
             )
-        unchecked = self._unchecked()
+        unchecked = self.ledger_check_problem()
         if unchecked is not None:
             return self._unrecorded(request_id, ReasonCode.LEDGER_UNAVAILABLE, unchecked)
         snapshot = self.snapshot
-        behind = self._clock_problem(ns)
+        behind = self._clock_problem(ns, floor)
         if behind is not None:
             # not recorded: its timestamp would go backwards on the log
             return self._unrecorded(request_id, ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
@@ -1408,12 +1406,13 @@ class Gate:
                 return _deny(
                     ReasonCode.LEDGER_CORRUPT, f"ledger failed verification: {self._corrupt}"
                 )
-            unchecked = self._unchecked()
+            unchecked = self.ledger_check_problem()
             if unchecked is not None:
                 return _deny(ReasonCode.LEDGER_UNAVAILABLE, unchecked)
-            ns = self._clock_ns()
             snapshot = self.snapshot
-            behind = self._clock_problem(ns)
+            floor = self._time_floor
+            ns = self._clock_ns()
+            behind = self._clock_problem(ns, floor)
             if behind is not None:
                 return _deny(ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
             when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
@@ -1626,13 +1625,14 @@ class Gate:
         if snapshot.id not in self._stored_snapshots:
             blobs[f"snapshot:{snapshot.id}"] = canonical_bytes(dict(snapshot.descriptor))
         allowed = verdict.effect is Effect.ALLOW
+        change = delta_of(record, node_public=None, root_public=None)
         try:
             res, *_ = self.ledger.append(
                 [
                     Append(
                         record=data,
                         blobs=blobs,
-                        state=delta_of(record, node_public=None, root_public=None),
+                        state=change,
                     ),
                     *self._start_append(request, data, start if allowed else None),
                 ],
@@ -1659,7 +1659,8 @@ class Gate:
                 stage=Stage.GATE,
             )
         self._stored_snapshots.add(snapshot.id)
-        self._raise_floor(request.time)
+        if change.ts is not None and change.ts > self._time_floor:
+            self._time_floor = change.ts
         if verdict.break_glass is not None:
             _log.warning(
                 "BREAK-GLASS: %s on %s by %s allowed by an override (scope %s, reason %r); it"

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import interlock
 from interlock.gate import Gate
 from tests.conftest import RESEARCHER, edit_config, tool_request
 
@@ -120,14 +122,14 @@ def test_a_ledger_locked_mid_run_denies_and_runs_nothing(home: Path, issue: Any)
             time.sleep(0.15)  # past the trust refresh: the snapshot is re-read too
             ran = []
             d = gate.decide(tool_request(token))
-            assert d.codes in (("LEDGER_UNAVAILABLE",), ("DEADLINE_EXCEEDED",)) or (
-                d.reasons[-1].code.value == "LEDGER_UNAVAILABLE"
-            ), d.reasons
+            assert d.codes == ("LEDGER_UNAVAILABLE",), d.reasons
             assert not d.allowed and d.ledger_index is None
-            with pytest.raises(Exception) as info, gate.execution(tool_request(token)):
+            with (
+                pytest.raises(interlock.Denied, match="LEDGER_UNAVAILABLE"),
+                gate.execution(tool_request(token)),
+            ):
                 ran.append(1)
             assert ran == []
-            assert "LEDGER_UNAVAILABLE" in str(info.value) or "DEADLINE" in str(info.value)
         assert gate.decide(tool_request(token)).allowed
 
 
@@ -155,3 +157,71 @@ def test_a_fifo_in_place_of_the_anchor_under_a_running_gate_denies(home: Path, i
         assert d.codes == ("LEDGER_CORRUPT",), d.reasons
         assert "anchor" in (gate.corrupt or "")
         anchor.unlink()  # so that closing can write a real one back
+
+
+def test_a_running_check_that_cannot_run_denies_until_it_runs_again(
+    home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from interlock import gate as gate_module
+    from interlock.errors import LedgerUnavailable
+
+    edit_config(home, "ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
+    token = issue()
+    real = gate_module.check_log
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise LedgerUnavailable("injected: the check could not read the ledger")
+
+    with Gate.open(home) as gate:
+        assert gate.decide(tool_request(token)).allowed
+        monkeypatch.setattr(gate_module, "check_log", broken)
+        deadline = time.monotonic() + 5
+        while gate.ledger_check_problem() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        d = gate.decide(tool_request(token))
+        assert d.codes == ("LEDGER_UNAVAILABLE",) and d.ledger_index is None
+        ran: list[int] = []
+        with (
+            pytest.raises(interlock.Denied, match="LEDGER_UNAVAILABLE"),
+            gate.execution(tool_request(token)),
+        ):
+            ran.append(1)
+        assert ran == []
+        monkeypatch.setattr(gate_module, "check_log", real)
+        deadline = time.monotonic() + 5
+        while gate.ledger_check_problem() is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gate.decide(tool_request(token)).allowed
+
+
+def test_a_check_that_hangs_denies_once_it_is_late(
+    home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from interlock import gate as gate_module
+
+    edit_config(home, "ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
+    token = issue()
+    release = threading.Event()
+
+    def hangs(*_a: Any, **_k: Any) -> Any:
+        release.wait(30)
+        raise RuntimeError("released")
+
+    with Gate.open(home) as gate:
+        monkeypatch.setattr(gate_module, "check_log", hangs)
+        deadline = time.monotonic() + 5
+        while gate.ledger_check_problem() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        d = gate.decide(tool_request(token))
+        assert d.codes == ("LEDGER_UNAVAILABLE",)
+        assert "no ledger check completed" in d.reasons[0].detail
+        release.set()
+
+
+def test_read_only_commands_never_wait_on_a_writers_lock(home: Path) -> None:
+    # a reader that waited on the lock would fail after the ledger timeout: these succeed
+    # while another process holds the write lock for the whole time
+    with locked(home, "write"):
+        for args in (("ledger", "verify"), ("ledger", "tail"), ("trust", "show")):
+            r = cli(home, *args)
+            assert r.returncode == 0, (args, r.stdout, r.stderr)

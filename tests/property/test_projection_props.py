@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,18 @@ GateMachine.TestCase.settings = settings(
     max_examples=8, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
 )
 test_gate_state_is_always_the_projection_of_its_log = GateMachine.TestCase
+
+
+@given(
+    when=st.datetimes(
+        min_value=datetime(1971, 1, 1),  # noqa: DTZ001 - made aware below
+        max_value=datetime(2200, 1, 1),  # noqa: DTZ001
+    )
+)
+def test_the_fast_timestamp_parse_equals_the_reference(when: datetime) -> None:
+    from interlock.core.model import format_time
+    from interlock.ledger.projection import _ts_fast, ts_micros
+
+    text = format_time(when.replace(tzinfo=UTC))
+    assert _ts_fast(text) == ts_micros(text)
+    assert _ts_fast(text[:19] + "Z") == ts_micros(text[:19] + "Z")

@@ -205,7 +205,7 @@ def delta_of(
     """
     kind = rec.get("type")
     ts_text = rec.get("ts")
-    ts = ts_micros(ts_text) if isinstance(ts_text, str) else None
+    ts = _ts_fast(ts_text) if isinstance(ts_text, str) else None
     if kind == "decision":
         request = rec.get("request")
         principal = request.get("principal") if isinstance(request, Mapping) else None
@@ -419,7 +419,7 @@ def first_difference(stored: StateRows, rebuilt: StateRows) -> VerificationError
         if have == want:
             continue
         differing = [k for k in have.keys() | want.keys() if have.get(k) != want.get(k)]
-        key = min(differing, key=lambda k: _index(table, want.get(k) or have[k]))
+        key = min(differing, key=lambda k: (_index(table, want.get(k) or have[k]), repr(k)))
         h, w = have.get(key), want.get(key)
         if w is None:
             return VerificationError(
@@ -586,19 +586,22 @@ def _fast_delta(head: _Head) -> Delta:
     return Delta(ts=ts)
 
 
-_last_second: list[Any] = ["", 0]
+#: the last distinct second parsed, as one tuple: replaced whole, so threads never see a
+#: second's text beside another second's value
+_last_second: tuple[str, int] = ("", 0)
 
 
 def _ts_fast(ts: str) -> int:
     """:func:`ts_micros`, quicker for the gate's own fixed format (``...SS.ffffffZ``): the
     seconds are parsed once per distinct second."""
+    global _last_second
     if len(ts) == 27 and ts[19] == "." and ts[26] == "Z" and ts[20:26].isdigit():
         head = ts[:19]
-        cached = _last_second
-        if cached[0] != head:
-            cached[1] = ts_micros(head + "Z")
-            cached[0] = head
-        return int(cached[1]) + int(ts[20:26])
+        seen, micros = _last_second
+        if seen != head:
+            micros = ts_micros(head + "Z")
+            _last_second = (head, micros)
+        return micros + int(ts[20:26])
     return ts_micros(ts)
 
 

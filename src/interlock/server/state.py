@@ -79,6 +79,9 @@ class ServerState:
         corrupt = gate.corrupt
         if corrupt is not None:
             reasons.append(f"LEDGER_CORRUPT: {corrupt}")
+        unchecked = gate.ledger_check_problem()
+        if unchecked is not None:
+            reasons.append(f"LEDGER_UNAVAILABLE: {unchecked}")
         try:
             gate.ledger.size()
         except Error as exc:

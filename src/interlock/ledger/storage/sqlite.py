@@ -5,7 +5,7 @@
     >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     >>> from interlock.ledger.note import NoteSigner
     >>> signer = NoteSigner("interlock.local/doc", Ed25519PrivateKey.generate())
-    >>> led = SqliteLedger(Path(tempfile.mkdtemp()) / "ledger.db", signer=signer)
+    >>> led = SqliteLedger(Path(tempfile.mkdtemp()) / "ledger.db", signer=signer, create=True)
     >>> [r.index for r in led.append([Append(record=b'{"a":1}')])]
     [0]
     >>> led.close()
