@@ -19,12 +19,8 @@ records what the file says, for a home made before settings moved to the log.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import stat
-import tempfile
 import tomllib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -41,6 +37,7 @@ from interlock.intake import new_request_id
 from interlock.ledger.projection import TRUST_EVENT, TRUST_SETTINGS, delta_of
 from interlock.ledger.protocols import Append, Store
 from interlock.trust import keys
+from interlock.trust.files import replace_text
 
 __all__ = [
     "adopt_changes",
@@ -215,19 +212,7 @@ def write_setting(config_path: Path, name: str, value: Any) -> None:
         after.pop(section)
     if before != after:
         raise ConfigError(by_hand)
-    mode = stat.S_IMODE(os.stat(config_path).st_mode)
-    fd, tmp = tempfile.mkstemp(dir=config_path.parent, prefix=".interlock.toml.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, config_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_text(config_path, text)
 
 
 def trust_appends(changes: Mapping[str, Any], root: Ed25519PrivateKey, *, ns: int) -> list[Append]:

@@ -225,3 +225,98 @@ def test_read_only_commands_never_wait_on_a_writers_lock(home: Path) -> None:
         for args in (("ledger", "verify"), ("ledger", "tail"), ("trust", "show")):
             r = cli(home, *args)
             assert r.returncode == 0, (args, r.stdout, r.stderr)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs (root mounts it: the suite runs as root, as CI does)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _home_on(disk: Path) -> tuple[Path, str]:
+    from tests.conftest import trust_config
+
+    r = cli(disk / "home", "init", "--origin", "interlock.test/disk")
+    assert r.returncode == 0, r.stderr
+    home = disk / "home"
+    cfg = home / "interlock.toml"
+    cfg.write_text(cfg.read_text().replace("deadline_ms = 50", "deadline_ms = 2000"))
+    trust_config(home)
+    r = cli(home, "token", "issue", "--principal", RESEARCHER, "--right", "tool.call:Tool::*")
+    assert r.returncode == 0, r.stderr
+    return home, r.stdout.strip()
+
+
+def test_a_full_disk_is_a_coded_deny(small_disk: Path) -> None:
+    home, token = _home_on(small_disk)
+    request = json.dumps(tool_request(token))
+    r = cli(home, "decide", "--json", stdin=request)
+    assert r.returncode == 0, r.stdout + r.stderr
+    size_before = _size(home)
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:  # fill the disk to the last block
+        for block in (1 << 20, 4096, 512):
+            while True:
+                try:
+                    os.write(fd, b"\0" * block)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    for _ in range(3):  # at open and during decisions: never a traceback, never an allow
+        r = cli(home, "decide", "--json", stdin=request)
+        assert "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 1, r.stdout + r.stderr
+        out = json.loads(r.stdout)
+        assert out["effect"] == "deny"
+        assert out["reasons"][-1]["code"] == "LEDGER_UNAVAILABLE", out
+    filler.unlink()
+    after = _allows_after(home, size_before)
+    assert after == [], "an allow was recorded while the disk was full"
+    r = cli(home, "decide", "--json", stdin=request)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_read_only_home_is_a_coded_deny(small_disk: Path) -> None:
+    home, token = _home_on(small_disk)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    r = cli(home, "decide", "--json", stdin=json.dumps(tool_request(token)))
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["effect"] == "deny"
+    assert out["reasons"][-1]["code"] == "LEDGER_UNAVAILABLE"
+
+
+def _allows_after(home: Path, start: int) -> list[int]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{home / 'ledger.db'}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT idx, data FROM entries WHERE idx >= ?", (start,)).fetchall()
+    finally:
+        conn.close()
+    return [i for i, d in rows if json.loads(d).get("effect") == "allow"]
+
+
+def _size(home: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{home / 'ledger.db'}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+    finally:
+        conn.close()

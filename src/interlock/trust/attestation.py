@@ -25,13 +25,11 @@ Everything here except :func:`measure` and :func:`trust_current` is pure.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import platform as _platform
 import re
 import stat
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ from typing import Any
 
 from interlock.core.canonical import canonical_bytes, digest
 from interlock.errors import ConfigError
-from interlock.trust.files import MAX_CONFIG_BYTES, read_private_text
+from interlock.trust.files import MAX_CONFIG_BYTES, read_private_text, replace_text
 
 __all__ = [
     "Measurement",
@@ -244,17 +242,5 @@ def trust_current(config_path: Path) -> str:
     now_trusted = written.get("attestation", {}).get("trusted", [])
     if measure_config(text) != measure_config(original) or platform_digest not in now_trusted:
         raise ConfigError(by_hand)
-    mode = stat.S_IMODE(os.stat(config_path).st_mode)
-    fd, tmp = tempfile.mkstemp(dir=config_path.parent, prefix=".interlock.toml.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, config_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_text(config_path, text)
     return platform_digest

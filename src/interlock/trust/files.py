@@ -37,8 +37,10 @@ decides what it means.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -53,6 +55,7 @@ __all__ = [
     "read_private_file",
     "read_private_text",
     "read_regular_file",
+    "replace_text",
 ]
 
 #: ``interlock.toml``: a generous bound; a real one is a few kilobytes
@@ -180,6 +183,29 @@ def check_home_dir(path: Path, *, error: type[UntrustedHomeFile] = UntrustedHome
             os.close(sub)
     finally:
         os.close(fd)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (a fresh temporary name in the same folder,
+    fsync'ed, then renamed over it), keeping its mode: a crash leaves the old file or the new
+    one, never half of either, and no FIFO or link planted at a fixed name is written to.
+
+    Raises:
+        OSError: it could not be written (the original is unchanged).
+    """
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_regular_file(path: Path, *, max_bytes: int) -> bytes:

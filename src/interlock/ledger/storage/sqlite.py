@@ -946,26 +946,15 @@ class SqliteLedger:
             for statement in _STATE_SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO executions(id, idx, leaf_hash, effect, status, status_idx, parent,"
-                " depth, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                state.executions.values(),
+            tables: tuple[tuple[str, dict[Any, tuple[Any, ...]]], ...] = (
+                (_INSERT_EXECUTION, state.executions),
+                ("INSERT INTO revocations VALUES (?, ?)", state.revocations),
+                ("INSERT INTO quarantines VALUES (?, ?, ?)", state.quarantines),
+                ("INSERT INTO restrictions VALUES (?, ?, ?, ?)", state.restrictions),
+                ("INSERT INTO state VALUES (?, ?, ?)", state.settings),
             )
-            conn.executemany(
-                "INSERT INTO revocations(revocation_id, idx) VALUES (?, ?)",
-                state.revocations.values(),
-            )
-            conn.executemany(
-                "INSERT INTO quarantines(principal, active, idx) VALUES (?, ?, ?)",
-                state.quarantines.values(),
-            )
-            conn.executemany(
-                "INSERT INTO restrictions(principal, boundary, active, idx) VALUES (?, ?, ?, ?)",
-                state.restrictions.values(),
-            )
-            conn.executemany(
-                "INSERT INTO state(k, v, idx) VALUES (?, ?, ?)", state.settings.values()
-            )
+            for statement, rows in tables:
+                conn.executemany(statement, rows.values())
             conn.execute(
                 "INSERT OR REPLACE INTO meta(k, v) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
@@ -1167,11 +1156,8 @@ def _apply_changes(conn: sqlite3.Connection, changes: Sequence[tuple[int, bytes,
 
     def flush() -> None:
         if execs:
-            conn.executemany(
-                "INSERT OR IGNORE INTO executions(id, idx, leaf_hash, effect, status, status_idx,"
-                " parent, depth, principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                execs,
-            )
+            # the first decision for an id is the one (Projection.apply_delta)
+            conn.executemany(_INSERT_EXECUTION.replace("INSERT", "INSERT OR IGNORE", 1), execs)
             execs.clear()
 
     for idx, lh, d in changes:
@@ -1237,6 +1223,10 @@ def _set_state(conn: sqlite3.Connection, key: str, value: str, idx: int) -> None
     conn.execute("INSERT OR REPLACE INTO state(k, v, idx) VALUES (?, ?, ?)", (key, value, idx))
 
 
+_INSERT_EXECUTION = (
+    "INSERT INTO executions(id, idx, leaf_hash, effect, status, status_idx, parent, depth,"
+    " principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _SELECT_EXECUTIONS = (
     "SELECT id, idx, leaf_hash, effect, status, status_idx, parent, depth, principal"
     " FROM executions"
