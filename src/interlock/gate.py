@@ -838,10 +838,10 @@ class Gate:
             )
         env = m.env(attested=trusted and not drift)
         key = f"{m.digest}:{int(env['attested'])}:{int(problem is not None)}"
-        recorded = self.ledger.settings().get("attestation")
-        if self._corrupt is None and (recorded is None or json.loads(recorded[0]) != key):
-            # the verdict applies even if it could not be recorded
-            with contextlib.suppress(Exception):
+        # the verdict applies even if it could not be read or recorded
+        with contextlib.suppress(Exception):
+            recorded = self.ledger.settings().get("attestation")
+            if self._corrupt is None and (recorded is None or json.loads(recorded[0]) != key):
                 self._governance(
                     "node.attested",
                     {
