@@ -43,8 +43,9 @@ from interlock.ledger.note import NoteSigner, NoteVerifier
 from interlock.ledger.projection import Projection, check_log, first_difference, fold_verified
 from interlock.ledger.proof import ProofBundle, format_proof
 from interlock.ledger.protocols import Log, Store
-from interlock.ledger.storage.sqlite import TILE, SqliteLedger, tile_levels
-from interlock.ledger.tiles import export_tiles
+from interlock.ledger.storage import open_store
+from interlock.ledger.tiles import TILE_WIDTH as TILE
+from interlock.ledger.tiles import export_tiles, tile_levels
 from interlock.ledger.verify import LedgerVerifier, VerifyReport
 from interlock.policy.bundle import PolicyBundle
 from interlock.trust import keys
@@ -92,8 +93,8 @@ def open_for_audit(
     """Open a home's ledger for auditing.
 
     ``sign=True`` allows signing fresh checkpoints (for proofs and exports), and first checks
-    the ledger (:meth:`SqliteLedger.self_check`): a checkpoint is never signed over a ledger
-    that does not match its last one.
+    the ledger (``Log.self_check``): a checkpoint is never signed over a ledger that does not
+    match its last one.
 
     ``upgrade=True`` opens a ledger of an older schema (for :func:`rebuild_state` only).
 
@@ -108,7 +109,7 @@ def open_for_audit(
     node_public = keys.public_raw(h.private_key("node"))
     root_public = keys.public_raw(h.private_key("biscuit-root"))
     # a missing ledger is LedgerCorrupt: only `interlock init` creates one
-    ledger = SqliteLedger(
+    ledger = open_store(
         h.ledger_path,
         signer=signer if sign else None,
         durability=h.config.durability,

@@ -32,8 +32,8 @@ from interlock.core.model import ActionRequest, Resource, format_time
 from interlock.gate import Gate, Lineage, Snapshot, decide
 from interlock.home import Home, init_home
 from interlock.ledger.projection import delta_of
-from interlock.ledger.protocols import Append
-from interlock.ledger.storage.sqlite import SqliteLedger
+from interlock.ledger.protocols import Append, Store
+from interlock.ledger.storage import open_store
 from interlock.policy.bundle import load_bundle, sign_bundle
 from interlock.trust import keys
 
@@ -220,12 +220,12 @@ def _bench_governed(gate: Gate, token: str, threads: int, per_thread: int) -> fl
     return threads * per_thread / elapsed
 
 
-def _build_ledger(home: Home, n: int, console: Console | None) -> SqliteLedger:
+def _build_ledger(home: Home, n: int, console: Console | None) -> Store:
     """Append ``n`` decision-shaped records to ``home``'s own ledger (so a gate can open it)."""
     from interlock.ledger.note import NoteSigner
 
     signer = NoteSigner(home.config.origin, home.private_key("log"))
-    led = SqliteLedger(home.ledger_path, signer=signer, durability="process")
+    led = open_store(home.ledger_path, signer=signer, durability="process")
     batch = 20_000
     # shaped as a gate's decision record (same fields and size), with its state change, so
     # that the governance state holds one execution row per entry as a real ledger would

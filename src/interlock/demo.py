@@ -30,7 +30,7 @@ from interlock.core.model import Decision
 from interlock.errors import VerificationError
 from interlock.gate import Gate
 from interlock.home import init_home
-from interlock.ledger.storage.sqlite import SqliteLedger
+from interlock.ledger.storage import open_store
 from interlock.ledger.verify import verify_proof_bundle
 from interlock.trust import keys
 
@@ -279,7 +279,7 @@ def _run(tmp: Path, console: Console | None) -> DemoResult:
             " AS BLOB) WHERE idx = ?",
             (target,),
         )
-    led = SqliteLedger(tampered)
+    led = open_store(tampered, signer=None, durability="full")
     try:
         verify_ledger(led, vkey)
         result.checks.append(

@@ -76,7 +76,7 @@ from interlock.ledger.projection import (
     status_set_by,
 )
 from interlock.ledger.protocols import Append, Store
-from interlock.ledger.storage.sqlite import SqliteLedger
+from interlock.ledger.storage import open_store
 from interlock.policy.bundle import PolicyBundle, load_bundle
 from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
@@ -682,7 +682,7 @@ class Gate:
         log_key = h.private_key("log")
         signer = NoteSigner(h.config.origin, log_key)
         verifier = NoteVerifier.from_vkey(signer.vkey)
-        ledger = SqliteLedger(
+        ledger = open_store(
             h.ledger_path,
             signer=signer,
             durability=h.config.durability,

@@ -281,10 +281,10 @@ def genesis(home: Home, *, ns: int) -> None:
         KeyFileError: a key is missing or unsafe.
     """
     from interlock.ledger.note import NoteSigner
-    from interlock.ledger.storage.sqlite import SqliteLedger
+    from interlock.ledger.storage import open_store
 
     signer = NoteSigner(home.config.origin, home.private_key("log"))
-    led = SqliteLedger(
+    led = open_store(
         home.ledger_path, signer=signer, durability=home.config.durability, create=True
     )
     try:

@@ -1,6 +1,5 @@
 """What everything above storage depends on: the log and the governance state, as Protocols.
 
-    >>> from interlock.ledger.storage.sqlite import SqliteLedger
     >>> def size_of(log: Log) -> int:
     ...     return log.size()
 

@@ -37,6 +37,7 @@ __all__ = [
     "entries_path",
     "export_tiles",
     "tile_hashes",
+    "tile_levels",
     "tile_path",
 ]
 
@@ -225,3 +226,17 @@ def export_tiles(
         level += 1
     _write(out_dir, "checkpoint", checkpoint_note.encode("utf-8"))
     return written + 1
+
+
+def tile_levels(base: bytes) -> list[bytes]:
+    """The nine levels of a tile (base hashes up to its root, RFC 6962 node hashing), each as
+    concatenated 32-byte hashes; a partial tile gives the complete nodes it has."""
+    levels = [base]
+    sha = hashlib.sha256
+    for _ in range(8):
+        prev = levels[-1]
+        out = bytearray()
+        for i in range(0, len(prev) - 63, 64):
+            out += sha(b"\x01" + prev[i : i + 64]).digest()
+        levels.append(bytes(out))
+    return levels

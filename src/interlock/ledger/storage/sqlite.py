@@ -40,7 +40,6 @@ against accidents; verification (``interlock.ledger.verify``) is the real guard.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sqlite3
 import threading
@@ -63,6 +62,7 @@ from interlock.ledger import merkle
 from interlock.ledger.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
 from interlock.ledger.projection import NO_CHANGE, STATUS_FROM, Delta, Execution, StateRows
 from interlock.ledger.protocols import Append, AppendResult, Durability, StoredCheckpoint
+from interlock.ledger.tiles import tile_levels
 
 __all__ = [
     "Append",
@@ -197,20 +197,6 @@ def _as_bytes(value: object) -> bytes:
 
 def _now_text() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def tile_levels(base: bytes) -> list[bytes]:
-    """The nine levels of a tile (base hashes up to its root, RFC 6962 node hashing), each as
-    concatenated 32-byte hashes; a partial tile gives the complete nodes it has."""
-    levels = [base]
-    sha = hashlib.sha256
-    for _ in range(8):
-        prev = levels[-1]
-        out = bytearray()
-        for i in range(0, len(prev) - 63, 64):
-            out += sha(b"\x01" + prev[i : i + 64]).digest()
-        levels.append(bytes(out))
-    return levels
 
 
 class SqliteLedger:
