@@ -486,10 +486,9 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         finally:
             led.close()
 
-        say("S1: a gate's start-up check (log and governance state) at that size")
+        say("S1: opening a gate at that size (its start-up check of log and governance state)")
+        t0 = time.perf_counter()
         with Gate.open(home.path) as big:
-            t0 = time.perf_counter()
-            big.check_ledger()
             check_s = time.perf_counter() - t0
             if big.corrupt is not None:
                 raise RuntimeError(f"the benchmark ledger failed its check: {big.corrupt}")

@@ -488,12 +488,14 @@ def check_log(
     root_public: bytes | None,
     progress: Callable[[int, int], None] | None = None,
     stored: bool = True,
+    pause: float = 0.0,
 ) -> tuple[Projection, StateRows | None]:
     """One pass over the log as of one moment (:meth:`GovernanceState.frozen`): every entry
     against its stored leaf hash and the tree against each signed checkpoint note given (RFC
     6962, via :class:`interlock.ledger.verify.LedgerVerifier`), folded into a projection.
     Returns it with the stored state tables of the same moment (unless ``stored`` is false),
-    to compare with :func:`first_difference`.
+    to compare with :func:`first_difference`. ``pause`` seconds are slept after every chunk of
+    512 entries (a background check leaves the GIL to the threads that decide).
 
     Raises:
         VerificationError: an entry, the tree or a checkpoint does not verify, or a record is
@@ -512,9 +514,11 @@ def check_log(
             _fold(p, chunk, node_public, root_public, None)
             if progress is not None:
                 progress(p.size, total)
-            # a running gate checks on a background thread: hand the GIL to deciding threads
-            # every chunk (~1 ms) instead of holding it for a whole switch interval
-            time.sleep(0)
+            if pause:
+                # a running gate checks on a background thread: hand the GIL to deciding
+                # threads after every chunk (~1-2 ms of work) instead of holding it for up to a
+                # whole switch interval at a time
+                time.sleep(pause)
         verifier.finish()
         rows = view.dump_state() if stored else None
     return p, rows
