@@ -70,10 +70,13 @@ def _timed(fn: Callable[[], object], n: int) -> list[float]:
 def figure(
     value: float, unit: str, baseline: float, what: str, goal: str, met: bool, **extra: Any
 ) -> Result:
+    # four significant digits (a baseline of 0.0147 % must not round to 0.015 or 0), and the
+    # ratio of the numbers as reported
+    value, baseline = float(f"{value:.4g}"), float(f"{baseline:.4g}")
     return {
-        "value": round(value, 3),
+        "value": value,
         "unit": unit,
-        "baseline": round(baseline, 3),
+        "baseline": baseline,
         "baseline_what": what,
         "ratio": round(value / baseline, 4) if baseline else 0.0,
         "goal": goal,
