@@ -45,7 +45,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -761,26 +761,13 @@ class SqliteLedger:
         self, start: int = 0, end: int | None = None, chunk: int = 4096
     ) -> Iterator[list[tuple[int, bytes, bytes]]]:
         """Like :meth:`iter_entries`, a list of up to ``chunk`` rows at a time (for verifiers
-        that loop faster over lists)."""
-        pos = start
-        while True:
-            hi = pos + chunk if end is None else min(end, pos + chunk)
-            if hi <= pos:
-                return
+        that loop faster over lists), without holding the read lock between chunks."""
+
+        def read(lo: int, hi: int) -> list[Any]:
             with self._reader() as c:
-                rows = c.execute(
-                    "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? AND idx < ?"
-                    " ORDER BY idx",
-                    (pos, hi),
-                ).fetchall()
-            if not rows:
-                return
-            if all(type(r[1]) is bytes and type(r[2]) is bytes for r in rows):
-                yield rows
-            else:
-                # an edited database may hold TEXT where BLOBs belong: read it as its bytes
-                yield [(int(i), _as_bytes(lh), _as_bytes(d)) for i, lh, d in rows]
-            pos = int(rows[-1][0]) + 1
+                return c.execute(_SELECT_ENTRIES, (lo, hi)).fetchall()
+
+        return _entry_chunks(read, start, end, chunk)
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         with self._reader() as c:
@@ -1209,6 +1196,29 @@ def _set_state(conn: sqlite3.Connection, key: str, value: str, idx: int) -> None
     conn.execute("INSERT OR REPLACE INTO state(k, v, idx) VALUES (?, ?, ?)", (key, value, idx))
 
 
+_SELECT_ENTRIES = "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx"
+
+
+def _entry_chunks(
+    read: Callable[[int, int], list[Any]], start: int, end: int | None, chunk: int
+) -> Iterator[list[tuple[int, bytes, bytes]]]:
+    """``(index, leaf hash, data)`` rows from ``start`` (to ``end``), ``chunk`` at a time, each
+    chunk read by ``read(lo, hi)``."""
+    pos = start
+    while True:
+        hi = pos + chunk if end is None else min(end, pos + chunk)
+        if hi <= pos:
+            return
+        rows = read(pos, hi)
+        if not rows:
+            return
+        if all(type(r[1]) is bytes and type(r[2]) is bytes for r in rows):
+            yield rows
+        else:  # an edited database may hold TEXT where BLOBs belong: read it as its bytes
+            yield [(int(i), _as_bytes(lh), _as_bytes(d)) for i, lh, d in rows]
+        pos = int(rows[-1][0]) + 1
+
+
 _INSERT_EXECUTION = (
     "INSERT INTO executions(id, idx, leaf_hash, effect, status, status_idx, parent, depth,"
     " principal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -1271,22 +1281,10 @@ class _Frozen:
     def iter_entry_chunks(
         self, start: int = 0, end: int | None = None, chunk: int = 4096
     ) -> Iterator[list[tuple[int, bytes, bytes]]]:
-        pos = start
-        while True:
-            hi = pos + chunk if end is None else min(end, pos + chunk)
-            if hi <= pos:
-                return
-            rows = self._conn.execute(
-                "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                (pos, hi),
-            ).fetchall()
-            if not rows:
-                return
-            if all(type(r[1]) is bytes and type(r[2]) is bytes for r in rows):
-                yield rows
-            else:  # an edited database may hold TEXT where BLOBs belong
-                yield [(int(i), _as_bytes(lh), _as_bytes(d)) for i, lh, d in rows]
-            pos = int(rows[-1][0]) + 1
+        conn = self._conn
+        return _entry_chunks(
+            lambda lo, hi: conn.execute(_SELECT_ENTRIES, (lo, hi)).fetchall(), start, end, chunk
+        )
 
     def dump_state(self) -> StateRows:
         return SqliteLedger._dump(self._conn)
