@@ -67,12 +67,16 @@ def _timed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
+def _rounded(x: float) -> float:
+    return round(x, 3) if abs(x) >= 1 else float(f"{x:.4g}")
+
+
 def figure(
     value: float, unit: str, baseline: float, what: str, goal: str, met: bool, **extra: Any
 ) -> Result:
-    # four significant digits (a baseline of 0.0147 % must not round to 0.015 or 0), and the
-    # ratio of the numbers as reported
-    value, baseline = float(f"{value:.4g}"), float(f"{baseline:.4g}")
+    # three decimals, or four significant digits below 1 (a baseline of 0.0147 % must not
+    # round to 0.015 or 0); the ratio is that of the numbers as reported
+    value, baseline = _rounded(value), _rounded(baseline)
     return {
         "value": value,
         "unit": unit,

@@ -373,3 +373,20 @@ def test_check_ledger_names_the_row_and_entry(home: Path, issue: Any) -> None:
     ev = info.value.evidence
     assert ev["table"] == "revocations"
     assert isinstance(ev["index"], int)
+
+
+def test_a_ledger_of_the_older_schema_is_upgraded_by_rebuild_state(home: Path, issue: Any) -> None:
+    """A home made before the state was a projection: schema 1, no ``state`` table. Opening
+    it denies and says what to run; ``rebuild-state`` brings it up to date from the log."""
+    token = issue()
+    sql(home, "UPDATE meta SET v = '1' WHERE k = 'schema'", "DROP TABLE state")
+    r = cli(home, "decide", "--json", stdin=json.dumps(tool_request(token)))
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["reasons"][0]["code"] == "LEDGER_UNAVAILABLE"
+    assert "rebuild-state" in out["reasons"][0]["detail"]
+    r = cli(home, "ledger", "rebuild-state", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert cli(home, "ledger", "verify").returncode == 0
+    r = cli(home, "decide", "--json", stdin=json.dumps(tool_request(token)))
+    assert r.returncode == 0, r.stdout + r.stderr
