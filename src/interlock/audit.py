@@ -40,9 +40,10 @@ from interlock.gate import (
 from interlock.home import Home, default_home
 from interlock.ledger import merkle
 from interlock.ledger.note import NoteSigner, NoteVerifier
-from interlock.ledger.projection import Projection, check_log, first_difference, fold_verified
+from interlock.ledger.projection import Projection, first_difference, fold_verified
 from interlock.ledger.proof import ProofBundle, format_proof
 from interlock.ledger.protocols import Log, Store
+from interlock.ledger.statecheck import check_log
 from interlock.ledger.storage import open_store
 from interlock.ledger.tiles import TILE_WIDTH as TILE
 from interlock.ledger.tiles import export_tiles, tile_levels
@@ -156,7 +157,7 @@ def rebuild_state(view: LedgerView, *, progress: Progress | None = None) -> int:
         LedgerUnavailable: the tables could not be written, or the log grew meanwhile.
     """
     checkpoints = [c.note for c in view.ledger.checkpoints()]
-    rebuilt, _stored = check_log(
+    rebuilt = check_log(
         view.ledger,
         view.vkey,
         checkpoints,
@@ -164,7 +165,7 @@ def rebuild_state(view: LedgerView, *, progress: Progress | None = None) -> int:
         root_public=view.root_public,
         progress=progress,
         stored=False,
-    )
+    ).projection
     view.ledger.replace_state(rebuilt.rows(), rebuilt.size)
     return rebuilt.size
 

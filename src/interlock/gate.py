@@ -70,12 +70,19 @@ from interlock.ledger.projection import (
     KILL_SWITCH_EVENTS,
     QUARANTINE_EVENTS,
     RESTRICT_EVENTS,
-    check_log,
+    STATE_CHECKED_EVENT,
     delta_of,
     first_difference,
     status_set_by,
 )
 from interlock.ledger.protocols import Append, Store
+from interlock.ledger.statecheck import (
+    FullCheck,
+    Unvouched,
+    check_log,
+    check_since_checkpoint,
+    checkpoint_fields,
+)
 from interlock.ledger.storage import open_store
 from interlock.policy.bundle import PolicyBundle, load_bundle
 from interlock.policy.engine import PolicyEngine
@@ -118,6 +125,9 @@ CHECK_CPU_RATIO = 14
 #: the running check sleeps this long after every 512 entries, so that deciding threads get the
 #: GIL promptly while a pass runs (about 0.4 s more wall time per million entries)
 CHECK_PAUSE_S = 0.0002
+#: a full check that passed is vouched for by a state checkpoint (``state.checked``) once the
+#: log has grown this much since the last one: start-up then checks only what came after it
+STATE_CHECKPOINT_EVERY = 4096
 #: the policy name and detail of the deny every decision gets while the kill switch is on
 KILL_SWITCH_POLICY = "kill-switch"
 KILL_SWITCH_DETAIL = "the kill switch is on: every action is denied"
@@ -647,6 +657,12 @@ class Gate:
         self._check_problem: str | None = None
         self._checked_at = time.monotonic()
         self._check_s = 0.0
+        #: when a running full pass last made progress (a long pass is not a hung one)
+        self._check_progress_at = 0.0
+        #: a full check that passed and is due a state checkpoint (written by open/the watch)
+        self._due_checkpoint: FullCheck | None = None
+        #: how the last check was made: "full" or "checkpoint" (from a state checkpoint)
+        self.check_kind = "full"
         #: the trust settings on the log, and why the config disagrees with them (if it does)
         self._trust: dict[str, Any] = {}
         self._trust_problem: str | None = None
@@ -703,6 +719,7 @@ class Gate:
         gate.reload_policy()
         gate._attest()
         gate.reap_orphans()
+        gate._write_state_checkpoint()
         gate._start_ledger_watch()
         gate._start_attestation_watch()
         return gate
@@ -710,10 +727,15 @@ class Gate:
     # -- checking the log and its projection (DESIGN I4, I8) ----------------------------------
 
     def check_ledger(self, *, background: bool = False) -> None:
-        """Check the whole ledger and the state the gate reads, as of one moment: every entry
-        against its leaf hash and the signed checkpoints (the newest in the database and the
-        anchor kept outside it), and every row of the governance-state tables against the
-        projection rebuilt from the log. Updates the time floor. Costs one pass over the log.
+        """Check the ledger and the state the gate reads, as of one moment (DESIGN I8).
+
+        At start-up (``background`` false) from the newest state checkpoint when one can vouch
+        for the log (:func:`interlock.ledger.statecheck.check_since_checkpoint`: the entries
+        after it and one read of the state tables); otherwise, and always on the running
+        gate's watch, in full: every entry against its leaf hash and the signed checkpoints
+        (the newest in the database and the anchor kept outside it), and every row of the
+        governance-state tables against the projection rebuilt from the log. Updates the time
+        floor.
 
         Raises:
             LedgerCorrupt: any difference, naming the entry or the row (and the entry it
@@ -728,31 +750,74 @@ class Gate:
         anchor = self._read_anchor()
         if anchor is not None:
             notes.append(anchor)
+        if not background:
+            try:
+                quick = check_since_checkpoint(
+                    self.ledger,
+                    self.log_verifier.vkey,
+                    notes,
+                    node_public=self._node_public,
+                    root_public=self._root_public,
+                )
+            except Unvouched as why:
+                _log.info("checking the whole ledger: the state checkpoint cannot vouch (%s)", why)
+            else:
+                self._checked(started, quick.last_ts, "checkpoint")
+                return
         try:
-            rebuilt, stored = check_log(
+            full = check_log(
                 self.ledger,
                 self.log_verifier.vkey,
                 notes,
                 node_public=self._node_public,
                 root_public=self._root_public,
+                progress=self._check_progress if background else None,
                 pause=CHECK_PAUSE_S if background else 0.0,
             )
         except VerificationError as exc:
             raise LedgerCorrupt(exc.message, **exc.evidence) from exc
+        rebuilt = full.projection
         if rebuilt.size == 0:
             raise LedgerCorrupt(
                 "the ledger is empty: an initialised home's ledger starts with its policy and"
                 " trust records, so it was replaced; restore it from a backup"
             )
-        diff = first_difference(stored, rebuilt.rows()) if stored is not None else None
+        diff = first_difference(full.stored, rebuilt.rows()) if full.stored is not None else None
         if diff is not None:
             raise LedgerCorrupt(diff.message, **diff.evidence)
         last = rebuilt.settings.get("last_ts")
-        if last is not None:
-            self._time_floor = max(self._time_floor, int(last[0]))
+        self._checked(started, None if last is None else int(last[0]), "full")
+        vouched = rebuilt.settings.get("state_checked")
+        if rebuilt.size - (int(vouched[0]) if vouched else 0) >= STATE_CHECKPOINT_EVERY:
+            self._due_checkpoint = full
+
+    def _checked(self, started: float, last_ts: int | None, kind: str) -> None:
+        if last_ts is not None:
+            self._time_floor = max(self._time_floor, last_ts)
         self._check_s = time.monotonic() - started
         self._checked_at = time.monotonic()
         self._check_problem = None
+        self.check_kind = kind
+
+    def _check_progress(self, _done: int, _total: int) -> None:
+        self._check_progress_at = time.monotonic()
+
+    def _write_state_checkpoint(self) -> None:
+        """Vouch for the last full check that passed with a node-signed ``state.checked``
+        record, if one is due, and drop the undo rows it makes unneeded. An accelerator for the
+        next start-up: failing to write one changes nothing else. Never raises."""
+        full, self._due_checkpoint = self._due_checkpoint, None
+        if full is None or self._corrupt is not None:
+            return
+        size = full.projection.size
+        try:
+            newest = self.ledger.settings().get("state_checked")
+            if newest is not None and int(newest[0]) >= size:
+                return  # another gate vouched for as much already
+            self._governance(STATE_CHECKED_EVENT, checkpoint_fields(full))
+            self.ledger.forget_undo(size)
+        except Exception as exc:  # noqa: BLE001 - an accelerator: the next start checks in full
+            _log.warning("could not write a state checkpoint: %s", _error_detail(exc))
 
     def _load_trust(self) -> None:
         """Take the trust settings from the log; note where ``interlock.toml`` disagrees
@@ -899,13 +964,16 @@ class Gate:
             return
 
         def watch() -> None:
-            wait = interval
+            # after a start-up check from a state checkpoint, the entries before it are read
+            # again at once: the first full pass starts now, not one interval later
+            wait = 0.0 if self.check_kind == "checkpoint" else interval
             while not self._stop.wait(wait):
                 spent = time.thread_time()
                 self.reap_orphans()  # never raises
                 try:
                     self.check_ledger(background=True)
                     self._load_trust()
+                    self._write_state_checkpoint()
                 except LedgerCorrupt as exc:
                     self._corrupt = exc.diagnostics()
                     _log.error("ledger check failed, denying everything: %s", self._corrupt)
@@ -929,7 +997,7 @@ class Gate:
         interval = self.home.config.ledger_check_interval_ms / 1000
         if interval <= 0:
             return None
-        late = time.monotonic() - self._checked_at
+        late = time.monotonic() - max(self._checked_at, self._check_progress_at)
         if late > 3 * interval + (CHECK_CPU_RATIO + 1) * self._check_s + 1:
             return f"no ledger check completed for {late:.1f} s"
         return None

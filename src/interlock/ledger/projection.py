@@ -30,7 +30,6 @@ Nothing here reads storage except :func:`rebuild`, which reads through the
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,7 +42,7 @@ from interlock.errors import VerificationError
 from interlock.trust import keys
 
 if TYPE_CHECKING:
-    from interlock.ledger.protocols import GovernanceState, LogReader
+    from interlock.ledger.protocols import LogReader
 
 __all__ = [
     "STATUS_FROM",
@@ -52,11 +51,12 @@ __all__ = [
     "Execution",
     "Projection",
     "StateRows",
-    "check_log",
     "delta_of",
+    "delta_of_entry",
     "first_difference",
     "fold_verified",
     "rebuild",
+    "signed_by",
     "status_set_by",
     "ts_micros",
 ]
@@ -170,6 +170,8 @@ class Delta:
     attestation: str | None = None
     #: ``(trust setting, canonical JSON value)``
     setting: tuple[str, str] | None = None
+    #: the log size a node-signed state checkpoint vouches for (``state.checked``)
+    checked: int | None = None
     ts: int | None = None
 
     @property
@@ -238,13 +240,13 @@ def delta_of(
             raise VerificationError("policy.loaded record is malformed")
         return Delta(policy=(version, pd), ts=ts)
     if event == TRUST_EVENT:
-        if not _signed_by(rec, root_public):
+        if not signed_by(rec, root_public):
             return Delta(ts=ts)
         name = rec.get("setting")
         if name not in TRUST_SETTINGS or "value" not in rec:
             raise VerificationError("trust.changed record names no known setting")
         return Delta(setting=(str(name), canonical_bytes(rec["value"]).decode()), ts=ts)
-    if not _signed_by(rec, node_public):
+    if not signed_by(rec, node_public):
         return Delta(ts=ts)
     if event == "capability.revoked":
         ids = rec.get("revocation_ids")
@@ -264,6 +266,11 @@ def delta_of(
         )
     if event in KILL_SWITCH_EVENTS:
         return Delta(kill_switch=KILL_SWITCH_EVENTS[event], ts=ts)
+    if event == STATE_CHECKED_EVENT:
+        size = rec.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise VerificationError("state.checked record is malformed")
+        return Delta(checked=size, ts=ts)
     if event == "node.attested":
         trusted, problem = rec.get("trusted"), rec.get("problem")
         attested = bool(trusted) and problem is None
@@ -272,7 +279,7 @@ def delta_of(
     return Delta(ts=ts)
 
 
-def _signed_by(rec: Mapping[str, Any], public: bytes | None) -> bool:
+def signed_by(rec: Mapping[str, Any], public: bytes | None) -> bool:
     """Whether ``rec`` carries ``public``'s Ed25519 signature over its other fields."""
     sig, signer = rec.get("sig"), rec.get("signer")
     if public is None or not isinstance(sig, str) or signer != public.hex():
@@ -396,6 +403,24 @@ class Projection:
         if d.setting is not None:
             name, value = d.setting
             s[f"trust.{name}"] = (value, idx)
+        if d.checked is not None:
+            s["state_checked"] = (str(d.checked), idx)
+
+    def seed(self, table: str, key: Any, row: tuple[Any, ...]) -> None:
+        """Start from a known row (a state checkpoint's recovered state): ``table`` as
+        :class:`StateRows` names it, ``row`` as :meth:`rows` gives it."""
+        if table == "executions":
+            self.executions[key] = row
+        elif table == "revocations":
+            self.revocations[key] = row[1]
+        elif table == "quarantines":
+            self.quarantines[key] = (row[1], row[2])
+        elif table == "restrictions":
+            self.restrictions[key] = (row[2], row[3])
+        else:
+            self.settings[key] = (row[1], row[2])
+            if key == "last_ts":
+                self._last_ts = int(row[1])
 
     def rows(self) -> StateRows:
         return StateRows(
@@ -477,51 +502,6 @@ def rebuild(
         if progress is not None:
             progress(p.size, total)
     return p
-
-
-def check_log(
-    store: GovernanceState,
-    vkey: str,
-    checkpoints: Iterable[str],
-    *,
-    node_public: bytes | None,
-    root_public: bytes | None,
-    progress: Callable[[int, int], None] | None = None,
-    stored: bool = True,
-    pause: float = 0.0,
-) -> tuple[Projection, StateRows | None]:
-    """One pass over the log as of one moment (:meth:`GovernanceState.frozen`): every entry
-    against its stored leaf hash and the tree against each signed checkpoint note given (RFC
-    6962, via :class:`interlock.ledger.verify.LedgerVerifier`), folded into a projection.
-    Returns it with the stored state tables of the same moment (unless ``stored`` is false),
-    to compare with :func:`first_difference`. ``pause`` seconds are slept after every chunk of
-    512 entries (a background check leaves the GIL to the threads that decide).
-
-    Raises:
-        VerificationError: an entry, the tree or a checkpoint does not verify, or a record is
-            malformed (naming its ``index``).
-        LedgerError: the ledger cannot be read.
-    """
-    from interlock.ledger.verify import LedgerVerifier
-
-    with store.frozen() as view:
-        total = view.size()
-        verifier = LedgerVerifier(vkey)
-        verifier.expect_checkpoints(checkpoints)
-        p = Projection()
-        for chunk in view.iter_entry_chunks(0, None, 512):
-            verifier.feed_all(chunk)  # the stored leaf hashes are now known to be right
-            _fold(p, chunk, node_public, root_public, None)
-            if progress is not None:
-                progress(p.size, total)
-            if pause:
-                # a running gate checks on a background thread: hand the GIL to deciding
-                # threads after every chunk (~1-2 ms of work) instead of holding it for up to a
-                # whole switch interval at a time
-                time.sleep(pause)
-        verifier.finish()
-        rows = view.dump_state() if stored else None
-    return p, rows
 
 
 def fold_verified(
@@ -613,6 +593,25 @@ def _ts_fast(ts: str) -> int:
     return ts_micros(ts)
 
 
+def delta_of_entry(data: bytes, node_public: bytes | None, root_public: bytes | None) -> Delta:
+    """:func:`delta_of` of a stored entry's bytes (decisions and execution records through a
+    partial decode, governance records in full).
+
+    Raises:
+        VerificationError: not a valid record.
+    """
+    try:
+        head = _decode_head(data)
+        if head.type != "governance":
+            return _fast_delta(head)
+        rec = json.loads(data)
+        if not isinstance(rec, dict):
+            raise TypeError("not an object")
+        return delta_of(rec, node_public=node_public, root_public=root_public)
+    except (ValueError, TypeError, msgspec.DecodeError) as exc:
+        raise VerificationError(f"entry is not a valid record: {exc}") from exc
+
+
 def _fold(
     p: Projection,
     chunk: Iterable[tuple[int, bytes, bytes]],
@@ -624,17 +623,8 @@ def _fold(
     verified already)."""
     for idx, stored, data in chunk:
         try:
-            head = _decode_head(data)
-            if head.type == "governance":
-                rec = json.loads(data)
-                if not isinstance(rec, dict):
-                    raise TypeError("not an object")
-                d = delta_of(rec, node_public=node_public, root_public=root_public)
-            else:
-                d = _fast_delta(head)
+            d = delta_of_entry(data, node_public, root_public)
             p.apply_delta(idx, stored if leaf_hash is None else leaf_hash(data), d)
         except VerificationError as exc:
             exc.evidence.setdefault("index", idx)
             raise
-        except (ValueError, TypeError, msgspec.DecodeError) as exc:
-            raise VerificationError(f"entry is not a valid record: {exc}", index=idx) from exc

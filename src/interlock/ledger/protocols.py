@@ -12,12 +12,13 @@ code. Nothing outside a driver runs SQL or reaches into a driver's private membe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
+from interlock.ledger.merkle import Frontier
 from interlock.ledger.note import NoteSigner, NoteVerifier
 from interlock.ledger.projection import NO_CHANGE, Delta, Execution, StateRows
 
@@ -85,6 +86,40 @@ class FrozenView(LogReader, Protocol):
     """The log and the state tables as of one moment (see :meth:`GovernanceState.frozen`)."""
 
     def dump_state(self) -> StateRows: ...
+
+    def entry(self, index: int) -> bytes: ...
+
+    def frontier(self, size: int) -> Frontier:
+        """The stored tree's right edge at ``size`` (read from stored hashes, not verified)."""
+        ...
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 9162 consistency proof from stored hashes (for a verifier to check)."""
+        ...
+
+    # What a state checkpoint (:mod:`interlock.ledger.state_checkpoint`) reads. ``table`` is
+    # a :class:`StateRows` field name; rows are as :meth:`dump_state` gives them; a key is the
+    # row's first column (for restrictions, its first two as a tuple); a row's *change index*
+    # is the ledger index that last changed it (for executions ``status_idx``, else ``idx``).
+
+    def ordered_rows(self, table: str, before: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows whose change index is below ``before``, in key order, a list at a time."""
+        ...
+
+    def changed_rows(self, table: str, since: int) -> dict[Any, tuple[Any, ...]]:
+        """Rows whose change index is ``since`` or more, by key."""
+        ...
+
+    def rows_for(self, table: str, keys: Iterable[Any]) -> dict[Any, tuple[Any, ...]]:
+        """The rows with these keys that exist, by key."""
+        ...
+
+    def undo_since(self, since: int) -> dict[str, dict[Any, tuple[Any, Any]]]:
+        """Per table (executions, quarantines, restrictions, settings), for each key changed
+        at index ``since`` or later: what its changeable columns held before the first such
+        change (executions: status and its index; others: value and its index). Kept by the
+        store, not proven: a state checkpoint's digest decides whether to believe it."""
+        ...
 
 
 class Log(LogReader, Protocol):
@@ -165,6 +200,10 @@ class GovernanceState(Protocol):
 
     def replace_state(self, state: StateRows, size: int) -> None:
         """Replace the state tables with the projection of the first ``size`` entries."""
+        ...
+
+    def forget_undo(self, before: int) -> None:
+        """Drop undo rows of changes at indices below ``before``."""
         ...
 
 

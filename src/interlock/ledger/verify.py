@@ -119,12 +119,13 @@ class LedgerVerifier:
         "_waiting",
     )
 
-    def __init__(self, vkey: str) -> None:
+    def __init__(self, vkey: str, *, start: Frontier | None = None) -> None:
         self._verifier = NoteVerifier.from_vkey(vkey)
-        self._frontier = Frontier()
-        self._size = 0
+        # ``start``: resume after a prefix already proven some other way (its right edge)
+        self._frontier = Frontier() if start is None else start.copy()
+        self._size = self._frontier.size
         self._checked = 0
-        self._covered = 0
+        self._covered = self._size
         #: sizes (heap) of announced checkpoints not yet reached, and their checkpoints
         self._pending: list[int] = []
         self._waiting: dict[int, list[Checkpoint]] = {}

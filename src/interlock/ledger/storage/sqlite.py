@@ -45,7 +45,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 TILE = 256
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHECKPOINT_EVERY_ENTRIES = 1000
 CHECKPOINT_EVERY_SECONDS = 1.0
 
@@ -154,8 +154,35 @@ CREATE TABLE IF NOT EXISTS state (
     v TEXT NOT NULL,
     idx INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state_undo (
+    tbl TEXT NOT NULL,
+    k1 TEXT NOT NULL,
+    k2 TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    a,
+    b
+);
+CREATE INDEX IF NOT EXISTS state_undo_at ON state_undo(at);
 """
-_SCHEMA = _LOG_SCHEMA + _STATE_SCHEMA
+#: what a row held before the record at ``at`` changed it, kept until the next state
+#: checkpoint (:mod:`interlock.ledger.state_checkpoint`): with it a start-up check recovers the
+#: state as of the checkpoint without replaying the log. An accelerator only: the checkpoint's
+#: signed digest decides whether what it recovers is right (``last_ts`` is in the checkpoint).
+_STATE_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS executions_undo BEFORE UPDATE OF status, status_idx"
+    " ON executions BEGIN INSERT INTO state_undo VALUES"
+    " ('executions', OLD.id, '', NEW.status_idx, OLD.status, OLD.status_idx); END",
+    "CREATE TRIGGER IF NOT EXISTS quarantines_undo BEFORE INSERT ON quarantines"
+    " BEGIN INSERT INTO state_undo SELECT 'quarantines', principal, '', NEW.idx, active, idx"
+    " FROM quarantines WHERE principal = NEW.principal; END",
+    "CREATE TRIGGER IF NOT EXISTS restrictions_undo BEFORE INSERT ON restrictions"
+    " BEGIN INSERT INTO state_undo SELECT 'restrictions', principal, boundary, NEW.idx, active,"
+    " idx FROM restrictions WHERE principal = NEW.principal AND boundary = NEW.boundary; END",
+    "CREATE TRIGGER IF NOT EXISTS state_undo_state BEFORE INSERT ON state WHEN NEW.k <> 'last_ts'"
+    " BEGIN INSERT INTO state_undo SELECT 'state', k, '', NEW.idx, v, idx FROM state"
+    " WHERE k = NEW.k; END",
+)
+_SCHEMA = _LOG_SCHEMA + _STATE_SCHEMA + "".join(f"{t};\n" for t in _STATE_TRIGGERS)
 
 
 class _Pending:
@@ -900,6 +927,21 @@ class SqliteLedger:
         """
         return _Frozen.open(self)
 
+    def forget_undo(self, before: int) -> None:
+        """Drop what rows held before changes at indices below ``before`` (a state checkpoint
+        at ``before`` no longer needs it).
+
+        Raises:
+            LedgerUnavailable: the write failed.
+        """
+        conn = self._connect()
+        try:
+            conn.execute("DELETE FROM state_undo WHERE at < ?", (before,))
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"cannot prune the state undo rows: {exc}") from exc
+        finally:
+            conn.close()
+
     def replace_state(self, state: StateRows, size: int) -> None:
         """Replace the governance-state tables with ``state``, the projection of the first
         ``size`` entries, provided the log still has exactly ``size`` entries (``interlock
@@ -914,9 +956,9 @@ class SqliteLedger:
             have = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
             if have != size:
                 raise LedgerUnavailable("the log grew while its state was rebuilt: run it again")
-            for table in ("executions", "revocations", "quarantines", "restrictions", "state"):
+            for table in _STATE_TABLES:
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
-            for statement in _STATE_SCHEMA.split(";"):
+            for statement in (*_STATE_SCHEMA.split(";"), *_STATE_TRIGGERS):
                 if statement.strip():
                     conn.execute(statement)
             tables: tuple[tuple[str, dict[Any, tuple[Any, ...]]], ...] = (
@@ -1182,6 +1224,8 @@ def _apply_changes(conn: sqlite3.Connection, changes: Sequence[tuple[int, bytes,
         if d.setting is not None:
             name, value = d.setting
             _set_state(conn, f"trust.{name}", value, idx)
+        if d.checked is not None:
+            _set_state(conn, "state_checked", str(d.checked), idx)
     flush()
     if last_ts is not None:
         conn.execute(
@@ -1227,6 +1271,32 @@ _SELECT_EXECUTIONS = (
     "SELECT id, idx, leaf_hash, effect, status, status_idx, parent, depth, principal"
     " FROM executions"
 )
+_STATE_TABLES = ("executions", "revocations", "quarantines", "restrictions", "state", "state_undo")
+#: per projection table (as :class:`StateRows` names it): the SQL table, its columns, its key
+#: columns and the column naming the ledger index that last changed a row
+_TABLE_SQL: dict[str, tuple[str, str, tuple[str, ...], str]] = {
+    "executions": (
+        "executions",
+        "id, idx, leaf_hash, effect, status, status_idx, parent, depth, principal",
+        ("id",),
+        "status_idx",
+    ),
+    "revocations": ("revocations", "revocation_id, idx", ("revocation_id",), "idx"),
+    "quarantines": ("quarantines", "principal, active, idx", ("principal",), "idx"),
+    "restrictions": (
+        "restrictions",
+        "principal, boundary, active, idx",
+        ("principal", "boundary"),
+        "idx",
+    ),
+    "settings": ("state", "k, v, idx", ("k",), "idx"),
+}
+_UNDO_TABLE = {
+    "executions": "executions",
+    "quarantines": "quarantines",
+    "restrictions": "restrictions",
+    "state": "settings",
+}
 #: a status moves only forward (STATUS_FROM): the statement per new status
 _UPDATE_STATUS = {
     # only placeholders are joined in: no value reaches the SQL text
@@ -1252,11 +1322,16 @@ def _typed(row: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
+def _key(table: str, row: Sequence[Any]) -> Any:
+    return (row[0], row[1]) if table == "restrictions" else row[0]
+
+
 class _Frozen:
     """A read transaction on a connection of its own (see :meth:`SqliteLedger.frozen`)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, ledger: SqliteLedger) -> None:
         self._conn = conn
+        self._ledger = ledger
 
     @classmethod
     @contextlib.contextmanager
@@ -1265,7 +1340,7 @@ class _Frozen:
         try:
             conn.execute("BEGIN")
             conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the snapshot starts here
-            yield cls(conn)
+            yield cls(conn, ledger)
         except sqlite3.Error as exc:
             raise LedgerUnavailable(f"ledger read failed: {exc}") from exc
         finally:
@@ -1288,3 +1363,77 @@ class _Frozen:
 
     def dump_state(self) -> StateRows:
         return SqliteLedger._dump(self._conn)
+
+    def entry(self, index: int) -> bytes:
+        row = self._conn.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise LedgerError("no such entry", index=index)
+        return _as_bytes(row[0])
+
+    def frontier(self, size: int) -> merkle.Frontier:
+        return self._ledger._frontier_of(size, self._conn)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        conn = self._conn
+        return merkle.consistency_proof(
+            old, new, lambda level, index: self._ledger._node(level, index, conn)
+        )
+
+    def ordered_rows(self, table: str, before: int) -> Iterator[list[tuple[Any, ...]]]:
+        sql_table, columns, key, changed = _TABLE_SQL[table]
+        # only fixed names are joined in: no value reaches the SQL text
+        cur = self._conn.execute(
+            f"SELECT {columns} FROM {sql_table} WHERE {changed} < ?"  # noqa: S608
+            f" ORDER BY {', '.join(key)}",
+            (before,),
+        )
+        while rows := cur.fetchmany(4096):
+            yield rows
+
+    def changed_rows(self, table: str, since: int) -> dict[Any, tuple[Any, ...]]:
+        sql_table, columns, _key_cols, changed = _TABLE_SQL[table]
+        return {
+            _key(table, r): r
+            for r in self._conn.execute(
+                f"SELECT {columns} FROM {sql_table} WHERE {changed} >= ?",  # noqa: S608
+                (since,),
+            )
+        }
+
+    def rows_for(self, table: str, keys: Iterable[Any]) -> dict[Any, tuple[Any, ...]]:
+        sql_table, columns, key_cols, _changed = _TABLE_SQL[table]
+        wanted = list(keys)
+        out: dict[Any, tuple[Any, ...]] = {}
+        if table == "restrictions":
+            for k in wanted:
+                out.update(
+                    (_key(table, r), r)
+                    for r in self._conn.execute(
+                        f"SELECT {columns} FROM {sql_table}"  # noqa: S608
+                        " WHERE principal = ? AND boundary = ?",
+                        k,
+                    )
+                )
+            return out
+        for lo in range(0, len(wanted), 500):
+            part = wanted[lo : lo + 500]
+            out.update(
+                (r[0], r)
+                for r in self._conn.execute(
+                    f"SELECT {columns} FROM {sql_table}"  # noqa: S608
+                    f" WHERE {key_cols[0]} IN ({', '.join('?' * len(part))})",
+                    part,
+                )
+            )
+        return out
+
+    def undo_since(self, since: int) -> dict[str, dict[Any, tuple[Any, Any]]]:
+        out: dict[str, dict[Any, tuple[Any, Any]]] = {t: {} for t in _UNDO_TABLE.values()}
+        for tbl, k1, k2, a, b, _at in self._conn.execute(
+            "SELECT tbl, k1, k2, a, b, min(at) FROM state_undo WHERE at >= ? GROUP BY tbl, k1, k2",
+            (since,),
+        ):
+            table = _UNDO_TABLE.get(tbl)
+            if table is not None:
+                out[table][(k1, k2) if table == "restrictions" else k1] = (a, b)
+        return out
