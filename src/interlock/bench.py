@@ -493,20 +493,38 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         finally:
             led.close()
 
-        say("S1: opening a gate at that size (its start-up check of log and governance state)")
+        say("S1f: opening a gate at that size: the whole log checked (no state checkpoint yet)")
+        t0 = time.perf_counter()
+        with Gate.open(home.path) as big:
+            full_s = time.perf_counter() - t0
+            if big.corrupt is not None or big.check_kind != "full":
+                raise RuntimeError(f"the benchmark ledger failed its check: {big.corrupt}")
+        suffix = 1_000 if quick else 10_000
+        say(f"S1: {suffix:,} more entries, then opening again (from the state checkpoint)")
+        _build_ledger(home, suffix, console).close()
         t0 = time.perf_counter()
         with Gate.open(home.path) as big:
             check_s = time.perf_counter() - t0
-            if big.corrupt is not None:
-                raise RuntimeError(f"the benchmark ledger failed its check: {big.corrupt}")
-        results["S1"] = figure(
-            check_s,
+            if big.corrupt is not None or big.check_kind != "checkpoint":
+                raise RuntimeError(f"no start-up from the state checkpoint: {big.corrupt}")
+        results["S1f"] = figure(
+            full_s,
             "s",
             verify_s,
             "P5: ledger verify of the same log, without the state (s)",
-            "reported (issue 9): no allow before it; linear in the log",
+            "reported: the first start-up (writes the state checkpoint)",
             True,
             entries=n_entries,
+        )
+        results["S1"] = figure(
+            check_s,
+            "s",
+            full_s,
+            "S1f: the same start-up checking the whole log (s)",
+            "<= 5 s at 1,000,000 entries (issue 9: fast at scale)",
+            check_s <= 5,
+            entries=n_entries + suffix,
+            suffix=suffix,
         )
 
         say("S2: CPU share of the running check (bounded at 1/(1+9) of a core)")

@@ -750,6 +750,7 @@ class Gate:
         anchor = self._read_anchor()
         if anchor is not None:
             notes.append(anchor)
+        stale = False  # a checkpoint exists but cannot vouch: vouch anew after this check
         if not background:
             try:
                 quick = check_since_checkpoint(
@@ -761,6 +762,7 @@ class Gate:
                 )
             except Unvouched as why:
                 _log.info("checking the whole ledger: the state checkpoint cannot vouch (%s)", why)
+                stale = self.ledger.settings().get("state_checked") is not None
             else:
                 self._checked(started, quick.last_ts, "checkpoint")
                 return
@@ -788,7 +790,8 @@ class Gate:
         last = rebuilt.settings.get("last_ts")
         self._checked(started, None if last is None else int(last[0]), "full")
         vouched = rebuilt.settings.get("state_checked")
-        if rebuilt.size - (int(vouched[0]) if vouched else 0) >= STATE_CHECKPOINT_EVERY:
+        grown = rebuilt.size - (int(vouched[0]) if vouched else 0)
+        if grown >= STATE_CHECKPOINT_EVERY or (stale and grown > 0):
             self._due_checkpoint = full
 
     def _checked(self, started: float, last_ts: int | None, kind: str) -> None:

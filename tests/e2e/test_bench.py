@@ -19,7 +19,7 @@ def test_bench_quick_reports_every_figure_with_a_baseline() -> None:
     )
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout)
-    figures = ("P1", "P2", "P3", "P4", "P5", "P5s", "P6", "P7", "S1", "S2")
+    figures = ("P1", "P2", "P3", "P4", "P5", "P5s", "P6", "P7", "S1", "S1f", "S2")
     assert set(results) >= set(figures)
     for name in figures:
         fig = results[name]

@@ -12,13 +12,15 @@ Two properties, both against real SQLite:
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -28,8 +30,20 @@ from interlock.gate import Gate, sign_governance
 from interlock.home import init_home
 from interlock.ledger.merkle import leaf_hash
 from interlock.ledger.note import NoteSigner
-from interlock.ledger.projection import Projection, delta_of, first_difference, rebuild
+from interlock.ledger.projection import (
+    STATE_CHECKED_EVENT,
+    Projection,
+    delta_of,
+    first_difference,
+    rebuild,
+)
 from interlock.ledger.protocols import Append
+from interlock.ledger.statecheck import (
+    Unvouched,
+    check_log,
+    check_since_checkpoint,
+    checkpoint_fields,
+)
 from interlock.ledger.storage.sqlite import SqliteLedger
 from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
@@ -236,3 +250,138 @@ def test_the_fast_timestamp_parse_equals_the_reference(when: datetime) -> None:
     text = format_time(when.replace(tzinfo=UTC))
     assert _ts_fast(text) == ts_micros(text)
     assert _ts_fast(text[:19] + "Z") == ts_micros(text[:19] + "Z")
+
+
+# -- state checkpoints (issue 9: a start-up check that costs the suffix) --------------------------
+
+
+def _checkpoint(led: SqliteLedger, vkey: str, p: Projection, n: int) -> None:
+    """Vouch for the log and the state as they are, the way a gate does after a full check."""
+    full = check_log(led, vkey, _notes(led), node_public=NODE_PUBLIC, root_public=None)
+    assert first_difference(full.stored, full.projection.rows()) is None
+    body = {"type": "governance", "event": STATE_CHECKED_EVENT, "id": "s", "ts": _ts(n)}
+    rec = sign_governance({**body, **checkpoint_fields(full)}, NODE)
+    (res,) = led.append(
+        [
+            Append(
+                record=canonical_bytes(rec),
+                state=delta_of(rec, node_public=NODE_PUBLIC, root_public=None),
+            )
+        ]
+    )
+    p.apply(res.index, leaf_hash(canonical_bytes(rec)), rec, node_public=NODE_PUBLIC)
+    led.forget_undo(full.projection.size)
+
+
+def _notes(led: SqliteLedger) -> list[str]:
+    cps = led.checkpoints()
+    return [cps[0].note, cps[-1].note] if cps else []
+
+
+def _quick(led: SqliteLedger, vkey: str) -> Any:
+    return check_since_checkpoint(led, vkey, _notes(led), node_public=NODE_PUBLIC, root_public=None)
+
+
+def _history(
+    led: SqliteLedger, vkey: str, batches: list[list[dict[str, Any]]], at: int
+) -> Projection:
+    """Append ``batches``, with a state checkpoint after batch ``at``; return the fold."""
+    p = Projection()
+    for i, batch in enumerate(batches):
+        appends = [
+            Append(
+                record=canonical_bytes(r),
+                state=delta_of(r, node_public=NODE_PUBLIC, root_public=None),
+            )
+            for r in batch
+        ]
+        for res, r in zip(led.append(appends), batch, strict=True):
+            p.apply(res.index, leaf_hash(canonical_bytes(r)), r, node_public=NODE_PUBLIC)
+        if i == at:
+            _checkpoint(led, vkey, p, i)
+    led.checkpoint()
+    return p
+
+
+HISTORY = st.lists(st.lists(records(), min_size=1, max_size=6), min_size=2, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=HISTORY, data=st.data())
+def test_a_state_checkpoint_vouches_for_any_untampered_history(
+    batches: list[list[dict[str, Any]]], data: st.DataObject
+) -> None:
+    folder = Path(tempfile.mkdtemp())
+    signer = NoteSigner("interlock.test/p", Ed25519PrivateKey.generate())
+    led = SqliteLedger(folder / "l.db", signer=signer, create=True)
+    try:
+        at = data.draw(st.integers(0, len(batches) - 1))
+        p = _history(led, signer.vkey, batches, at)
+        assert first_difference(led.dump_state(), p.rows()) is None
+        quick = _quick(led, signer.vkey)
+        assert quick.size == led.size() == p.size
+        last = p.settings.get("last_ts")
+        assert quick.last_ts == (None if last is None else int(last[0]))
+    finally:
+        led.close()
+        shutil.rmtree(folder)
+
+
+#: the columns of each state table an attacker may rewrite
+_TAMPERABLE = {
+    "executions": ["idx", "effect", "status", "status_idx", "parent", "depth", "principal"],
+    "revocations": ["idx"],
+    "quarantines": ["active", "idx"],
+    "restrictions": ["active", "idx", "boundary"],
+    "state": ["v", "idx"],
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=HISTORY, data=st.data())
+def test_a_state_checkpoint_never_vouches_for_an_edited_state_table(
+    batches: list[list[dict[str, Any]]], data: st.DataObject
+) -> None:
+    """Any one edit of the stored state — a column rewritten, a row deleted or added,
+    anywhere, before or after the checkpoint — and the checkpoint no longer vouches."""
+    folder = Path(tempfile.mkdtemp())
+    signer = NoteSigner("interlock.test/p", Ed25519PrivateKey.generate())
+    led = SqliteLedger(folder / "l.db", signer=signer, create=True)
+    try:
+        _history(led, signer.vkey, batches, data.draw(st.integers(0, len(batches) - 1)))
+        before = led.dump_state()
+        conn = sqlite3.connect(folder / "l.db", isolation_level=None)
+        try:
+            filled = [
+                t for t in sorted(_TAMPERABLE) if conn.execute(f"SELECT 1 FROM {t}").fetchone()
+            ]
+            table = data.draw(st.sampled_from(filled))
+            rowids = [r[0] for r in conn.execute(f"SELECT rowid FROM {table}")]
+            rowid = data.draw(st.sampled_from(rowids))
+            how = data.draw(st.sampled_from(["update", "delete", "insert"]))
+            if how == "insert":  # a copy of a row under a new key
+                fresh = list(
+                    conn.execute(f"SELECT * FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+                )
+                fresh[0] = "forged-" + str(fresh[0])
+                marks = ", ".join("?" * len(fresh))
+                conn.execute(f"INSERT INTO {table} VALUES ({marks})", fresh)
+            elif how == "delete":
+                conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+            else:
+                column = data.draw(st.sampled_from(_TAMPERABLE[table]))
+                value = data.draw(st.sampled_from([0, 1, 10**6, "allowed", "running", "x", None]))
+                try:
+                    conn.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (value, rowid))
+                except sqlite3.IntegrityError:
+                    return  # NOT NULL: the database refuses the edit itself
+        finally:
+            conn.close()
+        if led.dump_state() == before:
+            return  # the edit changed nothing
+        event(f"{how} {table}")
+        with pytest.raises(Unvouched):
+            _quick(led, signer.vkey)
+    finally:
+        led.close()
+        shutil.rmtree(folder)

@@ -305,10 +305,13 @@ def _touched(d: Delta) -> Iterator[tuple[str, Any]]:
 
 
 def _undone(
-    table: str, key: Any, stored: tuple[Any, ...] | None, undo: tuple[Any, Any]
+    table: str, key: Any, stored: tuple[Any, ...] | None, undo: tuple[Any, Any], n: int
 ) -> tuple[Any, ...] | None:
-    """The row as it was before its first change since the checkpoint."""
+    """The row as it was at the checkpoint (size ``n``), from what it held before its first
+    change since: None if what it held then was itself written since (the row is newer)."""
     before, at = undo
+    if not isinstance(at, int) or at >= n:
+        return None
     if table == "executions":
         if stored is None:
             return None  # nothing to take the unchanging columns from: the digest decides
@@ -401,7 +404,7 @@ def _check_view(
             if row is not None and _change_index(table, row) < n:
                 at_n[table][key] = row  # unchanged since n: in the digest as stored
                 continue
-            was = _undone(table, key, row, undone[key]) if key in undone else None
+            was = _undone(table, key, row, undone[key], n) if key in undone else None
             at_n[table][key] = was
             if was is not None:
                 extra[table][key] = was
