@@ -493,11 +493,13 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         finally:
             led.close()
 
-        say("S1f: opening a gate at that size: the whole log checked (no state checkpoint yet)")
-        t0 = time.perf_counter()
+        say("S1f: the start-up check of the whole log at that size (and a state checkpoint)")
         with Gate.open(home.path) as big:
+            t0 = time.perf_counter()
+            big.check_ledger(full=True)
             full_s = time.perf_counter() - t0
-            if big.corrupt is not None or big.check_kind != "full":
+            big.write_state_checkpoint()
+            if big.corrupt is not None:
                 raise RuntimeError(f"the benchmark ledger failed its check: {big.corrupt}")
         suffix = 1_000 if quick else 10_000
         say(f"S1: {suffix:,} more entries, then opening again (from the state checkpoint)")
@@ -512,7 +514,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             "s",
             verify_s,
             "P5: ledger verify of the same log, without the state (s)",
-            "reported: the first start-up (writes the state checkpoint)",
+            "reported: what start-up costs without a state checkpoint",
             True,
             entries=n_entries,
         )
@@ -520,7 +522,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             check_s,
             "s",
             full_s,
-            "S1f: the same start-up checking the whole log (s)",
+            "S1f: the full check of the same log (s)",
             "<= 5 s at 1,000,000 entries (issue 9: fast at scale)",
             check_s <= 5,
             entries=n_entries + suffix,

@@ -719,23 +719,23 @@ class Gate:
         gate.reload_policy()
         gate._attest()
         gate.reap_orphans()
-        gate._write_state_checkpoint()
+        gate.write_state_checkpoint()
         gate._start_ledger_watch()
         gate._start_attestation_watch()
         return gate
 
     # -- checking the log and its projection (DESIGN I4, I8) ----------------------------------
 
-    def check_ledger(self, *, background: bool = False) -> None:
+    def check_ledger(self, *, background: bool = False, full: bool = False) -> None:
         """Check the ledger and the state the gate reads, as of one moment (DESIGN I8).
 
-        At start-up (``background`` false) from the newest state checkpoint when one can vouch
-        for the log (:func:`interlock.ledger.statecheck.check_since_checkpoint`: the entries
-        after it and one read of the state tables); otherwise, and always on the running
-        gate's watch, in full: every entry against its leaf hash and the signed checkpoints
-        (the newest in the database and the anchor kept outside it), and every row of the
-        governance-state tables against the projection rebuilt from the log. Updates the time
-        floor.
+        At start-up (neither ``background`` nor ``full``) from the newest state checkpoint
+        when one can vouch for the log (``check_since_checkpoint``:
+        the entries after it and one read of the state tables); otherwise, and always on the
+        running gate's watch, in full: every entry against its leaf hash and the signed
+        checkpoints (the newest in the database and the anchor kept outside it), and every row
+        of the governance-state tables against the projection rebuilt from the log. Updates the
+        time floor.
 
         Raises:
             LedgerCorrupt: any difference, naming the entry or the row (and the entry it
@@ -751,7 +751,7 @@ class Gate:
         if anchor is not None:
             notes.append(anchor)
         stale = False  # a checkpoint exists but cannot vouch: vouch anew after this check
-        if not background:
+        if not (background or full):
             try:
                 quick = check_since_checkpoint(
                     self.ledger,
@@ -767,7 +767,7 @@ class Gate:
                 self._checked(started, quick.last_ts, "checkpoint")
                 return
         try:
-            full = check_log(
+            result = check_log(
                 self.ledger,
                 self.log_verifier.vkey,
                 notes,
@@ -778,13 +778,15 @@ class Gate:
             )
         except VerificationError as exc:
             raise LedgerCorrupt(exc.message, **exc.evidence) from exc
-        rebuilt = full.projection
+        rebuilt = result.projection
         if rebuilt.size == 0:
             raise LedgerCorrupt(
                 "the ledger is empty: an initialised home's ledger starts with its policy and"
                 " trust records, so it was replaced; restore it from a backup"
             )
-        diff = first_difference(full.stored, rebuilt.rows()) if full.stored is not None else None
+        diff = (
+            first_difference(result.stored, rebuilt.rows()) if result.stored is not None else None
+        )
         if diff is not None:
             raise LedgerCorrupt(diff.message, **diff.evidence)
         last = rebuilt.settings.get("last_ts")
@@ -792,7 +794,7 @@ class Gate:
         vouched = rebuilt.settings.get("state_checked")
         grown = rebuilt.size - (int(vouched[0]) if vouched else 0)
         if grown >= STATE_CHECKPOINT_EVERY or (stale and grown > 0):
-            self._due_checkpoint = full
+            self._due_checkpoint = result
 
     def _checked(self, started: float, last_ts: int | None, kind: str) -> None:
         if last_ts is not None:
@@ -805,7 +807,7 @@ class Gate:
     def _check_progress(self, _done: int, _total: int) -> None:
         self._check_progress_at = time.monotonic()
 
-    def _write_state_checkpoint(self) -> None:
+    def write_state_checkpoint(self) -> None:
         """Vouch for the last full check that passed with a node-signed ``state.checked``
         record, if one is due, and drop the undo rows it makes unneeded. An accelerator for the
         next start-up: failing to write one changes nothing else. Never raises."""
@@ -976,7 +978,7 @@ class Gate:
                 try:
                     self.check_ledger(background=True)
                     self._load_trust()
-                    self._write_state_checkpoint()
+                    self.write_state_checkpoint()
                 except LedgerCorrupt as exc:
                     self._corrupt = exc.diagnostics()
                     _log.error("ledger check failed, denying everything: %s", self._corrupt)

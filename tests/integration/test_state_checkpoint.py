@@ -45,7 +45,7 @@ def checkpointed(home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch) -> dic
     with Gate.open(home) as gate:
         assert gate.check_kind == "checkpoint"
         gate.check_ledger(background=True)
-        gate._write_state_checkpoint()
+        gate.write_state_checkpoint()
         vouched = gate.ledger.settings()["state_checked"]
         # ends after the checkpoint: a row the checkpoint saw changes
         gate.record_execution(RecordType.EXEC_END, running, {"exit_status": 0})
@@ -139,7 +139,7 @@ def test_an_entry_before_the_checkpoint_edited_is_caught_by_the_first_pass(
         for _ in range(260):
             gate.decide(tool_request(checkpointed["token"]))
         gate.check_ledger(background=True)
-        gate._write_state_checkpoint()
+        gate.write_state_checkpoint()
         size = gate.ledger.size()
         first = next(
             i
