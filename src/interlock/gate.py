@@ -77,6 +77,7 @@ from interlock.ledger.projection import (
 )
 from interlock.ledger.protocols import Append, Store
 from interlock.ledger.statecheck import (
+    CheckStopped,
     FullCheck,
     Unvouched,
     check_log,
@@ -775,6 +776,7 @@ class Gate:
                 root_public=self._root_public,
                 progress=self._check_progress if background else None,
                 pause=CHECK_PAUSE_S if background else 0.0,
+                stop=self._stop if background else None,
             )
         except VerificationError as exc:
             raise LedgerCorrupt(exc.message, **exc.evidence) from exc
@@ -979,6 +981,8 @@ class Gate:
                     self.check_ledger(background=True)
                     self._load_trust()
                     self.write_state_checkpoint()
+                except CheckStopped:
+                    return  # the gate is closing
                 except LedgerCorrupt as exc:
                     self._corrupt = exc.diagnostics()
                     _log.error("ledger check failed, denying everything: %s", self._corrupt)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIGEST_TABLES",
+    "CheckStopped",
     "FullCheck",
     "QuickCheck",
     "Unvouched",
@@ -71,6 +73,10 @@ __all__ = [
 DIGEST_TABLES = ("executions", "revocations", "quarantines", "restrictions", "settings")
 #: the state row that names the newest state checkpoint record
 CHECKPOINT_ROW = "state_checked"
+
+
+class CheckStopped(Exception):
+    """The full check was asked to stop (its gate is closing) before it finished."""
 
 
 class Unvouched(Exception):
@@ -109,6 +115,7 @@ def check_log(
     progress: Callable[[int, int], None] | None = None,
     stored: bool = True,
     pause: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> FullCheck:
     """The full check: one pass over the log as of one moment (:meth:`GovernanceState.frozen`):
     every entry against its stored leaf hash and the tree against each signed checkpoint note
@@ -116,7 +123,8 @@ def check_log(
     projection. Returns it with the stored state tables of the same moment (unless ``stored``
     is false), to compare with :func:`interlock.ledger.projection.first_difference`. ``pause``
     seconds are slept after every chunk of 512 entries (a background check leaves the GIL to
-    the threads that decide).
+    the threads that decide); when ``stop`` is set the pass ends early with
+    :class:`CheckStopped`.
 
     Raises:
         VerificationError: an entry, the tree or a checkpoint does not verify, or a record is
@@ -133,6 +141,8 @@ def check_log(
             fold_verified(p, chunk, node_public=node_public, root_public=root_public)
             if progress is not None:
                 progress(p.size, total)
+            if stop is not None and stop.is_set():
+                raise CheckStopped
             if pause:
                 # a running gate checks on a background thread: hand the GIL to deciding
                 # threads after every chunk (~1-2 ms of work) instead of holding it for up to a
