@@ -47,7 +47,7 @@ def ledger(tmp_path: Path, signer: NoteSigner) -> Iterator[SqliteLedger]:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A fresh governance home (keys, config, signed default policy, ledger)."""
-    from interlock.home import init_home
+    from interlock.bootstrap import init_home
 
     home = init_home(tmp_path / "home", origin="interlock.test/home").path
     # A 50 ms decision deadline is right for production and a source of flaky denials on a

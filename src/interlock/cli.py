@@ -151,7 +151,8 @@ def init(
     json_: JsonOpt = False,
 ) -> None:
     """Create a home: keys (0600), interlock.toml, a signed default policy, the ledger."""
-    from interlock.home import default_home, init_home
+    from interlock.bootstrap import init_home
+    from interlock.home import default_home
 
     path = default_home(home)
     try:

@@ -25,11 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 from interlock.audit import proof_bundle, replay, verify_ledger
+from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right, attenuate
 from interlock.core.model import Decision
 from interlock.errors import VerificationError
 from interlock.gate import Gate
-from interlock.home import init_home
 from interlock.ledger.storage import open_store
 from interlock.ledger.verify import verify_proof_bundle
 from interlock.trust import keys

@@ -2,7 +2,7 @@
 
     >>> from pathlib import Path
     >>> import tempfile
-    >>> home = init_home(Path(tempfile.mkdtemp()) / "gov")
+    >>> home = create_home(Path(tempfile.mkdtemp()) / "gov")
     >>> sorted(p.name for p in (home.path / "keys").iterdir())
     ['biscuit-root.key', 'log.key', 'node.key', 'policy.key']
 
@@ -48,7 +48,7 @@ from interlock.trust.files import (
     read_private_text,
 )
 
-__all__ = ["Config", "Home", "default_home", "init_home"]
+__all__ = ["Config", "Home", "create_home", "default_home"]
 
 CONFIG_NAME = "interlock.toml"
 ANCHOR_NAME = "checkpoint"
@@ -349,9 +349,10 @@ class Home:
         return self.path / ANCHOR_NAME
 
 
-def init_home(path: Path, *, origin: str | None = None, durability: str = "full") -> Home:
-    """Create a new home: four keys, ``interlock.toml``, the default signed policy bundle and an
-    empty ledger.
+def create_home(path: Path, *, origin: str | None = None, durability: str = "full") -> Home:
+    """Create a new home's files: four keys, ``interlock.toml``, the default signed policy
+    bundle and an empty ledger file. :func:`interlock.bootstrap.init_home` then writes the
+    ledger's first records; use that.
 
     Raises:
         HomeExists: if ``path`` already holds a home (nothing is overwritten).
@@ -406,16 +407,7 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
     )
     _drop_group_other_write(path / "policy")
     sign_bundle(path / "policy", created["policy"], version=1)
-    home = Home(path=path, config=config)
-
-    import time
-
-    from interlock.gate import Gate
-    from interlock.governance import genesis
-
-    genesis(home, ns=time.time_ns())  # the ledger, with the trust settings as its first entries
-    Gate.open(home.path).close()  # records the policy load
-    return home
+    return Home(path=path, config=config)
 
 
 def _drop_group_other_write(root: Path) -> None:

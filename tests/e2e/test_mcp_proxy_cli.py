@@ -373,7 +373,7 @@ def test_usage_errors_exit_2(home: Path, args: list[str], message: str) -> None:
 
 def test_p7_benchmark_smoke() -> None:
     """``bench_mcp_proxy`` measures both arms and reports in the ``interlock bench`` shape."""
-    from interlock.adapters.mcp_bench import bench_mcp_proxy
+    from interlock.bench.mcp import bench_mcp_proxy
 
     p7 = bench_mcp_proxy(quick=True)["P7"]
     assert p7["unit"] == "ms" and p7["calls"] == 200

@@ -93,7 +93,7 @@ def test_capability_failures_have_their_own_codes(home: Path, issue: Any) -> Non
 
 
 def test_token_from_another_root_key_is_invalid(home: Path, tmp_path: Path) -> None:
-    from interlock.home import init_home
+    from interlock.bootstrap import init_home
     from tests.conftest import tool_request as tr
 
     other = init_home(tmp_path / "other", origin="interlock.test/other")

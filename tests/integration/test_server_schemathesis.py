@@ -21,9 +21,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right
 from interlock.gate import Gate
-from interlock.home import Home, init_home
+from interlock.home import Home
 from interlock.server import create_app
 from interlock.trust import keys
 from tests.conftest import edit_config

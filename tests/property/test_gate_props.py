@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interlock.audit import replay
+from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, CapabilityVerifier, Right
 from interlock.core.model import Stage
 from interlock.errors import LedgerUnavailable
 from interlock.gate import Gate, Lineage, Snapshot, decide, decision_record
-from interlock.home import init_home
 from interlock.intake import parse_request
 from interlock.ledger.storage.sqlite import SqliteLedger
 from interlock.policy import _cedar

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right, revocation_ids
 from interlock.core.canonical import canonical_bytes
 from interlock.gate import Gate, sign_governance
-from interlock.home import init_home
 from interlock.ledger.merkle import leaf_hash
 from interlock.ledger.note import NoteSigner
 from interlock.ledger.projection import (

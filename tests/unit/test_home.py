@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from interlock.bootstrap import init_home
 from interlock.errors import ConfigError, HomeExists, KeyFileError
-from interlock.home import Config, Home, default_home, init_home
+from interlock.home import Config, Home, default_home
 from interlock.trust import keys
 
 

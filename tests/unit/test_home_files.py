@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from interlock.bootstrap import init_home
 from interlock.errors import (
     ConfigError,
     KeyFileError,
@@ -23,7 +24,7 @@ from interlock.errors import (
     UntrustedPolicyFile,
 )
 from interlock.gate import Gate
-from interlock.home import CONFIG_NAME, Config, Home, init_home
+from interlock.home import CONFIG_NAME, Config, Home
 from interlock.policy.bundle import MANIFEST_FILE, load_bundle
 from interlock.trust.attestation import measure, trust_current
 from interlock.trust.files import MAX_CONFIG_BYTES

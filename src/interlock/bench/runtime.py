@@ -1,6 +1,6 @@
 """Benchmarks of the supervisor (issue 3 §7), in the shape of :mod:`interlock.bench` figures.
 
-    >>> from interlock.runtime.bench import bench_termination
+    >>> from interlock.bench.runtime import bench_termination
     >>> figures = bench_termination(quick=True)                    # doctest: +SKIP
     >>> figures["revocation_to_termination_p99"]["met"]            # doctest: +SKIP
     True
@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interlock.bench import Result, figure
+from interlock.bench.common import Result, figure
 from interlock.runtime.supervisor import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, Outcome, run_command
 
 if TYPE_CHECKING:
@@ -93,9 +93,9 @@ def bench_termination(quick: bool = False) -> dict[str, Result]:
     Raises:
         Error: if a temporary home cannot be created or opened (nothing is measured then).
     """
+    from interlock.bootstrap import init_home
     from interlock.capability import CapabilityIssuer, Right, revocation_ids
     from interlock.gate import Gate
-    from interlock.home import init_home
     from interlock.trust import keys
 
     runs = 5 if quick else 20

@@ -19,7 +19,6 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from interlock.bench.common import Lcg, Result, figure, pct, timed
+from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right
 from interlock.core.model import ActionRequest, Resource, format_time
 from interlock.gate import Gate, Lineage, Snapshot, decide
-from interlock.home import Home, init_home
+from interlock.home import Home
 from interlock.ledger.projection import delta_of, first_difference
 from interlock.ledger.protocols import Append, Store
 from interlock.ledger.statecheck import check_log
@@ -39,55 +40,6 @@ from interlock.policy.bundle import load_bundle, sign_bundle
 from interlock.trust import keys
 
 PRINCIPAL = "spiffe://bench.test/agent/a"
-Result = dict[str, Any]
-
-
-class _Lcg:
-    """Deterministic pseudo-random indices for benchmarks (``random`` is banned in src/)."""
-
-    def __init__(self, seed: int = 12345) -> None:
-        self.state = seed
-
-    def below(self, n: int) -> int:
-        self.state = (self.state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
-        return (self.state >> 33) % n
-
-
-def _pct(samples: list[float], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def _timed(fn: Callable[[], object], n: int) -> list[float]:
-    out = []
-    clock = time.perf_counter_ns
-    for _ in range(n):
-        t0 = clock()
-        fn()
-        out.append((clock() - t0) / 1000)
-    return out
-
-
-def _rounded(x: float) -> float:
-    return round(x, 3) if abs(x) >= 1 else float(f"{x:.4g}")
-
-
-def figure(
-    value: float, unit: str, baseline: float, what: str, goal: str, met: bool, **extra: Any
-) -> Result:
-    # three decimals, or four significant digits below 1 (a baseline of 0.0147 % must not
-    # round to 0.015 or 0); the ratio is that of the numbers as reported
-    value, baseline = _rounded(value), _rounded(baseline)
-    return {
-        "value": value,
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_what": what,
-        "ratio": round(value / baseline, 4) if baseline else 0.0,
-        "goal": goal,
-        "met": met,
-        **extra,
-    }
 
 
 def _write_bundle(directory: Path, n_policies: int, n_actions: int = 100) -> list[str]:
@@ -152,7 +104,7 @@ def _bench_pipeline(
         raise RuntimeError(f"benchmark request was not allowed: {verdict}")
     for _ in range(200):  # warm caches
         decide(req, snap, lineage)
-    ours = _timed(lambda: decide(req, snap, lineage), iters)
+    ours = timed(lambda: decide(req, snap, lineage), iters)
     creq = {
         "principal": {"type": "Agent", "id": PRINCIPAL},
         "action": {"type": "Action", "id": "act.a5"},
@@ -160,7 +112,7 @@ def _bench_pipeline(
         "context": {"args": {"q": "x"}, "request": {}, "time": req.epoch},
     }
     base_iters = max(20, iters // (50 if n_policies > 1000 else 5))
-    base = _timed(lambda: cedarpy.is_authorized(creq, text, "[]"), base_iters)
+    base = timed(lambda: cedarpy.is_authorized(creq, text, "[]"), base_iters)
     return ours, base
 
 
@@ -174,7 +126,7 @@ def _fsync_latency(directory: Path, n: int) -> list[float]:
             os.write(fd, payload)
             os.fsync(fd)
 
-        return _timed(one, n)
+        return timed(one, n)
     finally:
         os.close(fd)
 
@@ -370,11 +322,11 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
         say("P1: pipeline decision, 100 policies")
         ours, base = _bench_pipeline(home, tmp, bench_token, 100, iters)
-        p50, p99 = _pct(ours, 0.5), _pct(ours, 0.99)
+        p50, p99 = pct(ours, 0.5), pct(ours, 0.99)
         results["P1"] = figure(
             p50,
             "us",
-            _pct(base, 0.5),
+            pct(base, 0.5),
             "cedarpy.is_authorized with the policy text per call (p50 us)",
             "p50 <= 25 us, p99 <= 100 us",
             p50 <= 25 and p99 <= 100,
@@ -383,7 +335,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
         say("P2: pipeline decision, 10,000 policies")
         ours, base = _bench_pipeline(home, tmp, bench_token, 1000 if quick else 10_000, iters // 2)
-        p50, bp50 = _pct(ours, 0.5), _pct(base, 0.5)
+        p50, bp50 = pct(ours, 0.5), pct(base, 0.5)
         results["P2"] = figure(
             p50,
             "us",
@@ -391,7 +343,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             "cedarpy.is_authorized with the policy text per call (p50 us)",
             "p50 <= 60 us and >= 10x faster than text per call",
             p50 <= 60 and bp50 / p50 >= 10,
-            p99=round(_pct(ours, 0.99), 3),
+            p99=round(pct(ours, 0.99), 3),
             speedup=round(bp50 / p50, 1),
         )
 
@@ -413,9 +365,9 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
             say("P4: one sequential caller, full durability")
             n = 300 if quick else 2000
-            lat = _timed(lambda: gate.decide(_tool_request(tool_token, 0)), n)
+            lat = timed(lambda: gate.decide(_tool_request(tool_token, 0)), n)
             fs = _fsync_latency(tmp, n)
-            p50, fp50 = _pct(lat, 0.5), _pct(fs, 0.5)
+            p50, fp50 = pct(lat, 0.5), pct(fs, 0.5)
             results["P4"] = figure(
                 p50,
                 "us",
@@ -423,7 +375,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
                 "raw write+fsync latency in the same directory (p50 us)",
                 "p50 <= 1.5x fsync latency",
                 p50 <= 1.5 * fp50,
-                p99=round(_pct(lat, 0.99), 3),
+                p99=round(pct(lat, 0.99), 3),
             )
         finally:
             gate.close()
@@ -474,21 +426,21 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             )
 
             say("P6: inclusion proofs")
-            rng = _Lcg()
+            rng = Lcg()
             size = led.size()
             for _ in range(2000):  # warm the tile cache the way a serving node would
                 led.inclusion_proof(rng.below(size), size)
-            proofs = _timed(lambda: led.inclusion_proof(rng.below(size), size), 5000)
-            reads = _timed(lambda: led.entry(rng.below(size)), 5000)
-            p50 = _pct(proofs, 0.5)
+            proofs = timed(lambda: led.inclusion_proof(rng.below(size), size), 5000)
+            reads = timed(lambda: led.entry(rng.below(size)), 5000)
+            p50 = pct(proofs, 0.5)
             results["P6"] = figure(
                 p50,
                 "us",
-                _pct(reads, 0.5),
+                pct(reads, 0.5),
                 "one SQLite point read of an entry (p50 us)",
                 "p50 <= 200 us at 1,000,000 entries",
                 p50 <= 200,
-                p99=round(_pct(proofs, 0.99), 3),
+                p99=round(pct(proofs, 0.99), 3),
                 entries=size,
             )
         finally:
@@ -556,15 +508,15 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    from interlock.runtime.bench import bench_termination
+    from interlock.bench.runtime import bench_termination
 
     say("T1/T2: supervised executions (revocation to termination; supervisor CPU)")
     results.update(bench_termination(quick=quick))
-    from interlock.server.bench import bench_http
+    from interlock.bench.http import bench_http
 
     say("HTTP: decisions over POST /v1/decisions beside in-process gate.decide")
     results.update(bench_http(quick=quick))
-    from interlock.adapters.mcp_bench import bench_mcp_proxy
+    from interlock.bench.mcp import bench_mcp_proxy
 
     say("P7: MCP proxy added latency per tools/call (direct call as baseline)")
     results.update(bench_mcp_proxy(quick=quick))

@@ -1,6 +1,6 @@
 """Benchmarks of the HTTP API (issue 4 §5), in the shape of :mod:`interlock.bench` figures.
 
-    >>> from interlock.server.bench import bench_http
+    >>> from interlock.bench.http import bench_http
     >>> figures = bench_http(quick=True)                        # doctest: +SKIP
     >>> figures["http_decisions_per_s"]["baseline_what"]        # doctest: +SKIP
     'in-process gate.decide, 8 concurrent callers (decisions/s)'
@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from interlock.bench import Result, figure
+from interlock.bench.common import Result, figure, pct
 
 if TYPE_CHECKING:
     from interlock.core.model import Decision
@@ -43,11 +43,6 @@ __all__ = ["bench_http"]
 
 _PRINCIPAL = "spiffe://acme.test/agent/researcher"
 _CLIENTS = 8
-
-
-def _pct(samples: list[float], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 def _free_port() -> int:
@@ -138,9 +133,9 @@ def bench_http(quick: bool = False) -> dict[str, Result]:
         RuntimeError: if the server does not start.
         Error: if a temporary home cannot be created or opened.
     """
+    from interlock.bootstrap import init_home
     from interlock.capability import CapabilityIssuer, Right
     from interlock.gate import Gate
-    from interlock.home import init_home
     from interlock.trust import keys
 
     per = 60 if quick else 500
@@ -215,7 +210,7 @@ def bench_http(quick: bool = False) -> dict[str, Result]:
                 proc.kill()
                 proc.wait(10)
 
-    p50, base_p50 = _pct(lat, 0.5), _pct(base_lat, 0.5)
+    p50, base_p50 = pct(lat, 0.5), pct(base_lat, 0.5)
     return {
         "http_decisions_per_s": figure(
             rate,
@@ -236,7 +231,7 @@ def bench_http(quick: bool = False) -> dict[str, Result]:
             "one sequential in-process gate.decide (p50 us)",
             "p50 <= in-process p50 + 1 ms",
             p50 <= base_p50 + 1000 and denied == 0,
-            p99=round(_pct(lat, 0.99), 3),
-            baseline_p99=round(_pct(base_lat, 0.99), 3),
+            p99=round(pct(lat, 0.99), 3),
+            baseline_p99=round(pct(base_lat, 0.99), 3),
         ),
     }

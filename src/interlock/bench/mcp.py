@@ -1,7 +1,7 @@
 """P7 (DESIGN §10): the latency ``interlock mcp-proxy`` adds to each ``tools/call``, in the
 shape of :mod:`interlock.bench` figures.
 
-    >>> from interlock.adapters.mcp_bench import bench_mcp_proxy
+    >>> from interlock.bench.mcp import bench_mcp_proxy
     >>> figures = bench_mcp_proxy(quick=True)                      # doctest: +SKIP
     >>> figures["P7"]["added_p50_ms"] <= 1.0                       # doctest: +SKIP
     True
@@ -32,7 +32,7 @@ import anyio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from interlock.bench import Result, figure
+from interlock.bench.common import Result, figure, pct
 
 __all__ = ["bench_mcp_proxy"]
 
@@ -52,11 +52,6 @@ _POLICY = (
     f'permit (principal == Agent::"{_PRINCIPAL}",'
     ' action in [Action::"mcp.session", Action::"mcp.tools/call"], resource);\n'
 )
-
-
-def _pct(samples: list[float], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 async def _measure(
@@ -115,8 +110,8 @@ def bench_mcp_proxy(quick: bool = False) -> dict[str, Result]:
         Error: if a temporary home cannot be created.
         RuntimeError: if a benchmark call fails (e.g. denied): nothing is measured then.
     """
+    from interlock.bootstrap import init_home
     from interlock.capability import CapabilityIssuer, Right
-    from interlock.home import init_home
     from interlock.policy.bundle import sign_bundle
     from interlock.trust import keys
 
@@ -141,8 +136,8 @@ def bench_mcp_proxy(quick: bool = False) -> dict[str, Result]:
             ours, base = anyio.run(_measure, h.path, token, n, warm, errlog)
         durability = h.config.durability
 
-    p50, p99 = _pct(ours, 0.5), _pct(ours, 0.99)
-    b50, b99 = _pct(base, 0.5), _pct(base, 0.99)
+    p50, p99 = pct(ours, 0.5), pct(ours, 0.99)
+    b50, b99 = pct(base, 0.5), pct(base, 0.99)
     return {
         "P7": figure(
             p50,

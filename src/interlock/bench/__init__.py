@@ -1,0 +1,12 @@
+"""``make bench`` / ``interlock bench``: every DESIGN §10 figure beside a baseline measured in
+the same run (:func:`run_benchmarks`), and the table that prints them.
+
+One package: :mod:`.common` (figures, timing, percentiles), :mod:`.core` (the decision path, the
+ledger, start-up and the running check), :mod:`.runtime` (supervised executions), :mod:`.http`
+(the HTTP API) and :mod:`.mcp` (the MCP proxy).
+"""
+
+from interlock.bench.common import Result, figure
+from interlock.bench.core import results_table, run_benchmarks
+
+__all__ = ["Result", "figure", "results_table", "run_benchmarks"]
