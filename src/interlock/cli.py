@@ -236,10 +236,7 @@ def decide(
 def _reason_code(exc: Error) -> str:
     from interlock.core.model import ReasonCode
 
-    try:
-        return ReasonCode(exc.reason_code).value
-    except ValueError:
-        return ReasonCode.INTERNAL_ERROR.value
+    return ReasonCode.of(exc).value
 
 
 def _open_denied(exc: Error, json_: bool) -> None:

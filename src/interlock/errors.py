@@ -38,6 +38,21 @@ class Error(Exception):
         return f"{self.message} ({detail})"
 
 
+def reason_code_of(exc: BaseException) -> str:
+    """The one mapping from an exception to the DESIGN §3 reason code it denies with: an
+    Interlock error names its own (``reason_code``); anything else is ``INTERNAL_ERROR``.
+    :meth:`interlock.core.model.ReasonCode.of` gives it as the enum."""
+    return exc.reason_code if isinstance(exc, Error) else "INTERNAL_ERROR"
+
+
+def error_detail(exc: BaseException, doing: str = "deciding") -> str:
+    """Operator-facing text for an error that stopped ``doing``: an Interlock error carries its
+    diagnostics; a foreign exception is named by type only (its message may hold inputs)."""
+    if isinstance(exc, Error):
+        return exc.diagnostics()[:500]
+    return f"{type(exc).__name__} while {doing}: could not establish authorization"
+
+
 class UsageError(Error):
     """The caller asked for something malformed (bad flag value, missing file)."""
 

@@ -61,6 +61,7 @@ from interlock.errors import (
     PolicyError,
     UsageError,
     VerificationError,
+    error_detail,
 )
 from interlock.governance import adopt_changes, log_settings, mismatches, record_trust
 from interlock.home import CONFIG_NAME, Home, default_home
@@ -109,7 +110,6 @@ __all__ = [
     "Snapshot",
     "Verdict",
     "decide",
-    "open_gate",
 ]
 
 _log = logging.getLogger("interlock")
@@ -715,7 +715,7 @@ class Gate:
         except LedgerError as exc:
             gate._corrupt = exc.diagnostics()
         except Exception as exc:  # noqa: BLE001 - a check that cannot run must not allow
-            gate._check_problem = _error_detail(exc)
+            gate._check_problem = error_detail(exc)
         gate._load_trust()
         gate.reload_policy()
         gate._attest()
@@ -824,7 +824,7 @@ class Gate:
             self._governance(STATE_CHECKED_EVENT, checkpoint_fields(full))
             self.ledger.forget_undo(size)
         except Exception as exc:  # noqa: BLE001 - an accelerator: the next start checks in full
-            _log.warning("could not write a state checkpoint: %s", _error_detail(exc))
+            _log.warning("could not write a state checkpoint: %s", error_detail(exc))
 
     def _load_trust(self) -> None:
         """Take the trust settings from the log; note where ``interlock.toml`` disagrees
@@ -833,7 +833,7 @@ class Gate:
             on_log = log_settings(self.ledger.settings())
             problems = mismatches(self.home.config, on_log)
         except Exception as exc:  # noqa: BLE001 - unreadable trust settings: trust nothing
-            on_log, problems = {}, [f"trust settings unreadable: {_error_detail(exc)}"]
+            on_log, problems = {}, [f"trust settings unreadable: {error_detail(exc)}"]
         problem = "; ".join(problems) if problems else None
         with self._lock:
             if on_log == self._trust and problem == self._trust_problem:
@@ -894,7 +894,7 @@ class Gate:
         try:
             m = measure(self.home.path / CONFIG_NAME, policy)
         except Exception as exc:  # noqa: BLE001 - unmeasurable means untrusted (fail-closed)
-            self._set_env(None, f"the environment could not be measured: {_error_detail(exc)}")
+            self._set_env(None, f"the environment could not be measured: {error_detail(exc)}")
             return
         if self._attested is None:
             self._attested = m
@@ -988,7 +988,7 @@ class Gate:
                     _log.error("ledger check failed, denying everything: %s", self._corrupt)
                     return
                 except Exception as exc:  # noqa: BLE001 - a check that cannot run denies
-                    self._check_problem = _error_detail(exc)
+                    self._check_problem = error_detail(exc)
                     _log.error("ledger check could not run: %s", self._check_problem)
                 # this thread's CPU for the pass, then at least ratio times that asleep
                 wait = max(interval, CHECK_CPU_RATIO * (time.thread_time() - spent))
@@ -1323,7 +1323,7 @@ class Gate:
                 boundary.name,
                 boundary.on_violation,
                 principal,
-                _error_detail(exc),
+                error_detail(exc),
             )
 
     def kill_switch(self, on: bool, reason: str) -> int:
@@ -1437,7 +1437,7 @@ class Gate:
             verdict = decide(request, snapshot, lineage)
             stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
         except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
-            verdict = _deny(ReasonCode.INTERNAL_ERROR, _error_detail(exc))
+            verdict = _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
             stage = Stage.GATE
         elapsed = time.perf_counter_ns() - started
         if elapsed > self.deadline_ns:
@@ -1503,7 +1503,7 @@ class Gate:
                 self._enforce_boundary(current, verdict)
             return verdict
         except Exception as exc:  # noqa: BLE001 - could not re-establish authorization: deny
-            return _deny(ReasonCode.INTERNAL_ERROR, _error_detail(exc))
+            return _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
 
     def execution(
         self, request: Mapping[str, Any] | bytes | str, *, interval: float = 1.0
@@ -1849,13 +1849,8 @@ class Gate:
         )
 
     def _error_decision(self, exc: BaseException) -> Decision:
-        code = ReasonCode.INTERNAL_ERROR
-        if isinstance(exc, Error):
-            try:
-                code = ReasonCode(exc.reason_code)
-            except ValueError:
-                code = ReasonCode.INTERNAL_ERROR
-        detail = _error_detail(exc)
+        code = ReasonCode.of(exc)
+        detail = error_detail(exc)
         try:
             request_id, _ = self._now()
         except Exception:  # noqa: BLE001 - even the clock failing must end in a deny
@@ -1925,16 +1920,3 @@ def _process_alive(proc: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
         return fields[0] != b"Z" and int(fields[19]) == proc.get("start")
     except (ValueError, IndexError):
         return True
-
-
-def _error_detail(exc: BaseException) -> str:
-    """Operator-facing text for an unexpected error: Interlock's own errors carry their
-    diagnostics; a foreign exception is named by type only (its message may hold inputs)."""
-    if isinstance(exc, Error):
-        return exc.diagnostics()[:500]
-    return f"{type(exc).__name__} while deciding: could not establish authorization"
-
-
-def open_gate(home: str | Path | None = None) -> Gate:
-    """``interlock.open(home)``: open a governance home. See :meth:`Gate.open`."""
-    return Gate.open(home)

@@ -97,6 +97,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from interlock.adapters.sdk import disclosed_detail
 from interlock.core.canonical import digest
 from interlock.core.model import Effect, ReasonCode, RecordType
+from interlock.core.net import is_loopback
 from interlock.errors import Error, MalformedRequest, UsageError
 from interlock.intake import parse_request
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S, POLL_S, Watch
@@ -143,7 +144,6 @@ DEFAULT_STARTUP_TIMEOUT_S = 60.0
 #: server error range, JSON-RPC 2.0 §5.1; the SDK uses -32000, -32001 and -32020..-32042)
 DENIED_ERROR_CODE = -32003
 #: the environment variable that carries the agent's capability: never passed to the upstream
-CAPABILITY_ENV = "INTERLOCK_CAPABILITY"
 #: every ``INTERLOCK_*`` variable (capability, home, principal, execution id, ...) is removed
 #: from the spawned upstream's environment
 INTERLOCK_ENV_PREFIX = "INTERLOCK_"
@@ -1046,16 +1046,6 @@ async def serve_stdio(
             f" ({max_line / 1048576:g} MiB): the session is ended",
             limit=max_line,
         )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or a loopback address. Never raises."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -49,10 +49,10 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from importlib.metadata import version
 from typing import Any
 
 from agents import FunctionTool
-from agents.tool import _FailureHandlingFunctionToolInvoker
 from agents.tool_context import ToolContext
 
 from interlock.adapters.sdk import Agent, ResourceSpec, denial_text, tool_governor
@@ -60,7 +60,42 @@ from interlock.errors import Denied, Revoked, UsageError
 from interlock.gate import Gate
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
 
-__all__ = ["govern"]
+__all__ = ["SUPPORTED", "govern"]
+
+#: the openai-agents releases this adapter is tested with (``pyproject.toml`` pins the same
+#: range): it keeps the SDK's ``@function_tool`` failure handler *outside* the governed
+#: execution, which the SDK exposes only through a private class; a release that changes it
+#: must fail here, loudly, not govern differently
+SUPPORTED = (0, 24)
+
+
+def _failure_invoker() -> type[Any]:
+    """The SDK's private ``@function_tool`` invoker class, checked against :data:`SUPPORTED`.
+
+    Raises:
+        ImportError: an openai-agents release this adapter does not support.
+    """
+    found = version("openai-agents")
+    if tuple(int(p) for p in found.split(".")[:2]) != SUPPORTED:
+        raise ImportError(
+            f"interlock.adapters.openai_agents supports openai-agents"
+            f" {'.'.join(map(str, SUPPORTED))}.x; {found} is installed: install"
+            f" 'openai-agents>={SUPPORTED[0]}.{SUPPORTED[1]},<{SUPPORTED[0]}.{SUPPORTED[1] + 1}'"
+        )
+    from agents import tool as tool_module
+
+    cls = getattr(tool_module, "_FailureHandlingFunctionToolInvoker", None)
+    params = getattr(getattr(cls, "__init__", None), "__code__", None)
+    if cls is None or params is None or params.co_argcount != 3:
+        raise ImportError(
+            f"openai-agents {found} no longer has the @function_tool invoker this adapter"
+            " wraps (agents.tool._FailureHandlingFunctionToolInvoker(impl, on_handled_error))"
+        )
+    invoker: type[Any] = cls
+    return invoker
+
+
+_FailureHandlingFunctionToolInvoker = _failure_invoker()
 
 
 class _NotAnObject(ValueError):
@@ -167,6 +202,11 @@ def govern(
     if isinstance(original, _FailureHandlingFunctionToolInvoker):
         # a @function_tool: govern the implementation, and keep the SDK's failure handler
         # outside, so an exception ends the execution as an error before it becomes text
+        if not all(hasattr(original, a) for a in ("_invoke_tool_impl", "_on_handled_error")):
+            raise UsageError(
+                "this openai-agents release's @function_tool invoker has changed shape; install"
+                f" openai-agents {'.'.join(map(str, SUPPORTED))}.x"
+            )
         impl = original._invoke_tool_impl
         governed_impl = governing(impl)
         for attr in _IMPL_ATTRS:

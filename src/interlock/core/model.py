@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from interlock.errors import reason_code_of
+
 #: the ledger record schema version
 RECORD_VERSION = 1
 
@@ -50,6 +52,15 @@ class ReasonCode(StrEnum):
     LEDGER_CORRUPT = "LEDGER_CORRUPT"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ReasonCode:
+        """The code ``exc`` denies with (:func:`interlock.errors.reason_code_of`), as the enum;
+        never raises."""
+        try:
+            return cls(reason_code_of(exc))
+        except ValueError:
+            return cls.INTERNAL_ERROR
 
 
 class Effect(StrEnum):
@@ -86,12 +97,6 @@ class Reason:
         if self.policy is not None:
             out["policy"] = self.policy
         return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Reason:
-        return cls(
-            code=ReasonCode(data["code"]), detail=str(data["detail"]), policy=data.get("policy")
-        )
 
 
 _TYPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*\Z")
@@ -220,15 +225,3 @@ def rfc3339_to_epoch(value: str) -> int:
     if dt.tzinfo is None:
         raise ValueError(f"timestamp without offset: {value!r}")
     return int(dt.timestamp() // 1)
-
-
-def parse_time(value: str) -> datetime:
-    """Parse an RFC 3339 timestamp to an aware datetime.
-
-    Raises:
-        ValueError: if ``value`` is not RFC 3339 with an offset.
-    """
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    if dt.tzinfo is None:
-        raise ValueError(f"timestamp without offset: {value!r}")
-    return dt

@@ -82,11 +82,7 @@ def reason_from_exception(exc: BaseException, what: str) -> Reason:
     """A deny reason for an error in the supervisor. Interlock errors carry their code and
     diagnostics; a foreign exception is named by type only (its message may hold inputs)."""
     if isinstance(exc, Error):
-        try:
-            code = ReasonCode(exc.reason_code)
-        except ValueError:
-            code = ReasonCode.INTERNAL_ERROR
-        return Reason(code=code, detail=f"{what}: {exc.diagnostics()}"[:500])
+        return Reason(code=ReasonCode.of(exc), detail=f"{what}: {exc.diagnostics()}"[:500])
     return Reason(
         code=ReasonCode.INTERNAL_ERROR,
         detail=f"{what}: {type(exc).__name__}: authorization can no longer be established",
@@ -141,7 +137,6 @@ class Watch:
         self._lock = threading.Lock()
         self._snapshot = snapshot
         self._effect = Effect.ALLOW.value
-        self._codes: tuple[str, ...] = ()
         self._manifest = gate.home.policy_dir
         self._policy_key = self._policy_stat()
         self._parent_status = self._read_parent_status()
@@ -212,14 +207,13 @@ class Watch:
         verdict = self.gate.reverify(self.request)
         self.verified_at = time.monotonic()
         self._due = self.verified_at + self.interval
-        codes = tuple(r.code.value for r in verdict.reasons)
         if verdict.effect is not Effect.ALLOW:
             reason = (
                 verdict.reasons[0]
                 if verdict.reasons
                 else Reason(code=ReasonCode.INTERNAL_ERROR, detail="deny without a reason")
             )
-            self._record_deny(reason, snapshot=snapshot, codes=codes)
+            self._record_deny(reason, snapshot=snapshot)
             return reason
         if snapshot != self._snapshot or self._effect != Effect.ALLOW.value:
             self.gate.record_execution(
@@ -227,12 +221,10 @@ class Watch:
                 self.request.id,
                 {"effect": Effect.ALLOW.value, "reasons": [], "snapshot": snapshot},
             )
-        self._snapshot, self._effect, self._codes = snapshot, Effect.ALLOW.value, codes
+        self._snapshot, self._effect = snapshot, Effect.ALLOW.value
         return None
 
-    def _record_deny(
-        self, reason: Reason, *, snapshot: str | None = None, codes: tuple[str, ...] = ()
-    ) -> None:
+    def _record_deny(self, reason: Reason, *, snapshot: str | None = None) -> None:
         """Commit the deny as ``exec.verify`` with status ``terminated`` before anything is
         signalled: from this commit on, the execution's children are ``LINEAGE_BROKEN``. A
         failed append does not stop the termination (the caller terminates regardless)."""
@@ -250,7 +242,7 @@ class Watch:
             self.deny_recorded = True
         except Exception:  # noqa: BLE001 - terminating anyway; exec.terminated is tried again
             self.deny_recorded = False
-        self._effect, self._codes = Effect.DENY.value, codes or (reason.code.value,)
+        self._effect = Effect.DENY.value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

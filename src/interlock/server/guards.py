@@ -38,6 +38,8 @@ from collections.abc import Iterable
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from interlock.core.net import is_loopback
+
 __all__ = [
     "LOOPBACK_HOSTS",
     "JsonBodyOnly",
@@ -56,23 +58,6 @@ _ODD_PATH_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _NOT_JSON = "the request body must be JSON: send 'Content-Type: application/json'"
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` serves loopback only: ``localhost`` or a loopback IP address
-    (all of 127.0.0.0/8, ``::1``; brackets allowed).
-
-        >>> is_loopback("127.0.0.2"), is_loopback("[::1]"), is_loopback("0.0.0.0")
-        (True, True, False)
-
-    Never raises.
-    """
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
-    except ValueError:
-        return False
 
 
 def normalize_host(value: str) -> str:
