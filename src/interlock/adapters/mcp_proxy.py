@@ -191,7 +191,7 @@ class Upstream:
     ``INTERLOCK_*`` variable — the upstream never sees the agent's token, the home, the
     principal or the execution id; ``errlog`` receives its stderr (default: the proxy's stderr).
     It runs as the proxy's OS user: it could still read the files that user can read, the
-    home's key files included (see the README).
+    home's key files included (see SECURITY.md).
 
     Raises:
         UsageError: neither or both of ``command`` and ``url``, or a ``url`` that is not http(s).

@@ -420,7 +420,7 @@ def _die_with_supervisor(supervisor_pid: int) -> None:
     """In the forked child, before exec: ask Linux to SIGKILL the command when the supervising
     thread dies (a supervisor that is itself SIGKILLed must not leave its command running
     unwatched). Only the direct child is covered: its own children are killed with the group
-    while the supervisor lives, but outlive a SIGKILLed supervisor (see README)."""
+    while the supervisor lives, but outlive a SIGKILLed supervisor (see SECURITY.md)."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != supervisor_pid:  # it died before the prctl took effect

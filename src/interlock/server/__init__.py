@@ -7,8 +7,8 @@
 
 Endpoints: decisions, executions, lineage, the ledger (checkpoint, entries, proofs,
 consistency), C2SP tlog-tiles under ``/tlog/``, admin (quarantine, revocation, kill switch,
-approvals, policy upload), ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``. See the
-README section "HTTP API".
+approvals, policy upload), ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``. See
+docs/agents.md, "HTTP API".
 """
 
 from __future__ import annotations

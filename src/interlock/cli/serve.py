@@ -1,0 +1,276 @@
+"""``interlock`` mcp-proxy, serve, demo and bench: the long-running entry points."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from interlock.cli.common import (
+    EXIT_DENY,
+    EXIT_OK,
+    HomeOpt,
+    JsonOpt,
+    _emit_json,
+    _fail,
+    _gate,
+    _read_token,
+    app,
+    err,
+    out,
+    parse_listen,
+    parse_seconds,
+)
+from interlock.errors import Error
+
+
+@app.command("mcp-proxy", context_settings={"allow_interspersed_args": False})
+def mcp_proxy(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The upstream MCP server's command and arguments (after --), spoken to over"
+            " stdio.",
+            metavar="UPSTREAM_CMD",
+            show_default=False,
+        ),
+    ] = None,
+    capability: Annotated[
+        str,
+        typer.Option(
+            envvar="INTERLOCK_CAPABILITY",
+            help="Token or @file (or $INTERLOCK_CAPABILITY: keeps it out of ps). Never passed to"
+            " the upstream.",
+        ),
+    ] = "",
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            envvar="INTERLOCK_PRINCIPAL", help="SPIFFE ID (default $INTERLOCK_PRINCIPAL)."
+        ),
+    ] = None,
+    upstream_url: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream-url", help="A streamable-HTTP upstream (instead of UPSTREAM_CMD)."
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (loopback only;"
+            " port 0 picks a free one, printed on stderr)."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The server name in McpServer/McpTool ids (default: the upstream's"
+            " serverInfo.name; pin it when policies rely on it)."
+        ),
+    ] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            envvar="INTERLOCK_EXECUTION_ID",
+            help="Parent execution of the session (default $INTERLOCK_EXECUTION_ID).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        str, typer.Option(help="How long to wait for each upstream answer: 30s, 500ms.")
+    ] = "30s",
+    startup_timeout: Annotated[
+        str, typer.Option(help="How long the upstream may take to start and initialize.")
+    ] = "60s",
+    interval: Annotated[str, typer.Option(help="Re-verification interval: 1s, 200ms.")] = "1s",
+    hide_denied: Annotated[
+        bool,
+        typer.Option(
+            "--hide-denied",
+            help="List only the tools the capability and policy could allow (probed with empty"
+            " arguments, not recorded).",
+        ),
+    ] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Serve MCP to an agent's client; govern every tools/call, resources/read and prompts/get.
+
+    Each request is decided and recorded before it reaches the upstream server.
+
+    Nothing is printed on stdout: in stdio mode it is the MCP channel.
+
+    Exit: 0 the session ended; 1 session denied or upstream failed; 2 usage error.
+    """
+    from rich.markup import escape
+
+    from interlock.adapters.mcp_proxy import (
+        ProxyOptions,
+        Upstream,
+        UpstreamError,
+        run_proxy,
+    )
+    from interlock.errors import Denied, UsageError
+
+    if not principal:
+        _fail("no principal: give --principal or set INTERLOCK_PRINCIPAL")
+    if not capability:
+        _fail("no capability: give --capability or set INTERLOCK_CAPABILITY")
+    if capability.strip() == "-":
+        _fail("--capability - is not available: stdin is the MCP channel (use @file)")
+    if bool(command) == (upstream_url is not None):
+        _fail("give the upstream as -- UPSTREAM_CMD ARGS... or as --upstream-url (exactly one)")
+    try:
+        addr = parse_listen(listen) if listen is not None else None
+        upstream = Upstream(command=tuple(command or ()), url=upstream_url)
+        options = ProxyOptions(
+            principal=principal,
+            capability=_read_token(capability),
+            name=name,
+            parent=parent or None,
+            timeout=parse_seconds(timeout),
+            startup_timeout=parse_seconds(startup_timeout),
+            interval=parse_seconds(interval),
+            hide_denied=hide_denied,
+            listen=listen,
+        )
+    except typer.BadParameter as exc:
+        _fail(str(exc))
+    except UsageError as exc:
+        _fail(exc.diagnostics())
+
+    def ready(proxy: Any, url: str | None) -> None:
+        where = f"listening on {url}" if url else "serving MCP on stdio"
+        server = f'McpServer::"{proxy.server_name}"'
+        err.print(
+            f"[bold green]interlock mcp-proxy:[/] session {proxy.session_id} for"
+            f" {escape(str(principal))} on {escape(server)}, {escape(where)}",
+            soft_wrap=True,
+        )
+
+    with _gate(home) as gate:
+        try:
+            run_proxy(gate, upstream, options, listen=addr, on_ready=ready)
+        except Denied as exc:
+            d = exc.decision
+            err.print(
+                f"[bold red]interlock mcp-proxy: session denied[/] {escape(exc.message)}"
+                f" [dim](decision {d.decision_hash}, request {d.request_id})[/]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_DENY) from None
+        except UpstreamError as exc:
+            err.print(
+                f"[bold red]interlock mcp-proxy: upstream failed[/] {escape(exc.diagnostics())}",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_DENY) from None
+        except UsageError as exc:
+            _fail(exc.diagnostics())
+        except OSError as exc:
+            _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_DENY)
+        except Error as exc:
+            err.print(
+                f"[bold red]interlock mcp-proxy:[/] {escape(exc.diagnostics())}", soft_wrap=True
+            )
+            raise typer.Exit(EXIT_DENY) from None
+
+
+# -- end mcp-proxy ---------------------------------------------------------------------------------
+
+# -- serve (issue 4 §4) ----------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Anything but loopback exposes the API.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8750,
+    log_level: Annotated[
+        str, typer.Option(help="critical, error, warning, info or debug.")
+    ] = "info",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Also accept this name in the Host header (repeatable; '*.example.com' for "
+            "subdomains, '*' for any). Always accepted: localhost, 127.0.0.1, [::1] and --host.",
+        ),
+    ] = None,
+    execution_lease: Annotated[
+        float | None,
+        typer.Option(
+            help="Terminate an HTTP-started execution whose runner has not reported (GET with "
+            "its capability, or the PATCH end) for this many seconds. Default: no lease.",
+            min=0.1,
+        ),
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve the HTTP API (decisions, executions, ledger, C2SP tiles, admin, /readyz, /metrics)
+    until interrupted. See docs/agents.md, "HTTP API"."""
+    from rich.markup import escape
+
+    from interlock.server import serve as serve_http
+    from interlock.server.guards import allowed_hosts, is_loopback
+
+    if log_level not in ("critical", "error", "warning", "info", "debug"):
+        _fail(f"--log-level must be critical, error, warning, info or debug, not {log_level!r}")
+    extra = allowed_host or []
+    try:
+        allowed_hosts(host, extra)
+    except ValueError as exc:
+        _fail(f"--host/--allowed-host: {escape(str(exc))}")
+    if not is_loopback(host):
+        err.print(
+            f"[bold yellow]warning:[/] binding {escape(host)}: the API is plain HTTP with no TLS;"
+            " put it behind a TLS-terminating proxy and keep admin tokens off untrusted networks"
+            + (
+                ""
+                if extra
+                else "; clients must send a Host header this server accepts (--allowed-host)"
+            ),
+            soft_wrap=True,
+        )
+    with _gate(home) as gate:
+        serve_http(
+            gate,
+            host=host,
+            port=port,
+            log_level=log_level,
+            allowed_hosts=extra,
+            execution_lease=execution_lease,
+        )
+
+
+# -- end serve -------------------------------------------------------------------------------------
+
+# -- demo and bench --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(json_: JsonOpt = False) -> None:
+    """Run the scripted scenario in a fresh home: allows, denials, a verified ledger."""
+    from interlock.demo import run_demo
+
+    result = run_demo(console=None if json_ else out)
+    if json_:
+        _emit_json(result.to_json())
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_DENY)
+
+
+@app.command()
+def bench(
+    json_: JsonOpt = False,
+    quick: Annotated[bool, typer.Option(help="Smaller sizes (for smoke tests).")] = False,
+) -> None:
+    """Measure DESIGN §10 figures, each beside a baseline measured in the same run."""
+    from interlock.bench import run_benchmarks
+
+    results = run_benchmarks(quick=quick, console=None if json_ else err)
+    if json_:
+        _emit_json(results)
+        return
+    from interlock.bench import results_table
+
+    out.print(results_table(results))
