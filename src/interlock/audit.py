@@ -27,20 +27,17 @@ from interlock.errors import (
     PolicyError,
     VerificationError,
 )
-from interlock.gate import (
-    KILL_SWITCH_EVENTS,
-    QUARANTINE_EVENTS,
-    RESTRICT_EVENTS,
-    Lineage,
-    Snapshot,
-    decide,
-    decision_record,
-    verify_governance,
-)
 from interlock.home import Home, default_home
 from interlock.ledger import merkle
 from interlock.ledger.note import NoteSigner, NoteVerifier
-from interlock.ledger.projection import Projection, first_difference, fold_verified
+from interlock.ledger.projection import (
+    KILL_SWITCH_EVENTS,
+    QUARANTINE_EVENTS,
+    RESTRICT_EVENTS,
+    Projection,
+    first_difference,
+    fold_verified,
+)
 from interlock.ledger.proof import ProofBundle, format_proof
 from interlock.ledger.protocols import Log, Store
 from interlock.ledger.statecheck import check_log
@@ -48,7 +45,9 @@ from interlock.ledger.storage import open_store
 from interlock.ledger.tiles import TILE_WIDTH as TILE
 from interlock.ledger.tiles import export_tiles, tile_levels
 from interlock.ledger.verify import LedgerVerifier, VerifyReport
+from interlock.pipeline import Lineage, Snapshot, decide
 from interlock.policy.bundle import PolicyBundle
+from interlock.records import decision_record, verify_governance
 from interlock.trust import keys
 
 __all__ = [

@@ -20,24 +20,39 @@ records what the file says, for a home made before settings moved to the log.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tomllib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from interlock.core.canonical import canonical_bytes
-from interlock.core.model import RECORD_VERSION, RecordType, format_time
-from interlock.errors import ClockBehind, ConfigError, Error, UsageError
+from interlock.core.model import (
+    RECORD_VERSION,
+    ActionRequest,
+    RecordType,
+    format_time,
+    is_spiffe_id,
+    is_under,
+)
+from interlock.errors import ClockBehind, ConfigError, Error, UsageError, error_detail
 from interlock.home import CONFIG_NAME, Config, Home
 from interlock.intake import new_request_id
 from interlock.ledger.projection import TRUST_EVENT, TRUST_SETTINGS, delta_of
 from interlock.ledger.protocols import Append, Store
+from interlock.records import sign_governance
 from interlock.trust import keys
 from interlock.trust.files import replace_text
+
+if TYPE_CHECKING:
+    from interlock.gate import Gate
+    from interlock.pipeline import Verdict
+
+_log = logging.getLogger("interlock")
 
 __all__ = [
     "adopt_changes",
@@ -293,3 +308,205 @@ def genesis(home: Home, *, ns: int) -> None:
         )
     finally:
         led.close()
+
+
+# -- governance actions of a gate (each a node-signed ledger record) --------------------
+
+
+def _load_trust(gate: Gate) -> None:
+    """Take the trust settings from the log; note where ``interlock.toml`` disagrees
+    (ENVIRONMENT_UNTRUSTED until it agrees again). Never raises."""
+    try:
+        on_log = log_settings(gate.ledger.settings())
+        problems = mismatches(gate.home.config, on_log)
+    except Exception as exc:  # noqa: BLE001 - unreadable trust settings: trust nothing
+        on_log, problems = {}, [f"trust settings unreadable: {error_detail(exc)}"]
+    problem = "; ".join(problems) if problems else None
+    with gate._lock:
+        if on_log == gate._trust and problem == gate._trust_problem:
+            return
+        gate._trust = on_log
+        gate._trust_problem = problem
+        gate._approvers = frozenset(bytes.fromhex(k) for k in on_log.get("approvals.keys", []))
+        gate._break_glass_keys = frozenset(
+            bytes.fromhex(k) for k in on_log.get("break_glass.keys", [])
+        )
+    gate._rebuild_snapshot(force_trust=True)
+
+
+def gate_record_trust(gate: Gate, changes: Mapping[str, Any]) -> list[int]:
+    """Change trust settings (:func:`interlock.governance.record_trust`): on the log,
+    signed with the root key, then in ``interlock.toml``. Effective for this gate at once;
+    returns the records' indices.
+
+    Raises: as :func:`interlock.governance.record_trust`.
+    """
+    try:
+        return record_trust(gate.ledger, gate.home, changes, ns=gate._clock_ns())
+    finally:
+        gate.home = Home.load(gate.home.path)
+        _load_trust(gate)
+
+
+def adopt_trust(gate: Gate) -> dict[str, Any]:
+    """Record every trust setting where ``interlock.toml`` (re-read now) differs from the
+    log: the operator's deliberate act after an intended edit (``interlock trust adopt``).
+    Returns what was recorded.
+
+    Raises: as :func:`interlock.governance.record_trust`.
+    """
+    changes = adopt_changes(gate.ledger, gate.home)
+    if changes:
+        gate_record_trust(gate, changes)
+    return changes
+
+
+def trusted_policy_keys(gate: Gate) -> list[Any]:
+    """The policy keys trusted by the log's ``policy.trusted_keys``."""
+    with gate._lock:
+        found = list(gate._trust.get("policy.trusted_keys", []))
+    return [keys.public_from_raw(bytes.fromhex(k)) for k in found]
+
+
+def revoke(gate: Gate, revocation_ids: tuple[str, ...], *, reason: str = "") -> int:
+    """Revoke capability revocation ids; effective for this gate at once. Recorded as a
+    node-signed ``capability.revoked`` governance record; returns its index.
+
+    Raises:
+        KeyFileError: the node key is missing or unsafe.
+        LedgerUnavailable: if the governance record could not be committed.
+    """
+    return _governance(
+        gate,
+        "capability.revoked",
+        {"revocation_ids": list(revocation_ids), "reason": reason},
+    )
+
+
+def _governance(gate: Gate, event: str, fields: Mapping[str, Any]) -> int:
+    """Sign a governance record with the node key and commit it with the state change it
+    makes (:func:`interlock.ledger.projection.delta_of`, one transaction); effective for
+    this gate at once.
+
+    Raises:
+        LedgerUnavailable: not committed. ClockBehind: the clock is behind the log."""
+    floor = gate._time_floor
+    ns = gate._clock_ns()
+    rec = {
+        "v": RECORD_VERSION,
+        "type": RecordType.GOVERNANCE.value,
+        "event": event,
+        "id": new_request_id(ns),
+        "ts": format_time(datetime.fromtimestamp(ns / 1e9, UTC)),
+        **dict(fields),
+    }
+    gate._check_clock(ns, floor)
+    signed = sign_governance(rec, gate.home.private_key("node"))
+    (res,) = gate.ledger.append(
+        [
+            Append(
+                record=canonical_bytes(signed),
+                state=delta_of(signed, node_public=gate._node_public, root_public=None),
+            )
+        ],
+        timeout=gate.ledger_timeout_s,
+    )
+    gate._rebuild_snapshot(force_trust=True)
+    return res.index
+
+
+def quarantine(gate: Gate, principal: str, reason: str, *, on: bool) -> int:
+    """Quarantine (``on=True``) or release a principal: while quarantined, its decisions
+    and its running executions are denied PRINCIPAL_QUARANTINED. Recorded as a node-signed
+    ``principal.quarantined`` / ``principal.released`` governance record; returns its index.
+
+    Raises:
+        UsageError: ``principal`` is not a SPIFFE ID.
+        KeyFileError: the node key is missing or unsafe.
+        LedgerUnavailable: the record could not be committed (nothing changed).
+    """
+    if not is_spiffe_id(principal):
+        raise UsageError(f"not a SPIFFE ID: {principal!r}")
+    event = "principal.quarantined" if on else "principal.released"
+    return _governance(
+        gate,
+        event,
+        {"principal": principal, "reason": reason},
+    )
+
+
+def release_restriction(gate: Gate, principal: str, boundary: str, reason: str) -> int:
+    """Lift a boundary restriction (``boundary.released``, node-signed); returns its index.
+
+    Raises:
+        UsageError: ``principal`` is not a SPIFFE ID.
+        LedgerUnavailable: the record could not be committed (nothing changed).
+    """
+    if not is_spiffe_id(principal):
+        raise UsageError(f"not a SPIFFE ID: {principal!r}")
+    return _governance(
+        gate,
+        "boundary.released",
+        {"principal": principal, "boundary": boundary, "reason": reason},
+    )
+
+
+def _enforce_boundary(gate: Gate, request: ActionRequest, verdict: Verdict) -> None:
+    """Carry out a boundary's ``on_violation`` after its BOUNDARY_VIOLATION deny was
+    recorded: restrict the principal, quarantine it (isolate), or record the violation
+    (terminate: the offending execution is denied or terminated by its supervisor).
+    Never raises: the deny stands whatever happens here."""
+    boundary = verdict.boundary
+    if boundary is None:
+        return
+    principal = request.principal
+    fields: dict[str, Any] = {
+        "principal": principal,
+        "boundary": boundary.name,
+        "on_violation": boundary.on_violation,
+        "request": request.id,
+        "reason": f"boundary {boundary.name!r} violated by request {request.id}",
+    }
+    try:
+        if boundary.on_violation == "restrict":
+            if any(
+                b == boundary.name and is_under(principal, p) for p, b in gate.snapshot.restricted
+            ):
+                return
+            fields["restricted_actions"] = list(boundary.restricted_actions)
+            _governance(
+                gate,
+                "boundary.restricted",
+                fields,
+            )
+        elif boundary.on_violation == "isolate":
+            if any(is_under(principal, q) for q in gate.snapshot.quarantined):
+                return
+            _governance(
+                gate,
+                "principal.quarantined",
+                fields,
+            )
+        else:
+            _governance(gate, "boundary.violated", fields)
+    except Exception as exc:  # noqa: BLE001 - the request is denied either way
+        _log.error(
+            "boundary %r: %s of %s could not be recorded (%s); the request stays denied",
+            boundary.name,
+            boundary.on_violation,
+            principal,
+            error_detail(exc),
+        )
+
+
+def kill_switch(gate: Gate, on: bool, reason: str) -> int:
+    """Turn the kill switch on (every action denied, every supervised run terminated) or
+    off. Recorded as a node-signed ``kill_switch.on`` / ``kill_switch.off`` governance
+    record; returns its index.
+
+    Raises:
+        KeyFileError: the node key is missing or unsafe.
+        LedgerUnavailable: the record could not be committed (nothing changed).
+    """
+    event = "kill_switch.on" if on else "kill_switch.off"
+    return _governance(gate, event, {"reason": reason})

@@ -162,7 +162,7 @@ def test_a_fifo_in_place_of_the_anchor_under_a_running_gate_denies(home: Path, i
 def test_a_running_check_that_cannot_run_denies_until_it_runs_again(
     home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from interlock import gate as gate_module
+    from interlock import watchers as gate_module
     from interlock.errors import LedgerUnavailable
 
     edit_config(home, "ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
@@ -197,7 +197,7 @@ def test_a_running_check_that_cannot_run_denies_until_it_runs_again(
 def test_a_check_that_hangs_denies_once_it_is_late(
     home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from interlock import gate as gate_module
+    from interlock import watchers as gate_module
 
     edit_config(home, "ledger_check_interval_ms = 5000", "ledger_check_interval_ms = 100")
     token = issue()

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from interlock.audit import replay
-from interlock.gate import Gate, verify_governance
+from interlock.gate import Gate
 from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
+from interlock.records import verify_governance
 from interlock.trust import keys
 from interlock.trust.attestation import measure, measure_config, measure_files, trust_current
 from tests.conftest import edit_config, tool_request, trust_config
@@ -123,7 +124,7 @@ def test_an_unmeasurable_node_is_untrusted(
         def unreadable(*_a: object, **_k: object) -> None:
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr("interlock.gate.measure", unreadable)
+        monkeypatch.setattr("interlock.watchers.measure", unreadable)
         gate._attest()
         d = gate.decide(tool_request(tok))
         assert d.codes == ("ENVIRONMENT_UNTRUSTED",)

@@ -12,7 +12,8 @@ import pytest
 
 import interlock
 from interlock.audit import replay
-from interlock.gate import Gate, verify_governance
+from interlock.gate import Gate
+from interlock.records import verify_governance
 from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request, trust_config
 

@@ -13,9 +13,11 @@ import pytest
 from interlock.audit import replay, verify_ledger
 from interlock.core.canonical import canonical_bytes
 from interlock.errors import LedgerCorrupt, UsageError, VerificationError
-from interlock.gate import KILL_SWITCH_DETAIL, Gate, verify_governance
+from interlock.gate import Gate
 from interlock.ledger.projection import Delta, delta_of
 from interlock.ledger.protocols import Append
+from interlock.pipeline import KILL_SWITCH_DETAIL
+from interlock.records import verify_governance
 from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from interlock import gate as gate_module
+from interlock import watchers
 from interlock.capability import revocation_ids
 from interlock.core.model import RecordType
 from interlock.gate import Gate
@@ -30,10 +30,10 @@ def checkpointed(home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch) -> dic
     """A home whose log has a state checkpoint in the middle: history before it, and after it
     records that change rows the checkpoint saw (an execution ends, a quarantine is lifted, the
     kill switch goes on and off) beside new rows."""
-    monkeypatch.setattr(gate_module, "STATE_CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(watchers, "STATE_CHECKPOINT_EVERY", 1)
     token, revoked = issue(), issue()
     with Gate.open(home) as gate:
-        assert gate.check_kind == "full"
+        assert gate.startup_check == "full"
         gate.revoke(tuple(revocation_ids(revoked)))
         gate.quarantine(SUMMARIZER, "x", on=True)
         done = gate.decide(tool_request(token))
@@ -43,7 +43,7 @@ def checkpointed(home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch) -> dic
         running = req.id
         # this gate wrote a checkpoint when it opened; the one below covers the history above
     with Gate.open(home) as gate:
-        assert gate.check_kind == "checkpoint"
+        assert gate.startup_check == "checkpoint", (gate.corrupt, gate.ledger_check_problem())
         gate.check_ledger(background=True)
         gate.write_state_checkpoint()
         vouched = gate.ledger.settings()["state_checked"]
@@ -68,7 +68,7 @@ def test_start_up_checks_from_the_newest_state_checkpoint(
     home: Path, checkpointed: dict[str, Any]
 ) -> None:
     with Gate.open(home) as gate:
-        assert gate.check_kind == "checkpoint"
+        assert gate.startup_check == "checkpoint"
         assert gate.corrupt is None
         assert gate.decide(tool_request(checkpointed["token"])).allowed
         assert gate.decide(tool_request(checkpointed["revoked"])).codes == ("CAPABILITY_REVOKED",)
@@ -116,15 +116,15 @@ def test_undo_rows_only_speed_the_check_up(
     """What the store keeps to recover the checkpoint's state is not trusted: when it lies the
     checkpoint cannot vouch, and the gate checks the whole log instead (and finds it sound)."""
     # only because the checkpoint could not vouch is a new one written (not for the growth)
-    monkeypatch.setattr(gate_module, "STATE_CHECKPOINT_EVERY", 10**9)
+    monkeypatch.setattr(watchers, "STATE_CHECKPOINT_EVERY", 10**9)
     sql(home, edit)
     with Gate.open(home) as gate:
-        assert gate.check_kind == "full"
+        assert gate.startup_check == "full"
         assert gate.corrupt is None
         assert gate.decide(tool_request(checkpointed["token"])).allowed
     # that full check vouched anew: the next start-up is quick again
     with Gate.open(home) as gate:
-        assert gate.check_kind == "checkpoint"
+        assert gate.startup_check == "checkpoint"
 
 
 def test_an_entry_before_the_checkpoint_edited_is_caught_by_the_first_pass(
@@ -149,7 +149,7 @@ def test_an_entry_before_the_checkpoint_edited_is_caught_by_the_first_pass(
         assert first < checkpointed["checkpoint"]
     sql_entry_edit(home, first)
     with Gate.open(home) as gate:
-        assert gate.check_kind == "checkpoint"  # the state is sound; the evidence is not
+        assert gate.startup_check == "checkpoint"  # the state is sound; the evidence is not
         turns_to_deny(gate, checkpointed["token"], within=10.0)
 
 

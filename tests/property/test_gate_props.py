@@ -31,12 +31,14 @@ from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, CapabilityVerifier, Right
 from interlock.core.model import Stage
 from interlock.errors import LedgerUnavailable
-from interlock.gate import Gate, Lineage, Snapshot, decide, decision_record
+from interlock.gate import Gate
 from interlock.intake import parse_request
 from interlock.ledger.storage.sqlite import SqliteLedger
+from interlock.pipeline import Lineage, Snapshot, decide
 from interlock.policy import _cedar
 from interlock.policy.bundle import load_bundle
 from interlock.policy.engine import PolicyEngine
+from interlock.records import decision_record
 from interlock.trust import keys
 from tests.conftest import edit_config
 

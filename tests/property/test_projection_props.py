@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right, revocation_ids
 from interlock.core.canonical import canonical_bytes
-from interlock.gate import Gate, sign_governance
+from interlock.gate import Gate
 from interlock.ledger.merkle import leaf_hash
 from interlock.ledger.note import NoteSigner
 from interlock.ledger.projection import (
@@ -45,6 +45,7 @@ from interlock.ledger.statecheck import (
     checkpoint_fields,
 )
 from interlock.ledger.storage.sqlite import SqliteLedger
+from interlock.records import sign_governance
 from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
 

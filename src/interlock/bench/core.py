@@ -30,12 +30,13 @@ from interlock.bench.common import Lcg, Result, figure, pct, timed
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right
 from interlock.core.model import ActionRequest, Resource, format_time
-from interlock.gate import Gate, Lineage, Snapshot, decide
+from interlock.gate import Gate
 from interlock.home import Home
 from interlock.ledger.projection import delta_of, first_difference
 from interlock.ledger.protocols import Append, Store
 from interlock.ledger.statecheck import check_log
 from interlock.ledger.storage import open_store
+from interlock.pipeline import Lineage, Snapshot, decide
 from interlock.policy.bundle import load_bundle, sign_bundle
 from interlock.trust import keys
 
@@ -474,7 +475,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         t0 = time.perf_counter()
         with Gate.open(home.path) as big:
             check_s = time.perf_counter() - t0
-            if big.corrupt is not None or big.check_kind != "checkpoint":
+            if big.corrupt is not None or big.startup_check != "checkpoint":
                 raise RuntimeError(f"no start-up from the state checkpoint: {big.corrupt}")
         results["S1f"] = figure(
             full_s,

@@ -28,9 +28,9 @@ from interlock.errors import Error
 def _attestation_view(home: Path | None) -> dict[str, Any]:
     """Measure now, and compare with the trusted set and the newest ``node.attested`` record
     (its node signature checked)."""
-    from interlock.gate import verify_governance
     from interlock.home import CONFIG_NAME, Home, default_home
     from interlock.policy.bundle import load_bundle
+    from interlock.records import verify_governance
     from interlock.trust import keys
     from interlock.trust.attestation import measure
 

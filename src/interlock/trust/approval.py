@@ -17,7 +17,7 @@ An approval is the compact JSON object::
 ``sig`` signs the RFC 8785 bytes of the object without ``sig``. On the wire (the request's
 ``approval`` field, the output of ``interlock approve``) it travels as base64url, without
 padding, of those compact JSON bytes: one token with no quoting problems in a shell or a JSON
-string. ``request_digest`` is :func:`interlock.gate.request_digest`: principal, action,
+string. ``request_digest`` is :func:`interlock.pipeline.request_digest`: principal, action,
 resource, args and context, so an approval for other arguments does not match.
 """
 
