@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -48,7 +47,6 @@ from interlock.core.model import (
 from interlock.errors import (
     ClockBehind,
     Error,
-    LedgerCorrupt,
     LedgerError,
     MalformedRequest,
     PolicyError,
@@ -62,7 +60,6 @@ from interlock.ledger.projection import (
     QUARANTINE_EVENTS,
     RESTRICT_EVENTS,
     delta_of,
-    status_set_by,
 )
 from interlock.ledger.protocols import Append, Store
 from interlock.ledger.statecheck import (
@@ -79,9 +76,8 @@ if TYPE_CHECKING:
 
     from interlock.adapters.sdk import Agent, F, ResourceSpec
     from interlock.runtime.execution import Execution
-from interlock import governance, watchers
+from interlock import governance, records, watchers
 from interlock.pipeline import Lineage, Snapshot, Verdict, _deny, decide
-from interlock.records import _payload_blob, decision_record
 
 __all__ = [
     "KILL_SWITCH_EVENTS",
@@ -111,58 +107,6 @@ _LAST_RESORT = Decision(
     ledger_index=None,
     stage=Stage.GATE,
 )
-
-
-_EXEC_RECORDS = frozenset(
-    {RecordType.EXEC_START, RecordType.EXEC_VERIFY, RecordType.EXEC_END, RecordType.EXEC_TERMINATED}
-)
-
-
-_IDENTITY: dict[int, dict[str, Any] | None] = {}
-
-
-def _process_identity() -> dict[str, Any] | None:
-    """This process as ``{"boot_id", "pid", "start"}`` (Linux: the kernel's boot id and the
-    process start time in clock ticks since boot, so a reused pid is not mistaken for it);
-    None where /proc does not say. Read once per process (keyed by pid: a fork is another)."""
-    pid = os.getpid()
-    if pid not in _IDENTITY:
-        try:
-            boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
-            _IDENTITY[pid] = {"boot_id": boot, "pid": pid, "start": _start_ticks(pid)}
-        except (OSError, ValueError, IndexError):
-            _IDENTITY[pid] = None
-    found = _IDENTITY[pid]
-    return None if found is None else dict(found)
-
-
-def _start_ticks(pid: int) -> int:
-    """Field 22 of /proc/PID/stat (after the parenthesised command name).
-
-    Raises:
-        OSError: no such process. ValueError/IndexError: an unreadable stat line.
-    """
-    stat = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(stat[stat.rfind(b")") + 2 :].split()[19])
-
-
-def _process_alive(proc: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
-    """Whether the process ``proc`` (from an exec.start) still runs: same boot, pid present,
-    same start time, not a zombie."""
-    if proc.get("boot_id") != me["boot_id"]:
-        return False
-    pid = proc.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return True  # not ours to judge: leave it
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return fields[0] != b"Z" and int(fields[19]) == proc.get("start")
-    except (ValueError, IndexError):
-        return True
 
 
 class Gate:
@@ -569,23 +513,24 @@ class Gate:
         request_id = new_request_id(ns)
         when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
         if self._corrupt is not None:
-            return self._unrecorded(
+            return records._unrecorded(
+                self,
                 request_id,
                 ReasonCode.LEDGER_CORRUPT,
                 f"ledger failed verification: {self._corrupt}",
             )
         unchecked = self.ledger_check_problem()
         if unchecked is not None:
-            return self._unrecorded(request_id, ReasonCode.LEDGER_UNAVAILABLE, unchecked)
+            return records._unrecorded(self, request_id, ReasonCode.LEDGER_UNAVAILABLE, unchecked)
         snapshot = self.snapshot
         behind = self._clock_problem(ns, floor)
         if behind is not None:
             # not recorded: its timestamp would go backwards on the log
-            return self._unrecorded(request_id, ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
+            return records._unrecorded(self, request_id, ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
         try:
             request = parse_request(raw, request_id=request_id, time=when)
         except MalformedRequest as exc:
-            return self._record_malformed(raw, exc, request_id, when, snapshot.id)
+            return records._record_malformed(self, raw, exc, request_id, when, snapshot.id)
         if keep is not None:
             keep.append(request)
 
@@ -605,7 +550,7 @@ class Gate:
                 " deadline",
             )
             stage = Stage.GATE
-        decision = self._commit(request, verdict, snapshot, lineage, stage, start=start)
+        decision = records._commit(self, request, verdict, snapshot, lineage, stage, start=start)
         if verdict.boundary is not None and decision.ledger_index is not None:
             self._enforce_boundary(request, verdict)
         return decision
@@ -725,110 +670,12 @@ class Gate:
         *,
         status: str | None = None,
     ) -> int:
-        """Append an ``exec.start``, ``exec.verify``, ``exec.end`` or ``exec.terminated`` record
-        for execution ``request_id`` (its id is the request id); in the same transaction the
-        execution's status becomes what the record type sets (``running``, ``ended``,
-        ``terminated``; statuses only move forward). ``status``, when given, must be that one.
-
-        Raises:
-            LedgerUnavailable: the record was not committed (a supervisor then must not start,
-                or must stop, the action).
-        """
-        if kind not in _EXEC_RECORDS:
-            raise ValueError(f"not an execution record type: {kind}")
-        row = self.ledger.execution(request_id)
-        rec: dict[str, Any] = {
-            "v": RECORD_VERSION,
-            "type": kind.value,
-            "id": request_id,
-            "ts": self._now()[1],
-            "parent": row.parent if row is not None else None,
-            "decision_leaf": row.leaf_hash.hex() if row is not None else None,
-            **dict(fields),
-        }
-        if status is not None and status_set_by(rec) != status:
-            raise ValueError(f"{kind.value} does not set status {status!r}")
-        (res,) = self.ledger.append(
-            [
-                Append(
-                    record=canonical_bytes(rec),
-                    state=delta_of(rec, node_public=None, root_public=None),
-                )
-            ],
-            timeout=self.ledger_timeout_s,
-        )
-        return res.index
+        """See :func:`interlock.records.record_execution`."""
+        return records.record_execution(self, kind, request_id, fields, status=status)
 
     def reap_orphans(self) -> list[str]:
-        """Terminate, on the ledger, every ``running`` execution whose supervisor is gone: its
-        ``exec.start`` names the supervising process (boot id, pid, start time) and that
-        process no longer exists on this machine, or the machine rebooted. Such a run cannot
-        be re-verified any more, so it must not stay a live parent (DESIGN I5, I6). Records
-        ``exec.terminated`` (INTERNAL_ERROR, ``reaped: true``); returns the ids.
-
-        Never raises: an execution whose start record cannot be read is left as it is.
-        """
-        me = _process_identity()
-        if me is None or self._corrupt is not None:
-            return []
-        reaped: list[str] = []
-        try:
-            running = self.ledger.running_executions()
-        except Exception:  # noqa: BLE001 - reaping is housekeeping; deciding does not depend on it
-            return []
-        for exec_id, idx in running:
-            try:
-                rec = json.loads(self.ledger.entry(idx + 1))
-                proc = rec.get("process") if isinstance(rec, dict) else None
-                if rec.get("type") != RecordType.EXEC_START.value or rec.get("id") != exec_id:
-                    continue
-                if not isinstance(proc, dict) or _process_alive(proc, me):
-                    continue
-                self.record_execution(
-                    RecordType.EXEC_TERMINATED,
-                    exec_id,
-                    {
-                        "reason": Reason(
-                            code=ReasonCode.INTERNAL_ERROR,
-                            detail=(
-                                f"its supervisor (pid {proc.get('pid')}) is gone: nothing"
-                                " re-verifies this execution any more"
-                            ),
-                        ).to_json(),
-                        "signals_sent": [],
-                        "reaped": True,
-                    },
-                    status="terminated",
-                )
-                reaped.append(exec_id)
-            except Exception:  # noqa: BLE001, S112 - the next pass tries again
-                continue
-        return reaped
-
-    def _start_append(
-        self, request: ActionRequest, decision_data: bytes, start: Mapping[str, Any] | None
-    ) -> tuple[Append, ...]:
-        """The ``exec.start`` append that rides with an allow (see :meth:`admit`)."""
-        if start is None:
-            return ()
-        rec: dict[str, Any] = {
-            **dict(start),  # first: the caller's fields never replace the record's own
-            "v": RECORD_VERSION,
-            "type": RecordType.EXEC_START.value,
-            "id": request.id,
-            "ts": self._now()[1],
-            "parent": request.parent,
-            "decision_leaf": hashlib.sha256(b"\x00" + decision_data).hexdigest(),
-        }
-        me = _process_identity()
-        if me is not None:  # who supervises it: see reap_orphans
-            rec["process"] = me
-        return (
-            Append(
-                record=canonical_bytes(rec),
-                state=delta_of(rec, node_public=None, root_public=None),
-            ),
-        )
+        """See :func:`interlock.watchers.reap_orphans`."""
+        return watchers.reap_orphans(self)
 
     def _lineage(self, request: ActionRequest) -> Lineage:
         if request.parent is None:
@@ -845,167 +692,6 @@ class Gate:
             principal=row.principal,
         )
 
-    def _commit(
-        self,
-        request: ActionRequest,
-        verdict: Verdict,
-        snapshot: Snapshot,
-        lineage: Lineage,
-        stage: Stage,
-        *,
-        start: Mapping[str, Any] | None = None,
-    ) -> Decision:
-        record = decision_record(
-            request, verdict, snapshot_id=snapshot.id, lineage=lineage, stage=stage
-        )
-        data = canonical_bytes(record)
-        decision_hash = hashlib.sha256(data).hexdigest()
-        blobs = {f"req:{request.id}": _payload_blob(request)}
-        if snapshot.id not in self._stored_snapshots:
-            blobs[f"snapshot:{snapshot.id}"] = canonical_bytes(dict(snapshot.descriptor))
-        allowed = verdict.effect is Effect.ALLOW
-        change = delta_of(record, node_public=None, root_public=None)
-        try:
-            res, *_ = self.ledger.append(
-                [
-                    Append(
-                        record=data,
-                        blobs=blobs,
-                        state=change,
-                    ),
-                    *self._start_append(request, data, start if allowed else None),
-                ],
-                timeout=self.ledger_timeout_s,
-            )
-        except LedgerError as exc:
-            if isinstance(exc, LedgerCorrupt):
-                self._corrupt = exc.diagnostics()
-            code = (
-                ReasonCode.LEDGER_CORRUPT
-                if isinstance(exc, LedgerCorrupt)
-                else ReasonCode.LEDGER_UNAVAILABLE
-            )
-            return Decision(
-                request_id=request.id,
-                effect=Effect.DENY,
-                reasons=(
-                    *((r for r in verdict.reasons) if not allowed else ()),
-                    Reason(code=code, detail=f"decision not recorded: {exc.message}"),
-                ),
-                snapshot=snapshot.id,
-                decision_hash=decision_hash,
-                ledger_index=None,
-                stage=Stage.GATE,
-            )
-        self._stored_snapshots.add(snapshot.id)
-        if change.ts is not None and change.ts > self._time_floor:
-            self._time_floor = change.ts
-        if verdict.break_glass is not None:
-            _log.warning(
-                "BREAK-GLASS: %s on %s by %s allowed by an override (scope %s, reason %r); it"
-                " overrode %s — recorded at ledger index %d",
-                request.action,
-                request.resource.uid,
-                request.principal,
-                verdict.break_glass.get("scope"),
-                verdict.break_glass.get("reason"),
-                verdict.break_glass.get("overrode", {}).get("code"),
-                res.index,
-            )
-        # I1: this is the only allow in Interlock, and it is after the durable commit.
-        return Decision(
-            request_id=request.id,
-            effect=verdict.effect,
-            reasons=verdict.reasons,
-            obligations=verdict.obligations,
-            snapshot=snapshot.id,
-            decision_hash=decision_hash,
-            ledger_index=res.index,
-            stage=stage,
-            break_glass=verdict.break_glass,
-        )
-
-    def _record_malformed(
-        self,
-        raw: Mapping[str, Any] | bytes | str,
-        exc: MalformedRequest,
-        request_id: str,
-        when: str,
-        snapshot_id: str,
-    ) -> Decision:
-        if isinstance(raw, bytes | str):
-            raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-        else:
-            try:
-                raw_bytes = repr(dict(raw)).encode("utf-8", "surrogatepass")[: 1 << 20]
-            except Exception:  # noqa: BLE001 - an unprintable object is still a malformed request
-                raw_bytes = b"<unrepresentable>"
-        raw_digest = hashlib.sha256(raw_bytes).hexdigest()
-        reason = Reason(code=ReasonCode.MALFORMED_REQUEST, detail=exc.message[:500])
-        record = {
-            "v": RECORD_VERSION,
-            "type": RecordType.DECISION.value,
-            "id": request_id,
-            "ts": when,
-            "stage": Stage.INTAKE.value,
-            "request": {"raw_sha256": raw_digest, "raw_size": len(raw_bytes)},
-            "parent": None,
-            "parent_leaf": None,
-            "snapshot": snapshot_id,
-            "effect": Effect.DENY.value,
-            "reasons": [reason.to_json()],
-            "obligations": [],
-        }
-        data = canonical_bytes(record)
-        decision_hash = hashlib.sha256(data).hexdigest()
-        blobs = {f"raw:{raw_digest}": raw_bytes} if len(raw_bytes) <= 1 << 20 else {}
-        index: int | None
-        reasons: tuple[Reason, ...] = (reason,)
-        try:
-            (res,) = self.ledger.append(
-                [
-                    Append(
-                        record=data,
-                        blobs=blobs,
-                        state=delta_of(record, node_public=None, root_public=None),
-                    )
-                ],
-                timeout=self.ledger_timeout_s,
-            )
-            index = res.index
-        except LedgerError as exc:
-            index = None
-            code = (
-                ReasonCode.LEDGER_CORRUPT
-                if isinstance(exc, LedgerCorrupt)
-                else ReasonCode.LEDGER_UNAVAILABLE
-            )
-            reasons = (reason, Reason(code=code, detail=f"decision not recorded: {exc.message}"))
-        return Decision(
-            request_id=request_id,
-            effect=Effect.DENY,
-            reasons=reasons,
-            snapshot=snapshot_id,
-            decision_hash=decision_hash,
-            ledger_index=index,
-            stage=Stage.INTAKE,
-        )
-
-    def _unrecorded(self, request_id: str, code: ReasonCode, detail: str) -> Decision:
-        """A deny that could not be recorded. Its hash is over plain JSON (not the canonical
-        encoder, which may be what failed): it identifies the answer, it proves nothing."""
-        reason = Reason(code=code, detail=detail)
-        blob = json.dumps([request_id, code.value, detail], sort_keys=True).encode()
-        return Decision(
-            request_id=request_id,
-            effect=Effect.DENY,
-            reasons=(reason,),
-            snapshot="",
-            decision_hash=hashlib.sha256(blob).hexdigest(),
-            ledger_index=None,
-            stage=Stage.GATE,
-        )
-
     def _error_decision(self, exc: BaseException) -> Decision:
         code = ReasonCode.of(exc)
         detail = error_detail(exc)
@@ -1013,4 +699,4 @@ class Gate:
             request_id, _ = self._now()
         except Exception:  # noqa: BLE001 - even the clock failing must end in a deny
             request_id = "00000000-0000-7000-8000-000000000000"
-        return self._unrecorded(request_id, code, detail[:500])
+        return records._unrecorded(self, request_id, code, detail[:500])

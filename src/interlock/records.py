@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -12,18 +13,31 @@ from interlock.core.canonical import canonical_bytes, digest
 from interlock.core.model import (
     RECORD_VERSION,
     ActionRequest,
+    Decision,
+    Effect,
+    Reason,
+    ReasonCode,
     RecordType,
     Stage,
 )
-from interlock.errors import (
-    VerificationError,
-)
+from interlock.errors import LedgerCorrupt, LedgerError, MalformedRequest, VerificationError
+from interlock.ledger.projection import delta_of, status_set_by
+from interlock.ledger.protocols import Append
+from interlock.pipeline import Lineage, Snapshot, Verdict
+from interlock.process import process_identity
 from interlock.trust import keys
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from interlock.pipeline import Lineage, Verdict
+    from interlock.gate import Gate
+
+_log = logging.getLogger("interlock")
+
+#: the record types of a governed execution's life (``Gate.record_execution`` writes them)
+EXEC_RECORDS = frozenset(
+    {RecordType.EXEC_START, RecordType.EXEC_VERIFY, RecordType.EXEC_END, RecordType.EXEC_TERMINATED}
+)
 
 
 def decision_record(
@@ -129,3 +143,236 @@ def _payload_blob(request: ActionRequest) -> bytes:
         sort_keys=True,
         separators=(",", ":"),
     ).encode("utf-8", "surrogatepass")
+
+
+def record_execution(
+    gate: Gate,
+    kind: RecordType,
+    request_id: str,
+    fields: Mapping[str, Any],
+    *,
+    status: str | None = None,
+) -> int:
+    """Append an ``exec.start``, ``exec.verify``, ``exec.end`` or ``exec.terminated`` record
+    for execution ``request_id`` (its id is the request id); in the same transaction the
+    execution's status becomes what the record type sets (``running``, ``ended``,
+    ``terminated``; statuses only move forward). ``status``, when given, must be that one.
+
+    Raises:
+        LedgerUnavailable: the record was not committed (a supervisor then must not start,
+            or must stop, the action).
+    """
+    if kind not in EXEC_RECORDS:
+        raise ValueError(f"not an execution record type: {kind}")
+    row = gate.ledger.execution(request_id)
+    rec: dict[str, Any] = {
+        "v": RECORD_VERSION,
+        "type": kind.value,
+        "id": request_id,
+        "ts": gate._now()[1],
+        "parent": row.parent if row is not None else None,
+        "decision_leaf": row.leaf_hash.hex() if row is not None else None,
+        **dict(fields),
+    }
+    if status is not None and status_set_by(rec) != status:
+        raise ValueError(f"{kind.value} does not set status {status!r}")
+    (res,) = gate.ledger.append(
+        [
+            Append(
+                record=canonical_bytes(rec),
+                state=delta_of(rec, node_public=None, root_public=None),
+            )
+        ],
+        timeout=gate.ledger_timeout_s,
+    )
+    return res.index
+
+
+def _start_append(
+    gate: Gate, request: ActionRequest, decision_data: bytes, start: Mapping[str, Any] | None
+) -> tuple[Append, ...]:
+    """The ``exec.start`` append that rides with an allow (see :meth:`admit`)."""
+    if start is None:
+        return ()
+    rec: dict[str, Any] = {
+        **dict(start),  # first: the caller's fields never replace the record's own
+        "v": RECORD_VERSION,
+        "type": RecordType.EXEC_START.value,
+        "id": request.id,
+        "ts": gate._now()[1],
+        "parent": request.parent,
+        "decision_leaf": hashlib.sha256(b"\x00" + decision_data).hexdigest(),
+    }
+    me = process_identity()
+    if me is not None:  # who supervises it: see reap_orphans
+        rec["process"] = me
+    return (
+        Append(
+            record=canonical_bytes(rec),
+            state=delta_of(rec, node_public=None, root_public=None),
+        ),
+    )
+
+
+def _commit(
+    gate: Gate,
+    request: ActionRequest,
+    verdict: Verdict,
+    snapshot: Snapshot,
+    lineage: Lineage,
+    stage: Stage,
+    *,
+    start: Mapping[str, Any] | None = None,
+) -> Decision:
+    record = decision_record(
+        request, verdict, snapshot_id=snapshot.id, lineage=lineage, stage=stage
+    )
+    data = canonical_bytes(record)
+    decision_hash = hashlib.sha256(data).hexdigest()
+    blobs = {f"req:{request.id}": _payload_blob(request)}
+    if snapshot.id not in gate._stored_snapshots:
+        blobs[f"snapshot:{snapshot.id}"] = canonical_bytes(dict(snapshot.descriptor))
+    allowed = verdict.effect is Effect.ALLOW
+    change = delta_of(record, node_public=None, root_public=None)
+    try:
+        res, *_ = gate.ledger.append(
+            [
+                Append(
+                    record=data,
+                    blobs=blobs,
+                    state=change,
+                ),
+                *_start_append(gate, request, data, start if allowed else None),
+            ],
+            timeout=gate.ledger_timeout_s,
+        )
+    except LedgerError as exc:
+        if isinstance(exc, LedgerCorrupt):
+            gate._corrupt = exc.diagnostics()
+        code = (
+            ReasonCode.LEDGER_CORRUPT
+            if isinstance(exc, LedgerCorrupt)
+            else ReasonCode.LEDGER_UNAVAILABLE
+        )
+        return Decision(
+            request_id=request.id,
+            effect=Effect.DENY,
+            reasons=(
+                *((r for r in verdict.reasons) if not allowed else ()),
+                Reason(code=code, detail=f"decision not recorded: {exc.message}"),
+            ),
+            snapshot=snapshot.id,
+            decision_hash=decision_hash,
+            ledger_index=None,
+            stage=Stage.GATE,
+        )
+    gate._stored_snapshots.add(snapshot.id)
+    if change.ts is not None and change.ts > gate._time_floor:
+        gate._time_floor = change.ts
+    if verdict.break_glass is not None:
+        _log.warning(
+            "BREAK-GLASS: %s on %s by %s allowed by an override (scope %s, reason %r); it"
+            " overrode %s — recorded at ledger index %d",
+            request.action,
+            request.resource.uid,
+            request.principal,
+            verdict.break_glass.get("scope"),
+            verdict.break_glass.get("reason"),
+            verdict.break_glass.get("overrode", {}).get("code"),
+            res.index,
+        )
+    # I1: this is the only allow in Interlock, and it is after the durable commit.
+    return Decision(
+        request_id=request.id,
+        effect=verdict.effect,
+        reasons=verdict.reasons,
+        obligations=verdict.obligations,
+        snapshot=snapshot.id,
+        decision_hash=decision_hash,
+        ledger_index=res.index,
+        stage=stage,
+        break_glass=verdict.break_glass,
+    )
+
+
+def _record_malformed(
+    gate: Gate,
+    raw: Mapping[str, Any] | bytes | str,
+    exc: MalformedRequest,
+    request_id: str,
+    when: str,
+    snapshot_id: str,
+) -> Decision:
+    if isinstance(raw, bytes | str):
+        raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    else:
+        try:
+            raw_bytes = repr(dict(raw)).encode("utf-8", "surrogatepass")[: 1 << 20]
+        except Exception:  # noqa: BLE001 - an unprintable object is still a malformed request
+            raw_bytes = b"<unrepresentable>"
+    raw_digest = hashlib.sha256(raw_bytes).hexdigest()
+    reason = Reason(code=ReasonCode.MALFORMED_REQUEST, detail=exc.message[:500])
+    record = {
+        "v": RECORD_VERSION,
+        "type": RecordType.DECISION.value,
+        "id": request_id,
+        "ts": when,
+        "stage": Stage.INTAKE.value,
+        "request": {"raw_sha256": raw_digest, "raw_size": len(raw_bytes)},
+        "parent": None,
+        "parent_leaf": None,
+        "snapshot": snapshot_id,
+        "effect": Effect.DENY.value,
+        "reasons": [reason.to_json()],
+        "obligations": [],
+    }
+    data = canonical_bytes(record)
+    decision_hash = hashlib.sha256(data).hexdigest()
+    blobs = {f"raw:{raw_digest}": raw_bytes} if len(raw_bytes) <= 1 << 20 else {}
+    index: int | None
+    reasons: tuple[Reason, ...] = (reason,)
+    try:
+        (res,) = gate.ledger.append(
+            [
+                Append(
+                    record=data,
+                    blobs=blobs,
+                    state=delta_of(record, node_public=None, root_public=None),
+                )
+            ],
+            timeout=gate.ledger_timeout_s,
+        )
+        index = res.index
+    except LedgerError as exc:
+        index = None
+        code = (
+            ReasonCode.LEDGER_CORRUPT
+            if isinstance(exc, LedgerCorrupt)
+            else ReasonCode.LEDGER_UNAVAILABLE
+        )
+        reasons = (reason, Reason(code=code, detail=f"decision not recorded: {exc.message}"))
+    return Decision(
+        request_id=request_id,
+        effect=Effect.DENY,
+        reasons=reasons,
+        snapshot=snapshot_id,
+        decision_hash=decision_hash,
+        ledger_index=index,
+        stage=Stage.INTAKE,
+    )
+
+
+def _unrecorded(gate: Gate, request_id: str, code: ReasonCode, detail: str) -> Decision:
+    """A deny that could not be recorded. Its hash is over plain JSON (not the canonical
+    encoder, which may be what failed): it identifies the answer, it proves nothing."""
+    reason = Reason(code=code, detail=detail)
+    blob = json.dumps([request_id, code.value, detail], sort_keys=True).encode()
+    return Decision(
+        request_id=request_id,
+        effect=Effect.DENY,
+        reasons=(reason,),
+        snapshot="",
+        decision_hash=hashlib.sha256(blob).hexdigest(),
+        ledger_index=None,
+        stage=Stage.GATE,
+    )

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 
 from interlock import governance
+from interlock.core.model import Reason, ReasonCode, RecordType
+from interlock.process import process_alive, process_identity
 
 if TYPE_CHECKING:
     from interlock.gate import Gate
@@ -363,3 +365,50 @@ def _save_anchor(gate: Gate) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def reap_orphans(gate: Gate) -> list[str]:
+    """Terminate, on the ledger, every ``running`` execution whose supervisor is gone: its
+    ``exec.start`` names the supervising process (boot id, pid, start time) and that
+    process no longer exists on this machine, or the machine rebooted. Such a run cannot
+    be re-verified any more, so it must not stay a live parent (DESIGN I5, I6). Records
+    ``exec.terminated`` (INTERNAL_ERROR, ``reaped: true``); returns the ids.
+
+    Never raises: an execution whose start record cannot be read is left as it is.
+    """
+    me = process_identity()
+    if me is None or gate._corrupt is not None:
+        return []
+    reaped: list[str] = []
+    try:
+        running = gate.ledger.running_executions()
+    except Exception:  # noqa: BLE001 - reaping is housekeeping; deciding does not depend on it
+        return []
+    for exec_id, idx in running:
+        try:
+            rec = json.loads(gate.ledger.entry(idx + 1))
+            proc = rec.get("process") if isinstance(rec, dict) else None
+            if rec.get("type") != RecordType.EXEC_START.value or rec.get("id") != exec_id:
+                continue
+            if not isinstance(proc, dict) or process_alive(proc, me):
+                continue
+            gate.record_execution(
+                RecordType.EXEC_TERMINATED,
+                exec_id,
+                {
+                    "reason": Reason(
+                        code=ReasonCode.INTERNAL_ERROR,
+                        detail=(
+                            f"its supervisor (pid {proc.get('pid')}) is gone: nothing"
+                            " re-verifies this execution any more"
+                        ),
+                    ).to_json(),
+                    "signals_sent": [],
+                    "reaped": True,
+                },
+                status="terminated",
+            )
+            reaped.append(exec_id)
+        except Exception:  # noqa: BLE001, S112 - the next pass tries again
+            continue
+    return reaped

@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from interlock.gate import Gate, _process_alive, _process_identity
+from interlock.gate import Gate
+from interlock.process import process_alive, process_identity
 from tests.conftest import tool_request
 
 _CHILD = textwrap.dedent(
@@ -57,9 +58,9 @@ def test_an_execution_whose_process_died_is_reaped(home: Path, issue: Any) -> No
 
 
 def test_process_liveness_needs_the_same_boot_pid_and_start_time() -> None:
-    me = _process_identity()
+    me = process_identity()
     assert me is not None
-    assert _process_alive(me, me)
-    assert not _process_alive({**me, "boot_id": "another-boot"}, me)
-    assert not _process_alive({**me, "start": me["start"] + 1}, me)  # a reused pid
-    assert not _process_alive({**me, "pid": 2**22 + 7}, me)  # no such process
+    assert process_alive(me, me)
+    assert not process_alive({**me, "boot_id": "another-boot"}, me)
+    assert not process_alive({**me, "start": me["start"] + 1}, me)  # a reused pid
+    assert not process_alive({**me, "pid": 2**22 + 7}, me)  # no such process
