@@ -422,11 +422,10 @@ def tool_governor(
     Raises:
         UsageError: ``gate`` is neither a Gate nor an Agent, or an option is invalid.
     """
-    from interlock.gate import Gate
-
     if isinstance(gate, Agent):
         the_gate, agent = gate.gate, gate
-    elif isinstance(gate, Gate):
+    elif type(gate).__name__ == "Gate" and callable(getattr(gate, "admit", None)):
+        # the gate sits below this layer: recognised by its shape, not imported at run time
         the_gate, agent = gate, None
     else:
         raise UsageError("gate must be an interlock Gate or Agent")
