@@ -35,7 +35,6 @@ from interlock.adapters.mcp_proxy import (
     ProxyOptions,
     Upstream,
     UpstreamError,
-    _StdinLines,
     bind,
     check_server_name,
     continuation_context,
@@ -45,6 +44,7 @@ from interlock.adapters.mcp_proxy import (
     serve_http,
     transport_security,
 )
+from interlock.adapters.mcp_proxy.transport import _StdinLines
 from interlock.capability import revocation_ids
 from interlock.core.canonical import digest
 from interlock.core.model import Decision, Effect, Reason, ReasonCode, RecordType

@@ -1,0 +1,115 @@
+"""The MCP governance proxy behind ``interlock mcp-proxy``: an MCP server to the agent's client,
+an MCP client to the upstream server, and the gate in between.
+
+    >>> gate = interlock.open(".interlock")                                    # doctest: +SKIP
+    >>> upstream = Upstream(command=("python", "-m", "mcp_server_time"))       # doctest: +SKIP
+    >>> options = ProxyOptions(principal="spiffe://acme.test/agent/researcher",
+    ...                        capability=token)                               # doctest: +SKIP
+    >>> run_proxy(gate, upstream, options)     # MCP on stdin/stdout until EOF  # doctest: +SKIP
+
+What is governed (DESIGN §1: an MCP request is an action like any other):
+
+==================  ======================  ==================================  ===============
+MCP request         action                  resource                            args
+==================  ======================  ==================================  ===============
+the proxy session   ``mcp.session``         ``McpServer::"<server>"``           ``transport``,
+                                                                                ``command`` or
+                                                                                ``url``
+``tools/call``      ``mcp.tools/call``      ``McpTool::"<server>/<tool>"``      the arguments
+``resources/read``  ``mcp.resources/read``  ``McpResource::"<server>/<uri>"``   ``{uri}``
+``prompts/get``     ``mcp.prompts/get``     ``McpPrompt::"<server>/<prompt>"``  the arguments
+==================  ======================  ==================================  ===============
+
+``<server>`` is ``--name`` or else the upstream's ``serverInfo.name`` (a name the upstream
+chooses for itself: pin it with ``--name`` when policies rely on it).
+
+* **The session is an execution.** It is admitted (decision, ``exec.start``) before anything is
+  served — before the upstream is even started when the name is given — and re-verified while
+  it runs (:class:`~interlock.runtime.execution.Execution`); it ends with ``exec.end`` (or
+  ``exec.terminated``). Every governed request names it as ``parent``: once the session is
+  terminated (its capability revoked, its principal quarantined, ...), every request in it is
+  denied (``LINEAGE_BROKEN``, unless an earlier validator already denies it) and listing is
+  refused.
+* **Each governed request is an execution too** (I1): the allow decision and ``exec.start``
+  are committed before the request is forwarded; ``exec.end`` carries ``result_sha256`` (the
+  SHA-256 of the RFC 8785 bytes of the upstream's result, in its JSON form) or the failure.
+  The request is re-verified while it waits for the upstream and cancelled (and recorded as
+  ``exec.terminated``) when its authorization stops holding. If ``exec.end`` cannot be
+  committed, the result is withheld from the agent.
+* **A denial is never forwarded.** ``tools/call`` answers a tool error (``isError``);
+  ``resources/read`` and ``prompts/get`` answer the JSON-RPC error :data:`DENIED_ERROR_CODE`.
+  The text names the reason codes and the decision hash, e.g. ``denied by Interlock:
+  POLICY_NO_PERMIT: ... (decision <sha256>, request <id>)``. The details of capability
+  failures stay on the ledger (STYLE: the agent learns only the code).
+* **Upstream failures are answered, never retried**: an upstream that does not answer within
+  ``timeout`` (``REQUEST_TIMEOUT``), or that died (``CONNECTION_CLOSED``: every later request
+  is answered at once, not forwarded, and still decided and recorded), or that answered
+  something that is not MCP. An upstream JSON-RPC error is passed through unchanged.
+* Listing (``tools/list``, ``resources/list``, ``resources/templates/list``, ``prompts/list``)
+  reads metadata and is not an action: it is forwarded without a decision while the session is
+  authorized. With ``hide_denied``, ``tools/list`` keeps only the tools the capability and
+  policy could allow, probed with empty arguments through ``gate.reverify`` (pure: nothing is
+  recorded, so listing does not fill the ledger). A tool that policy allows only for some
+  arguments is therefore hidden; a hidden tool that is called anyway is decided like any other.
+* Not proxied: completions, subscriptions, logging, and requests from the upstream to the client
+  (sampling, elicitation, roots).
+* A continued request (``inputResponses`` / ``requestState``, answering an upstream's
+  ``InputRequiredResult``) is decided with their RFC 8785 digests as the request's ``context``
+  (:func:`continuation_context`): what is forwarded is what was decided and recorded.
+* Containment: the spawned upstream gets the proxy's environment without any ``INTERLOCK_*``
+  variable, but it runs as the same OS user (it could read the home's files: run untrusted
+  upstreams as another user). ``--listen`` always enables DNS-rebinding protection
+  (:func:`transport_security`). A stdio client line longer than :data:`MAX_LINE_BYTES` ends
+  the session (:class:`ClientLineTooLong`)."""
+
+from interlock.adapters.mcp_proxy.forwarding import McpProxy
+from interlock.adapters.mcp_proxy.governance import continuation_context, denial_text, result_digest
+from interlock.adapters.mcp_proxy.options import (
+    DEFAULT_STARTUP_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    DENIED_ERROR_CODE,
+    MAX_LINE_BYTES,
+    PROMPT_ACTION,
+    RESOURCE_ACTION,
+    SESSION_ACTION,
+    TOOL_ACTION,
+    ClientLineTooLong,
+    ProxyOptions,
+    Upstream,
+    UpstreamError,
+    check_server_name,
+)
+from interlock.adapters.mcp_proxy.session import open_proxy
+from interlock.adapters.mcp_proxy.transport import (
+    bind,
+    run_proxy,
+    serve_http,
+    serve_stdio,
+    transport_security,
+)
+
+__all__ = [
+    "DEFAULT_STARTUP_TIMEOUT_S",
+    "DEFAULT_TIMEOUT_S",
+    "DENIED_ERROR_CODE",
+    "MAX_LINE_BYTES",
+    "PROMPT_ACTION",
+    "RESOURCE_ACTION",
+    "SESSION_ACTION",
+    "TOOL_ACTION",
+    "ClientLineTooLong",
+    "McpProxy",
+    "ProxyOptions",
+    "Upstream",
+    "UpstreamError",
+    "bind",
+    "check_server_name",
+    "continuation_context",
+    "denial_text",
+    "open_proxy",
+    "result_digest",
+    "run_proxy",
+    "serve_http",
+    "serve_stdio",
+    "transport_security",
+]

@@ -1,0 +1,472 @@
+"""The MCP proxy server: every tools/call, resources/read and prompts/get is decided before
+it is forwarded upstream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import mcp.types as types
+from mcp.client.session import ClientSession
+from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+from interlock.adapters.sdk import disclosed_detail
+from interlock.core.model import Effect, ReasonCode, RecordType
+from interlock.errors import Error, MalformedRequest
+from interlock.intake import parse_request
+from interlock.runtime.supervisor import POLL_S, Watch
+
+if TYPE_CHECKING:
+    from mcp.server.context import ServerRequestContext
+
+    from interlock.core.model import ActionRequest
+    from interlock.gate import Gate
+    from interlock.runtime.execution import Execution
+from interlock.adapters.mcp_proxy.governance import (
+    _Begun,
+    _Failure,
+    _fields,
+    _Outcome,
+    _tool_error,
+    continuation_context,
+    denial_text,
+)
+from interlock.adapters.mcp_proxy.options import (
+    _CALL,
+    _PROBE_ID,
+    _PROBE_TIME,
+    _PROMPT,
+    _READ,
+    _UPSTREAM_GONE,
+    DENIED_ERROR_CODE,
+    PROMPT_ACTION,
+    RESOURCE_ACTION,
+    TOOL_ACTION,
+    ProxyOptions,
+    R,
+)
+
+
+class McpProxy:
+    """One proxy session: the gate, the upstream :class:`ClientSession`, the session execution.
+
+    Use :func:`open_proxy`. :attr:`server` is the low-level MCP server to serve to the agent's
+    client (any transport; :func:`serve_stdio` and :func:`serve_http` are the usual ones).
+    """
+
+    def __init__(
+        self,
+        gate: Gate,
+        upstream: ClientSession,
+        session: Execution,
+        *,
+        server_name: str,
+        options: ProxyOptions,
+    ) -> None:
+        self.gate = gate
+        self.upstream = upstream
+        self.session = session
+        self.server_name = server_name
+        self.options = options
+        #: why the upstream is known to be unusable (then nothing more is forwarded), or None
+        self.upstream_down: str | None = None
+        self._server: Server[Any] | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The session's execution id: every governed request's ``parent``."""
+        return self.session.id
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        action: str,
+        rtype: str,
+        rid: str,
+        args: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        raw: dict[str, Any] = {
+            "principal": self.options.principal,
+            "action": action,
+            "resource": {"type": rtype, "id": rid},
+            "args": dict(args),
+            "capability": self.options.capability,
+            "parent": self.session_id,
+        }
+        if context is not None:
+            raw["context"] = dict(context)
+        return raw
+
+    def _begin(self, raw: dict[str, Any]) -> _Begun:
+        """Admit the request and commit ``exec.start`` (blocking: runs in a worker thread)."""
+        # I1: the allow and exec.start are committed together, before anything is forwarded
+        decision, req = self.gate.admit(
+            raw,
+            start={
+                "supervisor": "mcp-proxy",
+                "server": self.server_name,
+                "interval_ms": round(self.options.interval * 1000),
+                "timeout_ms": round(self.options.timeout * 1000),
+            },
+        )
+        if not decision.allowed or req is None:
+            return _Begun(decision=decision)
+        try:
+            watch = Watch(
+                self.gate, req, interval=self.options.interval, snapshot=decision.snapshot
+            )
+        except Exception as exc:  # noqa: BLE001 - cannot supervise it, so do not run it
+            why = f"not run: cannot supervise the request ({type(exc).__name__})"
+            self._record_close(
+                req, None, {"duration_ms": 0, "outcome": "error", "error": "internal"}
+            )
+            return _Begun(decision=decision, request=req, problem=why)
+        return _Begun(decision=decision, request=req, watch=watch)
+
+    def _record_close(
+        self, req: ActionRequest, watch: Watch | None, fields: dict[str, Any]
+    ) -> str | None:
+        """Commit ``exec.end`` or ``exec.terminated``; return why it failed, or None."""
+        reason = watch.denied if watch is not None else None
+        try:
+            if reason is not None:
+                fields["reason"] = reason.to_json()
+                self.gate.record_execution(
+                    RecordType.EXEC_TERMINATED, req.id, fields, status="terminated"
+                )
+            else:
+                self.gate.record_execution(RecordType.EXEC_END, req.id, fields, status="ended")
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, who withholds the result
+            return exc.diagnostics() if isinstance(exc, Error) else type(exc).__name__
+        return None
+
+    async def _watch(self, watch: Watch, scope: anyio.CancelScope) -> None:
+        """Re-verify a forwarded request while it waits; cancel it when authorization ends."""
+        while True:
+            await anyio.sleep(POLL_S)
+            if await anyio.to_thread.run_sync(watch.step) is not None:
+                scope.cancel()
+                return
+
+    async def _attempt(
+        self, forward: Callable[[], Awaitable[R]]
+    ) -> tuple[R | None, _Failure | None]:
+        if self.upstream_down is not None:
+            return None, _Failure(
+                "upstream_unavailable",
+                types.CONNECTION_CLOSED,
+                f"upstream unavailable: {self.upstream_down}; not forwarded",
+            )
+        try:
+            return await forward(), None
+        except MCPError as exc:
+            if exc.code == types.CONNECTION_CLOSED:
+                self.upstream_down = "the connection to the upstream server closed"
+                return None, _Failure(
+                    "upstream_unavailable",
+                    types.CONNECTION_CLOSED,
+                    "upstream unavailable: the connection to the upstream server closed"
+                    " before it answered",
+                )
+            if exc.code == types.REQUEST_TIMEOUT:
+                return None, _Failure(
+                    "timeout",
+                    types.REQUEST_TIMEOUT,
+                    f"upstream timeout: no answer within {self.options.timeout:g} s",
+                )
+            return None, _Failure("upstream_error", exc.code, exc.message[:500], exc)
+        except _UPSTREAM_GONE:
+            self.upstream_down = "the connection to the upstream server closed"
+            return None, _Failure(
+                "upstream_unavailable",
+                types.CONNECTION_CLOSED,
+                "upstream unavailable: the connection to the upstream server closed",
+            )
+        except ValidationError:
+            return None, _Failure(
+                "upstream_error",
+                types.INTERNAL_ERROR,
+                "upstream error: its answer is not a valid MCP result",
+            )
+        except Exception as exc:  # noqa: BLE001 - any other failure is an error answer
+            return None, _Failure(
+                "internal", types.INTERNAL_ERROR, f"proxy error: {type(exc).__name__} forwarding"
+            )
+
+    async def governed(
+        self,
+        action: str,
+        rtype: str,
+        rid: str,
+        args: Mapping[str, Any],
+        forward: Callable[[], Awaitable[R]],
+        context: Mapping[str, Any] | None = None,
+    ) -> _Outcome[R]:
+        """Decide ``action`` on ``rtype::rid`` with ``args`` (and the request ``context``);
+        forward it only when allowed and recorded.
+
+        Never raises except on cancellation (after recording the end).
+        """
+        raw = self._request(action, rtype, rid, args, context)
+        begun = await anyio.to_thread.run_sync(self._begin, raw)
+        d = begun.decision
+        ident = {"decision_hash": d.decision_hash, "request_id": d.request_id}
+        if begun.request is None or not d.allowed:
+            return _Outcome(
+                message=denial_text(d),
+                code=DENIED_ERROR_CODE,
+                data={"reason_codes": list(d.codes), **ident},
+            )
+        req, watch = begun.request, begun.watch
+        if watch is None:
+            return _Outcome(
+                message=f"{begun.problem} (request {req.id})",
+                code=DENIED_ERROR_CODE,
+                data={"reason_codes": [ReasonCode.LEDGER_UNAVAILABLE.value], **ident},
+            )
+
+        started = time.monotonic()
+        result: R | None = None
+        failure: _Failure | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, watch, tg.cancel_scope)
+                try:
+                    result, failure = await self._attempt(forward)
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseException:
+            # cancelled from outside (the client cancelled, the proxy is stopping): record it
+            fields = _fields(started, None, _Failure("cancelled", 0, "cancelled"))
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._record_close, req, watch, fields)
+            raise
+
+        fields = _fields(started, result, failure)
+        problem = await anyio.to_thread.run_sync(self._record_close, req, watch, fields)
+        reason = watch.denied
+        if reason is not None:
+            # the agent reads the detail only of codes outside OPAQUE_CODES (as for denials)
+            shown = disclosed_detail(reason.code, reason.detail)
+            return _Outcome(
+                message=(
+                    f"terminated by Interlock: {reason.code.value}"
+                    f"{': ' + shown if shown else ''} (execution {req.id})"
+                ),
+                code=DENIED_ERROR_CODE,
+                data={"reason_codes": [reason.code.value], **ident},
+            )
+        if problem is not None:
+            return _Outcome(
+                message=(
+                    f"result withheld: LEDGER_UNAVAILABLE: exec.end not recorded: {problem}"
+                    f" (execution {req.id})"
+                )[:1000],
+                code=DENIED_ERROR_CODE,
+                data={"reason_codes": [ReasonCode.LEDGER_UNAVAILABLE.value], **ident},
+            )
+        if failure is not None:
+            return _Outcome(
+                message=f"{failure.message} (execution {req.id})",
+                code=failure.code,
+                data={"execution": req.id},
+                passthrough=failure.passthrough,
+            )
+        return _Outcome(result=result)
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    def _check_session(self) -> None:
+        reason = self.session.reason
+        if reason is not None:
+            raise MCPError(
+                code=DENIED_ERROR_CODE,
+                message=f"the proxy session was terminated: {reason.code.value}"
+                f" (execution {self.session_id})",
+            )
+        if self.upstream_down is not None:
+            raise MCPError(
+                code=types.CONNECTION_CLOSED, message=f"upstream unavailable: {self.upstream_down}"
+            )
+
+    async def _listed(self, request: Any, result_type: type[R]) -> R:
+        self._check_session()
+        result, failure = await self._attempt(
+            lambda: self.upstream.send_request(
+                request, result_type, request_read_timeout_seconds=self.options.timeout
+            )
+        )
+        if failure is not None:
+            raise failure.passthrough or MCPError(code=failure.code, message=failure.message)
+        if result is None:  # pragma: no cover - _attempt returns one or the other
+            raise MCPError(code=types.INTERNAL_ERROR, message="no answer")
+        return result
+
+    @staticmethod
+    def _page(params: types.PaginatedRequestParams | None) -> types.PaginatedRequestParams | None:
+        return None if params is None else types.PaginatedRequestParams(cursor=params.cursor)
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        result = await self._listed(
+            types.ListToolsRequest(params=self._page(params)), types.ListToolsResult
+        )
+        if self.options.hide_denied:
+            kept = await anyio.to_thread.run_sync(self._could_allow, result.tools)
+            result = result.model_copy(update={"tools": kept})
+        return result
+
+    def _could_allow(self, tools: list[types.Tool]) -> list[types.Tool]:
+        """The tools a call with empty arguments could be allowed for, by ``gate.reverify``:
+        a pure decision, nothing recorded. A policy error (a policy that reads an argument
+        without ``has``) counts as "could allow"."""
+        kept = []
+        for tool in tools:
+            raw = self._request(TOOL_ACTION, "McpTool", f"{self.server_name}/{tool.name}", {})
+            try:
+                req = parse_request(raw, request_id=_PROBE_ID, time=_PROBE_TIME)
+            except MalformedRequest:
+                continue
+            verdict = self.gate.reverify(req)
+            if verdict.effect is Effect.ALLOW or any(
+                r.code is ReasonCode.POLICY_ERROR for r in verdict.reasons
+            ):
+                kept.append(tool)
+        return kept
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        forwarded = types.CallToolRequest(
+            params=types.CallToolRequestParams(
+                name=params.name,
+                arguments=params.arguments,
+                input_responses=params.input_responses,
+                request_state=params.request_state,
+            )
+        )
+        out = await self.governed(
+            TOOL_ACTION,
+            "McpTool",
+            f"{self.server_name}/{params.name}",
+            params.arguments or {},
+            lambda: self.upstream.send_request(
+                forwarded, _CALL, request_read_timeout_seconds=self.options.timeout
+            ),
+            continuation_context(forwarded.params),
+        )
+        if out.result is not None:
+            return out.result
+        if out.passthrough is not None:
+            raise out.passthrough
+        return _tool_error(out.message)
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        return await self._listed(
+            types.ListResourcesRequest(params=self._page(params)), types.ListResourcesResult
+        )
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        return await self._listed(
+            types.ListResourceTemplatesRequest(params=self._page(params)),
+            types.ListResourceTemplatesResult,
+        )
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
+        forwarded = types.ReadResourceRequest(
+            params=types.ReadResourceRequestParams(
+                uri=params.uri,
+                input_responses=params.input_responses,
+                request_state=params.request_state,
+            )
+        )
+        out = await self.governed(
+            RESOURCE_ACTION,
+            "McpResource",
+            f"{self.server_name}/{params.uri}",
+            {"uri": params.uri},
+            lambda: self.upstream.send_request(
+                forwarded, _READ, request_read_timeout_seconds=self.options.timeout
+            ),
+            continuation_context(forwarded.params),
+        )
+        if out.result is not None:
+            return out.result
+        raise out.as_error()
+
+    async def list_prompts(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return await self._listed(
+            types.ListPromptsRequest(params=self._page(params)), types.ListPromptsResult
+        )
+
+    async def get_prompt(
+        self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        forwarded = types.GetPromptRequest(
+            params=types.GetPromptRequestParams(
+                name=params.name,
+                arguments=params.arguments,
+                input_responses=params.input_responses,
+                request_state=params.request_state,
+            )
+        )
+        out = await self.governed(
+            PROMPT_ACTION,
+            "McpPrompt",
+            f"{self.server_name}/{params.name}",
+            params.arguments or {},
+            lambda: self.upstream.send_request(
+                forwarded, _PROMPT, request_read_timeout_seconds=self.options.timeout
+            ),
+            continuation_context(forwarded.params),
+        )
+        if out.result is not None:
+            return out.result
+        raise out.as_error()
+
+    # -- the server ----------------------------------------------------------------------------
+
+    @property
+    def server(self) -> Server[Any]:
+        """The MCP server the agent's client talks to. It offers what the upstream offers
+        (tools, resources, prompts), under the upstream's name and instructions."""
+        if self._server is not None:
+            return self._server
+        caps = self.upstream.server_capabilities or types.ServerCapabilities()
+        info = self.upstream.server_info
+        handlers: dict[str, Any] = {}
+        if caps.tools is not None:
+            handlers.update(on_list_tools=self.list_tools, on_call_tool=self.call_tool)
+        if caps.resources is not None:
+            handlers.update(
+                on_list_resources=self.list_resources,
+                on_list_resource_templates=self.list_resource_templates,
+                on_read_resource=self.read_resource,
+            )
+        if caps.prompts is not None:
+            handlers.update(on_list_prompts=self.list_prompts, on_get_prompt=self.get_prompt)
+        self._server = Server(
+            self.server_name,
+            version=info.version if info is not None else "",
+            instructions=self.upstream.instructions,
+            **handlers,
+        )
+        return self._server

@@ -1,0 +1,171 @@
+"""One MCP proxy session: the upstream client session, connected and governed for one agent."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import mcp.types as types
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+from interlock.errors import UsageError
+
+if TYPE_CHECKING:
+    from interlock.gate import Gate
+    from interlock.runtime.execution import Execution
+from interlock.adapters.mcp_proxy.forwarding import McpProxy
+from interlock.adapters.mcp_proxy.options import (
+    _UPSTREAM_GONE,
+    SESSION_ACTION,
+    ProxyOptions,
+    Upstream,
+    UpstreamError,
+    check_server_name,
+)
+
+# -- opening a session -----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _session(
+    gate: Gate, request: dict[str, Any], interval: float
+) -> AsyncIterator[Execution]:
+    """Admit the session and commit ``exec.start``; commit its end on the way out (even when
+    cancelled). Entered from a worker thread, so a revocation terminates the session (its
+    requests are then denied) without cancelling the task that serves the client."""
+    run = gate.execution(request, interval=interval)
+    await anyio.to_thread.run_sync(run.__enter__)  # raises Denied
+    try:
+        yield run
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(run.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(run.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def _connect(upstream: Upstream, startup: float) -> AsyncIterator[ClientSession]:
+    from interlock import __version__
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            if upstream.url is not None:
+                streams = await stack.enter_async_context(streamable_http_client(upstream.url))
+            else:
+                params = StdioServerParameters(
+                    command=upstream.command[0],
+                    args=list(upstream.command[1:]),
+                    env=upstream.child_env(),
+                    cwd=upstream.cwd,
+                )
+                streams = await stack.enter_async_context(
+                    stdio_client(params, errlog=upstream.errlog or sys.stderr)
+                )
+        except OSError as exc:
+            raise UpstreamError(
+                f"cannot start the upstream server: {exc.strerror or exc}",
+                command=" ".join(upstream.command)[:200],
+            ) from exc
+        client = await stack.enter_async_context(
+            ClientSession(
+                streams[0],
+                streams[1],
+                client_info=types.Implementation(name="interlock-mcp-proxy", version=__version__),
+            )
+        )
+        try:
+            with anyio.fail_after(startup):
+                await client.initialize()
+        except TimeoutError as exc:
+            raise UpstreamError(
+                f"the upstream server did not initialize within {startup:g} s"
+            ) from exc
+        except MCPError as exc:
+            raise UpstreamError(f"the upstream server did not initialize: {exc.message}") from exc
+        except (OSError, RuntimeError, ValidationError, *_UPSTREAM_GONE) as exc:
+            raise UpstreamError(
+                f"the upstream server did not initialize: {type(exc).__name__}"
+            ) from exc
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def open_proxy(
+    gate: Gate, upstream: Upstream, options: ProxyOptions
+) -> AsyncIterator[McpProxy]:
+    """Start a proxy session: admit it (``mcp.session``), connect to the upstream and
+    initialize it. With ``options.name`` the session is admitted before the upstream is
+    started; without, the upstream is started first to learn its name. Leaving ends the
+    session (``exec.end``) and stops the upstream.
+
+    Raises:
+        Denied: the session was denied (or its ``exec.start`` not recorded): nothing is served.
+        UpstreamError: the upstream could not be started, reached or initialized in time.
+        UsageError: the upstream's name cannot name a server (give ``options.name``).
+    """
+    try:
+        async with _proxy_session(gate, upstream, options) as proxy:
+            yield proxy
+    except BaseExceptionGroup as group:
+        # the SDK's transports are task groups: what crosses them arrives wrapped
+        sole = _sole(group)
+        if sole is group:
+            raise
+        raise sole from None
+
+
+def _sole(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups, else ``exc``."""
+    inner = exc
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    return inner
+
+
+@contextlib.asynccontextmanager
+async def _proxy_session(
+    gate: Gate, upstream: Upstream, options: ProxyOptions
+) -> AsyncIterator[McpProxy]:
+    async with contextlib.AsyncExitStack() as stack:
+
+        def request(name: str) -> dict[str, Any]:
+            args = upstream.describe()
+            if options.listen is not None:
+                args["listen"] = options.listen
+            req: dict[str, Any] = {
+                "principal": options.principal,
+                "action": SESSION_ACTION,
+                "resource": {"type": "McpServer", "id": name},
+                "args": args,
+                "capability": options.capability,
+            }
+            if options.parent:
+                req["parent"] = options.parent
+            return req
+
+        run: Execution | None = None
+        if options.name is not None:
+            run = await stack.enter_async_context(
+                _session(gate, request(options.name), options.interval)
+            )
+        client = await stack.enter_async_context(_connect(upstream, options.startup_timeout))
+        name = options.name
+        if run is None:
+            info = client.server_info
+            name = check_server_name(info.name if info is not None else "")
+            run = await stack.enter_async_context(_session(gate, request(name), options.interval))
+        if name is None:  # pragma: no cover - set on both paths above
+            raise UsageError("no server name")
+        yield McpProxy(gate, client, run, server_name=name, options=options)

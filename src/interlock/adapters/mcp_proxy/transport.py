@@ -1,0 +1,281 @@
+"""Serving the MCP proxy to an agent's client: stdio, or streamable HTTP on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
+
+from interlock.core.net import is_loopback
+from interlock.errors import UsageError
+
+if TYPE_CHECKING:
+    from interlock.gate import Gate
+from interlock.adapters.mcp_proxy.forwarding import McpProxy
+from interlock.adapters.mcp_proxy.options import (
+    MAX_LINE_BYTES,
+    ClientLineTooLong,
+    ProxyOptions,
+    Upstream,
+)
+from interlock.adapters.mcp_proxy.session import _sole, open_proxy
+
+# -- serving ---------------------------------------------------------------------------------------
+
+
+class _StdinLines:
+    """The lines of file descriptor ``fd`` (stdin), read by a daemon thread with ``os.read``.
+
+    The SDK reads stdin in an anyio worker thread, and a thread blocked in ``read()`` can be
+    neither interrupted nor abandoned at exit: SIGTERM would then wait for the client's next
+    byte before the session could end. A daemon thread is left behind instead; it reads the
+    descriptor directly, holding no lock of ``sys.stdin`` that interpreter shutdown would need.
+
+    A line (newline included) longer than ``limit`` bytes is not buffered to its end: reading
+    stops, the lines end there (as at end of input; the partial line is dropped) and
+    :attr:`overflow` is set.
+    """
+
+    def __init__(self, fd: int, limit: int = MAX_LINE_BYTES) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
+        #: set (before the lines end) when a line exceeded ``limit``
+        self.overflow = False
+        self.limit = limit
+        token = anyio.lowlevel.current_token()
+        send = self._send
+
+        def pump() -> None:
+            pending = bytearray()
+            try:
+                while chunk := os.read(fd, 1 << 16):
+                    scan = len(pending)  # what is already pending holds no newline
+                    pending += chunk
+                    while (end := pending.find(b"\n", scan)) >= 0:
+                        if end + 1 > limit:
+                            self.overflow = True
+                            return
+                        line = bytes(pending[: end + 1])
+                        del pending[: end + 1]
+                        scan = 0
+                        anyio.from_thread.run(send.send, line, token=token)
+                    if len(pending) > limit:
+                        self.overflow = True
+                        return
+                if pending:
+                    anyio.from_thread.run(send.send, bytes(pending), token=token)
+            except Exception:  # noqa: BLE001, S110 - the loop is gone or closed the stream
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    anyio.from_thread.run_sync(send.close, token=token)
+
+        threading.Thread(target=pump, name="interlock-mcp-stdin", daemon=True).start()
+
+    def __aiter__(self) -> _StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            line = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        return line.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self._receive.close()
+        self._send.close()
+
+
+async def serve_stdio(
+    proxy: McpProxy, stop: anyio.Event | None = None, *, max_line: int = MAX_LINE_BYTES
+) -> None:
+    """Serve the proxy on this process's stdin/stdout until the client closes stdin (or
+    ``stop`` is set). While serving, fd 1 is diverted to stderr: stray prints cannot corrupt
+    the MCP channel.
+
+    Raises:
+        ClientLineTooLong: the client sent a line longer than ``max_line`` bytes (default
+            :data:`MAX_LINE_BYTES`, 4 MiB): serving stopped there, as at end of input.
+    """
+    server = proxy.server
+    lines = _StdinLines(sys.stdin.fileno(), max_line)
+    try:
+        # the stop task's group encloses the transport: cancelling it stops all of it
+        async with anyio.create_task_group() as tg:
+            if stop is not None:
+
+                async def _stop() -> None:
+                    await stop.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(_stop)
+            async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+            tg.cancel_scope.cancel()
+    finally:
+        lines.close()
+    if lines.overflow:
+        raise ClientLineTooLong(
+            f"the client sent a line longer than {max_line} bytes"
+            f" ({max_line / 1048576:g} MiB): the session is ended",
+            limit=max_line,
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port).
+
+    Raises:
+        UsageError: ``host`` is not a loopback address (the proxy presents the agent's
+            capability for whoever connects: it is for local clients only).
+        OSError: the address cannot be bound.
+    """
+    if not is_loopback(host):
+        raise UsageError(
+            f"refusing to listen on {host}: whoever connects acts with the agent's capability;"
+            " listen on 127.0.0.1, ::1 or localhost"
+        )
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def transport_security(host: str, port: int) -> TransportSecuritySettings:
+    """DNS-rebinding protection for a proxy listening on ``host:port``: the ``Host`` header must
+    name this port on ``host`` (as given or in its canonical spelling), ``localhost``,
+    ``127.0.0.1`` or ``[::1]``, and an ``Origin``, when sent, must be ``http://`` one of those.
+    A web page that had a name of its own resolve to the proxy's address still sends its own
+    name in ``Host``, and is refused (421). Never raises.
+
+    Always passed explicitly: the SDK enables its protection by itself only for the exact hosts
+    ``127.0.0.1``, ``localhost`` and ``::1``, not for other loopback spellings (``127.0.0.2``,
+    ``0:0:0:0:0:0:0:1``) that :func:`bind` accepts.
+    """
+    bare = host.strip("[]")
+    names = {bare, "localhost", "127.0.0.1", "::1"}
+    with contextlib.suppress(ValueError):
+        names.add(str(ipaddress.ip_address(bare)))
+    hosts: list[str] = []
+    for name in sorted(names):
+        literal = f"[{name}]" if ":" in name else name
+        hosts.append(f"{literal}:{port}")
+        if port == 80:  # the default port may be left out of Host
+            hosts.append(literal)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"http://{h}" for h in hosts],
+    )
+
+
+async def serve_http(
+    proxy: McpProxy, sock: socket.socket, host: str, stop: anyio.Event | None = None
+) -> None:
+    """Serve the proxy as streamable HTTP (``/mcp``) on a bound socket (see :func:`bind`) until
+    ``stop`` is set. DNS-rebinding protection is always on (:func:`transport_security`): a
+    request whose ``Host`` or ``Origin`` names anything but this address is refused."""
+    import uvicorn
+
+    class _Uvicorn(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:  # the caller owns signals (see run_proxy)
+            yield
+
+    port = int(sock.getsockname()[1])
+    app = proxy.server.streamable_http_app(
+        host=host.strip("[]"), transport_security=transport_security(host, port)
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = _Uvicorn(config)
+    async with anyio.create_task_group() as tg:
+        if stop is not None:
+
+            async def _stop() -> None:
+                await stop.wait()
+                server.should_exit = True
+
+            tg.start_soon(_stop)
+        await server.serve(sockets=[sock])
+        tg.cancel_scope.cancel()
+
+
+def run_proxy(
+    gate: Gate,
+    upstream: Upstream,
+    options: ProxyOptions,
+    *,
+    listen: tuple[str, int] | None = None,
+    on_ready: Callable[[McpProxy, str | None], None] | None = None,
+) -> None:
+    """Run one proxy session to completion: on stdio (until the client closes stdin), or as
+    streamable HTTP on ``listen`` (until SIGINT/SIGTERM). SIGINT and SIGTERM end the session
+    cleanly (``exec.end`` is recorded) when called from the main thread. ``on_ready(proxy,
+    url)`` is called once the session is admitted and the upstream initialized (``url`` is
+    None on stdio).
+
+    Raises:
+        Denied: the session was denied.
+        UpstreamError: the upstream could not be started, reached or initialized.
+        UsageError: a bad listen address or server name.
+        OSError: the listen address cannot be bound.
+    """
+    sock = bind(*listen) if listen is not None else None
+
+    async def main() -> None:
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            if threading.current_thread() is threading.main_thread():
+                tg.start_soon(_signals, stop)
+            try:
+                async with open_proxy(gate, upstream, options) as proxy:
+                    if sock is not None and listen is not None:
+                        port = sock.getsockname()[1]
+                        host = listen[0] if ":" not in listen[0] else f"[{listen[0].strip('[]')}]"
+                        if on_ready is not None:
+                            on_ready(proxy, f"http://{host}:{port}/mcp")
+                        await serve_http(proxy, sock, listen[0], stop)
+                    else:
+                        if on_ready is not None:
+                            on_ready(proxy, None)
+                        await serve_stdio(proxy, stop)
+            finally:
+                tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    except BaseExceptionGroup as group:
+        sole = _sole(group)
+        if sole is group:
+            raise
+        raise sole from None
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+async def _signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async for _ in received:
+            stop.set()
+            return
