@@ -126,8 +126,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.interlock = state
-    for module in (decisions, ledger, admin, health):
-        app.include_router(module.router(state))
+    for routes in (decisions.api, ledger.api, admin.api, health.api):
+        app.include_router(routes)
 
     app.add_middleware(
         BodyLimit,

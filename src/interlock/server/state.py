@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
 
 from interlock.errors import Error
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
@@ -20,7 +22,7 @@ from interlock.server.verifier import DEFAULT_MAX_EXECUTIONS, ExecutionVerifier
 if TYPE_CHECKING:
     from interlock.gate import Gate
 
-__all__ = ["ServerState"]
+__all__ = ["ServerState", "StateDep", "current_state"]
 
 
 @dataclass(slots=True)
@@ -101,3 +103,14 @@ class ServerState:
         if snapshot.kill_switch:
             reasons.append("POLICY_FORBID: the kill switch is on: every action is denied")
         return reasons
+
+
+def current_state(request: Request) -> ServerState:
+    """The state of the app serving ``request``: what every route takes through ``Depends``
+    (set once by :func:`interlock.server.app.create_app`)."""
+    state: ServerState = request.app.state.interlock
+    return state
+
+
+#: a route parameter ``state: StateDep`` receives the app's :class:`ServerState`
+StateDep = Annotated[ServerState, Depends(current_state)]

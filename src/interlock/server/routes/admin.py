@@ -58,10 +58,10 @@ from interlock.server.schemas import (
     QuarantineIn,
     RevocationIn,
 )
-from interlock.server.state import ServerState
+from interlock.server.state import ServerState, StateDep
 from interlock.trust.approval import verify_approval
 
-__all__ = ["router"]
+__all__ = ["api"]
 
 _log = logging.getLogger("interlock.server")
 
@@ -193,208 +193,233 @@ def _restore(backup: Path, live: Path) -> None:
         swap.remove(scratch)
 
 
-def router(state: ServerState) -> APIRouter:
-    """The admin endpoints of ``state``'s gate."""
-    api = APIRouter(tags=["admin"])
-    gate, metrics = state.gate, state.metrics
+api = APIRouter(tags=["admin"])
 
-    def _admin(credentials: HTTPAuthorizationCredentials | None, operation: str) -> str:
+
+def _admin(
+    state: ServerState, credentials: HTTPAuthorizationCredentials | None, operation: str
+) -> str:
+    gate = state.gate
+    metrics = state.metrics
+    try:
+        return verify_admin(gate, _header(credentials), operation)
+    except HTTPException:
+        metrics.admin.labels(operation, "refused").inc()
+        raise
+
+
+def _recorded(
+    state: ServerState, operation: str, event: str, change: Callable[[], int]
+) -> JSONResponse:
+    metrics = state.metrics
+    try:
+        index = change()
+    except LedgerError as exc:
+        metrics.admin.labels(operation, "failed").inc()
+        raise HTTPException(
+            status_code=503, detail=f"not recorded, nothing changed: {exc.message}"
+        ) from None
+    metrics.admin.labels(operation, "done").inc()
+    state.verifier.poke()  # re-verify the running executions now
+    return JSONResponse({"ledger_index": index, "event": event})
+
+
+@api.post(
+    "/v1/admin/quarantine",
+    summary="Quarantine a principal",
+    response_model=GovernanceOut,
+    responses=_AUTH,
+)
+def quarantine(state: StateDep, body: QuarantineIn, credentials: Credentials) -> JSONResponse:
+    """Every request of ``principal`` is then denied PRINCIPAL_QUARANTINED, and its
+    supervised runs are terminated."""
+    gate = state.gate
+    who = _admin(state, credentials, "quarantine")
+    if not _is_spiffe_id(body.principal):
+        raise unprocessable(("body", "principal"), "not a SPIFFE ID")
+    return _recorded(
+        state,
+        "quarantine",
+        "principal.quarantined",
+        lambda: gate.quarantine(body.principal, _by(body.reason, who), on=True),
+    )
+
+
+@api.delete(
+    "/v1/admin/quarantine",
+    summary="Release a quarantined principal",
+    response_model=GovernanceOut,
+    responses=_AUTH,
+)
+def release(
+    state: StateDep,
+    principal: Annotated[str, Query(min_length=1, max_length=2048)],
+    reason: Annotated[str, Query(min_length=1, max_length=1000, pattern=r"\S")],
+    credentials: Credentials,
+) -> JSONResponse:
+    """Release ``principal`` (a SPIFFE ID, URL-encoded in the query)."""
+    gate = state.gate
+    who = _admin(state, credentials, "quarantine")
+    if not _is_spiffe_id(principal):
+        raise unprocessable(("query", "principal"), "not a SPIFFE ID")
+    return _recorded(
+        state,
+        "quarantine",
+        "principal.released",
+        lambda: gate.quarantine(principal, _by(reason, who), on=False),
+    )
+
+
+@api.post(
+    "/v1/admin/revocations",
+    summary="Revoke a capability token (and every token attenuated from it)",
+    response_model=GovernanceOut,
+    responses=_AUTH,
+)
+def revoke(state: StateDep, body: RevocationIn, credentials: Credentials) -> JSONResponse:
+    """Give the ``token`` (all its blocks' revocation ids are revoked) or explicit hex
+    ``revocation_ids``. Effective on this node at once, on others within 100 ms."""
+    gate = state.gate
+    who = _admin(state, credentials, "revocation")
+    ids: list[str] = []
+    if body.token is not None:
         try:
-            return verify_admin(gate, _header(credentials), operation)
-        except HTTPException:
-            metrics.admin.labels(operation, "refused").inc()
-            raise
-
-    def _recorded(operation: str, event: str, change: Callable[[], int]) -> JSONResponse:
-        try:
-            index = change()
-        except LedgerError as exc:
-            metrics.admin.labels(operation, "failed").inc()
-            raise HTTPException(
-                status_code=503, detail=f"not recorded, nothing changed: {exc.message}"
-            ) from None
-        metrics.admin.labels(operation, "done").inc()
-        state.verifier.poke()  # re-verify the running executions now
-        return JSONResponse({"ledger_index": index, "event": event})
-
-    @api.post(
-        "/v1/admin/quarantine",
-        summary="Quarantine a principal",
-        response_model=GovernanceOut,
-        responses=_AUTH,
+            ids.extend(revocation_ids(body.token))
+        except CapabilityError as exc:
+            raise unprocessable(("body", "token"), exc.message) from None
+    for rid in body.revocation_ids or ():
+        if not rid or len(rid) > 256 or not set(rid) <= _HEX_RE_CHARS:
+            raise unprocessable(("body", "revocation_ids"), "not a lowercase hex string")
+        ids.append(rid)
+    if not ids:
+        raise unprocessable(("body",), "give 'token' or 'revocation_ids'")
+    unique = tuple(dict.fromkeys(ids))
+    return _recorded(
+        state,
+        "revocation",
+        "capability.revoked",
+        lambda: gate.revoke(unique, reason=_by(body.reason, who)),
     )
-    def quarantine(body: QuarantineIn, credentials: Credentials) -> JSONResponse:
-        """Every request of ``principal`` is then denied PRINCIPAL_QUARANTINED, and its
-        supervised runs are terminated."""
-        who = _admin(credentials, "quarantine")
-        if not _is_spiffe_id(body.principal):
-            raise unprocessable(("body", "principal"), "not a SPIFFE ID")
-        return _recorded(
-            "quarantine",
-            "principal.quarantined",
-            lambda: gate.quarantine(body.principal, _by(body.reason, who), on=True),
+
+
+@api.post(
+    "/v1/admin/kill-switch",
+    summary="Turn the kill switch on or off",
+    response_model=GovernanceOut,
+    responses=_AUTH,
+)
+def kill_switch(state: StateDep, body: KillSwitchIn, credentials: Credentials) -> JSONResponse:
+    """While on, every action is denied (POLICY_FORBID, policy ``kill-switch``), every
+    supervised run is terminated, and ``/readyz`` is 503."""
+    gate = state.gate
+    who = _admin(state, credentials, "kill-switch")
+    event = "kill_switch.on" if body.on else "kill_switch.off"
+    return _recorded(
+        state, "kill-switch", event, lambda: gate.kill_switch(body.on, _by(body.reason, who))
+    )
+
+
+@api.post(
+    "/v1/admin/approvals",
+    summary="Check a signed human approval against this node's trusted approvers",
+    response_model=ApprovalCheckOut,
+    responses=_AUTH,
+)
+def check_approval(
+    state: StateDep, body: ApprovalCheckIn, credentials: Credentials
+) -> JSONResponse:
+    """Whether ``approval`` approves the request with ``request_digest`` *now*: signed by a
+    trusted approver key, for that exact digest, unexpired. Changes nothing: the approval
+    itself travels in the request's ``approval`` field."""
+    gate = state.gate
+    metrics = state.metrics
+    _admin(state, credentials, "approval")
+    try:
+        verify_approval(
+            body.approval,
+            digest=body.request_digest,
+            trusted=tuple(gate.snapshot.approvers),
+            now=int(time.time()),
         )
-
-    @api.delete(
-        "/v1/admin/quarantine",
-        summary="Release a quarantined principal",
-        response_model=GovernanceOut,
-        responses=_AUTH,
-    )
-    def release(
-        principal: Annotated[str, Query(min_length=1, max_length=2048)],
-        reason: Annotated[str, Query(min_length=1, max_length=1000, pattern=r"\S")],
-        credentials: Credentials,
-    ) -> JSONResponse:
-        """Release ``principal`` (a SPIFFE ID, URL-encoded in the query)."""
-        who = _admin(credentials, "quarantine")
-        if not _is_spiffe_id(principal):
-            raise unprocessable(("query", "principal"), "not a SPIFFE ID")
-        return _recorded(
-            "quarantine",
-            "principal.released",
-            lambda: gate.quarantine(principal, _by(reason, who), on=False),
-        )
-
-    @api.post(
-        "/v1/admin/revocations",
-        summary="Revoke a capability token (and every token attenuated from it)",
-        response_model=GovernanceOut,
-        responses=_AUTH,
-    )
-    def revoke(body: RevocationIn, credentials: Credentials) -> JSONResponse:
-        """Give the ``token`` (all its blocks' revocation ids are revoked) or explicit hex
-        ``revocation_ids``. Effective on this node at once, on others within 100 ms."""
-        who = _admin(credentials, "revocation")
-        ids: list[str] = []
-        if body.token is not None:
-            try:
-                ids.extend(revocation_ids(body.token))
-            except CapabilityError as exc:
-                raise unprocessable(("body", "token"), exc.message) from None
-        for rid in body.revocation_ids or ():
-            if not rid or len(rid) > 256 or not set(rid) <= _HEX_RE_CHARS:
-                raise unprocessable(("body", "revocation_ids"), "not a lowercase hex string")
-            ids.append(rid)
-        if not ids:
-            raise unprocessable(("body",), "give 'token' or 'revocation_ids'")
-        unique = tuple(dict.fromkeys(ids))
-        return _recorded(
-            "revocation",
-            "capability.revoked",
-            lambda: gate.revoke(unique, reason=_by(body.reason, who)),
-        )
-
-    @api.post(
-        "/v1/admin/kill-switch",
-        summary="Turn the kill switch on or off",
-        response_model=GovernanceOut,
-        responses=_AUTH,
-    )
-    def kill_switch(body: KillSwitchIn, credentials: Credentials) -> JSONResponse:
-        """While on, every action is denied (POLICY_FORBID, policy ``kill-switch``), every
-        supervised run is terminated, and ``/readyz`` is 503."""
-        who = _admin(credentials, "kill-switch")
-        event = "kill_switch.on" if body.on else "kill_switch.off"
-        return _recorded(
-            "kill-switch", event, lambda: gate.kill_switch(body.on, _by(body.reason, who))
-        )
-
-    @api.post(
-        "/v1/admin/approvals",
-        summary="Check a signed human approval against this node's trusted approvers",
-        response_model=ApprovalCheckOut,
-        responses=_AUTH,
-    )
-    def check_approval(body: ApprovalCheckIn, credentials: Credentials) -> JSONResponse:
-        """Whether ``approval`` approves the request with ``request_digest`` *now*: signed by a
-        trusted approver key, for that exact digest, unexpired. Changes nothing: the approval
-        itself travels in the request's ``approval`` field."""
-        _admin(credentials, "approval")
-        try:
-            verify_approval(
-                body.approval,
-                digest=body.request_digest,
-                trusted=tuple(gate.snapshot.approvers),
-                now=int(time.time()),
-            )
-        except VerificationError as exc:
-            metrics.admin.labels("approval", "done").inc()
-            return JSONResponse({"valid": False, "detail": exc.message})
+    except VerificationError as exc:
         metrics.admin.labels("approval", "done").inc()
-        return JSONResponse({"valid": True, "detail": "the approval verifies for this request"})
+        return JSONResponse({"valid": False, "detail": exc.message})
+    metrics.admin.labels("approval", "done").inc()
+    return JSONResponse({"valid": True, "detail": "the approval verifies for this request"})
 
-    def _install(blob: bytes) -> dict[str, Any]:
-        home = gate.home
-        trusted = home.trusted_policy_keys()
-        loaded = gate.snapshot.descriptor
-        current_version = int(loaded.get("policy_version") or 0)
-        current_digest = loaded.get("policy_digest")
-        try:
-            bundle = PolicyBundle.from_blob(blob, trusted)
-        except PolicyError as exc:
-            raise unprocessable(("body",), exc.message) from None
-        if bundle.digest == current_digest:
-            return {"version": bundle.version, "digest": bundle.digest, "changed": False}
-        if bundle.version <= current_version:
-            raise HTTPException(
-                status_code=409,
-                detail=f"bundle version {bundle.version} does not increase on the loaded "
-                f"version {current_version} (policy versions never go backwards)",
-            )
-        tag = secrets.token_hex(6)
-        staged = home.path / f".policy-upload-{tag}"
-        live = home.policy_dir
-        try:
-            _write_folder(staged, bundle)
-            # verified again as the gate will read it: from the folder
-            on_disk = load_bundle(staged, trusted, min_version=current_version)
-            if on_disk.digest != bundle.digest:
-                raise PolicyError("the written bundle does not read back identically")
-        except (OSError, PolicyError) as exc:
-            swap.remove(staged)
-            why = exc.message if isinstance(exc, Error) else str(exc)
-            raise HTTPException(status_code=503, detail=f"bundle not installed: {why}") from None
-        undo = _swap_in(staged, live, home.path / f".policy-previous-{tag}")
-        try:
-            gate.reload_policy()
-            installed = gate.snapshot.descriptor.get("policy_digest") == bundle.digest
-        except Error:
-            installed = False
-        if not installed:
-            # put the previous folder back; the gate still holds the previous bundle
-            undo(True)
-            raise HTTPException(
-                status_code=503,
-                detail="the bundle verified but could not be loaded and recorded; nothing changed",
-            )
-        undo(False)
-        return {"version": bundle.version, "digest": bundle.digest, "changed": True}
 
-    @api.put(
-        "/v1/admin/policy",
-        summary="Upload and load a signed policy bundle",
-        response_model=PolicyInstalled,
-        responses={**_AUTH, 409: {"model": Problem}},
-    )
-    def put_policy(body: PolicyBlobIn, credentials: Credentials) -> JSONResponse:
-        """The bundle must be signed by a trusted policy key and have a higher version than the
-        loaded one (the same bundle again is 200 with ``changed: false``). Produce the body
-        with ``interlock.policy.bundle.load_bundle(folder, keys).to_blob()``."""
-        _admin(credentials, "policy")
-        blob = json.dumps(body.model_dump(), separators=(",", ":")).encode("utf-8")
-        with state.policy_lock:
-            try:
-                result = _install(blob)
-            except RequestValidationError:
-                metrics.admin.labels("policy", "refused").inc()
-                raise
-            except HTTPException as exc:
-                outcome = "failed" if exc.status_code >= 500 else "refused"
-                metrics.admin.labels("policy", outcome).inc()
-                raise
-        metrics.admin.labels("policy", "done").inc()
-        state.verifier.poke()
-        return JSONResponse(result)
+def _install(state: ServerState, blob: bytes) -> dict[str, Any]:
+    gate = state.gate
+    home = gate.home
+    trusted = home.trusted_policy_keys()
+    loaded = gate.snapshot.descriptor
+    current_version = int(loaded.get("policy_version") or 0)
+    current_digest = loaded.get("policy_digest")
+    try:
+        bundle = PolicyBundle.from_blob(blob, trusted)
+    except PolicyError as exc:
+        raise unprocessable(("body",), exc.message) from None
+    if bundle.digest == current_digest:
+        return {"version": bundle.version, "digest": bundle.digest, "changed": False}
+    if bundle.version <= current_version:
+        raise HTTPException(
+            status_code=409,
+            detail=f"bundle version {bundle.version} does not increase on the loaded "
+            f"version {current_version} (policy versions never go backwards)",
+        )
+    tag = secrets.token_hex(6)
+    staged = home.path / f".policy-upload-{tag}"
+    live = home.policy_dir
+    try:
+        _write_folder(staged, bundle)
+        # verified again as the gate will read it: from the folder
+        on_disk = load_bundle(staged, trusted, min_version=current_version)
+        if on_disk.digest != bundle.digest:
+            raise PolicyError("the written bundle does not read back identically")
+    except (OSError, PolicyError) as exc:
+        swap.remove(staged)
+        why = exc.message if isinstance(exc, Error) else str(exc)
+        raise HTTPException(status_code=503, detail=f"bundle not installed: {why}") from None
+    undo = _swap_in(staged, live, home.path / f".policy-previous-{tag}")
+    try:
+        gate.reload_policy()
+        installed = gate.snapshot.descriptor.get("policy_digest") == bundle.digest
+    except Error:
+        installed = False
+    if not installed:
+        # put the previous folder back; the gate still holds the previous bundle
+        undo(True)
+        raise HTTPException(
+            status_code=503,
+            detail="the bundle verified but could not be loaded and recorded; nothing changed",
+        )
+    undo(False)
+    return {"version": bundle.version, "digest": bundle.digest, "changed": True}
 
-    return api
+
+@api.put(
+    "/v1/admin/policy",
+    summary="Upload and load a signed policy bundle",
+    response_model=PolicyInstalled,
+    responses={**_AUTH, 409: {"model": Problem}},
+)
+def put_policy(state: StateDep, body: PolicyBlobIn, credentials: Credentials) -> JSONResponse:
+    """The bundle must be signed by a trusted policy key and have a higher version than the
+    loaded one (the same bundle again is 200 with ``changed: false``). Produce the body
+    with ``interlock.policy.bundle.load_bundle(folder, keys).to_blob()``."""
+    metrics = state.metrics
+    _admin(state, credentials, "policy")
+    blob = json.dumps(body.model_dump(), separators=(",", ":")).encode("utf-8")
+    with state.policy_lock:
+        try:
+            result = _install(state, blob)
+        except RequestValidationError:
+            metrics.admin.labels("policy", "refused").inc()
+            raise
+        except HTTPException as exc:
+            outcome = "failed" if exc.status_code >= 500 else "refused"
+            metrics.admin.labels("policy", outcome).inc()
+            raise
+    metrics.admin.labels("policy", "done").inc()
+    state.verifier.poke()
+    return JSONResponse(result)

@@ -56,9 +56,9 @@ from interlock.server.schemas import (
     Problem,
     RejectedRequest,
 )
-from interlock.server.state import ServerState
+from interlock.server.state import ServerState, StateDep
 
-__all__ = ["router"]
+__all__ = ["api"]
 
 _REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
@@ -149,256 +149,278 @@ def _authorization(state: ServerState, row: ExecutionRow) -> dict[str, Any]:
     }
 
 
-def router(state: ServerState) -> APIRouter:
-    """The decision, execution and lineage endpoints of ``state``'s gate."""
-    api = APIRouter()
-    gate, metrics = state.gate, state.metrics
+api = APIRouter()
 
-    def _decide(body: bytes) -> Decision:
-        t0 = time.perf_counter()
-        decision = gate.decide(body)  # never raises; the raw bytes are what intake validates
-        metrics.observe_decision("decisions", decision, time.perf_counter() - t0)
-        return decision
 
-    def _admit(body: bytes, start: dict[str, Any]) -> tuple[Decision, ActionRequest | None]:
-        t0 = time.perf_counter()
-        decision, request = gate.admit(body, start=start)
-        metrics.observe_decision("executions", decision, time.perf_counter() - t0)
-        return decision, request
+def _decide(state: ServerState, body: bytes) -> Decision:
+    gate = state.gate
+    metrics = state.metrics
+    t0 = time.perf_counter()
+    decision = gate.decide(body)  # never raises; the raw bytes are what intake validates
+    metrics.observe_decision("decisions", decision, time.perf_counter() - t0)
+    return decision
 
-    @api.post(
-        "/v1/decisions",
-        tags=["decisions"],
-        summary="Decide one action request and record the decision",
-        response_model=DecisionOut,
-        responses=_REFUSED,
-        openapi_extra=_REQUEST_BODY,
-    )
-    async def post_decision(request: Request) -> Response:
-        """Decide and durably record one action request; the answer comes after the commit.
 
-        200 with the decision (allow *or* deny: treat anything but ``effect == "allow"`` as
-        deny); 422/413 with the recorded ``MALFORMED_REQUEST`` deny for a malformed or oversized
-        request."""
-        try:
-            body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        decision = await run_in_threadpool(_decide, body)
-        refused = _refused(decision, too_large)
-        return refused if refused is not None else _json(200, decision.to_json())
+def _admit(
+    state: ServerState, body: bytes, start: dict[str, Any]
+) -> tuple[Decision, ActionRequest | None]:
+    gate = state.gate
+    metrics = state.metrics
+    t0 = time.perf_counter()
+    decision, request = gate.admit(body, start=start)
+    metrics.observe_decision("executions", decision, time.perf_counter() - t0)
+    return decision, request
 
+
+@api.post(
+    "/v1/decisions",
+    tags=["decisions"],
+    summary="Decide one action request and record the decision",
+    response_model=DecisionOut,
+    responses=_REFUSED,
+    openapi_extra=_REQUEST_BODY,
+)
+async def post_decision(state: StateDep, request: Request) -> Response:
+    """Decide and durably record one action request; the answer comes after the commit.
+
+    200 with the decision (allow *or* deny: treat anything but ``effect == "allow"`` as
+    deny); 422/413 with the recorded ``MALFORMED_REQUEST`` deny for a malformed or oversized
+    request."""
+    try:
+        body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
+    except ClientDisconnect:
+        return Response(status_code=400)
+    decision = await run_in_threadpool(_decide, state, body)
+    refused = _refused(decision, too_large)
+    return refused if refused is not None else _json(200, decision.to_json())
+
+
+def _start_fields(state: ServerState) -> dict[str, Any]:
+    """What ``exec.start`` records of this server's supervision."""
     verifier = state.verifier
-    start_fields: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "supervisor": "http",
         "interval_ms": round(verifier.interval * 1000),
     }
     if verifier.lease is not None:
-        start_fields["lease_ms"] = round(verifier.lease * 1000)
+        fields["lease_ms"] = round(verifier.lease * 1000)
+    return fields
 
-    def _start(body: bytes, too_large: bool) -> JSONResponse:
-        # an execution nobody re-verifies must not start (I6): claim a verifier slot first
-        if not verifier.reserve():
-            detail = (
-                f"this server already re-verifies {verifier.capacity} running executions; "
-                "nothing was recorded: retry later"
-                if verifier.running
-                else "continuous verification is not running (the app's lifespan did not "
-                "start); nothing was recorded"
-            )
-            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
-        tracked = False
-        try:
-            # the allow and its exec.start are one durable commit (I1): either both are on the
-            # ledger, or the answer is a LEDGER_UNAVAILABLE deny and neither is
-            decision, admitted = _admit(body, start=start_fields)
-            refused = _refused(decision, too_large)
-            if refused is not None:
-                return refused
-            if not decision.allowed or admitted is None or decision.ledger_index is None:
-                first = decision.reasons[0] if decision.reasons else None
-                detail = f"denied: {first.code.value}: {first.detail}" if first else "denied"
-                status = 403 if decision.ledger_index is not None else 503
-                return _json(status, {"detail": detail, "decision": decision.to_json()})
-            tracked = True
-            failed = verifier.track(admitted, decision.snapshot)
-        finally:
-            if not tracked:
-                verifier.release()
-        metrics.executions.labels("started").inc()
-        if failed is not None:
-            detail = f"started, but terminated at once: {failed.code.value}: {failed.detail}"
-            return _json(503, {"detail": detail + "; do not run", "decision": decision.to_json()})
-        out: dict[str, Any] = {
-            "execution_id": admitted.id,
-            "status": "running",
-            "decision": decision.to_json(),
-            # appended right after the decision, in the same transaction
-            "start_index": decision.ledger_index + 1,
-        }
-        if verifier.lease is not None:
-            out["lease_ms"] = round(verifier.lease * 1000)
-        return _json(201, out)
 
-    @api.post(
-        "/v1/executions",
-        tags=["executions"],
-        summary="Admit an action request and record exec.start",
-        status_code=201,
-        response_model=ExecutionStarted,
-        responses={
-            **_REFUSED,
-            403: {"model": RejectedRequest, "description": "denied (the deny is recorded)"},
-            503: {"model": RejectedRequest, "description": "not started (do not run)"},
-        },
-        openapi_extra=_REQUEST_BODY,
-    )
-    async def post_execution(request: Request) -> Response:
-        """Decide the request; if allowed, commit the decision and ``exec.start`` (status
-        ``running``) in one transaction before answering 201. Run the action only after a 201.
-        The server then re-verifies it and terminates it when its authorization ends (poll
-        ``GET``); report its end with ``PATCH``."""
-        try:
-            body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        return await run_in_threadpool(_start, body, too_large)
+def _start(state: ServerState, body: bytes, too_large: bool) -> JSONResponse:
+    # an execution nobody re-verifies must not start (I6): claim a verifier slot first
+    metrics = state.metrics
+    verifier = state.verifier
+    if not verifier.reserve():
+        detail = (
+            f"this server already re-verifies {verifier.capacity} running executions; "
+            "nothing was recorded: retry later"
+            if verifier.running
+            else "continuous verification is not running (the app's lifespan did not "
+            "start); nothing was recorded"
+        )
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+    tracked = False
+    try:
+        # the allow and its exec.start are one durable commit (I1): either both are on the
+        # ledger, or the answer is a LEDGER_UNAVAILABLE deny and neither is
+        decision, admitted = _admit(state, body, start=_start_fields(state))
+        refused = _refused(decision, too_large)
+        if refused is not None:
+            return refused
+        if not decision.allowed or admitted is None or decision.ledger_index is None:
+            first = decision.reasons[0] if decision.reasons else None
+            detail = f"denied: {first.code.value}: {first.detail}" if first else "denied"
+            status = 403 if decision.ledger_index is not None else 503
+            return _json(status, {"detail": detail, "decision": decision.to_json()})
+        tracked = True
+        failed = verifier.track(admitted, decision.snapshot)
+    finally:
+        if not tracked:
+            verifier.release()
+    metrics.executions.labels("started").inc()
+    if failed is not None:
+        detail = f"started, but terminated at once: {failed.code.value}: {failed.detail}"
+        return _json(503, {"detail": detail + "; do not run", "decision": decision.to_json()})
+    out: dict[str, Any] = {
+        "execution_id": admitted.id,
+        "status": "running",
+        "decision": decision.to_json(),
+        # appended right after the decision, in the same transaction
+        "start_index": decision.ledger_index + 1,
+    }
+    if verifier.lease is not None:
+        out["lease_ms"] = round(verifier.lease * 1000)
+    return _json(201, out)
 
-    def _row(execution_id: str) -> ExecutionRow:
-        row = gate.ledger.execution(execution_id)
-        if row is None:
-            raise HTTPException(status_code=404, detail=f"no execution {execution_id}")
-        return row
 
-    @api.get(
-        "/v1/executions/{execution_id}",
-        tags=["executions"],
-        summary="Read an execution's status",
-        response_model=ExecutionOut,
-        responses={404: {"model": Problem}},
-    )
-    def get_execution(
-        execution_id: ExecutionId,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> JSONResponse:
-        """The execution's recorded status (``allowed``, ``running``, ``ended``, ``terminated``,
-        ``denied``). For a live one, ``authorization`` says whether it would still be allowed
-        *now*; one this server terminated has the ``reason`` and ``terminated_index``. A remote
-        runner polls this and stops the action when ``status`` is ``terminated`` or
-        ``authorization.holds`` is false. Polling with the execution's capability as Bearer
-        token renews its lease (403 with another token)."""
-        row = _row(execution_id)
-        if credentials is not None:
-            if not _holder_matches(_decision_record(state, row), credentials.credentials):
-                raise HTTPException(
-                    status_code=403, detail="not the capability this execution was admitted with"
-                )
-            verifier.renew(execution_id)
-        out = _execution_json(row)
-        if row.effect == Effect.ALLOW.value and row.status in ("allowed", "running"):
-            out["authorization"] = _authorization(state, row)
-        if row.status == "terminated":
-            ended = verifier.termination(execution_id)
-            denied = verifier.denied(execution_id)
-            if ended is not None:
-                out["reason"] = ended["reason"]
-                out["terminated_index"] = ended["index"]
-            elif denied is not None:  # exec.verify committed, exec.terminated on its way
-                out["reason"] = denied.to_json()
-        return _json(200, out)
+@api.post(
+    "/v1/executions",
+    tags=["executions"],
+    summary="Admit an action request and record exec.start",
+    status_code=201,
+    response_model=ExecutionStarted,
+    responses={
+        **_REFUSED,
+        403: {"model": RejectedRequest, "description": "denied (the deny is recorded)"},
+        503: {"model": RejectedRequest, "description": "not started (do not run)"},
+    },
+    openapi_extra=_REQUEST_BODY,
+)
+async def post_execution(state: StateDep, request: Request) -> Response:
+    """Decide the request; if allowed, commit the decision and ``exec.start`` (status
+    ``running``) in one transaction before answering 201. Run the action only after a 201.
+    The server then re-verifies it and terminates it when its authorization ends (poll
+    ``GET``); report its end with ``PATCH``."""
+    try:
+        body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
+    except ClientDisconnect:
+        return Response(status_code=400)
+    return await run_in_threadpool(_start, state, body, too_large)
 
-    @api.patch(
-        "/v1/executions/{execution_id}",
-        tags=["executions"],
-        summary="Report the end of a running execution (exec.end)",
-        response_model=ExecutionOut,
-        responses={
-            401: {"model": Problem},
-            403: {"model": Problem},
-            404: {"model": Problem},
-            409: {"model": Problem},
-            415: {"model": Problem},
-            503: {"model": Problem},
-        },
-    )
-    def patch_execution(
-        execution_id: ExecutionId,
-        end: ExecutionEndIn,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> JSONResponse:
-        """Commit ``exec.end`` with the reported exit status and digests; only for a running
-        execution (409 otherwise), and only by a caller presenting, as a Bearer token, the
-        capability the execution was admitted with."""
-        if credentials is None:
-            raise HTTPException(
-                status_code=401,
-                detail="present the execution's capability as 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        row = _row(execution_id)
+
+def _row(state: ServerState, execution_id: str) -> ExecutionRow:
+    gate = state.gate
+    row = gate.ledger.execution(execution_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no execution {execution_id}")
+    return row
+
+
+@api.get(
+    "/v1/executions/{execution_id}",
+    tags=["executions"],
+    summary="Read an execution's status",
+    response_model=ExecutionOut,
+    responses={404: {"model": Problem}},
+)
+def get_execution(
+    state: StateDep,
+    execution_id: ExecutionId,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> JSONResponse:
+    """The execution's recorded status (``allowed``, ``running``, ``ended``, ``terminated``,
+    ``denied``). For a live one, ``authorization`` says whether it would still be allowed
+    *now*; one this server terminated has the ``reason`` and ``terminated_index``. A remote
+    runner polls this and stops the action when ``status`` is ``terminated`` or
+    ``authorization.holds`` is false. Polling with the execution's capability as Bearer
+    token renews its lease (403 with another token)."""
+    verifier = state.verifier
+    row = _row(state, execution_id)
+    if credentials is not None:
         if not _holder_matches(_decision_record(state, row), credentials.credentials):
             raise HTTPException(
                 status_code=403, detail="not the capability this execution was admitted with"
             )
-        fields: dict[str, Any] = {**end.model_dump(exclude_none=True), "reported_via": "http"}
-        with state.exec_lock:
-            row = _row(execution_id)
-            if row.status != "running":
-                raise HTTPException(
-                    status_code=409,
-                    detail=f"execution is {row.status}: only a running execution can be ended",
-                )
-            denied = verifier.denied(execution_id)
-            if denied is not None:  # found; its termination is not committed yet
-                raise HTTPException(
-                    status_code=409,
-                    detail=f"execution is being terminated: {denied.code.value}: {denied.detail}",
-                )
-            try:
-                index = gate.record_execution(
-                    RecordType.EXEC_END, execution_id, fields, status="ended"
-                )
-            except LedgerError as exc:
-                raise HTTPException(
-                    status_code=503, detail=f"exec.end not recorded: {exc.message}"
-                ) from None
-            verifier.forget(execution_id)
-        metrics.executions.labels("ended").inc()
-        out = _execution_json(_row(execution_id))
-        out["end_index"] = index
-        return _json(200, out)
+        verifier.renew(execution_id)
+    out = _execution_json(row)
+    if row.effect == Effect.ALLOW.value and row.status in ("allowed", "running"):
+        out["authorization"] = _authorization(state, row)
+    if row.status == "terminated":
+        ended = verifier.termination(execution_id)
+        denied = verifier.denied(execution_id)
+        if ended is not None:
+            out["reason"] = ended["reason"]
+            out["terminated_index"] = ended["index"]
+        elif denied is not None:  # exec.verify committed, exec.terminated on its way
+            out["reason"] = denied.to_json()
+    return _json(200, out)
 
-    @api.get(
-        "/v1/lineage/{execution_id}",
-        tags=["executions"],
-        summary="The chain of parents from an execution to its root",
-        response_model=LineageOut,
-        responses={404: {"model": Problem}},
-    )
-    def get_lineage(execution_id: ExecutionId) -> JSONResponse:
-        """The execution, its parent, its parent's parent, … to the root. Each hop's decision
-        is on the ledger at ``decision_index`` (prove it with ``/v1/ledger/proof/{index}``)."""
-        row = _row(execution_id)
-        chain = [row]
-        seen = {row.id}
-        complete = True
-        while row.parent is not None and len(chain) < _MAX_CHAIN:
-            parent = gate.ledger.execution(row.parent)
-            if parent is None or parent.id in seen:
-                complete = False
-                break
-            chain.append(parent)
-            seen.add(parent.id)
-            row = parent
-        if row.parent is not None and len(chain) >= _MAX_CHAIN:
-            complete = False
-        return _json(
-            200,
-            {
-                "id": execution_id,
-                "chain": [_execution_json(r) for r in chain],
-                "complete": complete,
-            },
+
+@api.patch(
+    "/v1/executions/{execution_id}",
+    tags=["executions"],
+    summary="Report the end of a running execution (exec.end)",
+    response_model=ExecutionOut,
+    responses={
+        401: {"model": Problem},
+        403: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem},
+        415: {"model": Problem},
+        503: {"model": Problem},
+    },
+)
+def patch_execution(
+    state: StateDep,
+    execution_id: ExecutionId,
+    end: ExecutionEndIn,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> JSONResponse:
+    """Commit ``exec.end`` with the reported exit status and digests; only for a running
+    execution (409 otherwise), and only by a caller presenting, as a Bearer token, the
+    capability the execution was admitted with."""
+    gate = state.gate
+    metrics = state.metrics
+    verifier = state.verifier
+    if credentials is None:
+        raise HTTPException(
+            status_code=401,
+            detail="present the execution's capability as 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
         )
+    row = _row(state, execution_id)
+    if not _holder_matches(_decision_record(state, row), credentials.credentials):
+        raise HTTPException(
+            status_code=403, detail="not the capability this execution was admitted with"
+        )
+    fields: dict[str, Any] = {**end.model_dump(exclude_none=True), "reported_via": "http"}
+    with state.exec_lock:
+        row = _row(state, execution_id)
+        if row.status != "running":
+            raise HTTPException(
+                status_code=409,
+                detail=f"execution is {row.status}: only a running execution can be ended",
+            )
+        denied = verifier.denied(execution_id)
+        if denied is not None:  # found; its termination is not committed yet
+            raise HTTPException(
+                status_code=409,
+                detail=f"execution is being terminated: {denied.code.value}: {denied.detail}",
+            )
+        try:
+            index = gate.record_execution(RecordType.EXEC_END, execution_id, fields, status="ended")
+        except LedgerError as exc:
+            raise HTTPException(
+                status_code=503, detail=f"exec.end not recorded: {exc.message}"
+            ) from None
+        verifier.forget(execution_id)
+    metrics.executions.labels("ended").inc()
+    out = _execution_json(_row(state, execution_id))
+    out["end_index"] = index
+    return _json(200, out)
 
-    return api
+
+@api.get(
+    "/v1/lineage/{execution_id}",
+    tags=["executions"],
+    summary="The chain of parents from an execution to its root",
+    response_model=LineageOut,
+    responses={404: {"model": Problem}},
+)
+def get_lineage(state: StateDep, execution_id: ExecutionId) -> JSONResponse:
+    """The execution, its parent, its parent's parent, … to the root. Each hop's decision
+    is on the ledger at ``decision_index`` (prove it with ``/v1/ledger/proof/{index}``)."""
+    gate = state.gate
+    row = _row(state, execution_id)
+    chain = [row]
+    seen = {row.id}
+    complete = True
+    while row.parent is not None and len(chain) < _MAX_CHAIN:
+        parent = gate.ledger.execution(row.parent)
+        if parent is None or parent.id in seen:
+            complete = False
+            break
+        chain.append(parent)
+        seen.add(parent.id)
+        row = parent
+    if row.parent is not None and len(chain) >= _MAX_CHAIN:
+        complete = False
+    return _json(
+        200,
+        {
+            "id": execution_id,
+            "chain": [_execution_json(r) for r in chain],
+            "complete": complete,
+        },
+    )

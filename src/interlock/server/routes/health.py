@@ -21,59 +21,57 @@ from fastapi.responses import JSONResponse, Response
 from interlock.errors import Error
 from interlock.server.metrics import CONTENT_TYPE
 from interlock.server.schemas import HealthOut, ReadyOut
-from interlock.server.state import ServerState
+from interlock.server.state import StateDep
 
-__all__ = ["router"]
+__all__ = ["api"]
+
+api = APIRouter(tags=["health"])
 
 
-def router(state: ServerState) -> APIRouter:
-    """The health endpoints of ``state``'s gate."""
-    api = APIRouter(tags=["health"])
+@api.get("/healthz", summary="Liveness", response_model=HealthOut)
+def healthz(state: StateDep) -> JSONResponse:
+    """200 while the process serves; a summary of the node."""
     gate = state.gate
-
-    @api.get("/healthz", summary="Liveness", response_model=HealthOut)
-    def healthz() -> JSONResponse:
-        """200 while the process serves; a summary of the node."""
-        try:
-            size: int | None = gate.ledger.size()
-        except Error:
-            size = None
-        descriptor: Any = {}
-        # liveness must answer whatever the state; /readyz says what is wrong
-        with contextlib.suppress(Exception):
-            descriptor = gate.snapshot.descriptor
-        return JSONResponse(
-            {
-                "status": "ok",
-                "ledger_size": size,
-                "durability": gate.home.config.durability,
-                "policy_version": descriptor.get("policy_version"),
-                "policy_digest": descriptor.get("policy_digest"),
-            }
-        )
-
-    @api.get(
-        "/readyz",
-        summary="Readiness: can this node allow?",
-        response_model=ReadyOut,
-        responses={503: {"model": ReadyOut, "description": "fail-closed: every answer is deny"}},
+    try:
+        size: int | None = gate.ledger.size()
+    except Error:
+        size = None
+    descriptor: Any = {}
+    # liveness must answer whatever the state; /readyz says what is wrong
+    with contextlib.suppress(Exception):
+        descriptor = gate.snapshot.descriptor
+    return JSONResponse(
+        {
+            "status": "ok",
+            "ledger_size": size,
+            "durability": gate.home.config.durability,
+            "policy_version": descriptor.get("policy_version"),
+            "policy_digest": descriptor.get("policy_digest"),
+        }
     )
-    def readyz() -> JSONResponse:
-        """200 when this node can allow; 503 with the reasons when it is fail-closed."""
-        reasons = state.not_ready()
-        return JSONResponse(
-            {"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200
-        )
 
-    @api.get(
-        "/metrics",
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={200: {"content": {"text/plain": {}}, "description": "text exposition"}},
+
+@api.get(
+    "/readyz",
+    summary="Readiness: can this node allow?",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "fail-closed: every answer is deny"}},
+)
+def readyz(state: StateDep) -> JSONResponse:
+    """200 when this node can allow; 503 with the reasons when it is fail-closed."""
+    reasons = state.not_ready()
+    return JSONResponse(
+        {"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200
     )
-    def metrics() -> Response:
-        """Decisions by endpoint, effect and reason code; decision latency; execution events;
-        admin requests; ledger size; readiness."""
-        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
-    return api
+
+@api.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "text exposition"}},
+)
+def metrics(state: StateDep) -> Response:
+    """Decisions by endpoint, effect and reason code; decision latency; execution events;
+    admin requests; ledger size; readiness."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

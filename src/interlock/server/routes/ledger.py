@@ -26,9 +26,9 @@ from interlock.errors import LedgerCorrupt, LedgerError, LedgerUnavailable
 from interlock.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, encode_entry_bundle, encode_index
 from interlock.server.problems import unprocessable
 from interlock.server.schemas import CheckpointOut, ConsistencyOut, EntryOut, InclusionOut, Problem
-from interlock.server.state import ServerState
+from interlock.server.state import ServerState, StateDep
 
-__all__ = ["parse_tile_path", "router"]
+__all__ = ["api", "parse_tile_path"]
 
 #: I-JSON integers: every index and size the API accepts or returns fits
 MAX_INDEX = 2**53 - 1
@@ -75,200 +75,211 @@ def parse_tile_path(path: str) -> tuple[int | None, int, int] | None:
     return level, n, width
 
 
-def router(state: ServerState) -> APIRouter:
-    """The ledger and tile endpoints of ``state``'s gate."""
-    api = APIRouter()
+api = APIRouter()
+
+
+def _latest_covering(state: ServerState, index: int) -> Any:
+    """The latest checkpoint, signing a fresh one if it does not cover ``index`` yet (never
+    over a ledger that failed verification)."""
     gate = state.gate
-
-    def _latest_covering(index: int) -> Any:
-        """The latest checkpoint, signing a fresh one if it does not cover ``index`` yet (never
-        over a ledger that failed verification)."""
-        led = gate.ledger
-        cp = led.latest_checkpoint()
-        if (cp is None or cp.size <= index) and index < led.size():
-            if gate.corrupt is not None:
-                raise HTTPException(
-                    status_code=503,
-                    detail="the ledger failed verification: no checkpoint will be signed",
-                )
-            cp = led.checkpoint()
-        return cp
-
-    @api.get(
-        "/v1/ledger/checkpoint",
-        tags=["ledger"],
-        summary="The latest signed checkpoint",
-        response_model=CheckpointOut,
-        responses=_NOT_FOUND,
-    )
-    def get_checkpoint() -> JSONResponse:
-        """The latest C2SP signed checkpoint (signed at least every second while entries
-        arrive). Verify ``note`` with the log's verifier key (``interlock ledger vkey``)."""
-        cp = gate.ledger.latest_checkpoint()
-        if cp is None:
-            raise HTTPException(status_code=404, detail="the ledger is empty: no checkpoint yet")
-        return JSONResponse(
-            {"size": cp.size, "root_hash": cp.root.hex(), "note": cp.note, "created": cp.created},
-            headers=_FRESH,
-        )
-
-    @api.get(
-        "/v1/ledger/entries/{index}",
-        tags=["ledger"],
-        summary="One ledger entry",
-        response_model=EntryOut,
-        responses=_NOT_FOUND,
-    )
-    def get_entry(index: Index) -> JSONResponse:
-        """The exact entry bytes (base64), their RFC 6962 leaf hash, and the record parsed."""
-        led = gate.ledger
-        if index >= led.size():
-            raise HTTPException(status_code=404, detail=f"no entry at index {index}")
-        data = led.entry(index)
-        try:
-            record = json.loads(data)
-        except ValueError:
-            record = None
-        return JSONResponse(
-            {
-                "index": index,
-                "leaf_hash": led.leaf_hash_at(index).hex(),
-                "data": base64.b64encode(data).decode("ascii"),
-                "record": record if isinstance(record, dict) else None,
-            },
-            headers=_IMMUTABLE,
-        )
-
-    @api.get(
-        "/v1/ledger/proof/{index}",
-        tags=["ledger"],
-        summary="Inclusion proof of an entry",
-        response_model=InclusionOut,
-        responses=_NOT_FOUND,
-    )
-    def get_proof(
-        index: Index,
-        size: Annotated[
-            int | None,
-            Query(
-                ge=1,
-                le=MAX_INDEX,
-                description="tree size (default: the latest checkpoint, signed now if needed)",
-            ),
-        ] = None,
-    ) -> JSONResponse:
-        """RFC 9162 §2.1.3 inclusion proof of entry ``index`` in the tree of ``size`` entries;
-        without ``size``, in the latest signed checkpoint, which is returned with it."""
-        led = gate.ledger
-        note: str | None = None
-        if size is None:
-            cp = _latest_covering(index)
-            if cp is None or cp.size <= index:
-                raise HTTPException(status_code=404, detail=f"no entry at index {index}")
-            size, note = cp.size, cp.note
-        elif index >= size or size > led.size():
+    led = gate.ledger
+    cp = led.latest_checkpoint()
+    if (cp is None or cp.size <= index) and index < led.size():
+        if gate.corrupt is not None:
             raise HTTPException(
-                status_code=404,
-                detail=f"no entry {index} in a tree of {size} (the log has {led.size()})",
+                status_code=503,
+                detail="the ledger failed verification: no checkpoint will be signed",
             )
-        hashes = led.inclusion_proof(index, size)
-        return JSONResponse(
-            {
-                "index": index,
-                "tree_size": size,
-                "leaf_hash": led.leaf_hash_at(index).hex(),
-                "hashes": [h.hex() for h in hashes],
-                "checkpoint": note,
-            }
-        )
+        cp = led.checkpoint()
+    return cp
 
-    @api.get(
-        "/v1/ledger/consistency",
-        tags=["ledger"],
-        summary="Consistency proof between two tree sizes",
-        response_model=ConsistencyOut,
-        responses=_NOT_FOUND,
+
+@api.get(
+    "/v1/ledger/checkpoint",
+    tags=["ledger"],
+    summary="The latest signed checkpoint",
+    response_model=CheckpointOut,
+    responses=_NOT_FOUND,
+)
+def get_checkpoint(state: StateDep) -> JSONResponse:
+    """The latest C2SP signed checkpoint (signed at least every second while entries
+    arrive). Verify ``note`` with the log's verifier key (``interlock ledger vkey``)."""
+    gate = state.gate
+    cp = gate.ledger.latest_checkpoint()
+    if cp is None:
+        raise HTTPException(status_code=404, detail="the ledger is empty: no checkpoint yet")
+    return JSONResponse(
+        {"size": cp.size, "root_hash": cp.root.hex(), "note": cp.note, "created": cp.created},
+        headers=_FRESH,
     )
-    def get_consistency(
-        from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INDEX)],
-        to: Annotated[
-            int | None,
-            Query(ge=0, le=MAX_INDEX, description="default: the latest checkpoint's size"),
-        ] = None,
-    ) -> JSONResponse:
-        """RFC 9162 §2.1.4 consistency proof that the tree of ``from`` entries is a prefix of
-        the tree of ``to`` entries, with both roots."""
-        led = gate.ledger
-        current = led.size()
-        if to is None:
-            cp = led.latest_checkpoint()
-            to = cp.size if cp is not None else current
-        if from_ > to:
-            raise unprocessable(("query", "from"), "'from' must not be larger than 'to'")
-        if to > current:
-            raise HTTPException(
-                status_code=404, detail=f"the log has {current} entries, fewer than {to}"
-            )
-        hashes = led.consistency_proof(from_, to)
-        return JSONResponse(
-            {
-                "from": from_,
-                "to": to,
-                "from_root": led.root_at(from_).hex(),
-                "to_root": led.root_at(to).hex(),
-                "hashes": [h.hex() for h in hashes],
-            }
-        )
 
-    @api.get(
-        "/tlog/checkpoint",
-        tags=["tlog-tiles"],
-        summary="C2SP tlog-tiles checkpoint",
-        response_class=PlainTextResponse,
-        responses=_NOT_FOUND,
-    )
-    def tlog_checkpoint() -> Response:
-        """The latest signed checkpoint note, as ``text/plain``."""
-        cp = gate.ledger.latest_checkpoint()
-        if cp is None:
-            raise HTTPException(status_code=404, detail="the ledger is empty: no checkpoint yet")
-        return PlainTextResponse(cp.note, headers=_FRESH)
 
-    @api.get(
-        "/tlog/tile/{tile_path:path}",
-        tags=["tlog-tiles"],
-        summary="C2SP tlog-tiles hash tile or entry bundle",
-        response_class=Response,
-        responses={
-            200: {"content": {"application/octet-stream": {}}, "description": "the tile"},
-            **_NOT_FOUND,
+@api.get(
+    "/v1/ledger/entries/{index}",
+    tags=["ledger"],
+    summary="One ledger entry",
+    response_model=EntryOut,
+    responses=_NOT_FOUND,
+)
+def get_entry(state: StateDep, index: Index) -> JSONResponse:
+    """The exact entry bytes (base64), their RFC 6962 leaf hash, and the record parsed."""
+    gate = state.gate
+    led = gate.ledger
+    if index >= led.size():
+        raise HTTPException(status_code=404, detail=f"no entry at index {index}")
+    data = led.entry(index)
+    try:
+        record = json.loads(data)
+    except ValueError:
+        record = None
+    return JSONResponse(
+        {
+            "index": index,
+            "leaf_hash": led.leaf_hash_at(index).hex(),
+            "data": base64.b64encode(data).decode("ascii"),
+            "record": record if isinstance(record, dict) else None,
         },
+        headers=_IMMUTABLE,
     )
-    def tlog_tile(tile_path: Annotated[str, Path(max_length=256)]) -> Response:
-        """``<L>/<N>[.p/<W>]`` (hash tile: W hashes at tree level 8·L) or
-        ``entries/<N>[.p/<W>]`` (W entries, each prefixed by its uint16 length)."""
-        parsed = parse_tile_path(tile_path)
-        if parsed is None:
-            raise HTTPException(status_code=404, detail="not a C2SP tile path")
-        level, n, width = parsed
-        led = gate.ledger
-        height = TILE_HEIGHT * (level or 0)
-        available = led.size() >> height  # nodes that exist at this tree level
-        first = n * TILE_WIDTH
-        if first + width > available:
-            raise HTTPException(status_code=404, detail="no such tile in the log yet")
-        try:
-            if level is None:
-                entries = [data for _i, _lh, data in led.iter_entries(first, first + width)]
-                if len(entries) != width:
-                    raise LedgerError("entries missing under a tile", first=first)
-                body = encode_entry_bundle(entries)
-            else:
-                body = b"".join(led.node(height, first + i) for i in range(width))
-        except LedgerError as exc:
-            if isinstance(exc, LedgerUnavailable | LedgerCorrupt):
-                raise  # the server's problem, not the path's: 503 (see app.py)
-            raise HTTPException(status_code=404, detail="no such tile in the log yet") from None
-        return Response(body, media_type="application/octet-stream", headers=_IMMUTABLE)
 
-    return api
+
+@api.get(
+    "/v1/ledger/proof/{index}",
+    tags=["ledger"],
+    summary="Inclusion proof of an entry",
+    response_model=InclusionOut,
+    responses=_NOT_FOUND,
+)
+def get_proof(
+    state: StateDep,
+    index: Index,
+    size: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_INDEX,
+            description="tree size (default: the latest checkpoint, signed now if needed)",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """RFC 9162 §2.1.3 inclusion proof of entry ``index`` in the tree of ``size`` entries;
+    without ``size``, in the latest signed checkpoint, which is returned with it."""
+    gate = state.gate
+    led = gate.ledger
+    note: str | None = None
+    if size is None:
+        cp = _latest_covering(state, index)
+        if cp is None or cp.size <= index:
+            raise HTTPException(status_code=404, detail=f"no entry at index {index}")
+        size, note = cp.size, cp.note
+    elif index >= size or size > led.size():
+        raise HTTPException(
+            status_code=404,
+            detail=f"no entry {index} in a tree of {size} (the log has {led.size()})",
+        )
+    hashes = led.inclusion_proof(index, size)
+    return JSONResponse(
+        {
+            "index": index,
+            "tree_size": size,
+            "leaf_hash": led.leaf_hash_at(index).hex(),
+            "hashes": [h.hex() for h in hashes],
+            "checkpoint": note,
+        }
+    )
+
+
+@api.get(
+    "/v1/ledger/consistency",
+    tags=["ledger"],
+    summary="Consistency proof between two tree sizes",
+    response_model=ConsistencyOut,
+    responses=_NOT_FOUND,
+)
+def get_consistency(
+    state: StateDep,
+    from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INDEX)],
+    to: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_INDEX, description="default: the latest checkpoint's size"),
+    ] = None,
+) -> JSONResponse:
+    """RFC 9162 §2.1.4 consistency proof that the tree of ``from`` entries is a prefix of
+    the tree of ``to`` entries, with both roots."""
+    gate = state.gate
+    led = gate.ledger
+    current = led.size()
+    if to is None:
+        cp = led.latest_checkpoint()
+        to = cp.size if cp is not None else current
+    if from_ > to:
+        raise unprocessable(("query", "from"), "'from' must not be larger than 'to'")
+    if to > current:
+        raise HTTPException(
+            status_code=404, detail=f"the log has {current} entries, fewer than {to}"
+        )
+    hashes = led.consistency_proof(from_, to)
+    return JSONResponse(
+        {
+            "from": from_,
+            "to": to,
+            "from_root": led.root_at(from_).hex(),
+            "to_root": led.root_at(to).hex(),
+            "hashes": [h.hex() for h in hashes],
+        }
+    )
+
+
+@api.get(
+    "/tlog/checkpoint",
+    tags=["tlog-tiles"],
+    summary="C2SP tlog-tiles checkpoint",
+    response_class=PlainTextResponse,
+    responses=_NOT_FOUND,
+)
+def tlog_checkpoint(state: StateDep) -> Response:
+    """The latest signed checkpoint note, as ``text/plain``."""
+    gate = state.gate
+    cp = gate.ledger.latest_checkpoint()
+    if cp is None:
+        raise HTTPException(status_code=404, detail="the ledger is empty: no checkpoint yet")
+    return PlainTextResponse(cp.note, headers=_FRESH)
+
+
+@api.get(
+    "/tlog/tile/{tile_path:path}",
+    tags=["tlog-tiles"],
+    summary="C2SP tlog-tiles hash tile or entry bundle",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the tile"},
+        **_NOT_FOUND,
+    },
+)
+def tlog_tile(state: StateDep, tile_path: Annotated[str, Path(max_length=256)]) -> Response:
+    """``<L>/<N>[.p/<W>]`` (hash tile: W hashes at tree level 8·L) or
+    ``entries/<N>[.p/<W>]`` (W entries, each prefixed by its uint16 length)."""
+    gate = state.gate
+    parsed = parse_tile_path(tile_path)
+    if parsed is None:
+        raise HTTPException(status_code=404, detail="not a C2SP tile path")
+    level, n, width = parsed
+    led = gate.ledger
+    height = TILE_HEIGHT * (level or 0)
+    available = led.size() >> height  # nodes that exist at this tree level
+    first = n * TILE_WIDTH
+    if first + width > available:
+        raise HTTPException(status_code=404, detail="no such tile in the log yet")
+    try:
+        if level is None:
+            entries = [data for _i, _lh, data in led.iter_entries(first, first + width)]
+            if len(entries) != width:
+                raise LedgerError("entries missing under a tile", first=first)
+            body = encode_entry_bundle(entries)
+        else:
+            body = b"".join(led.node(height, first + i) for i in range(width))
+    except LedgerError as exc:
+        if isinstance(exc, LedgerUnavailable | LedgerCorrupt):
+            raise  # the server's problem, not the path's: 503 (see app.py)
+        raise HTTPException(status_code=404, detail="no such tile in the log yet") from None
+    return Response(body, media_type="application/octet-stream", headers=_IMMUTABLE)
