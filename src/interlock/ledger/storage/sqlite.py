@@ -55,10 +55,9 @@ from interlock.errors import (
     LedgerError,
     LedgerUnavailable,
     UsageError,
-    VerificationError,
 )
 from interlock.ledger import merkle
-from interlock.ledger.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint
+from interlock.ledger.note import Checkpoint, NoteSigner
 from interlock.ledger.projection import NO_CHANGE, Delta
 from interlock.ledger.protocols import Append, AppendResult, Durability, StoredCheckpoint
 from interlock.ledger.storage.sqlite_common import _SELECT_ENTRIES, _as_bytes, _entry_chunks
@@ -69,7 +68,7 @@ from interlock.ledger.storage.sqlite_state import (
     StateTables,
     _apply_changes,
 )
-from interlock.ledger.storage.sqlite_tree import TILE, TreeReads
+from interlock.ledger.storage.sqlite_tree import TILE, TreeCheck
 from interlock.ledger.tiles import tile_levels
 
 __all__ = [
@@ -160,7 +159,7 @@ def _now_text() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class SqliteLedger(StateTables, TreeReads):
+class SqliteLedger(StateTables, TreeCheck):
     """An append-only, verifiable log in one SQLite file.
 
     Args:
@@ -757,45 +756,3 @@ class SqliteLedger(StateTables, TreeReads):
     # -- tree reads (proofs, tiles) ------------------------------------------------------------
 
     # -- self check ------------------------------------------------------------------------------
-
-    def self_check(self, verifier: NoteVerifier) -> None:
-        """Cheap start-up check that this node may keep allowing (DESIGN I4): the latest signed
-        checkpoint verifies and matches the stored tree, entries after it hash to their stored
-        leaf hashes, and the stored tree (from which the writer derives its right edge) matches
-        those entries.
-
-        Raises:
-            LedgerCorrupt: on any mismatch.
-        """
-        # checkpoint first, then size: a checkpoint commits with the entries it covers and the
-        # log only grows, so cp.size <= size even while writers append (no false alarm)
-        cp = self.latest_checkpoint()
-        size = self.size()
-        frontier = merkle.Frontier()
-        if cp is not None:
-            try:
-                parsed = open_checkpoint(cp.note, verifier)
-            except VerificationError as exc:
-                raise LedgerCorrupt(f"latest checkpoint does not verify: {exc.message}") from exc
-            if parsed.size != cp.size or parsed.size > size:
-                raise LedgerCorrupt("checkpoint size disagrees with the log", checkpoint=cp.size)
-            try:
-                frontier = self._frontier_of(parsed.size)
-            except (LedgerError, UsageError) as exc:
-                raise LedgerCorrupt(f"cannot recompute checkpointed root: {exc.message}") from exc
-            if frontier.root() != parsed.root_hash:
-                raise LedgerCorrupt(
-                    "stored tree does not match the latest checkpoint", size=cp.size
-                )
-        for idx, lh, data in self.iter_entries(frontier.size, size):
-            if idx != frontier.size:
-                raise LedgerCorrupt("entries are not contiguous", index=frontier.size)
-            if merkle.leaf_hash(data) != lh:
-                raise LedgerCorrupt("entry does not match its leaf hash", index=idx)
-            frontier.append(lh)
-        try:
-            root = self.root_at(size)
-        except LedgerError as exc:
-            raise LedgerCorrupt(f"stored tree does not cover the entries: {exc.message}") from exc
-        if frontier.size != size or frontier.root() != root:
-            raise LedgerCorrupt("stored tree does not match the entries", size=size)

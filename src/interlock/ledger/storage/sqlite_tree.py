@@ -7,15 +7,22 @@ import contextlib
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from interlock.errors import (
     LedgerCorrupt,
     LedgerError,
+    UsageError,
+    VerificationError,
 )
 from interlock.ledger import merkle
+from interlock.ledger.note import NoteVerifier, open_checkpoint
 from interlock.ledger.storage.sqlite_common import _as_bytes
 from interlock.ledger.tiles import tile_levels
+
+if TYPE_CHECKING:
+    from interlock.ledger.protocols import StoredCheckpoint
 
 TILE = 256
 
@@ -162,3 +169,58 @@ class TreeReads:
         if not 0 <= old <= new <= self.size():
             raise LedgerError("sizes out of range", old=old, new=new)
         return merkle.consistency_proof(old, new, self.node)
+
+
+class TreeCheck(TreeReads):
+    """The start-up self check of the stored tree (mixed into
+    :class:`interlock.ledger.storage.sqlite.SqliteLedger`)."""
+
+    if TYPE_CHECKING:
+
+        def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+
+        def iter_entries(
+            self, start: int = 0, end: int | None = None
+        ) -> Iterator[tuple[int, bytes, bytes]]: ...
+
+    def self_check(self, verifier: NoteVerifier) -> None:
+        """Cheap start-up check that this node may keep allowing (DESIGN I4): the latest signed
+        checkpoint verifies and matches the stored tree, entries after it hash to their stored
+        leaf hashes, and the stored tree (from which the writer derives its right edge) matches
+        those entries.
+
+        Raises:
+            LedgerCorrupt: on any mismatch.
+        """
+        # checkpoint first, then size: a checkpoint commits with the entries it covers and the
+        # log only grows, so cp.size <= size even while writers append (no false alarm)
+        cp = self.latest_checkpoint()
+        size = self.size()
+        frontier = merkle.Frontier()
+        if cp is not None:
+            try:
+                parsed = open_checkpoint(cp.note, verifier)
+            except VerificationError as exc:
+                raise LedgerCorrupt(f"latest checkpoint does not verify: {exc.message}") from exc
+            if parsed.size != cp.size or parsed.size > size:
+                raise LedgerCorrupt("checkpoint size disagrees with the log", checkpoint=cp.size)
+            try:
+                frontier = self._frontier_of(parsed.size)
+            except (LedgerError, UsageError) as exc:
+                raise LedgerCorrupt(f"cannot recompute checkpointed root: {exc.message}") from exc
+            if frontier.root() != parsed.root_hash:
+                raise LedgerCorrupt(
+                    "stored tree does not match the latest checkpoint", size=cp.size
+                )
+        for idx, lh, data in self.iter_entries(frontier.size, size):
+            if idx != frontier.size:
+                raise LedgerCorrupt("entries are not contiguous", index=frontier.size)
+            if merkle.leaf_hash(data) != lh:
+                raise LedgerCorrupt("entry does not match its leaf hash", index=idx)
+            frontier.append(lh)
+        try:
+            root = self.root_at(size)
+        except LedgerError as exc:
+            raise LedgerCorrupt(f"stored tree does not cover the entries: {exc.message}") from exc
+        if frontier.size != size or frontier.root() != root:
+            raise LedgerCorrupt("stored tree does not match the entries", size=size)
