@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from interlock.audit import proof_bundle, replay, verify_ledger
+from interlock.audit import proof_bundle, verify_ledger
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right, attenuate
 from interlock.core.model import Decision
@@ -32,6 +32,7 @@ from interlock.errors import VerificationError
 from interlock.gate import Gate
 from interlock.ledger.storage import open_store
 from interlock.ledger.verify import verify_proof_bundle
+from interlock.replay import replay
 from interlock.trust import keys
 
 RESEARCHER = "spiffe://acme.test/agent/researcher"

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from interlock.audit import replay
 from interlock.errors import VerificationError
 from interlock.gate import Gate
 from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
+from interlock.replay import replay
 from interlock.trust import keys
 from interlock.trust.approval import make_approval, verify_approval
 from tests.conftest import edit_config, tool_request

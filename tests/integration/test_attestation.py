@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from interlock.audit import replay
 from interlock.gate import Gate
 from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
 from interlock.records import verify_governance
+from interlock.replay import replay
 from interlock.trust import keys
 from interlock.trust.attestation import measure, measure_config, measure_files, trust_current
 from tests.conftest import edit_config, tool_request, trust_config

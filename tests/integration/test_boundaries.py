@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import interlock
-from interlock.audit import replay
 from interlock.gate import Gate
 from interlock.records import verify_governance
+from interlock.replay import replay
 from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request, trust_config
 

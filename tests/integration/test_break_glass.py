@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from interlock.audit import replay
 from interlock.gate import Gate
+from interlock.replay import replay
 from interlock.trust import keys
 from interlock.trust.breakglass import make_break_glass
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request, trust_config

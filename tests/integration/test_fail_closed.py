@@ -106,8 +106,8 @@ def test_a_stale_trust_refresh_cannot_undo_a_revocation(home: Path, issue: Any) 
 def test_authorizer_without_verdict_is_recorded_outside_replay(
     home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from interlock.audit import replay
     from interlock.capability import _biscuit
+    from interlock.replay import replay
 
     token = issue()
     with Gate.open(home) as gate:

@@ -336,8 +336,8 @@ def test_an_exception_anywhere_is_a_deny(
 def test_replay_re_decides_byte_identically_and_flags_tampered_payloads(
     home: Path, issue: Any
 ) -> None:
-    from interlock.audit import replay
     from interlock.capability import revocation_ids
+    from interlock.replay import replay
 
     token = issue()
     with Gate.open(home) as gate:
@@ -415,7 +415,7 @@ def test_null_arguments_are_absent_for_cedar(home: Path, issue: Any) -> None:
             "capability": shell,
         }
         assert gate.decide(req).codes == ("POLICY_ERROR",)
-        from interlock.audit import replay
+        from interlock.replay import replay
 
         rep = replay(
             gate.ledger,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from interlock.audit import replay, verify_ledger
+from interlock.audit import verify_ledger
 from interlock.core.canonical import canonical_bytes
 from interlock.errors import LedgerCorrupt, UsageError, VerificationError
 from interlock.gate import Gate
@@ -18,6 +18,7 @@ from interlock.ledger.projection import Delta, delta_of
 from interlock.ledger.protocols import Append
 from interlock.pipeline import KILL_SWITCH_DETAIL
 from interlock.records import verify_governance
+from interlock.replay import replay
 from interlock.trust import keys
 from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
 

@@ -26,7 +26,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interlock.audit import replay
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, CapabilityVerifier, Right
 from interlock.core.model import Stage
@@ -39,6 +38,7 @@ from interlock.policy import _cedar
 from interlock.policy.bundle import load_bundle
 from interlock.policy.engine import PolicyEngine
 from interlock.records import decision_record
+from interlock.replay import replay
 from interlock.trust import keys
 from tests.conftest import edit_config
 

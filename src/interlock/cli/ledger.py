@@ -341,7 +341,7 @@ def ledger_export_tiles(
 @ledger_app.command("replay")
 def ledger_replay(home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Re-decide every recorded request with its pinned snapshot; exit 0 only with 0 mismatches."""
-    from interlock.audit import replay
+    from interlock.replay import replay
     from interlock.trust.keys import public_raw
 
     with _audit(home) as view:

@@ -146,7 +146,7 @@ def policy_diff(
         if not isinstance(reqs, list):
             _fail("--requests must hold a JSON list of requests")
     else:
-        from interlock.audit import recorded_requests
+        from interlock.replay import recorded_requests
 
         with _audit(home) as view:
             reqs = recorded_requests(view.ledger)

@@ -31,7 +31,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import ClientDisconnect
 
-from interlock.audit import recorded_request
 from interlock.core.model import (
     MAX_REQUEST_BYTES,
     ActionRequest,
@@ -44,6 +43,7 @@ from interlock.core.model import (
 )
 from interlock.errors import Error, LedgerError
 from interlock.ledger.projection import Execution as ExecutionRow
+from interlock.replay import recorded_request
 from interlock.server.limits import read_capped
 from interlock.server.schemas import (
     ACTION_REQUEST_SCHEMA,
@@ -120,7 +120,7 @@ def _decision_record(state: ServerState, row: ExecutionRow) -> dict[str, Any]:
 
 def _request_of(state: ServerState, row: ExecutionRow) -> ActionRequest:
     """Rebuild the admitted request from its decision record and stored payload, digests
-    checked (see :func:`interlock.audit.recorded_request`).
+    checked (see :func:`interlock.replay.recorded_request`).
 
     Raises:
         LedgerError: the payload was purged; VerificationError: it does not match the record.
