@@ -22,11 +22,11 @@ from interlock.errors import (
     VerificationError,
 )
 from interlock.home import Home, default_home
+from interlock.ledger.fold import fold_verified
 from interlock.ledger.note import NoteSigner, NoteVerifier
 from interlock.ledger.projection import (
     Projection,
     first_difference,
-    fold_verified,
 )
 from interlock.ledger.proof import ProofBundle, format_proof
 from interlock.ledger.protocols import Log, Store

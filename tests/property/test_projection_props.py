@@ -28,6 +28,7 @@ from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right, revocation_ids
 from interlock.core.canonical import canonical_bytes
 from interlock.gate import Gate
+from interlock.ledger.fold import rebuild
 from interlock.ledger.merkle import leaf_hash
 from interlock.ledger.note import NoteSigner
 from interlock.ledger.projection import (
@@ -35,7 +36,6 @@ from interlock.ledger.projection import (
     Projection,
     delta_of,
     first_difference,
-    rebuild,
 )
 from interlock.ledger.protocols import Append
 from interlock.ledger.statecheck import (

@@ -42,14 +42,13 @@ import msgspec
 
 from interlock.errors import Error
 from interlock.ledger import merkle
+from interlock.ledger.fold import delta_of_entry, fold_verified
 from interlock.ledger.note import NoteVerifier, open_checkpoint
 from interlock.ledger.projection import (
     STATE_CHECKED_EVENT,
     Delta,
     Projection,
     StateRows,
-    delta_of_entry,
-    fold_verified,
     signed_by,
 )
 from interlock.ledger.verify import LedgerVerifier
