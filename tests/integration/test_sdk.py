@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import interlock
-from interlock.adapters import sdk
+from interlock.adapters import governor, sdk
 from interlock.adapters.sdk import Agent, current_agent, current_execution
 from interlock.capability import revocation_ids
 from interlock.errors import LedgerUnavailable, UsageError
@@ -486,7 +486,7 @@ def test_a_failing_trace_context_denies(
     def broken() -> str:
         raise RuntimeError("otel broke")
 
-    monkeypatch.setattr(sdk, "current_traceparent", broken)
+    monkeypatch.setattr(governor, "current_traceparent", broken)  # where the engine reads it
 
     @researcher.governed(resource="Tool::web_search")
     def f() -> None:
