@@ -209,84 +209,52 @@ class Gate:
 
     # -- checking the log and its projection (DESIGN I4, I8) ----------------------------------
 
-    def check_ledger(self, *, background: bool = False, full: bool = False) -> None:
-        """Check the ledger and the state the gate reads, as of one moment (DESIGN I8)."""
-        return watchers.check_ledger(self, background=background, full=full)
+    check_ledger = watchers.check_ledger
 
-    def _checked(self, started: float, last_ts: int | None, kind: str) -> None:
-        """See :func:`interlock.watchers._checked`."""
-        return watchers._checked(self, started, last_ts, kind)
+    _checked = watchers._checked
 
-    def _check_progress(self, _done: int, _total: int) -> None:
-        """See :func:`interlock.watchers._check_progress`."""
-        return watchers._check_progress(self, _done, _total)
+    _check_progress = watchers._check_progress
 
-    def write_state_checkpoint(self) -> None:
-        """See :func:`interlock.watchers.write_state_checkpoint`."""
-        return watchers.write_state_checkpoint(self)
+    write_state_checkpoint = watchers.write_state_checkpoint
 
-    def _load_trust(self) -> None:
-        """See :func:`interlock.governance._load_trust`."""
-        return governance._load_trust(self)
+    _load_trust = governance._load_trust
 
     def record_trust(self, changes: Mapping[str, Any]) -> list[int]:
         """Change trust settings on the log (root-signed), then in ``interlock.toml``."""
         return governance.gate_record_trust(self, changes)
 
-    def adopt_trust(self) -> dict[str, Any]:
-        """See :func:`interlock.governance.adopt_trust`."""
-        return governance.adopt_trust(self)
+    adopt_trust = governance.adopt_trust
 
-    def trusted_policy_keys(self) -> list[Any]:
-        """The policy keys trusted by the log's ``policy.trusted_keys``."""
-        return governance.trusted_policy_keys(self)
+    trusted_policy_keys = governance.trusted_policy_keys
 
     # -- runtime attestation (DESIGN §7, issue 3 §4) -------------------------------------------
 
-    def _attest(self) -> None:
-        """See :func:`interlock.watchers._attest`."""
-        return watchers._attest(self)
+    _attest = watchers._attest
 
-    def _attest_locked(self) -> None:
-        """See :func:`interlock.watchers._attest_locked`."""
-        return watchers._attest_locked(self)
+    _attest_locked = watchers._attest_locked
 
-    def _set_env(self, env: dict[str, Any] | None, problem: str | None) -> None:
-        """See :func:`interlock.watchers._set_env`."""
-        return watchers._set_env(self, env, problem)
+    _set_env = watchers._set_env
 
-    def _start_attestation_watch(self) -> None:
-        """See :func:`interlock.watchers._start_attestation_watch`."""
-        return watchers._start_attestation_watch(self)
+    _start_attestation_watch = watchers._start_attestation_watch
 
     def attestation(self) -> tuple[Measurement | None, dict[str, Any] | None, str | None]:
         """``(measurement at start, current context.env, current problem or None)``."""
         with self._lock:
             return self._attested, self._env, self._env_problem
 
-    def _start_ledger_watch(self) -> None:
-        """See :func:`interlock.watchers._start_ledger_watch`."""
-        return watchers._start_ledger_watch(self)
+    _start_ledger_watch = watchers._start_ledger_watch
 
-    def ledger_check_problem(self) -> str | None:
-        """See :func:`interlock.watchers.ledger_check_problem`."""
-        return watchers.ledger_check_problem(self)
+    ledger_check_problem = watchers.ledger_check_problem
 
     @property
     def _anchor_path(self) -> Path:
         return self.home.anchor_path
 
-    def _check_anchor(self) -> None:
-        """See :func:`interlock.watchers._check_anchor`."""
-        return watchers._check_anchor(self)
+    _check_anchor = watchers._check_anchor
 
-    def _read_anchor(self) -> str | None:
-        """The anchor's text, or None when there is none yet."""
-        return watchers._read_anchor(self)
+    _read_anchor = watchers._read_anchor
 
-    def _save_anchor(self) -> None:
-        """See :func:`interlock.watchers._save_anchor`."""
-        return watchers._save_anchor(self)
+    _save_anchor = watchers._save_anchor
 
     def close(self) -> None:
         self._stop.set()
@@ -416,29 +384,17 @@ class Gate:
             self._refresh_floor()
         return snap
 
-    def revoke(self, revocation_ids: tuple[str, ...], *, reason: str = "") -> int:
-        """See :func:`interlock.governance.revoke`."""
-        return governance.revoke(self, revocation_ids, reason=reason)
+    revoke = governance.revoke
 
-    def _governance(self, event: str, fields: Mapping[str, Any]) -> int:
-        """See :func:`interlock.governance._governance`."""
-        return governance._governance(self, event, fields)
+    _governance = governance._governance
 
-    def quarantine(self, principal: str, reason: str, *, on: bool) -> int:
-        """See :func:`interlock.governance.quarantine`."""
-        return governance.quarantine(self, principal, reason, on=on)
+    quarantine = governance.quarantine
 
-    def release_restriction(self, principal: str, boundary: str, reason: str) -> int:
-        """Lift a boundary restriction (``boundary.released``, node-signed); returns its index."""
-        return governance.release_restriction(self, principal, boundary, reason)
+    release_restriction = governance.release_restriction
 
-    def _enforce_boundary(self, request: ActionRequest, verdict: Verdict) -> None:
-        """See :func:`interlock.governance._enforce_boundary`."""
-        return governance._enforce_boundary(self, request, verdict)
+    _enforce_boundary = governance._enforce_boundary
 
-    def kill_switch(self, on: bool, reason: str) -> int:
-        """See :func:`interlock.governance.kill_switch`."""
-        return governance.kill_switch(self, on, reason)
+    kill_switch = governance.kill_switch
 
     # -- deciding ----------------------------------------------------------------------------
 
@@ -662,20 +618,9 @@ class Gate:
 
         return Agent(self, principal, capability)
 
-    def record_execution(
-        self,
-        kind: RecordType,
-        request_id: str,
-        fields: Mapping[str, Any],
-        *,
-        status: str | None = None,
-    ) -> int:
-        """See :func:`interlock.records.record_execution`."""
-        return records.record_execution(self, kind, request_id, fields, status=status)
+    record_execution = records.record_execution
 
-    def reap_orphans(self) -> list[str]:
-        """See :func:`interlock.watchers.reap_orphans`."""
-        return watchers.reap_orphans(self)
+    reap_orphans = watchers.reap_orphans
 
     def _lineage(self, request: ActionRequest) -> Lineage:
         if request.parent is None:
