@@ -54,22 +54,21 @@ from interlock.errors import (
     LedgerCorrupt,
     LedgerError,
     LedgerUnavailable,
-    UsageError,
 )
-from interlock.ledger import merkle
-from interlock.ledger.note import Checkpoint, NoteSigner
-from interlock.ledger.projection import NO_CHANGE, Delta
+from interlock.ledger.note import NoteSigner
 from interlock.ledger.protocols import Append, AppendResult, Durability, StoredCheckpoint
+from interlock.ledger.storage.sqlite_commit import (
+    GroupCommit,
+    _Pending,
+)
 from interlock.ledger.storage.sqlite_common import _SELECT_ENTRIES, _as_bytes, _entry_chunks
 from interlock.ledger.storage.sqlite_state import (
     _STATE_SCHEMA,
     _STATE_TRIGGERS,
     SCHEMA_VERSION,
     StateTables,
-    _apply_changes,
 )
-from interlock.ledger.storage.sqlite_tree import TILE, TreeCheck
-from interlock.ledger.tiles import tile_levels
+from interlock.ledger.storage.sqlite_tree import TreeCheck
 
 __all__ = [
     "Append",
@@ -78,9 +77,6 @@ __all__ = [
     "SqliteLedger",
     "StoredCheckpoint",
 ]
-
-CHECKPOINT_EVERY_ENTRIES = 1000
-CHECKPOINT_EVERY_SECONDS = 1.0
 
 _LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -126,40 +122,7 @@ BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 _SCHEMA = _LOG_SCHEMA + _STATE_SCHEMA + "".join(f"{t};\n" for t in _STATE_TRIGGERS)
 
 
-class _Pending:
-    """One caller's records on their way into a commit.
-
-    ``state``: ``queued`` (withdrawable) -> ``taken`` (a leader holds it but waits for the write
-    lock: still withdrawable) -> ``writing`` (in the transaction) -> ``done``; a withdrawn one
-    becomes ``cancelled``. ``wake`` is created locked and released at most once: when the
-    records are done, or when the waiter is promoted to lead (``lead``)."""
-
-    __slots__ = ("error", "items", "lead", "results", "state", "tid", "wake")
-
-    def __init__(self, items: Sequence[Append]) -> None:
-        self.items = items
-        self.wake = threading.Lock()
-        self.wake.acquire()
-        self.results: list[AppendResult] = []
-        self.error: BaseException | None = None
-        self.state = "queued"
-        self.lead = False
-        self.tid = threading.get_ident()
-
-
-class _LockBusy(LedgerUnavailable):
-    """The write lock stayed with another connection past the allowed wait; nothing was
-    written."""
-
-
-_DEADLINE_MESSAGE = "ledger append not durable within the deadline"
-
-
-def _now_text() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-class SqliteLedger(StateTables, TreeCheck):
+class SqliteLedger(GroupCommit, StateTables, TreeCheck):
     """An append-only, verifiable log in one SQLite file.
 
     Args:
@@ -227,27 +190,7 @@ class SqliteLedger(StateTables, TreeCheck):
             )
         self._tile_cache: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        # group commit: ``_mu`` guards the queue, leadership, the pendings' states and flags
-        self._mu = threading.Lock()
-        self._drained = threading.Condition(self._mu)  # close() waits on it
-        self._arrivals = threading.Condition(self._mu)  # a leader gathering waits on it
-        self._released: set[int] = set()  # threads answered by the last commit, not back yet
-        self._released_at = 0.0
-        self._gather_s = 0.0
-        self._queue: list[_Pending] = []
-        self._leading = False
-        self._started = False
-        self._closed = False
-        self._failed: BaseException | None = None
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
-        # the write connection and the state only its holder changes, under ``_wlock``
-        self._wlock = threading.Lock()
-        self._wconn: sqlite3.Connection | None = None
-        self._frontier: merkle.Frontier | None = None
-        self._size = 0  # committed size as of this object's last commit
-        self._last_cp_size = -1
-        self._last_cp_time = 0.0
+        self._init_group_commit()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -336,344 +279,6 @@ class SqliteLedger(StateTables, TreeCheck):
         if pending.error is not None:
             raise LedgerUnavailable(f"checkpoint failed: {pending.error}") from pending.error
         return self.latest_checkpoint()
-
-    def _submit(self, p: _Pending, timeout: float) -> None:
-        """Queue ``p`` and return once it is done (its ``results`` or ``error`` set), leading
-        the commit if no one else is.
-
-        Raises:
-            LedgerUnavailable: the ledger is closed or failed, or ``timeout`` passed first.
-        """
-        deadline = time.monotonic() + timeout
-        with self._mu:
-            if self._closed:
-                raise LedgerUnavailable("ledger is closed")
-            if self._failed is not None:
-                raise LedgerUnavailable(f"ledger writer failed: {self._failed}")
-            if not self._started:
-                self._start_locked()
-            self._queue.append(p)
-            released = self._released
-            if released:
-                released.discard(p.tid)
-                if not released:
-                    self._arrivals.notify()
-            if self._leading:
-                batch = None
-            else:
-                self._leading = True
-                batch = self._gather_locked(deadline)
-        if batch is None:
-            if not self._follow(p, deadline, timeout):
-                return
-            with self._mu:
-                batch = self._gather_locked(deadline)
-        self._lead(p, batch, deadline)
-
-    def _start_locked(self) -> None:
-        self._wconn = self._connect()
-        # the leader bounds its wait for the write lock itself (see _begin)
-        self._wconn.execute("PRAGMA busy_timeout=0")
-        self._started = True
-        if self.signer is not None:
-            self._timer = threading.Thread(
-                target=self._run_timer, name="interlock-ledger-checkpoints", daemon=True
-            )
-            self._timer.start()
-
-    def _gather_locked(self, deadline: float) -> list[_Pending]:
-        """Take the queue as the next batch. Callers the last commit answered usually append
-        again at once: wait briefly (a fraction of a commit) for those to queue, so that
-        concurrent callers share commits instead of alternating with a lone leader."""
-        released = self._released
-        if released:
-            # stale once a fraction of a commit has passed since they were answered
-            end = min(self._released_at + self._gather_s, deadline)
-            while released:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                self._arrivals.wait(left)
-            released.clear()
-        batch = self._queue
-        self._queue = []
-        for q in batch:
-            q.state = "taken"
-        return batch
-
-    def _follow(self, p: _Pending, deadline: float, timeout: float) -> bool:
-        """Wait until ``p`` is done (``False``) or its waiter is promoted to lead (``True``).
-
-        Raises:
-            LedgerUnavailable: ``deadline`` passed first; ``p`` was withdrawn unless a leader
-                was already writing it.
-        """
-        woke = p.wake.acquire(timeout=max(0.0, deadline - time.monotonic()))
-        if woke and p.state == "done":
-            return False
-        if woke and time.monotonic() < deadline:
-            return True  # promoted, with time left to lead
-        with self._mu:
-            if p.state == "queued":  # still waiting in the queue (promoted or not)
-                self._queue.remove(p)
-                p.state = "cancelled"
-                if p.lead:
-                    self._handoff_locked()
-            elif p.state == "taken":  # a leader took it but is still waiting for the lock
-                p.state = "cancelled"
-            if p.state != "done":
-                raise LedgerUnavailable(_DEADLINE_MESSAGE, timeout_s=timeout)
-        return False
-
-    def _handoff_locked(self) -> None:
-        """Promote the first queued waiter to lead the next batch, or give up leadership."""
-        if self._queue:
-            nxt = self._queue[0]
-            nxt.lead = True
-            nxt.wake.release()
-            return
-        self._leading = False
-        if self._closed:
-            self._drained.notify_all()
-
-    def _lead(self, own: _Pending, batch: list[_Pending], deadline: float) -> None:
-        """Commit ``batch`` (``own`` and whatever else was queued, all ``taken``) in one
-        transaction on this thread, hand each caller its outcome, then pass leadership on."""
-        started = time.monotonic()
-        busy_until = started + self._busy_timeout_ms / 1000
-        results: list[list[AppendResult]] | None = None
-        error: BaseException | None = None
-        requeue = False
-        try:
-            with self._wlock:
-                conn = self._wconn
-                if conn is None:
-                    raise LedgerUnavailable("ledger is closed")
-                self._begin(conn, min(deadline, busy_until))
-                if len(batch) > 1:
-                    with self._mu:
-                        # callers that gave up while we waited for the lock are not written
-                        batch = [q for q in batch if q.state == "taken"]
-                        for q in batch:
-                            q.state = "writing"
-                results = self._commit(conn, batch)
-            self._released_at = time.monotonic()
-            self._gather_s = min(0.5 * (self._released_at - started), 0.002)
-        except _LockBusy as exc:
-            error = exc
-            # only the leader's own deadline ran out: the others keep theirs and stay queued
-            requeue = deadline < busy_until
-        except BaseException as exc:  # noqa: BLE001 - every caller in the batch must learn of it
-            error = exc
-        with self._mu:
-            if error is None and results is not None:
-                released = self._released
-                for q, res in zip(batch, results, strict=True):
-                    q.results = res
-                    q.state = "done"
-                    if q is not own:
-                        q.wake.release()
-                        if q.items:  # not the timer or checkpoint(): likely to append again
-                            released.add(q.tid)
-            else:
-                if isinstance(error, LedgerCorrupt):
-                    self._failed = error
-                back: list[_Pending] = []
-                for q in batch:
-                    if q.state == "cancelled":
-                        continue
-                    if requeue and q is not own:
-                        q.state = "queued"
-                        back.append(q)
-                        continue
-                    q.error = LedgerUnavailable(_DEADLINE_MESSAGE) if requeue else error
-                    q.state = "done"
-                    if q is not own:
-                        q.wake.release()
-                if back:
-                    self._queue[:0] = back
-            self._handoff_locked()
-        if error is not None and not isinstance(error, Exception):
-            raise error
-
-    def _begin(self, conn: sqlite3.Connection, lock_until: float) -> None:
-        """``BEGIN IMMEDIATE``, retrying while another connection holds the write lock, until
-        ``lock_until`` (monotonic).
-
-        Raises:
-            _LockBusy: still locked at ``lock_until``; LedgerUnavailable: any other failure.
-        """
-        delay = 0.0001
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.Error as exc:
-                message = f"cannot lock ledger for writing: {exc}"
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise LedgerUnavailable(message) from exc
-                left = lock_until - time.monotonic()
-                if left <= 0:
-                    raise _LockBusy(message) from exc
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, 0.005)
-
-    def _run_timer(self) -> None:
-        """Publish a checkpoint for committed entries that went a second without one."""
-        while not self._stop.is_set():
-            wait = CHECKPOINT_EVERY_SECONDS
-            if self._failed is None and self._size > max(self._last_cp_size, 0):
-                wait = self._last_cp_time + CHECKPOINT_EVERY_SECONDS - time.monotonic()
-                if wait <= 0:
-                    pending = _Pending(())
-                    with contextlib.suppress(LedgerError):
-                        self._submit(pending, 30.0)
-                        if pending.error is None:
-                            continue
-                    wait = CHECKPOINT_EVERY_SECONDS  # closed, failed or locked: retry later
-            self._stop.wait(wait)
-
-    def _commit(
-        self, conn: sqlite3.Connection, batch: Sequence[_Pending]
-    ) -> list[list[AppendResult]]:
-        """Write ``batch`` in the transaction ``_begin`` opened, sign a checkpoint if one is
-        due, COMMIT. Caller holds ``_wlock``."""
-        try:
-            size = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries").fetchone()[0])
-            if size < self._size:
-                raise LedgerCorrupt(
-                    "entries disappeared from the log", entries=size, had=self._size
-                )
-            frontier = self._frontier
-            if frontier is None or frontier.size != size:
-                # first use, or another connection appended. Nothing is written yet in this
-                # transaction, so what the write connection reads is committed state.
-                try:
-                    frontier = self._frontier_of(size, conn)
-                except (LedgerError, UsageError) as exc:
-                    raise LedgerCorrupt(
-                        f"stored tree does not cover the entries: {exc.message}", entries=size
-                    ) from exc
-                cp = conn.execute("SELECT MAX(size) FROM checkpoints").fetchone()
-                self._last_cp_size = int(cp[0]) if cp[0] is not None else -1
-                if self._last_cp_size > size:
-                    raise LedgerCorrupt(
-                        "the log is shorter than its latest checkpoint",
-                        entries=size,
-                        checkpoint=self._last_cp_size,
-                    )
-            self._frontier = None  # until COMMIT returns: ``frontier`` is updated in place
-            start = size
-            out: list[list[AppendResult]] = []
-            rows: list[tuple[int, bytes, bytes]] = []
-            blobs: list[tuple[str, bytes]] = []
-            changes: list[tuple[int, bytes, Delta]] = []
-            force = False
-            leaf_hash = merkle.leaf_hash
-            grow = frontier.append
-            for p in batch:
-                if not p.items:
-                    force = True  # checkpoint() or the timer
-                res = []
-                for it in p.items:
-                    lh = leaf_hash(it.record)
-                    rows.append((size, lh, it.record))
-                    grow(lh)
-                    res.append(AppendResult(index=size, leaf_hash=lh))
-                    if it.blobs:
-                        blobs.extend(it.blobs.items())
-                    if it.state is not NO_CHANGE:
-                        changes.append((size, lh, it.state))
-                    size += 1
-                out.append(res)
-            if rows:
-                conn.executemany("INSERT INTO entries(idx, leaf_hash, data) VALUES (?, ?, ?)", rows)
-                if blobs:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO blobs(digest, data) VALUES (?, ?)", blobs
-                    )
-                if changes:
-                    _apply_changes(conn, changes)
-                if start // TILE != size // TILE:
-                    self._integrate(conn, start, size, {r[0]: r[1] for r in rows})
-            now = time.monotonic()
-            last = self._last_cp_size
-            due = (
-                size > last
-                and size > 0
-                and self.signer is not None
-                and (
-                    force
-                    or size - max(last, 0) >= CHECKPOINT_EVERY_ENTRIES
-                    or now - self._last_cp_time >= CHECKPOINT_EVERY_SECONDS
-                )
-            )
-            if due and self.signer is not None:
-                root = frontier.root()
-                cpt = Checkpoint(
-                    origin=self.signer.name,
-                    size=size,
-                    root_hash=root,
-                    extensions=(f"durability {self.durability.value}",),
-                )
-                note = self.signer.sign(cpt.body())
-                conn.execute(
-                    "INSERT INTO checkpoints(size, root, note, created) VALUES (?, ?, ?, ?)",
-                    (size, root, note, _now_text()),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._frontier = None  # derive it from the tree next time
-            raise
-        self._frontier = frontier
-        self._size = size
-        if due:
-            self._last_cp_size = size
-            self._last_cp_time = now
-        return out
-
-    def _integrate(
-        self, conn: sqlite3.Connection, old: int, new: int, fresh: dict[int, bytes]
-    ) -> None:
-        """Persist every tile that became full between sizes ``old`` and ``new``."""
-        level = 0
-        while True:
-            width = TILE ** (level + 1)
-            first, last = old // width, new // width
-            if first == last:
-                return
-            for n in range(first, last):
-                if level == 0:
-                    lo = n * TILE
-                    hashes = [fresh.get(i) for i in range(lo, lo + TILE)]
-                    if any(h is None for h in hashes):
-                        stored = dict(
-                            conn.execute(
-                                "SELECT idx, leaf_hash FROM entries WHERE idx >= ? AND idx < ?",
-                                (lo, lo + TILE),
-                            ).fetchall()
-                        )
-                        hashes = [fresh.get(i) or stored[i] for i in range(lo, lo + TILE)]
-                    level_hashes = [bytes(h) for h in hashes if h is not None]
-                else:
-                    level_hashes = [
-                        bytes(r[0])
-                        for r in conn.execute(
-                            "SELECT root FROM tiles WHERE level = ? AND n >= ? AND n < ?"
-                            " ORDER BY n",
-                            (level - 1, n * TILE, (n + 1) * TILE),
-                        )
-                    ]
-                if len(level_hashes) != TILE:
-                    raise LedgerCorrupt("tile is missing hashes", level=level, n=n)
-                levels = tile_levels(b"".join(level_hashes))
-                conn.execute(
-                    "INSERT INTO tiles(level, n, hashes, nodes, root) VALUES (?, ?, ?, ?, ?)",
-                    (level, n, levels[0], b"".join(levels[1:8]), levels[8]),
-                )
-            level += 1
 
     # -- reading -------------------------------------------------------------------------------
 
