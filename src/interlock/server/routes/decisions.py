@@ -149,6 +149,24 @@ def _authorization(state: ServerState, row: ExecutionRow) -> dict[str, Any]:
     }
 
 
+async def action_body(request: Request) -> tuple[bytes, bool]:
+    """The action request's body, read up to the gate's intake limit plus one byte (the limit,
+    as a dependency): ``(bytes, too_large)``; an oversized request is still decided, so that
+    its deny is recorded. A client that disconnects mid-body gets 400.
+
+    Raises:
+        HTTPException: 400 when the client went away before the body was read.
+    """
+    try:
+        return await read_capped(request, MAX_REQUEST_BYTES)
+    except ClientDisconnect:
+        raise HTTPException(status_code=400, detail="the client disconnected") from None
+
+
+#: a route parameter that receives the capped action-request body
+ActionBody = Annotated[tuple[bytes, bool], Depends(action_body)]
+
+
 api = APIRouter()
 
 
@@ -180,16 +198,13 @@ def _admit(
     responses=_REFUSED,
     openapi_extra=_REQUEST_BODY,
 )
-async def post_decision(state: StateDep, request: Request) -> Response:
+async def post_decision(state: StateDep, capped: ActionBody) -> Response:
     """Decide and durably record one action request; the answer comes after the commit.
 
     200 with the decision (allow *or* deny: treat anything but ``effect == "allow"`` as
     deny); 422/413 with the recorded ``MALFORMED_REQUEST`` deny for a malformed or oversized
     request."""
-    try:
-        body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
-    except ClientDisconnect:
-        return Response(status_code=400)
+    body, too_large = capped
     decision = await run_in_threadpool(_decide, state, body)
     refused = _refused(decision, too_large)
     return refused if refused is not None else _json(200, decision.to_json())
@@ -267,15 +282,12 @@ def _start(state: ServerState, body: bytes, too_large: bool) -> JSONResponse:
     },
     openapi_extra=_REQUEST_BODY,
 )
-async def post_execution(state: StateDep, request: Request) -> Response:
+async def post_execution(state: StateDep, capped: ActionBody) -> Response:
     """Decide the request; if allowed, commit the decision and ``exec.start`` (status
     ``running``) in one transaction before answering 201. Run the action only after a 201.
     The server then re-verifies it and terminates it when its authorization ends (poll
     ``GET``); report its end with ``PATCH``."""
-    try:
-        body, too_large = await read_capped(request, MAX_REQUEST_BYTES)
-    except ClientDisconnect:
-        return Response(status_code=400)
+    body, too_large = capped
     return await run_in_threadpool(_start, state, body, too_large)
 
 
