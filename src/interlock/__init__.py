@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from interlock._version import __version__ as __version__
 from interlock.core.model import ActionRequest, Decision, Effect, Reason, ReasonCode, Resource
 from interlock.errors import Denied, Error, Revoked
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ActionRequest",

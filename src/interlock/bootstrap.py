@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from interlock.gate import Gate
+from interlock.engine import GateCore
 from interlock.governance import genesis
 from interlock.home import Home, create_home
 
@@ -27,5 +27,5 @@ def init_home(path: Path, *, origin: str | None = None, durability: str = "full"
     """
     home = create_home(path, origin=origin, durability=durability)
     genesis(home, ns=time.time_ns())  # the trust settings are the ledger's first entries
-    Gate.open(home.path).close()  # records the policy load
+    GateCore.open(home.path).close()  # records the policy load
     return home

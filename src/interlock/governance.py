@@ -49,7 +49,7 @@ from interlock.trust import keys
 from interlock.trust.files import replace_text
 
 if TYPE_CHECKING:
-    from interlock.gate import Gate
+    from interlock.engine import GateCore as Gate
     from interlock.pipeline import Verdict
 
 _log = logging.getLogger("interlock")

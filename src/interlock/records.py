@@ -30,7 +30,7 @@ from interlock.trust import keys
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from interlock.gate import Gate
+    from interlock.engine import GateCore as Gate
 
 _log = logging.getLogger("interlock")
 

@@ -47,7 +47,7 @@ from interlock.core.model import Reason, ReasonCode, RecordType
 from interlock.process import process_alive, process_identity
 
 if TYPE_CHECKING:
-    from interlock.gate import Gate
+    from interlock.engine import GateCore as Gate
 
 _log = logging.getLogger("interlock")
 

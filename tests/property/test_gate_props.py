@@ -160,7 +160,7 @@ def _boom(*_a: Any, **_k: Any) -> Any:
 def inject(fault: str | None, gate: Gate) -> Iterator[None]:
     patches: list[Any] = []
     if fault == "intake":
-        patches.append(mock.patch("interlock.gate.parse_request", _boom))
+        patches.append(mock.patch("interlock.engine.parse_request", _boom))
     elif fault == "clock":
         patches.append(mock.patch.object(gate, "_clock_ns", _boom))
     elif fault == "capability":
@@ -176,7 +176,7 @@ def inject(fault: str | None, gate: Gate) -> Iterator[None]:
     elif fault == "policy_nodecision":
         patches.append(mock.patch.object(_cedar, "authorize", return_value=("NoDecision", [], [])))
     elif fault == "canonical":
-        patches.append(mock.patch("interlock.gate.canonical_bytes", _boom))
+        patches.append(mock.patch("interlock.engine.canonical_bytes", _boom))
     elif fault == "append":
         patches.append(
             mock.patch.object(SqliteLedger, "append", side_effect=LedgerUnavailable("disk full"))

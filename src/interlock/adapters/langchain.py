@@ -42,7 +42,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForToolRun,
@@ -55,8 +55,10 @@ from pydantic import SkipValidation
 
 from interlock.adapters.sdk import Agent, Governor, ResourceSpec, denial_text, tool_governor
 from interlock.errors import Denied, Revoked, UsageError
-from interlock.gate import Gate
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
+
+if TYPE_CHECKING:
+    from interlock.gate import Gate
 
 __all__ = ["GovernedTool", "InterlockToolError", "govern"]
 

@@ -50,15 +50,17 @@ import copy
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import FunctionTool
 from agents.tool_context import ToolContext
 
 from interlock.adapters.sdk import Agent, ResourceSpec, denial_text, tool_governor
 from interlock.errors import Denied, Revoked, UsageError
-from interlock.gate import Gate
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
+
+if TYPE_CHECKING:
+    from interlock.gate import Gate
 
 __all__ = ["SUPPORTED", "govern"]
 

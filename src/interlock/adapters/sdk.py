@@ -104,8 +104,8 @@ def tool_governor(
     """
     if isinstance(gate, Agent):
         the_gate, agent = gate.gate, gate
-    elif type(gate).__name__ == "Gate" and callable(getattr(gate, "admit", None)):
-        # the gate sits below this layer: recognised by its shape, not imported at run time
+    elif callable(getattr(gate, "admit", None)) and callable(getattr(gate, "reverify", None)):
+        # recognised by its shape: the SDK does not import the gate it serves
         the_gate, agent = gate, None
     else:
         raise UsageError("gate must be an interlock Gate or Agent")

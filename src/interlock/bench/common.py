@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Lcg", "Result", "figure", "pct", "timed"]
+if TYPE_CHECKING:
+    from interlock.home import Home
+
+__all__ = ["Lcg", "Result", "figure", "pct", "set_deadline", "timed"]
 
 Result = dict[str, Any]
 
@@ -59,3 +62,18 @@ def figure(
         "met": met,
         **extra,
     }
+
+
+def set_deadline(home: Home, ms: int) -> None:
+    """Set ``[gate] deadline_ms`` and trust the result, as an operator would (`interlock attest
+    trust`, `interlock trust adopt`)."""
+    from interlock.audit import open_for_audit
+    from interlock.governance import adopt_changes, record_trust
+    from interlock.trust.attestation import trust_current
+
+    cfg = home.path / "interlock.toml"
+    cfg.write_text(cfg.read_text().replace("deadline_ms = 50", f"deadline_ms = {ms}"))
+    trust_current(cfg)
+    with open_for_audit(home.path, sign=True) as view:
+        changes = adopt_changes(view.ledger, view.home)
+        record_trust(view.ledger, view.home, changes, ns=time.time_ns())

@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from interlock.bench.common import Lcg, Result, figure, pct, timed
+from interlock.bench.common import Lcg, Result, figure, pct, set_deadline, timed
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right
 from interlock.core.model import ActionRequest, Resource, format_time
@@ -233,21 +233,6 @@ def _build_ledger(home: Home, n: int, console: Console | None) -> Store:
     return led
 
 
-def _set_deadline(home: Home, ms: int) -> None:
-    """Set ``[gate] deadline_ms`` and trust the result, as an operator would (`interlock attest
-    trust`, `interlock trust adopt`)."""
-    from interlock.audit import open_for_audit
-    from interlock.governance import adopt_changes, record_trust
-    from interlock.trust.attestation import trust_current
-
-    cfg = home.path / "interlock.toml"
-    cfg.write_text(cfg.read_text().replace("deadline_ms = 50", f"deadline_ms = {ms}"))
-    trust_current(cfg)
-    with open_for_audit(home.path, sign=True) as view:
-        changes = adopt_changes(view.ledger, view.home)
-        record_trust(view.ledger, view.home, changes, ns=time.time_ns())
-
-
 def _check_cpu_share(tmp: Path, entries: int, window_s: float) -> tuple[float, float]:
     """Process CPU time / wall time of an idle gate over ``window_s`` seconds, with its running
     ledger check every 100 ms and with the check off, on a home of ``entries`` entries."""
@@ -306,7 +291,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         home = init_home(tmp / "home", origin="bench.test/home")
         # the 50 ms decision deadline guards production; here a single slow decision would
         # abort a throughput run, so the home gets the test suite's 2 s (P4 reports the tail)
-        _set_deadline(home, 2000)
+        set_deadline(home, 2000)
         issuer = CapabilityIssuer(keys.private_raw(home.private_key("biscuit-root")))
         now = datetime.now(UTC)
         exp = now + timedelta(hours=2)

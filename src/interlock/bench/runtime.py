@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interlock.bench.common import Result, figure
+from interlock.bench.common import Result, figure, set_deadline
 from interlock.runtime.supervisor import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, Outcome, run_command
 
 if TYPE_CHECKING:
@@ -93,7 +93,6 @@ def bench_termination(quick: bool = False) -> dict[str, Result]:
     Raises:
         Error: if a temporary home cannot be created or opened (nothing is measured then).
     """
-    from interlock.bench.core import _set_deadline
     from interlock.bootstrap import init_home
     from interlock.capability import CapabilityIssuer, Right, revocation_ids
     from interlock.gate import Gate
@@ -127,7 +126,7 @@ def bench_termination(quick: bool = False) -> dict[str, Result]:
         sign_bundle(h.policy_dir, h.private_key("policy"))
         # as for every bench home: the 50 ms production deadline would deny some of the 100
         # staggered admissions on a slow moment and invalidate the mass-termination figure
-        _set_deadline(h, 2000)
+        set_deadline(h, 2000)
 
         latencies: list[float] = []
         with Gate.open(h.path) as gate, Gate.open(h.path) as other:

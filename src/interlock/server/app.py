@@ -93,7 +93,7 @@ def create_app(
         ValueError: an allowed host is not a host name, an IP address, ``*`` or ``*.domain``;
             ``verify_interval`` or ``execution_lease`` is not positive; ``max_executions`` < 1.
     """
-    from interlock import __version__
+    from interlock._version import __version__
 
     hosts = _allowed(allowed_hosts)
     state = ServerState.for_gate(

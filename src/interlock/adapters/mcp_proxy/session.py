@@ -57,7 +57,7 @@ async def _session(
 
 @contextlib.asynccontextmanager
 async def _connect(upstream: Upstream, startup: float) -> AsyncIterator[ClientSession]:
-    from interlock import __version__
+    from interlock._version import __version__
 
     async with contextlib.AsyncExitStack() as stack:
         try:

@@ -1,0 +1,591 @@
+"""The decision point: the fail-closed pipeline, and the only place that returns allow.
+
+    >>> import interlock
+    >>> gate = interlock.open(".interlock")                       # doctest: +SKIP
+    >>> d = gate.decide({"principal": "spiffe://acme.test/agent/researcher",
+    ...                  "action": "tool.call", "resource": {"type": "Tool", "id": "web_search"},
+    ...                  "capability": token})                     # doctest: +SKIP
+    >>> d.effect, d.codes, d.ledger_index                          # doctest: +SKIP
+    (<Effect.ALLOW: 'allow'>, (), 7)
+
+Two parts:
+
+* :func:`decide` is PURE (DESIGN I3): ``decide(request, snapshot, lineage) -> Verdict``. No
+  clock, no randomness, no I/O. Validators run in the fixed order of DESIGN §2; the first
+  denial wins. Allow is its last line and nowhere else.
+* :class:`Gate` does the I/O around it: intake (reads the clock once), the lineage lookup,
+  the deadline, the durable ledger append. An allow is returned only after its record is
+  committed (I1). Every exception becomes a deny (I2): ``Gate.decide`` never raises and never
+  allows on an error path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from interlock.core.canonical import canonical_bytes
+from interlock.core.model import (
+    RECORD_VERSION,
+    ActionRequest,
+    Decision,
+    Effect,
+    Reason,
+    ReasonCode,
+    RecordType,
+    Stage,
+    format_time,
+)
+from interlock.errors import (
+    ClockBehind,
+    Error,
+    LedgerError,
+    MalformedRequest,
+    PolicyError,
+    error_detail,
+)
+from interlock.home import Home, default_home
+from interlock.intake import new_request_id, parse_request
+from interlock.ledger.note import NoteSigner, NoteVerifier
+from interlock.ledger.projection import (
+    KILL_SWITCH_EVENTS,
+    QUARANTINE_EVENTS,
+    RESTRICT_EVENTS,
+    delta_of,
+)
+from interlock.ledger.protocols import Append, Store
+from interlock.ledger.statecheck import (
+    FullCheck,
+)
+from interlock.ledger.storage import open_store
+from interlock.policy.bundle import PolicyBundle, load_bundle
+from interlock.policy.engine import PolicyEngine
+from interlock.trust import keys
+from interlock.trust.attestation import Measurement
+
+if TYPE_CHECKING:
+    pass
+
+from interlock import governance, records, watchers
+from interlock.pipeline import Lineage, Snapshot, Verdict, _deny, decide
+
+__all__ = [
+    "KILL_SWITCH_EVENTS",
+    "QUARANTINE_EVENTS",
+    "RESTRICT_EVENTS",
+    "GateCore",
+    "Lineage",
+    "Snapshot",
+    "Verdict",
+    "decide",
+]
+
+
+_log = logging.getLogger("interlock")
+
+
+TRUST_REFRESH_S = 0.1
+
+
+#: what ``Gate.decide`` returns when even reporting an error failed: a constant, built at import
+_LAST_RESORT = Decision(
+    request_id="00000000-0000-7000-8000-000000000000",
+    effect=Effect.DENY,
+    reasons=(Reason(code=ReasonCode.INTERNAL_ERROR, detail="could not decide or report why"),),
+    snapshot="",
+    decision_hash=hashlib.sha256(b"interlock:last-resort-deny").hexdigest(),
+    ledger_index=None,
+    stage=Stage.GATE,
+)
+
+
+class GateCore:
+    """An open governance home: the snapshot, the ledger, and :meth:`decide`.
+
+    Use :meth:`Gate.open` (or ``interlock.open``). Thread-safe: many threads may decide at
+    once; their ledger appends share fsyncs (group commit).
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        ledger: Store,
+        verifier: NoteVerifier,
+        *,
+        clock_ns: Any = time.time_ns,
+    ) -> None:
+        self.home = home
+        self.ledger = ledger
+        self.log_verifier = verifier
+        self._clock_ns = clock_ns
+        self._lock = threading.Lock()
+        self._stored_snapshots: set[str] = set()
+        self._corrupt: str | None = None
+        self._root_public = keys.public_raw(home.private_key("biscuit-root"))
+        self._node_public = keys.public_raw(home.private_key("node"))
+        #: the highest timestamp on the log (µs): a clock behind it is not trusted (DESIGN I8)
+        self._time_floor = 0
+        #: why the last ledger check could not run (decisions deny LEDGER_UNAVAILABLE), and
+        #: when the last one completed (monotonic): a check that stops completing denies too
+        self._check_problem: str | None = None
+        self._checked_at = time.monotonic()
+        self._check_s = 0.0
+        #: when a running full pass last made progress (a long pass is not a hung one)
+        self._check_progress_at = 0.0
+        #: a full check that passed and is due a state checkpoint (written by open/the watch)
+        self._due_checkpoint: FullCheck | None = None
+        #: how the start-up check was made: "full" or "checkpoint" (from a state checkpoint)
+        self.startup_check = "full"
+        #: the trust settings on the log, and why the config disagrees with them (if it does)
+        self._trust: dict[str, Any] = {}
+        self._trust_problem: str | None = None
+        self._bundle: PolicyBundle | None = None
+        self._engine: PolicyEngine | None = None
+        self._policy_problem: str | None = None
+        self._trust_checked = 0.0
+        self._snapshot: Snapshot | None = None
+        cfg = home.config
+        self._approvers: frozenset[bytes] = frozenset()
+        self._break_glass_keys: frozenset[bytes] = frozenset()
+        #: the measurement taken when this gate started: the one it attests to
+        self._attested: Measurement | None = None
+        self._env: dict[str, Any] | None = None
+        self._env_problem: str | None = "the environment has not been measured yet"
+        self._threads: list[threading.Thread] = []
+        self._attest_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.deadline_ns = cfg.deadline_ms * 1_000_000
+        self.ledger_timeout_s = cfg.ledger_timeout_ms / 1000
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, *, clock_ns: Any = time.time_ns) -> Self:
+        """Open a governance home: verify the ledger's tail, load the signed policy bundle.
+
+        A gate whose ledger or policy is broken still opens, and denies everything with the
+        reason (LEDGER_CORRUPT, POLICY_UNAVAILABLE): fail-closed, and visible.
+
+        Raises:
+            ConfigError: if there is no home at ``home`` (nothing can be decided or recorded).
+            KeyFileError: if a key file is missing or has unsafe permissions.
+        """
+        h = Home.load(default_home(home))
+        log_key = h.private_key("log")
+        signer = NoteSigner(h.config.origin, log_key)
+        verifier = NoteVerifier.from_vkey(signer.vkey)
+        ledger = open_store(
+            h.ledger_path,
+            signer=signer,
+            durability=h.config.durability,
+            busy_timeout_ms=h.config.ledger_timeout_ms,
+        )
+        gate = cls(h, ledger, verifier, clock_ns=clock_ns)
+        try:
+            # DESIGN I8: no allow before the log and its projection have been checked
+            gate.check_ledger()
+        except LedgerError as exc:
+            gate._corrupt = exc.diagnostics()
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run must not allow
+            gate._check_problem = error_detail(exc)
+        gate._load_trust()
+        gate.reload_policy()
+        gate._attest()
+        gate.reap_orphans()
+        gate.write_state_checkpoint()
+        gate._start_ledger_watch()
+        gate._start_attestation_watch()
+        return gate
+
+    # -- checking the log and its projection (DESIGN I4, I8) ----------------------------------
+
+    check_ledger = watchers.check_ledger
+
+    _checked = watchers._checked
+
+    _check_progress = watchers._check_progress
+
+    write_state_checkpoint = watchers.write_state_checkpoint
+
+    _load_trust = governance._load_trust
+
+    def record_trust(self, changes: Mapping[str, Any]) -> list[int]:
+        """Change trust settings on the log (root-signed), then in ``interlock.toml``."""
+        return governance.gate_record_trust(self, changes)
+
+    adopt_trust = governance.adopt_trust
+
+    trusted_policy_keys = governance.trusted_policy_keys
+
+    # -- runtime attestation (DESIGN §7, issue 3 §4) -------------------------------------------
+
+    _attest = watchers._attest
+
+    _attest_locked = watchers._attest_locked
+
+    _set_env = watchers._set_env
+
+    _start_attestation_watch = watchers._start_attestation_watch
+
+    def attestation(self) -> tuple[Measurement | None, dict[str, Any] | None, str | None]:
+        """``(measurement at start, current context.env, current problem or None)``."""
+        with self._lock:
+            return self._attested, self._env, self._env_problem
+
+    _start_ledger_watch = watchers._start_ledger_watch
+
+    ledger_check_problem = watchers.ledger_check_problem
+
+    @property
+    def _anchor_path(self) -> Path:
+        return self.home.anchor_path
+
+    _check_anchor = watchers._check_anchor
+
+    _read_anchor = watchers._read_anchor
+
+    _save_anchor = watchers._save_anchor
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=5)
+        try:
+            if self._corrupt is None:
+                self.ledger.checkpoint()  # cover the tail, then remember it outside the database
+                self._save_anchor()
+        except (Error, OSError):
+            pass  # the anchor is defence in depth; closing must not fail because of it
+        finally:
+            self.ledger.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def vkey(self) -> str:
+        """The log's C2SP verifier key."""
+        return NoteSigner(self.home.config.origin, self.home.private_key("log")).vkey
+
+    @property
+    def corrupt(self) -> str | None:
+        """Why this node stopped allowing because of its ledger, or None."""
+        return self._corrupt
+
+    # -- governance state -------------------------------------------------------------------------
+
+    def reload_policy(self) -> None:
+        """Load ``<home>/policy`` if its signature verifies and its version does not go back;
+        record the load on the ledger. On failure the previous bundle stays active only if it
+        is still the recorded one; with none, every decision is POLICY_UNAVAILABLE."""
+        state = self.ledger.settings()
+        # DESIGN I8: the floor is the highest version ever activated on the log
+        last_version = int(state["policy_version"][0]) if "policy_version" in state else 0
+        last_digest = json.loads(state["policy_digest"][0]) if "policy_digest" in state else None
+        try:
+            bundle = load_bundle(
+                self.home.policy_dir, self.trusted_policy_keys(), min_version=last_version
+            )
+            if bundle.version == last_version and last_digest and bundle.digest != last_digest:
+                raise PolicyError(
+                    f"bundle version {bundle.version} was already loaded with different content;"
+                    " sign changes with a higher version (interlock policy sign)"
+                )
+        except (PolicyError, OSError, ValueError) as exc:
+            message = exc.diagnostics() if isinstance(exc, Error) else str(exc)
+            with self._lock:
+                self._policy_problem = f"policy bundle rejected: {message}"
+                if self._bundle is None:
+                    self._engine = None
+            self._rebuild_snapshot(force_trust=True)
+            return
+        engine = PolicyEngine.from_bundle(bundle)
+        if bundle.digest != last_digest and self._corrupt is None:
+            now = format_time(datetime.fromtimestamp(self._clock_ns() / 1e9, UTC))
+            rec = {
+                "v": RECORD_VERSION,
+                "type": RecordType.GOVERNANCE.value,
+                "event": "policy.loaded",
+                "id": new_request_id(self._clock_ns()),
+                "ts": now,
+                "policy_version": bundle.version,
+                "policy_digest": bundle.digest,
+            }
+            self.ledger.append(
+                [
+                    Append(
+                        record=canonical_bytes(rec),
+                        blobs={f"bundle:{bundle.digest}": bundle.to_blob()},
+                        state=delta_of(rec, node_public=None, root_public=None),
+                    )
+                ],
+                timeout=self.ledger_timeout_s,
+            )
+        with self._lock:
+            self._bundle, self._engine, self._policy_problem = bundle, engine, None
+        self._rebuild_snapshot(force_trust=True)
+        if self._attested is not None:
+            self._attest()  # the measurement names the active bundle
+
+    def _rebuild_snapshot(self, *, force_trust: bool = False) -> Snapshot:
+        with self._lock:
+            # read under the lock: a refresh that read an older trust state must never
+            # replace a newer snapshot (a revocation would be undone until the next refresh)
+            version, revoked, quarantined, kill_switch, restricted = self.ledger.trust_state()
+            snap = self._snapshot
+            if snap is not None and version < snap.trust_version:
+                return snap
+            if not force_trust and snap is not None and snap.trust_version == version:
+                return snap
+            snap = Snapshot.build(
+                root_public=self._root_public,
+                bundle=self._bundle,
+                policy_problem=self._policy_problem,
+                revoked=revoked,
+                trust_version=version,
+                max_depth=self.home.config.max_lineage_depth,
+                engine=self._engine,
+                quarantined=quarantined,
+                kill_switch=kill_switch,
+                approvers=self._approvers,
+                break_glass_keys=self._break_glass_keys,
+                env=self._env,
+                # trust settings that disagree with the log make the node untrusted (DESIGN I8)
+                env_problem=self._trust_problem or self._env_problem,
+                boundaries=self.home.config.boundaries,
+                restricted=restricted,
+            )
+            self._snapshot = snap
+            return snap
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot; revocations, quarantines and kill-switch changes committed by
+        other processes are picked up within 100 ms."""
+        snap = self._snapshot
+        now = time.monotonic()
+        if snap is None or now - self._trust_checked > TRUST_REFRESH_S:
+            self._trust_checked = now
+            snap = self._rebuild_snapshot()
+            self._refresh_floor()
+        return snap
+
+    revoke = governance.revoke
+
+    _governance = governance._governance
+
+    quarantine = governance.quarantine
+
+    release_restriction = governance.release_restriction
+
+    _enforce_boundary = governance._enforce_boundary
+
+    kill_switch = governance.kill_switch
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def decide(
+        self,
+        request: Mapping[str, Any] | bytes | str,
+        *,
+        _keep: list[ActionRequest] | None = None,
+        _start: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Decide one action request and record the decision before answering.
+
+        Never raises. Returns allow only when every validator passed and the record is durably
+        committed; otherwise a deny with a DESIGN §3 reason code, including MALFORMED_REQUEST,
+        DEADLINE_EXCEEDED, LEDGER_UNAVAILABLE, LEDGER_CORRUPT and INTERNAL_ERROR.
+        """
+        started = time.perf_counter_ns()
+        try:
+            return self._decide(request, started, _keep, _start)
+        except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
+            try:
+                return self._error_decision(exc)
+            except Exception:  # noqa: BLE001 - even building the error decision failed
+                return _LAST_RESORT
+        except BaseException as exc:
+            # a Rust panic in a binding (pyo3's PanicException) derives from BaseException;
+            # interpreter exits and interrupts still propagate (no allow is returned either way)
+            if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+                raise
+            return _LAST_RESORT
+
+    def _now(self) -> tuple[str, str]:
+        ns = self._clock_ns()
+        when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
+        return new_request_id(ns), when
+
+    def _clock_problem(self, ns: int, floor: int) -> str | None:
+        """Why the clock reading ``ns`` cannot be used, or None: it is behind ``floor``, the
+        highest timestamp on the log, read *before* the clock (DESIGN I8: the log's last time
+        is a floor, so setting the clock back cannot revive an expired token). Read in that
+        order, a concurrent caller's later commit never makes an honest clock look behind."""
+        if ns // 1000 >= floor:
+            return None
+        behind = floor - ns // 1000
+        return (
+            f"the node's clock is {behind / 1e6:.3f} s behind the last timestamp on the log"
+            f" ({format_time(datetime.fromtimestamp(floor / 1e6, UTC))}): fix the clock; a"
+            " clock set back cannot be trusted to judge expiry"
+        )
+
+    def _check_clock(self, ns: int, floor: int) -> None:
+        """Raises ClockBehind when ``ns`` is behind the log's time floor ``floor``."""
+        problem = self._clock_problem(ns, floor)
+        if problem is not None:
+            raise ClockBehind(problem)
+
+    def _refresh_floor(self) -> None:
+        """Raise the time floor to the log's latest timestamp (other processes append too)."""
+        last = self.ledger.settings().get("last_ts")
+        if last is not None and int(last[0]) > self._time_floor:
+            self._time_floor = int(last[0])
+
+    def _decide(
+        self,
+        raw: Mapping[str, Any] | bytes | str,
+        started: int,
+        keep: list[ActionRequest] | None = None,
+        start: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        floor = self._time_floor  # before the clock: see _clock_problem
+        ns = self._clock_ns()
+        request_id = new_request_id(ns)
+        when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
+        if self._corrupt is not None:
+            return records._unrecorded(
+                self,
+                request_id,
+                ReasonCode.LEDGER_CORRUPT,
+                f"ledger failed verification: {self._corrupt}",
+            )
+        unchecked = self.ledger_check_problem()
+        if unchecked is not None:
+            return records._unrecorded(self, request_id, ReasonCode.LEDGER_UNAVAILABLE, unchecked)
+        snapshot = self.snapshot
+        behind = self._clock_problem(ns, floor)
+        if behind is not None:
+            # not recorded: its timestamp would go backwards on the log
+            return records._unrecorded(self, request_id, ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
+        try:
+            request = parse_request(raw, request_id=request_id, time=when)
+        except MalformedRequest as exc:
+            return records._record_malformed(self, raw, exc, request_id, when, snapshot.id)
+        if keep is not None:
+            keep.append(request)
+
+        lineage = Lineage(parent=request.parent, status="unknown")
+        try:
+            lineage = self._lineage(request)
+            verdict = decide(request, snapshot, lineage)
+            stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
+        except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
+            verdict = _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
+            stage = Stage.GATE
+        elapsed = time.perf_counter_ns() - started
+        if elapsed > self.deadline_ns:
+            verdict = _deny(
+                ReasonCode.DEADLINE_EXCEEDED,
+                f"decision took {elapsed / 1e6:.1f} ms, over the {self.deadline_ns / 1e6:.0f} ms"
+                " deadline",
+            )
+            stage = Stage.GATE
+        decision = records._commit(self, request, verdict, snapshot, lineage, stage, start=start)
+        if verdict.boundary is not None and decision.ledger_index is not None:
+            self._enforce_boundary(request, verdict)
+        return decision
+
+    # -- governed executions -----------------------------------------------------------------
+
+    def admit(
+        self,
+        request: Mapping[str, Any] | bytes | str,
+        *,
+        start: Mapping[str, Any] | None = None,
+    ) -> tuple[Decision, ActionRequest | None]:
+        """:meth:`decide`, also returning the validated request (``None`` when intake refused
+        it), which a supervisor needs to re-verify the execution while it runs.
+
+        With ``start`` (the fields of an ``exec.start`` record), an allow also commits
+        ``exec.start`` — status ``running`` — in the *same* transaction as the decision: one
+        durable commit instead of two before the action may begin. If that commit fails the
+        answer is a deny (LEDGER_UNAVAILABLE) and neither record exists.
+
+        Never raises; same answers as :meth:`decide`.
+        """
+        box: list[ActionRequest] = []
+        decision = self.decide(request, _keep=box, _start=start)
+        return decision, (box[0] if box else None)
+
+    def reverify(self, request: ActionRequest) -> Verdict:
+        """Re-decide a running execution *now*: the same request at the gate's current time,
+        with the current snapshot and its parent's current status (a terminated or ended
+        parent breaks the lineage). Pure apart from reading the clock, the snapshot and the
+        parent's row; records nothing.
+
+        Never raises: any error is a deny (INTERNAL_ERROR), so a broken gate terminates runs.
+        """
+        try:
+            if self._corrupt is not None:
+                return _deny(
+                    ReasonCode.LEDGER_CORRUPT, f"ledger failed verification: {self._corrupt}"
+                )
+            unchecked = self.ledger_check_problem()
+            if unchecked is not None:
+                return _deny(ReasonCode.LEDGER_UNAVAILABLE, unchecked)
+            snapshot = self.snapshot
+            floor = self._time_floor
+            ns = self._clock_ns()
+            behind = self._clock_problem(ns, floor)
+            if behind is not None:
+                return _deny(ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
+            when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
+            current = dataclasses.replace(request, time=when)
+            verdict = decide(current, snapshot, self._lineage(current))
+            if verdict.boundary is not None:
+                self._enforce_boundary(current, verdict)
+            return verdict
+        except Exception as exc:  # noqa: BLE001 - could not re-establish authorization: deny
+            return _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
+
+    record_execution = records.record_execution
+
+    reap_orphans = watchers.reap_orphans
+
+    def _lineage(self, request: ActionRequest) -> Lineage:
+        if request.parent is None:
+            return Lineage()
+        row = self.ledger.execution(request.parent)
+        if row is None:
+            return Lineage(parent=request.parent, status="unknown", depth=0)
+        status = row.status if row.effect == Effect.ALLOW.value else "denied"
+        return Lineage(
+            parent=request.parent,
+            status=status,
+            depth=row.depth + 1,
+            parent_leaf=row.leaf_hash.hex(),
+            principal=row.principal,
+        )
+
+    def _error_decision(self, exc: BaseException) -> Decision:
+        code = ReasonCode.of(exc)
+        detail = error_detail(exc)
+        try:
+            request_id, _ = self._now()
+        except Exception:  # noqa: BLE001 - even the clock failing must end in a deny
+            request_id = "00000000-0000-7000-8000-000000000000"
+        return records._unrecorded(self, request_id, code, detail[:500])
