@@ -30,7 +30,7 @@ Nothing here reads storage (:mod:`interlock.ledger.fold` folds stored entries).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,7 @@ __all__ = [
     "StateRows",
     "delta_of",
     "first_difference",
+    "row_key",
     "signed_by",
     "status_set_by",
     "ts_micros",
@@ -300,6 +301,12 @@ class StateRows:
     quarantines: dict[str, tuple[Any, ...]]
     restrictions: dict[tuple[str, str], tuple[Any, ...]]
     settings: dict[str, tuple[Any, ...]]
+
+
+def row_key(table: str, row: Sequence[Any]) -> Any:
+    """The key of a state row as :class:`StateRows` holds it: its first column, or for
+    restrictions its first two as a tuple."""
+    return (row[0], row[1]) if table == "restrictions" else row[0]
 
 
 #: column positions in an execution row (``Execution.row()``)

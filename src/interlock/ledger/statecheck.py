@@ -49,6 +49,7 @@ from interlock.ledger.projection import (
     Delta,
     Projection,
     StateRows,
+    row_key,
     signed_by,
 )
 from interlock.ledger.verify import LedgerVerifier
@@ -157,10 +158,6 @@ def check_log(
 _encode = msgspec.msgpack.Encoder().encode
 
 
-def _key(table: str, row: tuple[Any, ...]) -> Any:
-    return (row[0], row[1]) if table == "restrictions" else row[0]
-
-
 def _change_index(table: str, row: tuple[Any, ...]) -> Any:
     return row[5] if table == "executions" else row[-1]
 
@@ -210,13 +207,13 @@ def _view_digest(
         pending = sorted(extra.get(table, {}).items())
         j = 0
         for rows in view.ordered_rows(table, before):
-            last = _key(table, rows[-1])
+            last = row_key(table, rows[-1])
             if j < len(pending) and pending[j][0] <= last:
                 k = j
                 while k < len(pending) and pending[k][0] <= last:
                     k += 1
                 merged = sorted(
-                    [*rows, *(row for _key_, row in pending[j:k])], key=lambda r: _key(table, r)
+                    [*rows, *(row for _key_, row in pending[j:k])], key=lambda r: row_key(table, r)
                 )
                 j = k
                 d.rows(merged)

@@ -15,7 +15,7 @@ from interlock.errors import (
     LedgerUnavailable,
 )
 from interlock.ledger import merkle
-from interlock.ledger.projection import STATUS_FROM, Delta, Execution, StateRows
+from interlock.ledger.projection import STATUS_FROM, Delta, Execution, StateRows, row_key
 from interlock.ledger.storage.sqlite_common import _SELECT_ENTRIES, _as_bytes, _entry_chunks
 
 if TYPE_CHECKING:
@@ -238,10 +238,6 @@ def _typed(row: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-def _key(table: str, row: Sequence[Any]) -> Any:
-    return (row[0], row[1]) if table == "restrictions" else row[0]
-
-
 class _Frozen:
     """A read transaction on a connection of its own (see :meth:`SqliteLedger.frozen`)."""
 
@@ -309,7 +305,7 @@ class _Frozen:
     def changed_rows(self, table: str, since: int) -> dict[Any, tuple[Any, ...]]:
         sql_table, columns, _key_cols, changed = _TABLE_SQL[table]
         return {
-            _key(table, r): r
+            row_key(table, r): r
             for r in self._conn.execute(
                 f"SELECT {columns} FROM {sql_table} WHERE {changed} >= ?",  # noqa: S608
                 (since,),
@@ -323,7 +319,7 @@ class _Frozen:
         if table == "restrictions":
             for k in wanted:
                 out.update(
-                    (_key(table, r), r)
+                    (row_key(table, r), r)
                     for r in self._conn.execute(
                         f"SELECT {columns} FROM {sql_table}"  # noqa: S608
                         " WHERE principal = ? AND boundary = ?",
