@@ -5,12 +5,15 @@
     'us'
 
 Each figure is ``{"value", "unit", "baseline", "baseline_what", "ratio", "goal", "met"}`` where
-``ratio = value / baseline`` (for throughputs too: higher is better there). Nothing here is a
-test: budgets are reported, never asserted.
+``ratio = value / baseline`` (for throughputs too: higher is better there). P1, P2, P4 and P6
+time the figure and its baseline in alternating rounds (:func:`~interlock.bench.common.paired`)
+and report the median per-round ratio; ``ratio_of_p50s`` is then the ratio of the pooled p50s.
+Nothing here is a test: budgets are reported, never asserted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +22,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from interlock.bench.common import Lcg, Result, figure, pct, set_deadline, timed
+from interlock.bench.common import Lcg, Paired, Result, figure, paired, pct, set_deadline
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right
 from interlock.core.model import ActionRequest, Resource, format_time
@@ -82,9 +86,7 @@ def _snapshot_with(home: Home, tmp: Path, n_policies: int) -> tuple[Snapshot, st
     return snap, (bdir / "policies.cedar").read_text(encoding="utf-8")
 
 
-def _bench_pipeline(
-    home: Home, tmp: Path, token: str, n_policies: int, iters: int
-) -> tuple[list[float], list[float]]:
+def _bench_pipeline(home: Home, tmp: Path, token: str, n_policies: int, iters: int) -> Paired:
     import cedarpy  # baseline only: the raw library given the policy text on every call
 
     snap, text = _snapshot_with(home, tmp, n_policies)
@@ -105,7 +107,6 @@ def _bench_pipeline(
         raise RuntimeError(f"benchmark request was not allowed: {verdict}")
     for _ in range(200):  # warm caches
         decide(req, snap, lineage)
-    ours = timed(lambda: decide(req, snap, lineage), iters)
     creq = {
         "principal": {"type": "Agent", "id": PRINCIPAL},
         "action": {"type": "Action", "id": "act.a5"},
@@ -113,21 +114,26 @@ def _bench_pipeline(
         "context": {"args": {"q": "x"}, "request": {}, "time": req.epoch},
     }
     base_iters = max(20, iters // (50 if n_policies > 1000 else 5))
-    base = timed(lambda: cedarpy.is_authorized(creq, text, "[]"), base_iters)
-    return ours, base
+    return paired(
+        lambda: decide(req, snap, lineage),
+        lambda: cedarpy.is_authorized(creq, text, "[]"),
+        iters,
+        base_iters,
+    )
 
 
-def _fsync_latency(directory: Path, n: int) -> list[float]:
-    path = directory / "fsync.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+@contextlib.contextmanager
+def _fsync_one(directory: Path) -> Iterator[Callable[[], None]]:
+    """One raw append of 400 bytes and its fsync, in ``directory``: P4's baseline."""
+    fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    payload = b"x" * 400
+
+    def one() -> None:
+        os.write(fd, payload)
+        os.fsync(fd)
+
     try:
-        payload = b"x" * 400
-
-        def one() -> None:
-            os.write(fd, payload)
-            os.fsync(fd)
-
-        return timed(one, n)
+        yield one
     finally:
         os.close(fd)
 
@@ -307,21 +313,22 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         iters = 2000 if quick else 20000
 
         say("P1: pipeline decision, 100 policies")
-        ours, base = _bench_pipeline(home, tmp, bench_token, 100, iters)
-        p50, p99 = pct(ours, 0.5), pct(ours, 0.99)
+        pair = _bench_pipeline(home, tmp, bench_token, 100, iters)
+        p50, p99 = pct(pair.ours, 0.5), pct(pair.ours, 0.99)
         results["P1"] = figure(
             p50,
             "us",
-            pct(base, 0.5),
+            pct(pair.base, 0.5),
             "cedarpy.is_authorized with the policy text per call (p50 us)",
             "p50 <= 25 us, p99 <= 100 us",
             p50 <= 25 and p99 <= 100,
+            ratio=pair.ratio,
             p99=round(p99, 3),
         )
 
         say("P2: pipeline decision, 10,000 policies")
-        ours, base = _bench_pipeline(home, tmp, bench_token, 1000 if quick else 10_000, iters // 2)
-        p50, bp50 = pct(ours, 0.5), pct(base, 0.5)
+        pair = _bench_pipeline(home, tmp, bench_token, 1000 if quick else 10_000, iters // 2)
+        p50, bp50 = pct(pair.ours, 0.5), pct(pair.base, 0.5)
         results["P2"] = figure(
             p50,
             "us",
@@ -329,7 +336,8 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             "cedarpy.is_authorized with the policy text per call (p50 us)",
             "p50 <= 60 us and >= 10x faster than text per call",
             p50 <= 60 and bp50 / p50 >= 10,
-            p99=round(pct(ours, 0.99), 3),
+            ratio=pair.ratio,
+            p99=round(pct(pair.ours, 0.99), 3),
             speedup=round(bp50 / p50, 1),
         )
 
@@ -351,9 +359,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
             say("P4: one sequential caller, full durability")
             n = 300 if quick else 2000
-            lat = timed(lambda: gate.decide(_tool_request(tool_token, 0)), n)
-            fs = _fsync_latency(tmp, n)
-            p50, fp50 = pct(lat, 0.5), pct(fs, 0.5)
+            with _fsync_one(tmp) as one_fsync:
+                pair = paired(lambda: gate.decide(_tool_request(tool_token, 0)), one_fsync, n, n)
+            lat = pair.ours
+            p50, fp50 = pct(lat, 0.5), pct(pair.base, 0.5)
             results["P4"] = figure(
                 p50,
                 "us",
@@ -361,6 +370,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
                 "raw write+fsync latency in the same directory (p50 us)",
                 "p50 <= 1.5x fsync latency",
                 p50 <= 1.5 * fp50,
+                ratio=pair.ratio,
                 p99=round(pct(lat, 0.99), 3),
             )
         finally:
@@ -416,16 +426,22 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             size = led.size()
             for _ in range(2000):  # warm the tile cache the way a serving node would
                 led.inclusion_proof(rng.below(size), size)
-            proofs = timed(lambda: led.inclusion_proof(rng.below(size), size), 5000)
-            reads = timed(lambda: led.entry(rng.below(size)), 5000)
+            pair = paired(
+                lambda: led.inclusion_proof(rng.below(size), size),
+                lambda: led.entry(rng.below(size)),
+                5000,
+                5000,
+            )
+            proofs = pair.ours
             p50 = pct(proofs, 0.5)
             results["P6"] = figure(
                 p50,
                 "us",
-                pct(reads, 0.5),
+                pct(pair.base, 0.5),
                 "one SQLite point read of an entry (p50 us)",
                 "p50 <= 200 us at 1,000,000 entries",
                 p50 <= 200,
+                ratio=pair.ratio,
                 p99=round(pct(proofs, 0.99), 3),
                 entries=size,
             )
