@@ -98,16 +98,17 @@ def figure(
     goal: str,
     met: bool,
     *,
-    ratio: float | None = None,
+    paired_with: Paired | None = None,
     **extra: Any,
 ) -> Result:
     # three decimals, or four significant digits below 1 (a baseline of 0.0147 % must not
     # round to 0.015 or 0); the ratio is that of the numbers as reported
     value, baseline = _rounded(value), _rounded(baseline)
-    if ratio is None:  # the ratio of the numbers as reported
-        ratio = value / baseline if baseline else 0.0
-    else:  # measured in alternating rounds (``paired``): the median per-round ratio
-        extra["ratio_of_p50s"] = round(value / baseline, 4) if baseline else 0.0
+    ratio = value / baseline if baseline else 0.0  # the ratio of the numbers as reported
+    if paired_with is not None:  # measured in alternating rounds: the median per-round ratio
+        extra["ratio_of_p50s"] = round(ratio, 4)
+        extra["round_ratios"] = [round(r, 4) for r in paired_with.ratios]
+        ratio = paired_with.ratio
     return {
         "value": value,
         "unit": unit,
