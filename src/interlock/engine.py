@@ -402,6 +402,7 @@ class GateCore:
         *,
         _keep: list[ActionRequest] | None = None,
         _start: Mapping[str, Any] | None = None,
+        _refuse: Reason | None = None,
     ) -> Decision:
         """Decide one action request and record the decision before answering.
 
@@ -411,7 +412,7 @@ class GateCore:
         """
         started = time.perf_counter_ns()
         try:
-            return self._decide(request, started, _keep, _start)
+            return self._decide(request, started, _keep, _start, _refuse)
         except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
             try:
                 return self._error_decision(exc)
@@ -461,6 +462,7 @@ class GateCore:
         started: int,
         keep: list[ActionRequest] | None = None,
         start: Mapping[str, Any] | None = None,
+        refuse: Reason | None = None,
     ) -> Decision:
         floor = self._time_floor  # before the clock: see _clock_problem
         ns = self._clock_ns()
@@ -496,6 +498,10 @@ class GateCore:
         except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
             verdict = _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
             stage = Stage.GATE
+        if refuse is not None and verdict.effect is Effect.ALLOW:
+            # the caller cannot carry the action out safely (e.g. CONTAINMENT_UNAVAILABLE)
+            verdict = _deny(refuse.code, refuse.detail)
+            stage = Stage.GATE
         elapsed = time.perf_counter_ns() - started
         if elapsed > self.deadline_ns:
             verdict = _deny(
@@ -516,6 +522,7 @@ class GateCore:
         request: Mapping[str, Any] | bytes | str,
         *,
         start: Mapping[str, Any] | None = None,
+        refuse: Reason | None = None,
     ) -> tuple[Decision, ActionRequest | None]:
         """:meth:`decide`, also returning the validated request (``None`` when intake refused
         it), which a supervisor needs to re-verify the execution while it runs.
@@ -525,10 +532,14 @@ class GateCore:
         durable commit instead of two before the action may begin. If that commit fails the
         answer is a deny (LEDGER_UNAVAILABLE) and neither record exists.
 
+        With ``refuse``, what would be an allow is recorded as a deny with that reason instead
+        (the caller found it cannot carry the action out safely, e.g. CONTAINMENT_UNAVAILABLE);
+        a request the pipeline denies keeps its own reason.
+
         Never raises; same answers as :meth:`decide`.
         """
         box: list[ActionRequest] = []
-        decision = self.decide(request, _keep=box, _start=start)
+        decision = self.decide(request, _keep=box, _start=start, _refuse=refuse)
         return decision, (box[0] if box else None)
 
     def reverify(self, request: ActionRequest) -> Verdict:

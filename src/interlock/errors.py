@@ -181,6 +181,14 @@ class ClockBehind(Error):
     reason_code = "ENVIRONMENT_UNTRUSTED"
 
 
+class ContainmentUnavailable(Error):
+    """No enforceable boundary for a governed execution (DESIGN I9): no writable cgroup v2, no
+    key isolation (Landlock or ``--run-as``), or a sandbox the kernel refused — and no weaker
+    ``[exec] containment`` mode chosen."""
+
+    reason_code = "CONTAINMENT_UNAVAILABLE"
+
+
 class HomeMissing(ConfigError):
     """There is no governance home where one was named (no ``interlock.toml``): a usage
     error (exit 2), not a denial of a home that exists."""

@@ -31,12 +31,15 @@ import shutil
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from interlock.containment import FULL, MODES
+from interlock.containment import Settings as ExecSettings
+from interlock.containment.cgroup import Limits
 from interlock.core.boundary import Boundary, parse_boundaries
 from interlock.errors import ConfigError, HomeExists, HomeMissing, KeyFileError
 from interlock.trust import keys
@@ -86,6 +89,8 @@ class Config:
     attestation_interval_ms: int = 5000
     #: trust boundaries (``[[boundaries]]``), validated (see interlock.runtime.boundary)
     boundaries: tuple[Boundary, ...] = ()
+    #: containment of ``interlock exec`` (``[exec]``, see interlock.containment)
+    exec: ExecSettings = field(default_factory=ExecSettings)
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = CONFIG_NAME) -> Config:
@@ -110,6 +115,15 @@ class Config:
             "approvals": {"keys"},
             "break_glass": {"keys"},
             "attestation": {"trusted", "enforce", "interval_ms"},
+            "exec": {
+                "containment",
+                "cgroup_root",
+                "writable",
+                "run_as",
+                "pids_max",
+                "memory_max",
+                "cpu_max",
+            },
         }
         for section, body in doc.items():
             if section == "boundaries" and isinstance(body, list):
@@ -172,6 +186,7 @@ class Config:
                 f"{source}: [attestation] interval_ms must be an integer in 0..3600000"
             )
         boundaries = parse_boundaries(doc.get("boundaries", []), source=source)
+        exec_settings = _exec_settings(doc.get("exec", {}), source)
         return cls(
             origin=origin,
             durability=durability,
@@ -186,6 +201,7 @@ class Config:
             attestation_enforce=enforce,
             attestation_interval_ms=interval,
             boundaries=boundaries,
+            exec=exec_settings,
         )
 
     def to_toml(self) -> str:
@@ -226,8 +242,71 @@ class Config:
             "# re-measure this often; a change since the start denies and terminates runs\n"
             f"interval_ms = {self.attestation_interval_ms}\n"
             "# platform digests this node may run as (`interlock attest trust` adds this one)\n"
-            f"trusted = [{trusted_list}]\n"
+            f"trusted = [{trusted_list}]\n\n"
+            "[exec]\n"
+            "# containment of `interlock exec`: full (a cgroup v2 per execution, and the home out\n"
+            "# of the command's reach by Landlock or run_as), or the weaker\n"
+            "# unsafe-no-key-isolation (cgroup only) and unsafe-process-group (neither)\n"
+            f'containment = "{self.exec.mode}"\n'
+            + (f'run_as = "{self.exec.run_as}"\n' if self.exec.run_as else "")
+            + (f'cgroup_root = "{self.exec.cgroup_root}"\n' if self.exec.cgroup_root else "")
+            + "# directories the command may write besides its working directory and /tmp\n"
+            + "writable = ["
+            + ", ".join(f'"{p}"' for p in self.exec.writable)
+            + "]\n"
+            + "".join(
+                f"{name} = {value!r}\n".replace("'", '"')
+                for name, value in (
+                    ("pids_max", self.exec.limits.pids_max),
+                    ("memory_max", self.exec.limits.memory_max),
+                    ("cpu_max", self.exec.limits.cpu_max),
+                )
+                if value is not None
+            )
         )
+
+
+def _exec_settings(body: Any, source: str) -> ExecSettings:
+    """``[exec]``: the containment of ``interlock exec`` (see interlock.containment)."""
+    mode = body.get("containment", FULL)
+    if mode not in MODES:
+        raise ConfigError(
+            f"{source}: [exec] containment must be one of {', '.join(MODES)} (got {mode!r})"
+        )
+    root = body.get("cgroup_root")
+    if root is not None and (not isinstance(root, str) or not root.startswith("/")):
+        raise ConfigError(f"{source}: [exec] cgroup_root must be an absolute path")
+    writable = body.get("writable", [])
+    if not isinstance(writable, list) or not all(
+        isinstance(p, str) and p.startswith("/") for p in writable
+    ):
+        raise ConfigError(f"{source}: [exec] writable must be a list of absolute paths")
+    run_as = body.get("run_as")
+    if run_as is not None and (not isinstance(run_as, str) or not run_as):
+        raise ConfigError(f"{source}: [exec] run_as must be a user name or uid")
+
+    def _limit(name: str, lo: int) -> int | None:
+        v = body.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
+            raise ConfigError(f"{source}: [exec] {name} must be an integer >= {lo}")
+        return v
+
+    cpu = body.get("cpu_max")
+    if cpu is not None and (
+        not isinstance(cpu, str) or not re.fullmatch(r"(max|[1-9][0-9]*) [1-9][0-9]*", cpu)
+    ):
+        raise ConfigError(
+            f'{source}: [exec] cpu_max must be "QUOTA PERIOD" in microseconds, e.g. "50000 100000"'
+        )
+    return ExecSettings(
+        mode=mode,
+        cgroup_root=Path(root) if root is not None else None,
+        writable=tuple(Path(p) for p in writable),
+        run_as=run_as,
+        limits=Limits(
+            pids_max=_limit("pids_max", 1), memory_max=_limit("memory_max", 1 << 20), cpu_max=cpu
+        ),
+    )
 
 
 def _key_list(doc: Mapping[str, Any], section: str, source: str) -> tuple[str, ...]:

@@ -15,8 +15,13 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from interlock import governance
+from interlock.containment import describe
+from interlock.containment.cgroup import execution_cgroup, find_root, kill_and_remove, sweep
+from interlock.core.model import Reason, ReasonCode, RecordType
 from interlock.errors import (
     Error,
     LedgerCorrupt,
@@ -36,15 +41,8 @@ from interlock.ledger.statecheck import (
     check_since_checkpoint,
     checkpoint_fields,
 )
-from interlock.trust.attestation import measure
-
-if TYPE_CHECKING:
-    pass
-
-
-from interlock import governance
-from interlock.core.model import Reason, ReasonCode, RecordType
 from interlock.process import process_alive, process_identity
+from interlock.trust.attestation import measure
 
 if TYPE_CHECKING:
     from interlock.engine import GateCore as Gate
@@ -183,7 +181,9 @@ def _attest_locked(gate: Gate) -> None:
         bundle = gate._bundle
     policy = bundle.digest if bundle is not None else None
     try:
-        m = measure(gate.home.path / CONFIG_NAME, policy)
+        m = measure(
+            gate.home.path / CONFIG_NAME, policy, containment=describe(gate.home.config.exec)
+        )
     except Exception as exc:  # noqa: BLE001 - unmeasurable means untrusted (fail-closed)
         _set_env(gate, None, f"the environment could not be measured: {error_detail(exc)}")
         return
@@ -392,6 +392,7 @@ def reap_orphans(gate: Gate) -> list[str]:
                 continue
             if not isinstance(proc, dict) or process_alive(proc, me):
                 continue
+            killed = _kill_recorded_cgroup(rec)
             gate.record_execution(
                 RecordType.EXEC_TERMINATED,
                 exec_id,
@@ -403,12 +404,37 @@ def reap_orphans(gate: Gate) -> list[str]:
                             " re-verifies this execution any more"
                         ),
                     ).to_json(),
-                    "signals_sent": [],
+                    "signals_sent": ["SIGKILL"] if killed else [],
                     "reaped": True,
+                    **({"cgroup_killed": True} if killed else {}),
                 },
                 status="terminated",
             )
             reaped.append(exec_id)
         except Exception:  # noqa: BLE001, S112 - the next pass tries again
             continue
+    _sweep_cgroups(gate, me)
     return reaped
+
+
+def _kill_recorded_cgroup(start: Mapping[str, Any]) -> bool:
+    """Kill the cgroup an ``exec.start`` names (DESIGN I9: its supervisor is gone, so nothing
+    of it may run on). The path is checked to be an execution cgroup first."""
+    box = start.get("containment")
+    recorded = box.get("cgroup") if isinstance(box, Mapping) else None
+    path = execution_cgroup(recorded) if isinstance(recorded, str) else None
+    if path is None or not path.exists():
+        return False
+    kill_and_remove(path)
+    return True
+
+
+def _sweep_cgroups(gate: Gate, me: Mapping[str, Any]) -> None:
+    """Kill the execution cgroups on this machine whose supervisor is gone, whatever home they
+    belong to (one that died before its exec.start was committed, or whose watchdog was
+    killed). Never raises."""
+    try:
+        root = find_root(gate.home.config.exec.cgroup_root)
+    except Exception:  # noqa: BLE001 - no cgroup v2 here: nothing to sweep
+        return
+    sweep(root, lambda pid, ticks: process_alive({**me, "pid": pid, "start": ticks}, me))

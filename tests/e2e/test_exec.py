@@ -212,6 +212,8 @@ def _terminated_after(
     trigger: Any,
     code: str,
     budget: float,
+    *,
+    signals: tuple[str, ...] = ("SIGTERM",),
 ) -> dict[str, Any]:
     pgid = int(wait_for(pidfile))
     t0 = time.monotonic()
@@ -220,13 +222,13 @@ def _terminated_after(
     proc.wait(timeout=30)
     elapsed = time.monotonic() - t1
     assert elapsed < budget, f"took {elapsed:.2f}s after the trigger ({t1 - t0:.2f}s to trigger)"
-    assert proc.returncode == 143
+    assert proc.returncode == (137 if "SIGKILL" in signals else 143)
     assert proc.stderr is not None
     assert code.encode() in proc.stderr.read()
     assert group_gone(pgid)
     term = [x for x in records(home) if x["type"] == "exec.terminated"][-1]
     assert term["reason"]["code"] == code
-    assert term["signals_sent"] == ["SIGTERM"]
+    assert term["signals_sent"] == list(signals)
     verify = of(home, term["id"])["exec.verify"]
     assert verify["effect"] == "deny"
     assert verify["reasons"][0]["code"] == code

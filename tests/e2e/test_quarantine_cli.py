@@ -158,10 +158,18 @@ def test_quarantine_terminates_a_running_exec(
     def quarantine() -> None:
         assert cli(home, "quarantine", "add", RESEARCHER, "--reason", "test").returncode == 0
 
+    # a quarantined principal gets no grace: its execution is frozen, then killed
     term = _terminated_after(
-        home, proc, pidfile, quarantine, "PRINCIPAL_QUARANTINED", INTERVAL + GRACE + SLACK
+        home,
+        proc,
+        pidfile,
+        quarantine,
+        "PRINCIPAL_QUARANTINED",
+        INTERVAL + GRACE + SLACK,
+        signals=("FREEZE", "SIGKILL"),
     )
     assert term["reason"]["code"] == "PRINCIPAL_QUARANTINED"
+    assert term["signal"] == "SIGKILL"
     _replays_clean(home)
 
 

@@ -28,6 +28,7 @@ from interlock.errors import Error
 def _attestation_view(home: Path | None) -> dict[str, Any]:
     """Measure now, and compare with the trusted set and the newest ``node.attested`` record
     (its node signature checked)."""
+    from interlock.containment import describe
     from interlock.home import CONFIG_NAME, Home, default_home
     from interlock.policy.bundle import load_bundle
     from interlock.records import verify_governance
@@ -43,7 +44,7 @@ def _attestation_view(home: Path | None) -> dict[str, Any]:
     except (Error, OSError):
         bundle_digest = None
     try:
-        m = measure(h.path / CONFIG_NAME, bundle_digest)
+        m = measure(h.path / CONFIG_NAME, bundle_digest, containment=describe(h.config.exec))
     except (Error, OSError) as exc:
         _fail(f"cannot measure this environment: {exc}", EXIT_DENY)
     node_key = h.private_key("node")
@@ -98,6 +99,17 @@ def attest_show(home: HomeOpt = None, json_: JsonOpt = False) -> None:
     out.print(f"  config     {m['config']}")
     out.print(f"  policy     {m['policy']}")
     out.print(f"  python     {m['python']}")
+    c = m.get("containment") or {}
+    if c.get("available"):
+        how = f"cgroup {c.get('cgroup')}, Landlock ABI {c.get('landlock_abi')}"
+        if c.get("run_as"):
+            how += f", run as {c['run_as']}"
+        out.print(f"containment  [green]{c.get('mode')}[/] ({how})")
+    else:
+        out.print(
+            f"containment  [red]unavailable[/] ({c.get('mode')}: {c.get('problem')}):"
+            " `interlock exec` denies CONTAINMENT_UNAVAILABLE"
+        )
     rec = v["recorded"]
     if rec is not None:
         out.print(f"last attested at ledger index {rec['index']} ({rec['ts']})")

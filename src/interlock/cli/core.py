@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -263,15 +263,24 @@ def exec_(
             "--break-glass", help="A break-glass override from `interlock break-glass` (or @file)."
         ),
     ] = None,
+    run_as: Annotated[
+        str | None,
+        typer.Option(
+            "--run-as",
+            help="Run CMD as this unprivileged user (no_new_privs); the supervisor must be root.",
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Run CMD only if shell.exec is allowed; re-verify it while it runs; kill it when not.
+    """Run CMD only if shell.exec is allowed, contained (its own cgroup, the home out of its
+    reach); re-verify it while it runs; kill all of it when not.
 
     Exit: the command's own code (128+N for signal N); 126 denied or not started (the reason is
     on stderr), 127 command not found, 2 usage error.
     """
     import os
 
+    from interlock.runtime.nested import NESTED_ENV
     from interlock.runtime.supervisor import EXIT_CANNOT_EXECUTE, environment_digest, run_command
 
     if not principal:
@@ -293,6 +302,9 @@ def exec_(
         request["approval"] = _read_token(approval)
     if break_glass_:
         request["break_glass"] = _read_token(break_glass_)
+    relay_fd = os.environ.get(NESTED_ENV)
+    if relay_fd is not None:  # inside a contained command: its supervisor decides and runs
+        _exec_relayed(request, relay_fd)
     from interlock.gate import Gate
 
     try:
@@ -313,6 +325,7 @@ def exec_(
             grace=patience,
             stdout=sys.stdout.buffer,
             stderr=sys.stderr.buffer,
+            run_as=run_as,
         )
     r = outcome.reason
     bg = outcome.decision.break_glass
@@ -342,6 +355,41 @@ def exec_(
             f"[bold red]interlock exec: not recorded[/]: {outcome.record_error}", soft_wrap=True
         )
     raise typer.Exit(outcome.exit_code)
+
+
+def _exec_relayed(request: dict[str, Any], relay_fd: str) -> NoReturn:
+    """``interlock exec`` inside a contained command: the supervisor decides and runs it
+    (:mod:`interlock.runtime.nested`); exits with the outcome's code."""
+    from interlock.runtime.nested import relay_exec
+    from interlock.runtime.supervisor import EXIT_CANNOT_EXECUTE
+
+    try:
+        fd = int(relay_fd)
+        outcome = relay_exec(request, fd)
+    except (OSError, ValueError) as exc:
+        err.print(
+            "[bold red]interlock exec: denied[/] [bold]CONTAINMENT_UNAVAILABLE[/]: the"
+            f" supervisor's relay ({relay_fd}) is unreachable: {exc} [dim](not recorded)[/]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_CANNOT_EXECUTE) from None
+    reason = outcome.get("reason") or {}
+    code, detail = reason.get("code"), reason.get("detail")
+    status = outcome.get("status")
+    if status in ("denied", "not_started") and code:
+        what = "denied" if status == "denied" else "not started"
+        err.print(
+            f"[bold red]interlock exec: {what}[/] [bold]{code}[/]: {detail}"
+            f" [dim](request {outcome.get('request_id')}, relayed)[/]",
+            soft_wrap=True,
+        )
+    elif status == "terminated" and code:
+        err.print(
+            f"[bold red]interlock exec: terminated[/] [bold]{code}[/]: {detail}"
+            f" [dim](execution {outcome.get('request_id')}, relayed)[/]",
+            soft_wrap=True,
+        )
+    raise typer.Exit(int(outcome["exit_code"]))
 
 
 # -- tokens ----------------------------------------------------------------------------------------

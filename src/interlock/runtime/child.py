@@ -1,19 +1,20 @@
-"""The supervised child process: its own process group, signals to the group, the output
-pump, and death with its supervisor (Linux prctl)."""
+"""The supervised child process: its cgroup (or, in the weakest containment mode, its own
+process group), signals to all of it, the output pump, and death with its supervisor (Linux
+prctl)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    pass
+    from interlock.containment.cgroup import ExecCgroup
 
 
 #: a shell's codes for "denied / could not execute" and "command not found"
@@ -76,20 +77,30 @@ def _signal_name(returncode: int) -> str | None:
 
 
 class _Child:
-    """A spawned command: its exit is observed without reaping it (``waitid`` with
+    """A spawned command and everything it starts.
+
+    With a cgroup (``full`` and ``unsafe-no-key-isolation`` containment) "everything" is the
+    cgroup: signals go to each of its processes, SIGKILL is ``cgroup.kill``, and the execution
+    is over at ``populated 0`` — not when the first process exits. Without one it is the
+    process group; the leader's exit is observed without reaping it (``waitid`` with
     ``WNOWAIT``), so its process-group id stays reserved until the group has been swept."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], cgroup: ExecCgroup | None = None) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.cgroup = cgroup
         self.exited = threading.Event()
+        #: the signal that killed the leader, once it exited that way
+        self.killed_by: int | None = None
         self._swept = False
         self._waiter = threading.Thread(target=self._wait, name="interlock-waiter", daemon=True)
         self._waiter.start()
 
     def _wait(self) -> None:
         try:
-            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+            if info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                self.killed_by = info.si_status
         except ChildProcessError:
             pass
         except OSError:
@@ -97,34 +108,71 @@ class _Child:
         finally:
             self.exited.set()
 
-    def _settled(self) -> bool:
-        """The leader exited and nothing else of its group is alive."""
-        return self.exited.is_set() and not _group_alive(self.pid)
+    def alive(self) -> bool:
+        """Whether anything of the execution still runs (the leader excepted when it exited)."""
+        if self.cgroup is not None:
+            return self.cgroup.populated()
+        return _group_alive(self.pid)
 
-    def terminate(self, grace: float) -> tuple[str, ...]:
-        """SIGTERM to the group; SIGKILL to the group once ``grace`` passed without the whole
-        group exiting (a nested supervisor in the group gets the grace to record its own
-        termination). Returns the signals sent."""
-        sent = ["SIGTERM"] if _signal_group(self.pid, signal.SIGTERM) else []
+    def settled(self) -> bool:
+        """The leader exited and nothing else of the execution is alive."""
+        return self.exited.is_set() and not self.alive()
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to every process of the execution; False if none was found."""
+        if self.cgroup is None:
+            return _signal_group(self.pid, sig)
+        if sig == signal.SIGKILL:
+            return self.cgroup.kill()
+        sent = False
+        for pid in self.cgroup.procs():
+            try:
+                os.kill(pid, sig)
+                sent = True
+            except OSError:
+                continue
+        return sent
+
+    def terminate(self, grace: float, *, freeze: bool = False) -> tuple[str, ...]:
+        """SIGTERM to every process; SIGKILL to all of them (``cgroup.kill``) once ``grace``
+        passed without the execution settling (a nested supervisor gets the grace to record its
+        own termination). Returns the signals sent.
+
+        ``freeze`` (a quarantined principal, a boundary violation): no grace at all — the
+        cgroup is frozen first (``cgroup.freeze``: every process stops at once, none runs a
+        SIGTERM handler), then killed; reported as ``FREEZE``, ``SIGKILL``."""
+        if freeze and self.cgroup is not None:
+            sent = []
+            with contextlib.suppress(OSError):
+                self.cgroup.freeze()
+                sent.append("FREEZE")
+            self.signal(signal.SIGKILL)
+            sent.append("SIGKILL")
+            self.cgroup.wait_empty(max(grace, 1.0))
+            self._swept = True
+            return tuple(sent)
+        sent = ["SIGTERM"] if self.signal(signal.SIGTERM) else []
         deadline = time.monotonic() + grace
-        while not self._settled():
+        while not self.settled():
             if time.monotonic() >= deadline:
                 sent.append("SIGKILL")
                 break
             self.exited.wait(0.02)
             if self.exited.is_set():
                 time.sleep(0.02)
-        _signal_group(self.pid, signal.SIGKILL)
+        self.signal(signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.wait_empty(max(grace, 1.0))
         self._swept = True
         return tuple(sent)
 
     def reap(self, grace: float) -> int:
-        """After the leader exited: stop what it left in its group (SIGTERM, SIGKILL after
-        ``grace``) — the leader is an unreaped zombie, so its id still names the group — then
-        reap it. Returns its return code (negative: killed by that signal)."""
-        if not self._swept and _group_alive(self.pid):
+        """After the leader exited: stop what is left of the execution (SIGTERM, SIGKILL after
+        ``grace``), then reap the leader. Returns its return code (negative: killed by that
+        signal)."""
+        if not self._swept and self.alive():
             self.terminate(grace)
-        _signal_group(self.pid, signal.SIGKILL)
+        self.signal(signal.SIGKILL)
         return self.proc.wait()
 
 
@@ -148,33 +196,3 @@ def _group_alive(pgid: int) -> bool:
         if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
             return True
     return False
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Any:
-    """libc's ``prctl``, resolved once before any fork (None where there is none)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_supervisor(supervisor_pid: int) -> None:
-    """In the forked child, before exec: ask Linux to SIGKILL the command when the supervising
-    thread dies (a supervisor that is itself SIGKILLed must not leave its command running
-    unwatched). Only the direct child is covered: its own children are killed with the group
-    while the supervisor lives, but outlive a SIGKILLed supervisor (see SECURITY.md)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != supervisor_pid:  # it died before the prctl took effect
-            os._exit(EXIT_CANNOT_EXECUTE)

@@ -29,6 +29,7 @@ Lifecycle of one execution (its id is the request id):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -42,8 +43,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
+from interlock.containment import Box, Settings, prepare
 from interlock.core.model import Decision, Effect, Reason, ReasonCode, RecordType
-from interlock.errors import Error
+from interlock.errors import ContainmentUnavailable, Error
+from interlock.process import process_identity
+from interlock.runtime.nested import NESTED_ENV, Relay
+from interlock.runtime.watchdog import Watchdog, start_watchdog
 
 if TYPE_CHECKING:
     from interlock.core.model import ActionRequest
@@ -51,7 +56,6 @@ if TYPE_CHECKING:
 from interlock.runtime.child import (
     EXIT_CANNOT_EXECUTE,
     _Child,
-    _die_with_supervisor,
     _Pump,
     _signal_group,
     _signal_name,
@@ -91,6 +95,11 @@ EXIT_NOT_FOUND = 127
 
 
 _PUMP_JOIN_S = 2.0
+
+#: terminations without a grace period (DESIGN I9): the execution's cgroup is frozen, then
+#: killed, so that a quarantined (isolated) or boundary-violating principal's processes do
+#: nothing more — not even a SIGTERM handler
+_NO_GRACE = frozenset({ReasonCode.PRINCIPAL_QUARANTINED, ReasonCode.BOUNDARY_VIOLATION})
 
 
 def reason_from_exception(exc: BaseException, what: str) -> Reason:
@@ -301,9 +310,19 @@ def run_command(
     cwd: str | Path | None = None,
     handle_signals: bool = True,
     on_start: Callable[[int], None] | None = None,
+    containment: Settings | None = None,
+    run_as: str | None = None,
+    stdin: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> Outcome:
-    """Decide ``request`` and, if allowed, run ``argv`` under supervision until it ends or its
-    authorization stops holding.
+    """Decide ``request`` and, if allowed, run ``argv`` contained and under supervision until
+    it ends or its authorization stops holding.
+
+    Containment (DESIGN I9, :mod:`interlock.containment`): ``containment`` (default: the home's
+    ``[exec]``), with ``run_as`` replacing its user. It is prepared before the decision; when it
+    cannot be, what would be an allow is recorded as a deny (CONTAINMENT_UNAVAILABLE) and
+    nothing runs. A watchdog outside the command's reach kills the execution's cgroup if this
+    supervisor dies.
 
     ``stdout``/``stderr`` receive the command's output as it comes (``None``: drained and
     hashed only). ``env`` is the command's environment (default: this process's), to which
@@ -324,17 +343,38 @@ def run_command(
         raise ValueError("no command to run")
     if not interval > 0 or grace < 0:
         raise ValueError("interval must be positive and grace not negative")
+    settings = containment if containment is not None else gate.home.config.exec
+    if run_as is not None:
+        settings = dataclasses.replace(settings, run_as=run_as)
+    me = process_identity()
+    box: Box | None = None
+    refuse: Reason | None = None
+    try:
+        box = prepare(
+            settings,
+            home=gate.home.path,
+            cwd=Path(cwd if cwd is not None else os.getcwd()),
+            start_ticks=me["start"] if me is not None else 0,
+        )
+    except ContainmentUnavailable as exc:
+        refuse = Reason(code=ReasonCode.CONTAINMENT_UNAVAILABLE, detail=exc.diagnostics()[:500])
+    except Exception as exc:  # noqa: BLE001 - no boundary could be prepared: deny, on record
+        refuse = reason_from_exception(exc, "containment could not be prepared")
+        refuse = Reason(code=ReasonCode.CONTAINMENT_UNAVAILABLE, detail=refuse.detail)
     # I1: the allow and exec.start are committed together before anything runs; if that
-    # commit fails the answer is a deny (LEDGER_UNAVAILABLE) and nothing starts
-    decision, req = gate.admit(
-        request,
-        start={
-            "supervisor": "process",
-            "interval_ms": round(interval * 1000),
-            "grace_ms": round(grace * 1000),
-        },
-    )
+    # commit fails the answer is a deny (LEDGER_UNAVAILABLE) and nothing starts. I9: without
+    # the boundary the answer is CONTAINMENT_UNAVAILABLE, recorded like any deny.
+    start: dict[str, Any] = {
+        "supervisor": "process",
+        "interval_ms": round(interval * 1000),
+        "grace_ms": round(grace * 1000),
+    }
+    if box is not None:
+        start["containment"] = box.record()
+    decision, req = gate.admit(request, start=start, refuse=refuse)
     if not decision.allowed or req is None:
+        if box is not None:
+            box.release()
         reason = decision.reasons[0] if decision.reasons else None
         return Outcome(
             status="denied",
@@ -343,21 +383,43 @@ def run_command(
             reason=reason,
             request_id=decision.request_id,
         )
+    if box is None:  # pragma: no cover - refuse is set whenever box is None
+        raise RuntimeError("allowed without containment")
 
     child_env = dict(os.environ if env is None else env)
+    child_env.pop(NESTED_ENV, None)
     child_env[EXECUTION_ENV] = req.id
     started = time.monotonic_ns()
+    dog: Watchdog | None = None
+    relay: Relay | None = None
     try:
         watch = Watch(gate, req, interval=interval, snapshot=decision.snapshot)
+        if box.cgroup is not None:
+            dog = start_watchdog(box.cgroup.path, gate.home.path)
+            # a nested `interlock exec` is decided and run here, contained inside this cgroup
+            relay = Relay(
+                req.id,
+                functools.partial(
+                    run_command,
+                    gate,
+                    interval=interval,
+                    grace=grace,
+                    handle_signals=False,
+                    containment=dataclasses.replace(settings, cgroup_root=box.cgroup.path),
+                ),
+            )
+            child_env.update(relay.env())
         proc = subprocess.Popen(  # the argv is exactly what was decided
             list(argv),
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=child_env,
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=functools.partial(_die_with_supervisor, os.getpid()),
+            pass_fds=relay.child_fds() if relay is not None else (),
+            preexec_fn=box.enter,
         )
     except Exception as exc:  # noqa: BLE001 - the command did not start; say why, on record
         code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_CANNOT_EXECUTE
@@ -373,6 +435,11 @@ def run_command(
             {"exit_status": code, "signal": None, "duration_ms": 0, "error": detail},
             "ended",
         )
+        box.release()
+        if relay is not None:
+            relay.close()
+        if dog is not None:
+            dog.done()
         return Outcome(
             status="not_started",
             exit_code=code,
@@ -382,19 +449,30 @@ def run_command(
             record_error=record_error,
         )
 
-    return _supervise(
-        gate,
-        req,
-        decision,
-        watch,
-        proc,
-        started=started,
-        grace=grace,
-        stdout=stdout,
-        stderr=stderr,
-        handle_signals=handle_signals,
-        on_start=on_start,
-    )
+    if relay is not None:
+        relay.start()
+    try:
+        return _supervise(
+            gate,
+            req,
+            decision,
+            watch,
+            proc,
+            box,
+            started=started,
+            grace=grace,
+            stdout=stdout,
+            stderr=stderr,
+            handle_signals=handle_signals,
+            on_start=on_start,
+            cancel=cancel,
+        )
+    finally:
+        if relay is not None:
+            relay.close()
+        box.release()
+        if dog is not None:
+            dog.done()
 
 
 def _supervise(
@@ -403,6 +481,7 @@ def _supervise(
     decision: Decision,
     watch: Watch,
     proc: subprocess.Popen[bytes],
+    box: Box,
     *,
     started: int,
     grace: float,
@@ -410,10 +489,11 @@ def _supervise(
     stderr: IO[bytes] | None,
     handle_signals: bool,
     on_start: Callable[[int], None] | None,
+    cancel: threading.Event | None,
 ) -> Outcome:
     if proc.stdout is None or proc.stderr is None:  # pragma: no cover - PIPE always sets them
         raise ValueError("pipes missing")
-    child = _Child(proc)
+    child = _Child(proc, box.cgroup)
     pumps = (_Pump(proc.stdout.fileno(), stdout), _Pump(proc.stderr.fileno(), stderr))
     for p in pumps:
         p.start()
@@ -435,24 +515,41 @@ def _supervise(
             with contextlib.suppress(Exception):
                 on_start(child.pid)
         seen = 0
+        leader_gone = False
         while True:
             # an exit is seen at once, a governance change within POLL_S, a signal to the
-            # supervisor (its handler runs during the wait) within 50 ms
-            child.exited.wait(0.05 if received else POLL_S)
+            # supervisor (its handler runs during the wait) within 50 ms. With a cgroup, the
+            # execution lasts while anything in it runs (populated 1), watched all along.
+            if leader_gone:
+                time.sleep(0.05 if received else POLL_S)
+            else:
+                child.exited.wait(0.05 if received else POLL_S)
             forced = len(received) > seen
             seen = len(received)
-            if child.exited.is_set():
-                if received:
-                    # the supervisor was signalled: because authorization ended (e.g. the
-                    # parent execution was terminated)? then this run was terminated
+            leader_gone = child.exited.is_set()
+            if leader_gone and (child.cgroup is None or not child.alive()):
+                if received or child.killed_by is not None:
+                    # the supervisor was signalled, or the command killed: because
+                    # authorization ended (e.g. the parent execution was terminated and
+                    # its cgroup killed)? then this run was terminated
                     reason = watch.step(force=True)
+                if received:
                     signals = tuple(signal.Signals(s).name for s in dict.fromkeys(received))
+                break
+            if cancel is not None and cancel.is_set():
+                reason = watch.step(force=True) or Reason(
+                    code=ReasonCode.INTERNAL_ERROR,
+                    detail="the nested `interlock exec` that asked for this execution is gone",
+                )
+                signals = child.terminate(grace)
                 break
             reason = watch.step(force=forced)
             if reason is not None:
                 # a supervisor that was itself signalled has less time: its own supervisor
-                # SIGKILLs it after the same grace
-                signals = child.terminate(grace / 2 if received else grace)
+                # SIGKILLs it after the same grace; a suspect principal gets none
+                signals = child.terminate(
+                    grace / 2 if received else grace, freeze=reason.code in _NO_GRACE
+                )
                 break
     except Exception as exc:  # noqa: BLE001 - fail-closed: a broken loop stops the command
         reason = reason_from_exception(exc, "supervisor failed")

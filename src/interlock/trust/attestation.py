@@ -13,7 +13,11 @@ A measurement has four components:
   ``[attestation] trusted`` (the trusted set cannot contain a digest of itself): comments and
   formatting do not count, every setting does;
 * ``policy`` — the active policy bundle's digest (or None);
-* ``python`` — the interpreter, e.g. ``CPython 3.11.7``.
+* ``python`` — the interpreter, e.g. ``CPython 3.11.7``;
+* ``containment`` — what ``interlock exec`` can enforce here (DESIGN I9): the ``[exec]`` mode,
+  whether it is available, the cgroup directory and the Landlock ABI
+  (:func:`interlock.containment.describe`). Recorded and signed with the rest, and given to
+  policies as ``context.env.containment``: the mode when it is available, else ``"none"``.
 
 ``platform`` is the digest of the first, second and fourth: what ``[attestation] trusted``
 lists. The policy bundle is trusted by its *signature* (``[policy] trusted_keys``), not by this
@@ -57,6 +61,7 @@ class Measurement:
     config: str
     policy: str | None
     python: str
+    containment: dict[str, Any] | None = None
 
     @property
     def platform(self) -> str:
@@ -74,6 +79,7 @@ class Measurement:
             "config": self.config,
             "policy": self.policy,
             "python": self.python,
+            "containment": self.containment,
         }
 
     def env(self, *, attested: bool) -> dict[str, Any]:
@@ -83,7 +89,16 @@ class Measurement:
             "measurement": self.digest,
             "platform": self.platform,
             "python": self.python,
+            "containment": self.containment_in_force,
         }
+
+    @property
+    def containment_in_force(self) -> str:
+        """The containment mode ``interlock exec`` enforces now, or ``"none"``."""
+        c = self.containment
+        if not c or not c.get("available"):
+            return "none"
+        return str(c.get("mode", "none"))
 
     def differences(self, other: Measurement) -> list[str]:
         """The platform components that differ from ``other`` (``policy`` is not one)."""
@@ -169,7 +184,11 @@ def python_version() -> str:
 
 
 def measure(
-    config_path: Path, policy_digest: str | None, *, root: Path | None = None
+    config_path: Path,
+    policy_digest: str | None,
+    *,
+    root: Path | None = None,
+    containment: dict[str, Any] | None = None,
 ) -> Measurement:
     """Measure this node now. ``config_path`` is the home's ``interlock.toml``, read through the
     home's checks (:func:`interlock.trust.files.read_private_text`, its folder as the home).
@@ -186,6 +205,7 @@ def measure(
         config=measure_config(_read_config(config_path)),
         policy=policy_digest,
         python=python_version(),
+        containment=containment,
     )
 
 
