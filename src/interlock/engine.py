@@ -402,6 +402,7 @@ class GateCore:
         *,
         _keep: list[ActionRequest] | None = None,
         _start: Mapping[str, Any] | None = None,
+        _refusal: Reason | None = None,
     ) -> Decision:
         """Decide one action request and record the decision before answering.
 
@@ -411,7 +412,7 @@ class GateCore:
         """
         started = time.perf_counter_ns()
         try:
-            return self._decide(request, started, _keep, _start)
+            return self._decide(request, started, _keep, _start, _refusal)
         except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
             try:
                 return self._error_decision(exc)
@@ -461,6 +462,7 @@ class GateCore:
         started: int,
         keep: list[ActionRequest] | None = None,
         start: Mapping[str, Any] | None = None,
+        refusal: Reason | None = None,
     ) -> Decision:
         floor = self._time_floor  # before the clock: see _clock_problem
         ns = self._clock_ns()
@@ -491,8 +493,13 @@ class GateCore:
         lineage = Lineage(parent=request.parent, status="unknown")
         try:
             lineage = self._lineage(request)
-            verdict = decide(request, snapshot, lineage)
-            stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
+            if refusal is not None:
+                # an adapter's refusal (see refuse): a deny whatever the pipeline would say
+                verdict = Verdict(effect=Effect.DENY, reasons=(refusal,))
+                stage = Stage.GATE
+            else:
+                verdict = decide(request, snapshot, lineage)
+                stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
         except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
             verdict = _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
             stage = Stage.GATE
@@ -530,6 +537,20 @@ class GateCore:
         box: list[ActionRequest] = []
         decision = self.decide(request, _keep=box, _start=start)
         return decision, (box[0] if box else None)
+
+    def refuse(self, request: Mapping[str, Any], code: ReasonCode, detail: str) -> Decision:
+        """Record a deny of ``request`` for a reason an adapter established before any decision
+        (e.g. the MCP proxy: a ``tools/call`` naming a tool the upstream did not list, or
+        arguments that do not meet the tool's ``inputSchema``). The request goes through intake
+        and is recorded like any decision — principal, action, resource, argument digest,
+        parent — with ``code`` and ``detail`` as its only reason and stage ``gate``: it depends
+        on what the adapter saw, not on the snapshot, so replay reports it apart. The pipeline
+        is not run; nothing here can allow.
+
+        Never raises; always a deny (``code``, or MALFORMED_REQUEST from intake, or the ledger
+        and clock codes of :meth:`decide`).
+        """
+        return self.decide(request, _refusal=Reason(code=code, detail=detail[:500]))
 
     def reverify(self, request: ActionRequest) -> Verdict:
         """Re-decide a running execution *now*: the same request at the gate's current time,
