@@ -404,7 +404,7 @@ class GateCore:
         *,
         _keep: list[ActionRequest] | None = None,
         _start: Mapping[str, Any] | None = None,
-        _refuse: Reason | None = None,
+        _refusal: Reason | None = None,
     ) -> Decision:
         """Decide one action request and record the decision before answering.
 
@@ -414,7 +414,7 @@ class GateCore:
         """
         started = time.perf_counter_ns()
         try:
-            return self._decide(request, started, _keep, _start, _refuse)
+            return self._decide(request, started, _keep, _start, _refusal)
         except Exception as exc:  # noqa: BLE001 - I2: the one place an exception becomes a deny
             try:
                 return self._error_decision(exc)
@@ -464,7 +464,7 @@ class GateCore:
         started: int,
         keep: list[ActionRequest] | None = None,
         start: Mapping[str, Any] | None = None,
-        refuse: Reason | None = None,
+        refusal: Reason | None = None,
     ) -> Decision:
         floor = self._time_floor  # before the clock: see _clock_problem
         ns = self._clock_ns()
@@ -495,14 +495,15 @@ class GateCore:
         lineage = Lineage(parent=request.parent, status="unknown")
         try:
             lineage = self._lineage(request)
-            verdict = decide(request, snapshot, lineage)
-            stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
+            if refusal is not None:
+                # an adapter's refusal (see refuse): a deny whatever the pipeline would say
+                verdict = Verdict(effect=Effect.DENY, reasons=(refusal,))
+                stage = Stage.GATE
+            else:
+                verdict = decide(request, snapshot, lineage)
+                stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
         except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
             verdict = _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
-            stage = Stage.GATE
-        if refuse is not None and verdict.effect is Effect.ALLOW:
-            # the caller cannot carry the action out safely (e.g. CONTAINMENT_UNAVAILABLE)
-            verdict = _deny(refuse.code, refuse.detail)
             stage = Stage.GATE
         elapsed = time.perf_counter_ns() - started
         if elapsed > self.deadline_ns:
@@ -534,15 +535,29 @@ class GateCore:
         durable commit instead of two before the action may begin. If that commit fails the
         answer is a deny (LEDGER_UNAVAILABLE) and neither record exists.
 
-        With ``refuse``, what would be an allow is recorded as a deny with that reason instead
-        (the caller found it cannot carry the action out safely, e.g. CONTAINMENT_UNAVAILABLE);
-        a request the pipeline denies keeps its own reason.
+        With ``refuse`` (the caller found it cannot carry the action out safely, e.g.
+        CONTAINMENT_UNAVAILABLE) the request is recorded as a deny with that reason, as
+        :meth:`refuse` does: the pipeline is not run.
 
         Never raises; same answers as :meth:`decide`.
         """
         box: list[ActionRequest] = []
-        decision = self.decide(request, _keep=box, _start=start, _refuse=refuse)
+        decision = self.decide(request, _keep=box, _start=start, _refusal=refuse)
         return decision, (box[0] if box else None)
+
+    def refuse(self, request: Mapping[str, Any], code: ReasonCode, detail: str) -> Decision:
+        """Record a deny of ``request`` for a reason an adapter established before any decision
+        (e.g. the MCP proxy: a ``tools/call`` naming a tool the upstream did not list, or
+        arguments that do not meet the tool's ``inputSchema``). The request goes through intake
+        and is recorded like any decision — principal, action, resource, argument digest,
+        parent — with ``code`` and ``detail`` as its only reason and stage ``gate``: it depends
+        on what the adapter saw, not on the snapshot, so replay reports it apart. The pipeline
+        is not run; nothing here can allow.
+
+        Never raises; always a deny (``code``, or MALFORMED_REQUEST from intake, or the ledger
+        and clock codes of :meth:`decide`).
+        """
+        return self.decide(request, _refusal=Reason(code=code, detail=detail[:500]))
 
     def reverify(self, request: ActionRequest) -> Verdict:
         """Re-decide a running execution *now*: the same request at the gate's current time,

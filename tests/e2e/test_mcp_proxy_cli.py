@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mcp.types as types
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -143,8 +144,8 @@ def start(home: Path, tok: str, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for_url(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[str, bytes]:
-    """Read the proxy's stderr until it says where it listens."""
+def _wait_for_url(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[str, Path, bytes]:
+    """Read the proxy's stderr until it says where it listens and where its token is."""
     assert proc.stderr is not None
     buf = b""
     deadline = time.monotonic() + timeout
@@ -155,9 +156,9 @@ def _wait_for_url(proc: subprocess.Popen[bytes], timeout: float = 30) -> tuple[s
             if not chunk:
                 break
             buf += chunk
-            m = re.search(rb"listening on (http://\S+/mcp)", buf)
+            m = re.search(rb"listening on (http://\S+/mcp) \(bearer token in (\S+)\)", buf)
             if m:
-                return m.group(1).decode(), buf
+                return m.group(1).decode(), Path(m.group(2).decode()), buf
         elif proc.poll() is not None:
             break
     raise AssertionError(f"the proxy did not start listening: {buf.decode(errors='replace')}")
@@ -183,9 +184,20 @@ async def test_listen_serves_streamable_http_in_front_of_an_http_upstream(
             "--hide-denied",
         )
         try:
-            url, _ = _wait_for_url(proc)
+            url, token_path, said = _wait_for_url(proc)
+            secret = token_path.read_text(encoding="ascii").strip()
+            mode = token_path.stat().st_mode & 0o777
+            async with httpx.AsyncClient() as http:
+                # the MCP initialize a stranger would send: refused before anything is decided
+                hello = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+                kinds = {"content-type": "application/json"}
+                none = await http.post(url, json=hello, headers=kinds)
+                wrong = await http.post(
+                    url, json=hello, headers={**kinds, "authorization": "Bearer " + "A" * 43}
+                )
             async with (
-                streamable_http_client(url) as (read, write),
+                httpx.AsyncClient(headers={"authorization": f"Bearer {secret}"}) as authed,
+                streamable_http_client(url, http_client=authed) as (read, write),
                 ClientSession(read, write) as client,
             ):
                 await client.initialize()
@@ -198,12 +210,18 @@ async def test_listen_serves_streamable_http_in_front_of_an_http_upstream(
 
     assert proc.returncode == 0, err.decode(errors="replace")
     assert out == b""
+    assert none.status_code == 401 and wrong.status_code == 401
+    assert mode == 0o600
+    assert token_path.parent == home / "run"
+    assert not token_path.exists()  # removed at exit
+    assert secret.encode() not in said + err  # printed nowhere, only its path
     assert [t.name for t in tools.tools] == ["echo", "hang", "die", "env_keys"]  # add: hidden
     assert not ok.is_error and text_of(ok) == "over http twice"
     assert isinstance(denied, types.CallToolResult) and denied.is_error
     assert "POLICY_FORBID" in text_of(denied)
     assert [e["name"] for e in seen(log)] == ["echo"]
     recs = records(home)
+    assert secret not in json.dumps(recs)
     (sess,) = [
         r for r in recs if r["type"] == "decision" and r["request"]["action"] == "mcp.session"
     ]

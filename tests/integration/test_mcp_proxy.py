@@ -31,6 +31,7 @@ from mcp.shared.memory import create_client_server_memory_streams
 from interlock.adapters.mcp_proxy import (
     DENIED_ERROR_CODE,
     MAX_LINE_BYTES,
+    ListenToken,
     McpProxy,
     ProxyOptions,
     Upstream,
@@ -819,7 +820,7 @@ async def test_listen_refuses_a_foreign_host_on_any_loopback_address(
 ) -> None:
     """DNS rebinding: on 127.0.0.2 (loopback, but not one of the hosts for which the SDK turns
     its protection on by itself) a request naming another host or origin is refused; the
-    proxy's own address is served."""
+    proxy's own address is served (all with the bearer token: without it, 401 comes first)."""
     import httpx
     from mcp.client.streamable_http import streamable_http_client
 
@@ -837,13 +838,16 @@ async def test_listen_refuses_a_foreign_host_on_any_loopback_address(
         },
     }
     headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    secret = ListenToken.generate()
+    auth = f"Bearer {secret.reveal()}"
+    headers["authorization"] = auth
     stop = anyio.Event()
     try:
         async with (
             open_proxy(gate, upstream, options(token, listen=f"127.0.0.2:{port}")) as proxy,
             anyio.create_task_group() as tg,
         ):
-            tg.start_soon(serve_http, proxy, sock, "127.0.0.2", stop)
+            tg.start_soon(partial(serve_http, proxy, sock, "127.0.0.2", stop, token=secret))
             with anyio.fail_after(20):
                 async with httpx.AsyncClient() as http:
                     foreign = await http.post(
@@ -853,7 +857,10 @@ async def test_listen_refuses_a_foreign_host_on_any_loopback_address(
                         url, json=initialize, headers={**headers, "origin": "http://evil.example"}
                     )
                 async with (
-                    streamable_http_client(url) as (read, write),
+                    httpx.AsyncClient(
+                        headers={"authorization": headers["authorization"]}
+                    ) as ok_http,
+                    streamable_http_client(url, http_client=ok_http) as (read, write),
                     ClientSession(read, write) as client,
                 ):
                     await client.initialize()

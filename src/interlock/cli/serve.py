@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -59,7 +61,16 @@ def mcp_proxy(
         str | None,
         typer.Option(
             help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio (loopback only;"
-            " port 0 picks a free one, printed on stderr)."
+            " port 0 picks a free one, printed on stderr). Clients must send Authorization:"
+            " Bearer <the token in --token-file>."
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="With --listen: where to write the bearer token generated at start (mode"
+            " 0600; removed at exit). Default: HOME/run/mcp-proxy-<pid>.token.",
         ),
     ] = None,
     name: Annotated[
@@ -104,6 +115,7 @@ def mcp_proxy(
     from rich.markup import escape
 
     from interlock.adapters.mcp_proxy import (
+        ListenToken,
         ProxyOptions,
         Upstream,
         UpstreamError,
@@ -117,6 +129,8 @@ def mcp_proxy(
         _fail("no capability: give --capability or set INTERLOCK_CAPABILITY")
     if capability.strip() == "-":
         _fail("--capability - is not available: stdin is the MCP channel (use @file)")
+    if token_file is not None and listen is None:
+        _fail("--token-file is for --listen")
     if bool(command) == (upstream_url is not None):
         _fail("give the upstream as -- UPSTREAM_CMD ARGS... or as --upstream-url (exactly one)")
     try:
@@ -140,6 +154,8 @@ def mcp_proxy(
 
     def ready(proxy: Any, url: str | None) -> None:
         where = f"listening on {url}" if url else "serving MCP on stdio"
+        if url and token_path is not None:
+            where += f" (bearer token in {token_path})"
         server = f'McpServer::"{proxy.server_name}"'
         err.print(
             f"[bold green]interlock mcp-proxy:[/] session {proxy.session_id} for"
@@ -147,9 +163,19 @@ def mcp_proxy(
             soft_wrap=True,
         )
 
+    token: ListenToken | None = None
+    token_path: Path | None = None
     with _gate(home) as gate:
+        if addr is not None:
+            # a new token every start; only its file's path is ever printed
+            token = ListenToken.generate()
+            token_path = token_file or gate.home.path / "run" / f"mcp-proxy-{os.getpid()}.token"
+            try:
+                token.write(token_path)
+            except OSError as exc:
+                _fail(f"cannot write the token file {token_path}: {exc.strerror or exc}")
         try:
-            run_proxy(gate, upstream, options, listen=addr, on_ready=ready)
+            run_proxy(gate, upstream, options, listen=addr, token=token, on_ready=ready)
         except Denied as exc:
             d = exc.decision
             err.print(
@@ -173,6 +199,9 @@ def mcp_proxy(
                 f"[bold red]interlock mcp-proxy:[/] {escape(exc.diagnostics())}", soft_wrap=True
             )
             raise typer.Exit(EXIT_DENY) from None
+        finally:
+            if token is not None and token_path is not None:
+                token.remove(token_path)
 
 
 # -- end mcp-proxy ---------------------------------------------------------------------------------

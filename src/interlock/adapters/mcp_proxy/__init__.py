@@ -45,23 +45,38 @@ chooses for itself: pin it with ``--name`` when policies rely on it).
   ``timeout`` (``REQUEST_TIMEOUT``), or that died (``CONNECTION_CLOSED``: every later request
   is answered at once, not forwarded, and still decided and recorded), or that answered
   something that is not MCP. An upstream JSON-RPC error is passed through unchanged.
+* **A ``tools/call`` must name a listed tool, with arguments its schema accepts.** Before any
+  decision, a call whose name is not exactly one the upstream listed (:class:`ToolCatalogue`:
+  every page; listed again after ``notifications/tools/list_changed``; the proxy lists at
+  session start) or whose arguments fail the tool's ``inputSchema`` (compiled once per listing,
+  with bounds against hostile schemas: :func:`compile_input_schema`) is denied
+  ``MALFORMED_REQUEST`` — recorded like any denial (``gate.refuse``, stage ``gate``), answered
+  as a tool error naming the failing path, and never forwarded. MALFORMED_REQUEST, because the
+  request does not have the shape the server declared (DESIGN §2: the request-shape check comes
+  first); no policy or capability could make it valid.
 * Listing (``tools/list``, ``resources/list``, ``resources/templates/list``, ``prompts/list``)
   reads metadata and is not an action: it is forwarded without a decision while the session is
-  authorized. With ``hide_denied``, ``tools/list`` keeps only the tools the capability and
-  policy could allow, probed with empty arguments through ``gate.reverify`` (pure: nothing is
+  authorized. ``tools/list`` is answered from a fresh complete listing, in one page (a cursor
+  from the client is invalid), without the tools that cannot be called. With
+  ``hide_denied``, ``tools/list`` keeps only the tools the capability and policy could allow,
+  probed with empty arguments through ``gate.reverify`` (pure: nothing is
   recorded, so listing does not fill the ledger). A tool that policy allows only for some
   arguments is therefore hidden; a hidden tool that is called anyway is decided like any other.
-* Not proxied: completions, subscriptions, logging, and requests from the upstream to the client
-  (sampling, elicitation, roots).
+* Not proxied: completions, subscriptions, logging, notifications from the upstream (its
+  ``tools/list_changed`` only makes the proxy list again), and requests from the upstream to
+  the client (sampling, elicitation, roots).
 * A continued request (``inputResponses`` / ``requestState``, answering an upstream's
   ``InputRequiredResult``) is decided with their RFC 8785 digests as the request's ``context``
   (:func:`continuation_context`): what is forwarded is what was decided and recorded.
 * Containment: the spawned upstream gets the proxy's environment without any ``INTERLOCK_*``
   variable, but it runs as the same OS user (it could read the home's files: run untrusted
-  upstreams as another user). ``--listen`` always enables DNS-rebinding protection
-  (:func:`transport_security`). A stdio client line longer than :data:`MAX_LINE_BYTES` ends
-  the session (:class:`ClientLineTooLong`)."""
+  upstreams as another user). ``--listen`` serves only the clients that present the bearer
+  token generated at start (:class:`ListenToken`: 401 otherwise, nothing decided or forwarded),
+  and always enables DNS-rebinding protection (:func:`transport_security`). A stdio client
+  line longer than :data:`MAX_LINE_BYTES` ends the session (:class:`ClientLineTooLong`)."""
 
+from interlock.adapters.mcp_proxy.auth import ListenToken, require_bearer
+from interlock.adapters.mcp_proxy.catalogue import MAX_TOOL_PAGES, MAX_TOOLS, ToolCatalogue
 from interlock.adapters.mcp_proxy.forwarding import McpProxy
 from interlock.adapters.mcp_proxy.governance import continuation_context, denial_text, result_digest
 from interlock.adapters.mcp_proxy.options import (
@@ -79,6 +94,7 @@ from interlock.adapters.mcp_proxy.options import (
     UpstreamError,
     check_server_name,
 )
+from interlock.adapters.mcp_proxy.schema import UnsafeSchema, compile_input_schema
 from interlock.adapters.mcp_proxy.session import open_proxy
 from interlock.adapters.mcp_proxy.transport import (
     bind,
@@ -93,20 +109,27 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DENIED_ERROR_CODE",
     "MAX_LINE_BYTES",
+    "MAX_TOOLS",
+    "MAX_TOOL_PAGES",
     "PROMPT_ACTION",
     "RESOURCE_ACTION",
     "SESSION_ACTION",
     "TOOL_ACTION",
     "ClientLineTooLong",
+    "ListenToken",
     "McpProxy",
     "ProxyOptions",
+    "ToolCatalogue",
+    "UnsafeSchema",
     "Upstream",
     "UpstreamError",
     "bind",
     "check_server_name",
+    "compile_input_schema",
     "continuation_context",
     "denial_text",
     "open_proxy",
+    "require_bearer",
     "result_digest",
     "run_proxy",
     "serve_http",

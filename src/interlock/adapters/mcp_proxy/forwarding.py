@@ -3,6 +3,7 @@ it is forwarded upstream."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from interlock.adapters.sdk import disclosed_detail
-from interlock.core.model import Effect, ReasonCode, RecordType
+from interlock.core.model import MAX_REQUEST_BYTES, Effect, ReasonCode, RecordType
 from interlock.errors import Error, MalformedRequest
 from interlock.intake import parse_request
 from interlock.runtime.supervisor import POLL_S, Watch
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from interlock.core.model import ActionRequest
     from interlock.gate import Gate
     from interlock.runtime.execution import Execution
+from interlock.adapters.mcp_proxy.catalogue import ToolCatalogue
 from interlock.adapters.mcp_proxy.governance import (
     _Begun,
     _Failure,
@@ -69,12 +71,15 @@ class McpProxy:
         *,
         server_name: str,
         options: ProxyOptions,
+        tools: ToolCatalogue | None = None,
     ) -> None:
         self.gate = gate
         self.upstream = upstream
         self.session = session
         self.server_name = server_name
         self.options = options
+        #: the tools the upstream listed: a tools/call must name one exactly
+        self.tools = tools if tools is not None else ToolCatalogue()
         #: why the upstream is known to be unusable (then nothing more is forwarded), or None
         self.upstream_down: str | None = None
         self._server: Server[Any] | None = None
@@ -315,16 +320,34 @@ class McpProxy:
     def _page(params: types.PaginatedRequestParams | None) -> types.PaginatedRequestParams | None:
         return None if params is None else types.PaginatedRequestParams(cursor=params.cursor)
 
+    async def fetch_tools(self, cursor: str | None) -> types.ListToolsResult:
+        """One page of the upstream's ``tools/list``.
+
+        Raises:
+            MCPError: the session was terminated, or the upstream failed or is gone.
+        """
+        params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+        return await self._listed(types.ListToolsRequest(params=params), types.ListToolsResult)
+
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        result = await self._listed(
-            types.ListToolsRequest(params=self._page(params)), types.ListToolsResult
-        )
+        """Every tool the upstream lists (all its pages, listed again now), in one page: what
+        the client sees is what it may call (:class:`ToolCatalogue`)."""
+        self._check_session()
+        if params is not None and params.cursor:
+            raise MCPError(
+                code=types.INVALID_PARAMS,
+                message="invalid cursor: the proxy answers tools/list in one page",
+            )
+        await self.tools.refresh(self.fetch_tools)
+        if self.tools.problem is not None:
+            self._check_session()
+            raise MCPError(code=types.INTERNAL_ERROR, message=self.tools.problem)
+        tools = self.tools.tools()
         if self.options.hide_denied:
-            kept = await anyio.to_thread.run_sync(self._could_allow, result.tools)
-            result = result.model_copy(update={"tools": kept})
-        return result
+            tools = await anyio.to_thread.run_sync(self._could_allow, tools)
+        return types.ListToolsResult(tools=tools)
 
     def _could_allow(self, tools: list[types.Tool]) -> list[types.Tool]:
         """The tools a call with empty arguments could be allowed for, by ``gate.reverify``:
@@ -344,9 +367,44 @@ class McpProxy:
                 kept.append(tool)
         return kept
 
+    async def _refusal(self, params: types.CallToolRequestParams) -> str | None:
+        """Why a ``tools/call`` is malformed before any decision: a name the upstream did not
+        list (exactly), or arguments that are too large or fail the tool's ``inputSchema``.
+        ``None`` when it may be decided."""
+        listed = await self.tools.resolve(params.name, self.fetch_tools)
+        if isinstance(listed, str):
+            return listed
+        arguments = params.arguments or {}
+        try:
+            size = len(json.dumps(arguments, separators=(",", ":"), ensure_ascii=False))
+        except (TypeError, ValueError, RecursionError):
+            return "the arguments are not JSON"
+        if size > MAX_REQUEST_BYTES:
+            return f"the arguments are larger than {MAX_REQUEST_BYTES} bytes"
+        if listed.check is None:  # pragma: no cover - lookup returns only callable tools
+            return "the tool cannot be called"
+        problem = listed.check(arguments)
+        if problem is not None:
+            return f"the arguments do not match the tool's inputSchema: {problem}"
+        return None
+
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
+        refusal = await self._refusal(params)
+        if refusal is not None:
+            # recorded like any denial; nothing is forwarded
+            raw = self._request(
+                TOOL_ACTION,
+                "McpTool",
+                f"{self.server_name}/{params.name}",
+                params.arguments or {},
+                continuation_context(params),
+            )
+            decision = await anyio.to_thread.run_sync(
+                self.gate.refuse, raw, ReasonCode.MALFORMED_REQUEST, refusal
+            )
+            return _tool_error(denial_text(decision))
         forwarded = types.CallToolRequest(
             params=types.CallToolRequestParams(
                 name=params.name,

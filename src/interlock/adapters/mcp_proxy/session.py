@@ -23,6 +23,7 @@ from interlock.errors import UsageError
 if TYPE_CHECKING:
     from interlock.gate import Gate
     from interlock.runtime.execution import Execution
+from interlock.adapters.mcp_proxy.catalogue import ToolCatalogue
 from interlock.adapters.mcp_proxy.forwarding import McpProxy
 from interlock.adapters.mcp_proxy.options import (
     _UPSTREAM_GONE,
@@ -56,7 +57,9 @@ async def _session(
 
 
 @contextlib.asynccontextmanager
-async def _connect(upstream: Upstream, startup: float) -> AsyncIterator[ClientSession]:
+async def _connect(
+    upstream: Upstream, startup: float, tools: ToolCatalogue
+) -> AsyncIterator[ClientSession]:
     from interlock._version import __version__
 
     async with contextlib.AsyncExitStack() as stack:
@@ -82,6 +85,7 @@ async def _connect(upstream: Upstream, startup: float) -> AsyncIterator[ClientSe
             ClientSession(
                 streams[0],
                 streams[1],
+                message_handler=tools.on_message,
                 client_info=types.Implementation(name="interlock-mcp-proxy", version=__version__),
             )
         )
@@ -105,10 +109,10 @@ async def _connect(upstream: Upstream, startup: float) -> AsyncIterator[ClientSe
 async def open_proxy(
     gate: Gate, upstream: Upstream, options: ProxyOptions
 ) -> AsyncIterator[McpProxy]:
-    """Start a proxy session: admit it (``mcp.session``), connect to the upstream and
-    initialize it. With ``options.name`` the session is admitted before the upstream is
-    started; without, the upstream is started first to learn its name. Leaving ends the
-    session (``exec.end``) and stops the upstream.
+    """Start a proxy session: admit it (``mcp.session``), connect to the upstream, initialize
+    it and list its tools (:class:`ToolCatalogue`). With ``options.name`` the session is
+    admitted before the upstream is started; without, the upstream is started first to learn
+    its name. Leaving ends the session (``exec.end``) and stops the upstream.
 
     Raises:
         Denied: the session was denied (or its ``exec.start`` not recorded): nothing is served.
@@ -160,7 +164,8 @@ async def _proxy_session(
             run = await stack.enter_async_context(
                 _session(gate, request(options.name), options.interval)
             )
-        client = await stack.enter_async_context(_connect(upstream, options.startup_timeout))
+        tools = ToolCatalogue()
+        client = await stack.enter_async_context(_connect(upstream, options.startup_timeout, tools))
         name = options.name
         if run is None:
             info = client.server_info
@@ -168,4 +173,10 @@ async def _proxy_session(
             run = await stack.enter_async_context(_session(gate, request(name), options.interval))
         if name is None:  # pragma: no cover - set on both paths above
             raise UsageError("no server name")
-        yield McpProxy(gate, client, run, server_name=name, options=options)
+        proxy = McpProxy(gate, client, run, server_name=name, options=options, tools=tools)
+        caps = client.server_capabilities
+        if caps is not None and caps.tools is not None:
+            # list at once: a client that calls before it lists is judged against this listing
+            # (a failure leaves nothing callable; the next call or tools/list tries again)
+            await tools.refresh(proxy.fetch_tools)
+        yield proxy

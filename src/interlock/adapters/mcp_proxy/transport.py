@@ -1,4 +1,5 @@
-"""Serving the MCP proxy to an agent's client: stdio, or streamable HTTP on loopback."""
+"""Serving the MCP proxy to an agent's client: stdio, or streamable HTTP on loopback behind a
+bearer token (:mod:`interlock.adapters.mcp_proxy.auth`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from interlock.errors import UsageError
 
 if TYPE_CHECKING:
     from interlock.gate import Gate
+from interlock.adapters.mcp_proxy.auth import ListenToken, require_bearer
 from interlock.adapters.mcp_proxy.forwarding import McpProxy
 from interlock.adapters.mcp_proxy.options import (
     MAX_LINE_BYTES,
@@ -190,11 +192,18 @@ def transport_security(host: str, port: int) -> TransportSecuritySettings:
 
 
 async def serve_http(
-    proxy: McpProxy, sock: socket.socket, host: str, stop: anyio.Event | None = None
+    proxy: McpProxy,
+    sock: socket.socket,
+    host: str,
+    stop: anyio.Event | None = None,
+    *,
+    token: ListenToken,
 ) -> None:
     """Serve the proxy as streamable HTTP (``/mcp``) on a bound socket (see :func:`bind`) until
-    ``stop`` is set. DNS-rebinding protection is always on (:func:`transport_security`): a
-    request whose ``Host`` or ``Origin`` names anything but this address is refused."""
+    ``stop`` is set. Every HTTP request must carry ``Authorization: Bearer <token>``, else it
+    is answered 401 before the MCP server sees it (:func:`require_bearer`). DNS-rebinding
+    protection is always on too (:func:`transport_security`): a request whose ``Host`` or
+    ``Origin`` names anything but this address is refused."""
     import uvicorn
 
     class _Uvicorn(uvicorn.Server):
@@ -206,7 +215,10 @@ async def serve_http(
     app = proxy.server.streamable_http_app(
         host=host.strip("[]"), transport_security=transport_security(host, port)
     )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    # no access log: nothing about a request (its headers least of all) is logged
+    config = uvicorn.Config(
+        require_bearer(app, token), log_level="warning", access_log=False, lifespan="on"
+    )
     server = _Uvicorn(config)
     async with anyio.create_task_group() as tg:
         if stop is not None:
@@ -226,10 +238,12 @@ def run_proxy(
     options: ProxyOptions,
     *,
     listen: tuple[str, int] | None = None,
+    token: ListenToken | None = None,
     on_ready: Callable[[McpProxy, str | None], None] | None = None,
 ) -> None:
     """Run one proxy session to completion: on stdio (until the client closes stdin), or as
-    streamable HTTP on ``listen`` (until SIGINT/SIGTERM). SIGINT and SIGTERM end the session
+    streamable HTTP on ``listen`` (until SIGINT/SIGTERM) for the clients that present
+    ``token`` (required with ``listen``). SIGINT and SIGTERM end the session
     cleanly (``exec.end`` is recorded) when called from the main thread. ``on_ready(proxy,
     url)`` is called once the session is admitted and the upstream initialized (``url`` is
     None on stdio).
@@ -237,9 +251,11 @@ def run_proxy(
     Raises:
         Denied: the session was denied.
         UpstreamError: the upstream could not be started, reached or initialized.
-        UsageError: a bad listen address or server name.
+        UsageError: a bad listen address or server name, or ``listen`` without ``token``.
         OSError: the listen address cannot be bound.
     """
+    if listen is not None and token is None:
+        raise UsageError("listening needs a token its clients must present (ListenToken)")
     sock = bind(*listen) if listen is not None else None
 
     async def main() -> None:
@@ -249,12 +265,12 @@ def run_proxy(
                 tg.start_soon(_signals, stop)
             try:
                 async with open_proxy(gate, upstream, options) as proxy:
-                    if sock is not None and listen is not None:
+                    if sock is not None and listen is not None and token is not None:
                         port = sock.getsockname()[1]
                         host = listen[0] if ":" not in listen[0] else f"[{listen[0].strip('[]')}]"
                         if on_ready is not None:
                             on_ready(proxy, f"http://{host}:{port}/mcp")
-                        await serve_http(proxy, sock, listen[0], stop)
+                        await serve_http(proxy, sock, listen[0], stop, token=token)
                     else:
                         if on_ready is not None:
                             on_ready(proxy, None)
