@@ -1,0 +1,74 @@
+"""Containment without a mount namespace (a supervisor without CAP_SYS_ADMIN): Landlock alone
+leaves the home out of the command's rules. Real kernel enforcement through ``run_command``;
+only the choice of that path is forced here (``_can_mask``), as a non-root supervisor would
+make it."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import interlock.containment as containment
+from interlock.gate import Gate
+from interlock.runtime import run_command
+from tests.conftest import RESEARCHER
+from tests.integration.test_supervisor import by_id, shell_request
+
+PROBE = """
+import errno, json, os, sys
+home, work = sys.argv[1], sys.argv[2]
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as exc:
+        out[name] = errno.errorcode[exc.errno]
+attempt("read key", lambda: open(f"{home}/keys/node.key", "rb").read())
+attempt("list home", lambda: os.listdir(home))
+attempt("write ledger", lambda: open(f"{home}/ledger.db", "r+b"))
+attempt("write sibling", lambda: open(f"{work}/out.txt", "w").write("x"))
+attempt("read sibling file", lambda: open(f"{work}/../readme.txt").read())
+attempt("create beside the home", lambda: open(f"{home}/../new.txt", "w"))
+print(json.dumps(out))
+"""
+
+
+def test_landlock_alone_keeps_the_home_out_and_the_rest_usable(
+    home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(containment, "_can_mask", lambda: False)
+    work = home.parent / "work"
+    work.mkdir()
+    (home.parent / "readme.txt").write_text("hello")
+    probe = work / "probe.py"
+    probe.write_text(PROBE)
+    argv = [sys.executable, str(probe), str(home), str(work)]
+    out = io.BytesIO()
+    with Gate.open(home) as gate:
+        o = run_command(
+            gate,
+            shell_request(issue(RESEARCHER, "shell.exec:Host::*"), *argv),
+            argv,
+            stdout=out,
+            cwd=work,
+            handle_signals=False,
+        )
+        assert o.status == "ended" and o.exit_code == 0, o
+        start = by_id(gate, o.request_id or "")["exec.start"]
+    assert start["containment"]["home"] == "landlock"
+    assert json.loads(out.getvalue()) == {
+        "read key": "EACCES",
+        "list home": "EACCES",
+        "write ledger": "EACCES",
+        "write sibling": "ok",
+        "read sibling file": "ok",
+        # the documented price of leaving the home out: its parent's top level is not writable
+        "create beside the home": "EACCES",
+    }
+    assert (work / "out.txt").read_text() == "x"
