@@ -236,7 +236,8 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
 
     Returns a deny with one of: POLICY_FORBID (policy ``kill-switch``: the kill switch is on),
     MALFORMED_REQUEST (args that do not fit the bundle schema's declared types, or a resource
-    id that differs from one the bundle names only by case or slashes), IDENTITY_UNVERIFIED, CAPABILITY_INVALID, CAPABILITY_EXPIRED,
+    id that differs from one the bundle names only by case or slashes), IDENTITY_UNVERIFIED,
+    CAPABILITY_INVALID, CAPABILITY_EXPIRED,
     CAPABILITY_REVOKED, CAPABILITY_INSUFFICIENT, PRINCIPAL_QUARANTINED, LINEAGE_BROKEN,
     POLICY_UNAVAILABLE, POLICY_NO_PERMIT, POLICY_FORBID, POLICY_ERROR, APPROVAL_REQUIRED (an
     ``approval`` obligation without an approval that verifies against ``snapshot.approvers``

@@ -18,9 +18,10 @@ than guess which one was meant. An id is accepted when all of these hold (docs/c
 1. it is a non-empty string of at most 1,024 characters, valid Unicode (no lone surrogate);
 2. it is in Unicode NFC — refused, not normalised: the ledger records exactly what was asked,
    and normalising would record an id the agent never sent;
-3. it is NFKC-stable: no compatibility characters (full-width ``ｒｍ``, ligatures ``ﬁ``,
-   superscripts, the ellipsis ``…``), which IDNA, Python identifiers and search indexes fold
-   into their plain forms — so a forbid on ``rm`` cannot be sidestepped with ``ｒｍ``;
+3. it is NFKC-stable: no compatibility characters (full-width forms such as ``\uff52\uff4d``,
+   ligatures, superscripts, the ellipsis), which IDNA, Python identifiers and search indexes
+   fold into their plain forms — so a forbid on ``rm`` cannot be sidestepped with the
+   full-width ``rm``;
 4. no character of category Cc (controls), Cf (format: zero-width space/joiner, BOM, soft
    hyphen, bidi embeddings, overrides and isolates, LRM/RLM), Cs, Co (private use), Cn
    (unassigned, including noncharacters), Zl or Zp (line and paragraph separators);
@@ -115,7 +116,7 @@ def id_problem(value: str) -> str | None:
             )
     if value[0].isspace() or value[-1].isspace():
         return "has whitespace at its start or end"
-    dots = _DOT_SEGMENT.search(value)
+    dots = _DOT_SEGMENT.search(value) if "." in value else None
     if dots is not None:
         segment = dots.group().strip("/\\")
         return (
@@ -129,7 +130,9 @@ def fold(value: str) -> str:
     """The key under which ids that differ only by case or by repeated or trailing ``/`` are
     equal: NFKC of the case fold, runs of ``/`` made one, a trailing ``/`` dropped (not a lone
     ``/``). Used to refuse near-duplicates of the ids policies name. Never raises."""
-    key = _SLASH_RUN.sub("/", unicodedata.normalize("NFKC", value.casefold()))
-    if len(key) > 1 and key.endswith("/"):
+    key = value.lower() if value.isascii() else unicodedata.normalize("NFKC", value.casefold())
+    if "//" in key:
+        key = _SLASH_RUN.sub("/", key)
+    if len(key) > 1 and key[-1] == "/":
         key = key[:-1]
     return key

@@ -73,8 +73,8 @@ from typing import Any, Final
 from interlock.core.ids import fold
 from interlock.core.model import ReasonCode
 from interlock.policy import _cedar
-from interlock.policy.argschema import ArgType, check_args
 from interlock.policy._cedar import Compiled, CompiledPolicy, PolicySetHandle, Uid
+from interlock.policy.argschema import ArgType, check_args
 from interlock.policy.bundle import PolicyBundle, read_bundle_files
 
 __all__ = ["PolicyEngine", "PolicyResult", "load_unsigned"]
@@ -252,6 +252,7 @@ class PolicyEngine:
         "_entities",
         "_fallback",
         "_folded",
+        "_named",
         "_policies",
         "_reads_context",
         "_results",
@@ -298,6 +299,7 @@ class PolicyEngine:
         folded: dict[tuple[str, str], set[str]] = defaultdict(set)
         for rtype, rid in compiled.named:
             folded[(rtype, fold(rid))].add(rid)
+        self._named: frozenset[tuple[str, str]] = frozenset(compiled.named)
         #: (type, fold(id)) -> the exact ids the bundle names under that key
         self._folded: Mapping[tuple[str, str], frozenset[str]] = {
             k: frozenset(v) for k, v in folded.items()
@@ -343,12 +345,13 @@ class PolicyEngine:
             problem = check_args(declared, args)
             if problem is not None:
                 return f"arguments do not fit the schema of {action!r}: {problem}"
-        if self._folded:
+        if self._folded and (resource_type, resource_id) not in self._named:
             named = self._folded.get((resource_type, fold(resource_id)))
             if named is not None and resource_id not in named:
-                other = min(named)
+                asked = json.dumps(resource_id, ensure_ascii=False)
+                other = json.dumps(min(named), ensure_ascii=False)
                 return (
-                    f"resource id {resource_id!r} differs from {resource_type}::{other!r}, which"
+                    f"resource id {asked} differs from {resource_type}::{other}, which"
                     " the policy bundle names, only by case or by repeated or trailing '/':"
                     " ids are compared exactly, so such a variant is refused as ambiguous"
                 )
