@@ -9,7 +9,9 @@
 
 Everything an agent sends is untrusted. Intake is strict: a size limit (64 KiB request,
 64 KiB token), exact fields (unknown fields are refused), exact types, no control characters in
-identifiers, bounded nesting, integers within the I-JSON range. Any violation raises
+identifiers, resource ids that follow the grammar of :mod:`interlock.core.ids` (NFC, no
+invisible or bidi characters, no edge whitespace, no ``.``/``..`` segments), bounded nesting,
+integers within the I-JSON range. Any violation raises
 :class:`MalformedRequest`, which the gate records as a deny with ``MALFORMED_REQUEST`` (the raw
 input by digest), never a traceback.
 
@@ -25,6 +27,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from interlock.core.ids import id_problem
 from interlock.core.model import (
     MAX_REQUEST_BYTES,
     MAX_TOKEN_BYTES,
@@ -57,7 +60,8 @@ _MAX_ID = 1024
 MAX_APPROVAL_BYTES = 8 * 1024
 _I_JSON = 2**53 - 1
 
-_ACTION_RE = re.compile(r"^[a-z][a-z0-9_.\-/]{0,127}\Z")
+#: lowercase ASCII words joined by single '.' or '/': no empty, '.' or '..' segment
+_ACTION_RE = re.compile(r"^(?=.{1,128}\Z)[a-z][a-z0-9_\-]*(?:[./][a-z0-9_\-]+)*\Z")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z0-9_]{0,63}\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_\-]+={0,2}\Z")
@@ -124,6 +128,16 @@ def _ident(value: Any, name: str, pattern: re.Pattern[str] | None = None) -> str
         raise _fail(f"'{name}' is not well-formed", value=value[:80])
     _check_unicode(value, name)
     return value
+
+
+def _resource_id(value: Any) -> str:
+    """A resource id that follows the grammar of :mod:`interlock.core.ids` (NFC, NFKC-stable,
+    no invisible characters, no edge whitespace, no dot segments)."""
+    ident = _ident(value, "resource.id")
+    problem = id_problem(ident)
+    if problem is not None:
+        raise _fail(f"'resource.id' {problem}", value=ident[:80].encode("unicode_escape").decode())
+    return ident
 
 
 def _check_unicode(value: str, where: str) -> None:
@@ -213,7 +227,7 @@ def parse_request(
     if not isinstance(res, dict) or set(res) != {"type", "id"}:
         raise _fail("'resource' must be an object with exactly 'type' and 'id'")
     resource = Resource(
-        type=_ident(res["type"], "resource.type", _TYPE_RE), id=_ident(res["id"], "resource.id")
+        type=_ident(res["type"], "resource.type", _TYPE_RE), id=_resource_id(res["id"])
     )
 
     args = doc.get("args", {})

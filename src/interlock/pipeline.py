@@ -235,7 +235,9 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
     """The pure pipeline (DESIGN §2). Same inputs, same verdict.
 
     Returns a deny with one of: POLICY_FORBID (policy ``kill-switch``: the kill switch is on),
-    IDENTITY_UNVERIFIED, CAPABILITY_INVALID, CAPABILITY_EXPIRED,
+    MALFORMED_REQUEST (args that do not fit the bundle schema's declared types, or a resource
+    id that differs from one the bundle names only by case or slashes), IDENTITY_UNVERIFIED,
+    CAPABILITY_INVALID, CAPABILITY_EXPIRED,
     CAPABILITY_REVOKED, CAPABILITY_INSUFFICIENT, PRINCIPAL_QUARANTINED, LINEAGE_BROKEN,
     POLICY_UNAVAILABLE, POLICY_NO_PERMIT, POLICY_FORBID, POLICY_ERROR, APPROVAL_REQUIRED (an
     ``approval`` obligation without an approval that verifies against ``snapshot.approvers``
@@ -350,6 +352,16 @@ def decide(request: ActionRequest, snapshot: Snapshot, lineage: Lineage) -> Verd
     context = request.context
     if _needs_mapping(args) or _needs_mapping(context):
         args, context = _cedar_value(args), _cedar_value(context)
+    # request shape against this bundle: args of the declared types, no near-duplicate of a
+    # named resource id (checked on what Cedar would see; a break-glass cannot lift it)
+    problem = engine.request_problem(
+        action=request.action,
+        resource_type=request.resource.type,
+        resource_id=request.resource.id,
+        args=args,
+    )
+    if problem is not None:
+        return _deny(ReasonCode.MALFORMED_REQUEST, problem)
     result = engine.evaluate(
         principal=request.principal,
         action=request.action,

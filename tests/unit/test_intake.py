@@ -117,3 +117,44 @@ def test_arbitrary_bytes_never_escape_as_another_exception(raw: bytes) -> None:
 def test_arbitrary_json_never_escapes_as_another_exception(value: object) -> None:
     with contextlib.suppress(MalformedRequest):
         parse(json.dumps(value).encode())
+
+
+@pytest.mark.parametrize(
+    ("rid", "fragment"),
+    [
+        ("web\u200bsearch", "U\\+200B"),
+        ("\u202eweb_search", "U\\+202E"),
+        ("\u00a0web_search", "U\\+00A0"),
+        ("web_search ", "start or end"),
+        ("/tmp/../etc/passwd", "'..' path segment"),
+        ("./x", "'.' path segment"),
+        ("cafe\u0301", "NFC"),
+        ("\uff57eb_search", "compatibility"),
+    ],
+)
+def test_resource_ids_outside_the_grammar_are_refused(rid: str, fragment: str) -> None:
+    raw = json.dumps(with_(resource={"type": "Tool", "id": rid})).encode()
+    with pytest.raises(MalformedRequest, match="'resource.id' .*" + fragment):
+        parse(raw)
+
+
+@pytest.mark.parametrize("rid", ["café", "données/été.txt", "Web Search", "a//b", "..."])
+def test_resource_ids_in_the_grammar_are_kept_verbatim(rid: str) -> None:
+    req = parse(with_(resource={"type": "Tool", "id": rid}))
+    assert req.resource.id == rid  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["tool..call", "tool.", ".tool", "tool/", "mcp.tools//call", "mcp/../call", "Tool.call", "a b"],
+)
+def test_actions_are_lowercase_words_joined_by_single_dots_or_slashes(action: str) -> None:
+    with pytest.raises(MalformedRequest, match="'action' is not well-formed"):
+        parse(with_(action=action))
+
+
+@pytest.mark.parametrize(
+    "action", ["tool.call", "shell.exec", "mcp.tools/call", "k8s.admission", "act.a5", "a", "x-y_z"]
+)
+def test_well_formed_actions_parse(action: str) -> None:
+    assert parse(with_(action=action)).action == action  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ import cedarpy
 from cedarpy import pst
 
 from interlock.errors import PolicyError
+from interlock.policy.argschema import ArgType, SchemaReadError, read_arg_types
 
 __all__ = [
     "ENTITIES_FILE",
@@ -90,6 +91,10 @@ class Compiled:
     entities: cedarpy.Entities = dataclasses.field(repr=False, compare=False)
     #: every action entity in the store -> its transitive ancestors (from schema and entities)
     action_ancestors: Mapping[Uid, frozenset[Uid]]
+    #: the declared type of ``context.args`` per action (see :mod:`interlock.policy.argschema`)
+    arg_types: Mapping[str, ArgType] = dataclasses.field(default_factory=dict)
+    #: every non-action entity uid a policy or ``entities.json`` names
+    named: frozenset[Uid] = frozenset()
 
 
 def policy_files(paths: Iterable[str]) -> list[str]:
@@ -130,6 +135,7 @@ def _compile(files: Mapping[str, bytes]) -> tuple[Compiled | None, list[str]]:
                 problems.append(f"{path}: not UTF-8 text")
 
     schema: cedarpy.Schema | None = None
+    arg_types: dict[str, ArgType] = {}
     if SCHEMA_FILE not in files:
         problems.append(f"the bundle has no {SCHEMA_FILE}")
     elif SCHEMA_FILE in texts:
@@ -137,6 +143,15 @@ def _compile(files: Mapping[str, bytes]) -> tuple[Compiled | None, list[str]]:
             schema = cedarpy.Schema.from_str(texts[SCHEMA_FILE])
         except ValueError as exc:
             problems.append(f"{SCHEMA_FILE}: {_one_line(exc)}")
+        else:
+            try:
+                arg_types = read_arg_types(texts[SCHEMA_FILE])
+            except SchemaReadError as exc:
+                # Cedar accepted it but Interlock cannot read the argument types it declares:
+                # refuse the bundle rather than let requests through unchecked
+                problems.append(
+                    f"{SCHEMA_FILE}: Interlock cannot read the declared argument types: {exc}"
+                )
 
     entities: cedarpy.Entities | None = None
     if ENTITIES_FILE not in files:
@@ -170,10 +185,37 @@ def _compile(files: Mapping[str, bytes]) -> tuple[Compiled | None, list[str]]:
     if problems or entities is None:
         return None, problems
     try:
-        ancestors = _action_ancestors(json.loads(str(entities)))
+        store = json.loads(str(entities))
+        ancestors = _action_ancestors(store)
+        named = _named_uids(store, policies)
     except (ValueError, TypeError, KeyError) as exc:
         return None, [f"cannot read the action hierarchy: {exc}"]
-    return Compiled(policies=tuple(policies), entities=entities, action_ancestors=ancestors), []
+    return Compiled(
+        policies=tuple(policies),
+        entities=entities,
+        action_ancestors=ancestors,
+        arg_types=arg_types,
+        named=named,
+    ), []
+
+
+def _named_uids(store: list[dict[str, Any]], policies: Sequence[CompiledPolicy]) -> frozenset[Uid]:
+    """Every entity uid in the store or written in a policy (scope or condition), except
+    actions: the ids whose case and slash variants requests may not use."""
+    found: set[Uid] = set()
+    for entity in store:
+        inner = entity["uid"].get("__entity", entity["uid"])
+        found.add((str(inner["type"]), str(inner["id"])))
+    stack: list[Any] = [p.node for p in policies]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, pst.EntityUid):
+            found.add(_uid(node))
+        elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+            stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
+        elif isinstance(node, tuple | list):
+            stack.extend(node)
+    return frozenset(u for u in found if not (u[0] == "Action" or u[0].endswith("::Action")))
 
 
 def _parse_file(path: str, text: str, start: int, problems: list[str]) -> list[CompiledPolicy]:

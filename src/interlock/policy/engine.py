@@ -70,9 +70,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from interlock.core.ids import fold
 from interlock.core.model import ReasonCode
 from interlock.policy import _cedar
 from interlock.policy._cedar import Compiled, CompiledPolicy, PolicySetHandle, Uid
+from interlock.policy.argschema import ArgType, check_args
 from interlock.policy.bundle import PolicyBundle, read_bundle_files
 
 __all__ = ["PolicyEngine", "PolicyResult", "load_unsigned"]
@@ -246,8 +248,11 @@ class PolicyEngine:
     """
 
     __slots__ = (
+        "_arg_types",
         "_entities",
         "_fallback",
+        "_folded",
+        "_named",
         "_policies",
         "_reads_context",
         "_results",
@@ -290,6 +295,15 @@ class PolicyEngine:
         self._set_count = partitioner.set_count
         self._results: dict[tuple[str, ...], PolicyResult] = {}
         self._reads_context: dict[int, bool] = {}
+        self._arg_types: Mapping[str, ArgType] = dict(compiled.arg_types)
+        folded: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for rtype, rid in compiled.named:
+            folded[(rtype, fold(rid))].add(rid)
+        self._named: frozenset[tuple[str, str]] = frozenset(compiled.named)
+        #: (type, fold(id)) -> the exact ids the bundle names under that key
+        self._folded: Mapping[tuple[str, str], frozenset[str]] = {
+            k: frozenset(v) for k, v in folded.items()
+        }
 
     @classmethod
     def from_bundle(cls, bundle: PolicyBundle) -> PolicyEngine:
@@ -309,6 +323,39 @@ class PolicyEngine:
     def partition_count(self) -> int:
         """How many distinct pre-parsed ``PolicySet`` partitions were built."""
         return self._set_count
+
+    def request_problem(
+        self, *, action: str, resource_type: str, resource_id: str, args: Mapping[str, Any]
+    ) -> str | None:
+        """Why the request cannot be put to Cedar as it is (``MALFORMED_REQUEST``), or None.
+
+        Two checks against this bundle, both pure:
+
+        * ``args`` must fit the type the schema declares for ``context.args`` of ``action``
+          (:mod:`interlock.policy.argschema`; undeclared attributes are allowed);
+        * the resource id must not be a near-duplicate of an id the bundle names (in a policy
+          or ``entities.json``): same type, same :func:`interlock.core.ids.fold` (case, repeated
+          or trailing ``/``), different string. Cedar compares ids exactly, so
+          ``Tool::"RM"`` would otherwise slip past a forbid on ``Tool::"rm"``.
+
+        Never raises on JSON values.
+        """
+        declared = self._arg_types.get(action)
+        if declared is not None:
+            problem = check_args(declared, args)
+            if problem is not None:
+                return f"arguments do not fit the schema of {action!r}: {problem}"
+        if self._folded and (resource_type, resource_id) not in self._named:
+            named = self._folded.get((resource_type, fold(resource_id)))
+            if named is not None and resource_id not in named:
+                asked = json.dumps(resource_id, ensure_ascii=False)
+                other = json.dumps(min(named), ensure_ascii=False)
+                return (
+                    f"resource id {asked} differs from {resource_type}::{other}, which"
+                    " the policy bundle names, only by case or by repeated or trailing '/':"
+                    " ids are compared exactly, so such a variant is refused as ambiguous"
+                )
+        return None
 
     def evaluate(
         self,

@@ -81,6 +81,20 @@ class DiffRow:
         }
 
 
+def _evaluate(engine: PolicyEngine, kwargs: Mapping[str, Any]) -> PolicyResult:
+    """What the gate's policy stage would answer: the bundle's request checks (argument types,
+    near-duplicate ids: ``MALFORMED_REQUEST``), then Cedar."""
+    problem = engine.request_problem(
+        action=kwargs["action"],
+        resource_type=kwargs["resource_type"],
+        resource_id=kwargs["resource_id"],
+        args=kwargs["args"],
+    )
+    if problem is not None:
+        return PolicyResult(permitted=False, code=ReasonCode.MALFORMED_REQUEST, detail=problem)
+    return engine.evaluate(**kwargs)
+
+
 def parse_request(request: object, where: str = "request") -> dict[str, Any]:
     """Check a test/diff request object and return :meth:`PolicyEngine.evaluate` keyword
     arguments.
@@ -166,7 +180,7 @@ def _run_case(engine: PolicyEngine, path: str, n: int, case: object) -> CaseResu
         if expect != "deny" or code not in ReasonCode.__members__:
             raise PolicyError(f"{where}: code must be a reason code, and only with expect deny")
         expect_code = ReasonCode(code)
-    result = engine.evaluate(**parse_request(case.get("request"), where))
+    result = _evaluate(engine, parse_request(case.get("request"), where))
     passed = result.permitted == (expect == "allow") and (
         expect_code is None or result.code is expect_code
     )
@@ -188,8 +202,8 @@ def diff_bundles(
     rows: list[DiffRow] = []
     for n, request in enumerate(requests):
         kwargs = parse_request(request, f"request {n}")
-        before = before_engine.evaluate(**kwargs)
-        after = after_engine.evaluate(**kwargs)
+        before = _evaluate(before_engine, kwargs)
+        after = _evaluate(after_engine, kwargs)
         if (before.permitted, before.code) != (after.permitted, after.code):
             rows.append(DiffRow(index=n, request=request, before=before, after=after))
     return rows

@@ -27,7 +27,8 @@ def test_default_bundle_cases_pass() -> None:
         None,
         ReasonCode.POLICY_FORBID,
         ReasonCode.POLICY_NO_PERMIT,
-        ReasonCode.POLICY_ERROR,
+        # argv as a string: refused against the schema's declared Set<String> before Cedar
+        ReasonCode.MALFORMED_REQUEST,
     }
     assert {r.file for r in results} == {"tests/cases.json"}
 
@@ -143,3 +144,36 @@ def test_diff_reports_changed_decisions(default_dir: Path, tmp_path: Path) -> No
 def test_diff_refuses_malformed_request(default_dir: Path) -> None:
     with pytest.raises(PolicyError, match="request 0"):
         diff_bundles(default_dir, default_dir, [{"principal": "p"}])
+
+
+def test_policy_test_applies_the_bundles_request_checks(tmp_path: Path) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    base = {
+        "principal": "spiffe://acme.test/agent/researcher",
+        "action": "tool.call",
+    }
+    write_cases(
+        bundle,
+        [
+            {
+                "name": "a case variant of a forbidden tool",
+                "request": {**base, "resource": {"type": "Tool", "id": "Delete_Database"}},
+                "expect": "deny",
+                "code": "MALFORMED_REQUEST",
+            },
+            {
+                "name": "a query that is not a string",
+                "request": {
+                    **base,
+                    "resource": {"type": "Tool", "id": "web_search"},
+                    "args": {"query": ["x"]},
+                },
+                "expect": "deny",
+                "code": "MALFORMED_REQUEST",
+            },
+        ],
+    )
+    results = [r for r in run_policy_tests(bundle) if r.file == "tests/extra.json"]
+    assert len(results) == 2
+    assert all(r.passed for r in results), [r.to_json() for r in results]
