@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from interlock.audit import open_for_audit
-from tests.conftest import RESEARCHER, edit_config
+from tests.conftest import RESEARCHER, allow_code, code_forms, edit_config
 
 EXE = [sys.executable, "-m", "interlock.cli"]
 FAST = ["--interval", "0.2s", "--grace", "0.5s"]
@@ -123,6 +123,15 @@ def sleeper(pidfile: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture
+def home(home: Path) -> Path:
+    """The shared home, with the researcher allowed `sh -c` (policy version 2): these tests
+    drive real shells; the default policy forbids code-running commands to agents not allowed
+    them (no-code-unless-allowed)."""
+    allow_code(home, RESEARCHER, code_forms("sh", "-c", "true"))
+    return home
+
+
+@pytest.fixture
 def running() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
@@ -138,11 +147,12 @@ def running() -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_denied_exec_never_runs_its_command(home: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     tok = token(home)
-    # argv holds "rm" and "-rf": the default no-recursive-rm policy forbids it
-    r = exec_run(home, tok, "sh", "-c", f"touch {marker}", "rm", "-rf")
+    # a recursive rm inside the shell string: the default no-recursive-delete policy forbids it
+    # although the researcher may run `sh -c` (here)
+    r = exec_run(home, tok, "sh", "-c", f"touch {marker}; rm -rf {tmp_path}/x")
     assert r.returncode == 126
     assert b"POLICY_FORBID" in r.stderr
-    assert b"no-recursive-rm" in r.stderr
+    assert b"no-recursive-delete" in r.stderr
     assert not marker.exists()
     # a token without the shell.exec right
     r = exec_run(home, token(home, "tool.call:Tool::*"), "touch", str(marker))
@@ -273,7 +283,7 @@ def test_policy_change_that_forbids_terminates_the_run(
     assert term["reason"]["policy"] == "no-forbid-me"
     # the reload was recorded by the supervisor's gate
     loads = [x for x in records(home) if x.get("event") == "policy.loaded"]
-    assert [x["policy_version"] for x in loads] == [1, 2]
+    assert [x["policy_version"] for x in loads] == [2, 3]  # 2: `home` allowed sh -c
 
 
 def test_expiring_capability_terminates_the_run(
@@ -371,7 +381,7 @@ def test_exec_that_needs_approval_runs_only_with_it(home: Path, tmp_path: Path) 
             '@id("research-shell-local")\n@obligation("approval")\n',
         )
     )
-    sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=2)
+    sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=3)
     approver = keys.create_key(tmp_path / "approver.key")
     edit_config(home, "keys = []", f'keys = ["{keys.public_raw(approver).hex()}"]')
     tok = token(home)

@@ -70,12 +70,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from interlock.core.command import command_context
 from interlock.core.model import ReasonCode
+from interlock.errors import MalformedRequest
 from interlock.policy import _cedar
 from interlock.policy._cedar import Compiled, CompiledPolicy, PolicySetHandle, Uid
 from interlock.policy.bundle import PolicyBundle, read_bundle_files
 
 __all__ = ["PolicyEngine", "PolicyResult", "load_unsigned"]
+
+_SHELL_EXEC: Final = "shell.exec"
 
 #: partitioning may copy policies into several sets; past this many copies per policy (plus a
 #: constant) an action is not split by resource any more (bounds load time and memory).
@@ -340,6 +344,13 @@ class PolicyEngine:
             index, action_uid = self._fallback, {"type": "Action", "id": action}
         else:
             index, action_uid = route
+        if action == _SHELL_EXEC:
+            # the canonical command (interlock.core.command): derived here, the one place every
+            # decision, replay and `policy test` passes, so that all see the same form
+            try:
+                args = command_context(args)
+            except MalformedRequest as exc:  # intake refuses these; `policy test` does not
+                return _error(f"shell.exec arguments Cedar cannot be given: {exc.message}")
         try:
             ctx: dict[str, Any] = {"args": args, "request": context, "time": now}
             if env is not None:

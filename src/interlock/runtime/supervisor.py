@@ -349,8 +349,10 @@ def run_command(
     started = time.monotonic_ns()
     try:
         watch = Watch(gate, req, interval=interval, snapshot=decision.snapshot)
-        proc = subprocess.Popen(  # the argv is exactly what was decided
+        decided_exe = req.args.get("executable")  # shell.exec: the resolved path decided on
+        proc = subprocess.Popen(  # the argv (and executable) are exactly what was decided
             list(argv),
+            executable=decided_exe if isinstance(decided_exe, str) else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=child_env,
