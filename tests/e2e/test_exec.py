@@ -367,6 +367,30 @@ def test_nested_exec_is_terminated_with_its_parent(
     assert not marker.exists()
 
 
+def test_exec_decides_and_runs_the_resolved_executable(home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    tok = token(home)
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    # a recursive delete through a wrapper and an abbreviated long option: denied, nothing ran
+    r = exec_run(home, tok, "env", "nice", "rm", "--recur", str(victim))
+    assert r.returncode == 126
+    assert b"no-recursive-delete" in r.stderr
+    assert (victim / "sub").is_dir()
+    # an allowed command: the request carries argv[0] resolved (PATH, symlinks), and that
+    # path is what ran
+    r = exec_run(home, tok, "rm", "-f", str(victim / "nothing"))
+    assert r.returncode == 0, r.stderr
+    allow = [x for x in records(home) if x["type"] == "decision" and x["effect"] == "allow"][-1]
+    with open_for_audit(home) as view:
+        blob = view.ledger.blob(f"req:{allow['id']}")
+    assert blob is not None
+    args = json.loads(blob)["args"]
+    assert args["argv"][0] == "rm"
+    assert args["executable"] == os.path.realpath(shutil.which("rm") or "")
+
+
 def test_exec_that_needs_approval_runs_only_with_it(home: Path, tmp_path: Path) -> None:
     import re
 

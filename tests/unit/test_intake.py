@@ -117,3 +117,34 @@ def test_arbitrary_bytes_never_escape_as_another_exception(raw: bytes) -> None:
 def test_arbitrary_json_never_escapes_as_another_exception(value: object) -> None:
     with contextlib.suppress(MalformedRequest):
         parse(json.dumps(value).encode())
+
+
+_SHELL = {**GOOD, "action": "shell.exec", "resource": {"type": "Host", "id": "localhost"}}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {},
+        {"argv": "rm -rf x"},
+        {"argv": []},
+        {"argv": ["rm", 1]},
+        {"argv": ["rm", None]},
+        {"argv": [["rm", "-rf"]]},
+        {"argv": ["rm", ["-rf", "x"]]},
+        {"argv": ["rm", {"a": 1}]},
+        {"argv": [""]},
+        {"argv": ["rm", "a\u0000b"]},
+        {"argv": ["ls"], "executable": "ls"},
+        {"argv": ["ls"], "executable": ["/bin/ls"]},
+        {"argv": ["ls"], "command": {"recursive_delete": False}},
+    ],
+)
+def test_shell_exec_argv_must_be_a_list_of_strings(args: dict[str, object]) -> None:
+    with pytest.raises(MalformedRequest):
+        parse(with_(**_SHELL, args=args))
+
+
+def test_shell_exec_args_that_parse() -> None:
+    req = parse({**_SHELL, "args": {"argv": ["rm", "x"], "executable": "/usr/bin/rm"}})
+    assert req.args == {"argv": ["rm", "x"], "executable": "/usr/bin/rm"}  # type: ignore[attr-defined]

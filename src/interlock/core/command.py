@@ -64,7 +64,7 @@ _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # defence in depth in code strings: a recursive delete in the languages of interlock.core.programs
 _CODE_RECURSIVE = re.compile(
     r"rmtree|remove_tree|rm_rf|rm_r\b|rimraf|\brm\s+-[A-Za-z]*[rR]|\brm\s+--rec"
-    r"|fs\.rm(?:Sync)?\s*\([^)]*recursive|File::Path"
+    r"|\.(?:rm|rmdir)(?:Sync)?\s*\([^)]*recursive|File::Path"
 )
 _SHELL_SEPARATORS: Final = frozenset({";", "&", "&&", "|", "||", "|&", "(", ")", ";;", "`", "$"})
 #: how many words one request may make the reader read, counted each time a command is read

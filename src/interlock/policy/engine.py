@@ -25,6 +25,10 @@ Cedar             Interlock
 ``context``       ``{"args": <args>, "request": <context>, "time": <now>}``
 ================  ===========================================================
 
+For ``shell.exec``, ``args`` also carries ``command``, the canonical command line derived from
+``args.argv`` and ``args.executable`` (:mod:`interlock.core.command`); an argv it cannot read
+denies with ``POLICY_ERROR`` (the gate's intake refuses it earlier, ``MALFORMED_REQUEST``).
+
 Entity uids are passed to Cedar in the structured ``{"type", "id"}`` form, so any id string
 works (no escaping). The bundle's ``entities.json`` (plus the schema's action entities) is the
 entity store: ``principal in Team::"research"`` holds when the agent is listed in that team.
