@@ -283,7 +283,7 @@ def test_policy_change_that_forbids_terminates_the_run(
     assert term["reason"]["policy"] == "no-forbid-me"
     # the reload was recorded by the supervisor's gate
     loads = [x for x in records(home) if x.get("event") == "policy.loaded"]
-    assert [x["policy_version"] for x in loads] == [2, 3]  # 2: `home` allowed sh -c
+    assert [x["policy_version"] for x in loads] == [1, 2, 3]  # 2: `home` allowed sh -c
 
 
 def test_expiring_capability_terminates_the_run(

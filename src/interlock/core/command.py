@@ -36,7 +36,8 @@ therefore reads this form, which the policy engine adds to a ``shell.exec`` requ
 ``interpreters`` the forms that make it so, e.g. ``["python3 -c"]``, ``["env", "sh -c"]``,
                  ``["find -exec"]``: ``<name> <option>`` for code given in an option,
                  ``<name> -m`` for a module, ``<name>`` for a script, stdin, an awk program or a
-                 wrapper. Empty exactly when ``interprets_code`` is false.
+                 wrapper. Empty exactly when ``interprets_code`` is false. The commands of a
+                 shell string add no forms: allowing ``sh -c`` allows any shell code.
 
 Reading a command line cannot be complete: a shell string is not parsed, only split; programs not
 listed in :mod:`interlock.core.programs` are read generically. Where it guesses it over-approximates
@@ -429,12 +430,20 @@ def _read_shell(code: str, seen: _Seen, depth: int) -> None:
     as code."""
     if depth > MAX_DEPTH:
         return
+    # what the string runs adds names, flags and recursive_delete, not interpreters: the shell
+    # runs whatever the string says (`p=rm; $p -rf x` reads as nothing), so the form that runs
+    # it ("sh -c") is what an operator allows, and the string's own commands are not forms
+    sub = _Seen(budget=seen.budget)
     for words in _shell_commands(code):
-        _read(words, seen, depth)
+        _read(words, sub, depth)
         for w in words:  # "$(rm -rf x)" or `rm -rf x` inside a quoted word
             for marker in ("$(", "`"):
                 if marker in w:
-                    _read_shell(w.split(marker, 1)[1], seen, depth + 1)
+                    _read_shell(w.split(marker, 1)[1], sub, depth + 1)
+    seen.budget = sub.budget
+    seen.names |= sub.names
+    seen.flags |= sub.flags
+    seen.recursive_delete = seen.recursive_delete or sub.recursive_delete
 
 
 def _shell_commands(code: str) -> list[list[str]]:

@@ -292,3 +292,10 @@ def test_the_canonical_form_is_deterministic_and_total(
     assert first.argc == len(argv)
     assert shlex.split(first.line) == argv
     assert first.interprets_code is bool(first.interpreters)
+
+
+def test_a_shell_string_adds_names_and_deletes_but_no_forms() -> None:
+    c = read("sh -c 'exec python3 -c 1; env ls'")
+    assert set(c.interpreters) == {"sh -c"}
+    assert {"python3", "env", "ls"} <= c.names
+    assert read("sh -c 'exec rm -rf x'").recursive_delete
