@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,38 @@ def trust_config(home: Path) -> None:
         record_trust(
             view.ledger, view.home, adopt_changes(view.ledger, view.home), ns=time.time_ns()
         )
+
+
+def code_forms(*argv: str) -> list[str]:
+    """The code-running forms of ``argv`` as ``interlock exec`` decides it on this machine (its
+    executable resolved: ``sh`` may be ``dash``), for an agent's ``interpreters`` attribute."""
+    import shutil
+
+    from interlock.core.command import canonical_command
+
+    found = shutil.which(argv[0])
+    exe = os.path.realpath(found) if found else None
+    forms = set(canonical_command(list(argv), exe).interpreters)
+    return sorted(forms | set(canonical_command(list(argv)).interpreters))
+
+
+def allow_code(home: Path, principal: str, forms: Sequence[str]) -> None:
+    """What an operator does to let ``principal`` run these code-running command forms (e.g.
+    ``["python3 -c"]``) past the default policy's ``no-code-unless-allowed``: list them in the
+    agent's ``interpreters`` attribute in entities.json, and sign the bundle (next version)."""
+    from interlock.home import Home
+    from interlock.policy.bundle import sign_bundle
+
+    path = home / "policy" / "entities.json"
+    entities = json.loads(path.read_text())
+    for entity in entities:
+        if entity["uid"] == {"type": "Agent", "id": principal}:
+            entity["attrs"]["interpreters"] = sorted(forms)
+            break
+    else:
+        raise AssertionError(f"{principal} is not in entities.json")
+    path.write_text(json.dumps(entities, indent=2))
+    sign_bundle(home / "policy", Home.load(home).private_key("policy"))
 
 
 @pytest.fixture

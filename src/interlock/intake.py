@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from interlock.core.command import check_argv
 from interlock.core.ids import id_problem
 from interlock.core.model import (
     MAX_REQUEST_BYTES,
@@ -54,6 +55,7 @@ REQUEST_FIELDS = frozenset(
     }
 )
 _REQUIRED = ("principal", "action", "resource")
+SHELL_EXEC = "shell.exec"
 _MAX_DEPTH = 32
 _MAX_ID = 1024
 #: an approval (``interlock.trust.approval``) is about 400 bytes
@@ -234,6 +236,8 @@ def parse_request(
     if not isinstance(args, dict):
         raise _fail("'args' must be an object")
     _check_json_value(args, "args")
+    if action == SHELL_EXEC:
+        _check_shell_args(args)
     context = doc.get("context", {})
     if not isinstance(context, dict):
         raise _fail("'context' must be an object")
@@ -272,6 +276,16 @@ def parse_request(
         approval=approval,
         break_glass=break_glass,
     )
+
+
+def _check_shell_args(args: Mapping[str, Any]) -> None:
+    """``shell.exec``: ``argv`` is a non-empty list of strings (Cedar sees it only as a set and
+    as the canonical ``command`` the policy engine derives from it, so its shape is checked
+    here), ``executable`` an absolute path if given, and ``command`` absent: it is Interlock's
+    to derive, never the caller's to state."""
+    if "command" in args:
+        raise _fail("shell.exec: 'args.command' is derived by Interlock and cannot be sent")
+    check_argv(args.get("argv"), args.get("executable"))
 
 
 def _sealed(doc: Mapping[str, Any], name: str) -> str | None:

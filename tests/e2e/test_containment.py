@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RESEARCHER, edit_config
+from tests.conftest import RESEARCHER, allow_code, code_forms, edit_config
 from tests.e2e.test_exec import (
     EXE,
     _env,
@@ -28,6 +28,24 @@ from tests.e2e.test_exec import (
 )
 
 CGROUP2 = Path("/sys/fs/cgroup/unified")
+
+
+@pytest.fixture
+def home(home: Path) -> Path:
+    """The shared home, with the researcher allowed the shells and Python these tests drive as
+    a hostile command would (the default policy forbids code-running commands otherwise)."""
+    allow_code(
+        home,
+        RESEARCHER,
+        sorted(
+            {
+                *code_forms("sh", "-c", "true"),
+                *code_forms(sys.executable, "probe.py"),
+                *code_forms("/usr/bin/python3", "probe.py"),
+            }
+        ),
+    )
+    return home
 
 
 def _alive(pid: int) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from interlock.audit import open_for_audit
-from tests.conftest import RESEARCHER, edit_config
+from tests.conftest import RESEARCHER, allow_code, code_forms, edit_config
 
 EXE = [sys.executable, "-m", "interlock.cli"]
 FAST = ["--interval", "0.2s", "--grace", "0.5s"]
@@ -123,6 +123,15 @@ def sleeper(pidfile: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture
+def home(home: Path) -> Path:
+    """The shared home, with the researcher allowed `sh -c` (policy version 2): these tests
+    drive real shells; the default policy forbids code-running commands to agents not allowed
+    them (no-code-unless-allowed)."""
+    allow_code(home, RESEARCHER, code_forms("sh", "-c", "true"))
+    return home
+
+
+@pytest.fixture
 def running() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
@@ -138,11 +147,12 @@ def running() -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_denied_exec_never_runs_its_command(home: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     tok = token(home)
-    # argv holds "rm" and "-rf": the default no-recursive-rm policy forbids it
-    r = exec_run(home, tok, "sh", "-c", f"touch {marker}", "rm", "-rf")
+    # a recursive rm inside the shell string: the default no-recursive-delete policy forbids it
+    # although the researcher may run `sh -c` (here)
+    r = exec_run(home, tok, "sh", "-c", f"touch {marker}; rm -rf {tmp_path}/x")
     assert r.returncode == 126
     assert b"POLICY_FORBID" in r.stderr
-    assert b"no-recursive-rm" in r.stderr
+    assert b"no-recursive-delete" in r.stderr
     assert not marker.exists()
     # a token without the shell.exec right
     r = exec_run(home, token(home, "tool.call:Tool::*"), "touch", str(marker))
@@ -275,7 +285,7 @@ def test_policy_change_that_forbids_terminates_the_run(
     assert term["reason"]["policy"] == "no-forbid-me"
     # the reload was recorded by the supervisor's gate
     loads = [x for x in records(home) if x.get("event") == "policy.loaded"]
-    assert [x["policy_version"] for x in loads] == [1, 2]
+    assert [x["policy_version"] for x in loads] == [1, 2, 3]  # 2: `home` allowed sh -c
 
 
 def test_expiring_capability_terminates_the_run(
@@ -359,6 +369,30 @@ def test_nested_exec_is_terminated_with_its_parent(
     assert not marker.exists()
 
 
+def test_exec_decides_and_runs_the_resolved_executable(home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    tok = token(home)
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    # a recursive delete through a wrapper and an abbreviated long option: denied, nothing ran
+    r = exec_run(home, tok, "env", "nice", "rm", "--recur", str(victim))
+    assert r.returncode == 126
+    assert b"no-recursive-delete" in r.stderr
+    assert (victim / "sub").is_dir()
+    # an allowed command: the request carries argv[0] resolved (PATH, symlinks), and that
+    # path is what ran
+    r = exec_run(home, tok, "rm", "-f", str(victim / "nothing"))
+    assert r.returncode == 0, r.stderr
+    allow = [x for x in records(home) if x["type"] == "decision" and x["effect"] == "allow"][-1]
+    with open_for_audit(home) as view:
+        blob = view.ledger.blob(f"req:{allow['id']}")
+    assert blob is not None
+    args = json.loads(blob)["args"]
+    assert args["argv"][0] == "rm"
+    assert args["executable"] == os.path.realpath(shutil.which("rm") or "")
+
+
 def test_exec_that_needs_approval_runs_only_with_it(home: Path, tmp_path: Path) -> None:
     import re
 
@@ -373,7 +407,7 @@ def test_exec_that_needs_approval_runs_only_with_it(home: Path, tmp_path: Path) 
             '@id("research-shell-local")\n@obligation("approval")\n',
         )
     )
-    sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=2)
+    sign_bundle(home / "policy", Home.load(home).private_key("policy"), version=3)
     approver = keys.create_key(tmp_path / "approver.key")
     edit_config(home, "keys = []", f'keys = ["{keys.public_raw(approver).hex()}"]')
     tok = token(home)

@@ -10,8 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from interlock.trust import keys
-from tests.conftest import RESEARCHER, edit_config
+from tests.conftest import RESEARCHER, allow_code, code_forms, edit_config
 from tests.e2e.test_exec import (
     EXE,
     FAST,
@@ -29,6 +31,13 @@ from tests.e2e.test_exec import (
     token,
     wait_for,
 )
+
+
+@pytest.fixture
+def home(home: Path) -> Path:
+    """The shared home, with the researcher allowed `sh -c` (these tests drive real shells)."""
+    allow_code(home, RESEARCHER, code_forms("sh", "-c", "true"))
+    return home
 
 
 def _alive(pid: int) -> bool:

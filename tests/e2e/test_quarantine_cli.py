@@ -7,7 +7,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import RESEARCHER, SUMMARIZER
+import pytest
+
+from tests.conftest import RESEARCHER, SUMMARIZER, allow_code, code_forms
 from tests.e2e.test_exec import (
     EXE,
     GRACE,
@@ -23,6 +25,13 @@ from tests.e2e.test_exec import (
     sleeper,
     token,
 )
+
+
+@pytest.fixture
+def home(home: Path) -> Path:
+    """The shared home, with the researcher allowed `sh -c` (the supervised runs are shells)."""
+    allow_code(home, RESEARCHER, code_forms("sh", "-c", "true"))
+    return home
 
 
 def _decide(home: Path, tok: str, principal: str = RESEARCHER) -> subprocess.CompletedProcess[str]:

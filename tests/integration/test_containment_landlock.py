@@ -16,7 +16,7 @@ import pytest
 import interlock.containment as containment
 from interlock.gate import Gate
 from interlock.runtime import run_command
-from tests.conftest import RESEARCHER
+from tests.conftest import RESEARCHER, allow_code, code_forms
 from tests.integration.test_supervisor import by_id, shell_request
 
 PROBE = """
@@ -43,6 +43,7 @@ def test_landlock_alone_keeps_the_home_out_and_the_rest_usable(
     home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(containment, "_can_mask", lambda: False)
+    allow_code(home, RESEARCHER, code_forms(sys.executable, "probe.py"))
     work = home.parent / "work"
     work.mkdir()
     (home.parent / "readme.txt").write_text("hello")

@@ -416,6 +416,8 @@ def test_null_arguments_are_absent_for_cedar(home: Path, issue: Any) -> None:
             "capability": shell,
         }
         assert gate.decide(req).codes == ("MALFORMED_REQUEST",)
+        # a null inside a list of an undeclared argument: the policy errors, which denies
+        assert gate.decide(tool_request(tok, args={"q": ["x", None]})).codes == ("POLICY_ERROR",)
         from interlock.replay import replay
 
         rep = replay(

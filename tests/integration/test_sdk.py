@@ -688,11 +688,11 @@ def test_a_sub_agent_cannot_exceed_its_holder(gate: Gate, researcher: Agent) -> 
     sub = researcher.delegate("shell.exec:Host::*", 60, name="summarizer")
 
     @sub.governed(action="shell.exec", resource="Host::localhost")
-    def sh() -> None:
+    def sh(argv: list[str]) -> None:  # a shell.exec without an argv is MALFORMED_REQUEST
         ran.append(True)
 
     with pytest.raises(interlock.Denied) as info:
-        sh()
+        sh(["ls"])
     assert_recorded_deny(gate, info.value, "CAPABILITY_INSUFFICIENT")
     assert ran == []
 

@@ -19,7 +19,7 @@ from interlock.capability import revocation_ids
 from interlock.core.model import ReasonCode
 from interlock.gate import Gate
 from interlock.runtime import EXECUTION_ENV, run_command
-from tests.conftest import RESEARCHER, tool_request
+from tests.conftest import RESEARCHER, allow_code, code_forms, tool_request
 
 
 def shell_request(token: str, *argv: str, parent: str | None = None) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def revoke_later(gate: Gate, token: str, delay: float) -> threading.Thread:
 
 def test_run_command_passes_output_through_and_records_digests(home: Path, issue: Any) -> None:
     argv = ["sh", "-c", f'printf "%s" "${EXECUTION_ENV}"; printf err >&2; exit 5']
+    allow_code(home, RESEARCHER, code_forms(*argv))
     out, err = io.BytesIO(), io.BytesIO()
     with Gate.open(home) as gate:
         o = run_command(

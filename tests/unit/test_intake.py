@@ -158,3 +158,34 @@ def test_actions_are_lowercase_words_joined_by_single_dots_or_slashes(action: st
 )
 def test_well_formed_actions_parse(action: str) -> None:
     assert parse(with_(action=action)).action == action  # type: ignore[attr-defined]
+
+
+_SHELL = {**GOOD, "action": "shell.exec", "resource": {"type": "Host", "id": "localhost"}}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {},
+        {"argv": "rm -rf x"},
+        {"argv": []},
+        {"argv": ["rm", 1]},
+        {"argv": ["rm", None]},
+        {"argv": [["rm", "-rf"]]},
+        {"argv": ["rm", ["-rf", "x"]]},
+        {"argv": ["rm", {"a": 1}]},
+        {"argv": [""]},
+        {"argv": ["rm", "a\u0000b"]},
+        {"argv": ["ls"], "executable": "ls"},
+        {"argv": ["ls"], "executable": ["/bin/ls"]},
+        {"argv": ["ls"], "command": {"recursive_delete": False}},
+    ],
+)
+def test_shell_exec_argv_must_be_a_list_of_strings(args: dict[str, object]) -> None:
+    with pytest.raises(MalformedRequest):
+        parse(with_(**_SHELL, args=args))
+
+
+def test_shell_exec_args_that_parse() -> None:
+    req = parse({**_SHELL, "args": {"argv": ["rm", "x"], "executable": "/usr/bin/rm"}})
+    assert req.args == {"argv": ["rm", "x"], "executable": "/usr/bin/rm"}  # type: ignore[attr-defined]

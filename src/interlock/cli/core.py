@@ -279,6 +279,7 @@ def exec_(
     on stderr), 127 command not found, 2 usage error.
     """
     import os
+    import shutil
 
     from interlock.runtime.nested import NESTED_ENV
     from interlock.runtime.supervisor import EXIT_CANNOT_EXECUTE, environment_digest, run_command
@@ -289,11 +290,23 @@ def exec_(
     patience = parse_seconds(grace)
     if every <= 0:
         _fail("--interval must be positive")
+    args: dict[str, Any] = {
+        "argv": list(command),
+        "cwd": os.getcwd(),
+        "env_sha256": environment_digest(),
+    }
+    # DESIGN I3: resolving the program (PATH lookup, symlinks) is I/O, so it happens here, once;
+    # the request carries the result, the policy reads it (context.args.command.executable),
+    # replay re-derives the same form, and the supervisor executes exactly this path. A program
+    # not found is decided without it and then fails to start (127), on the record.
+    found = shutil.which(command[0]) if command and command[0] else None
+    if found is not None:
+        args["executable"] = os.path.realpath(found)
     request: dict[str, Any] = {
         "principal": principal,
         "action": "shell.exec",
         "resource": parse_resource(resource),
-        "args": {"argv": list(command), "cwd": os.getcwd(), "env_sha256": environment_digest()},
+        "args": args,
         "capability": _read_token(capability),
     }
     if parent:

@@ -25,6 +25,10 @@ Cedar             Interlock
 ``context``       ``{"args": <args>, "request": <context>, "time": <now>}``
 ================  ===========================================================
 
+For ``shell.exec``, ``args`` also carries ``command``, the canonical command line derived from
+``args.argv`` and ``args.executable`` (:mod:`interlock.core.command`); an argv it cannot read
+denies with ``POLICY_ERROR`` (the gate's intake refuses it earlier, ``MALFORMED_REQUEST``).
+
 Entity uids are passed to Cedar in the structured ``{"type", "id"}`` form, so any id string
 works (no escaping). The bundle's ``entities.json`` (plus the schema's action entities) is the
 entity store: ``principal in Team::"research"`` holds when the agent is listed in that team.
@@ -70,14 +74,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from interlock.core.command import command_context
 from interlock.core.ids import fold
 from interlock.core.model import ReasonCode
+from interlock.errors import MalformedRequest
 from interlock.policy import _cedar
 from interlock.policy._cedar import Compiled, CompiledPolicy, PolicySetHandle, Uid
 from interlock.policy.argschema import ArgType, check_args
 from interlock.policy.bundle import PolicyBundle, read_bundle_files
 
 __all__ = ["PolicyEngine", "PolicyResult", "load_unsigned"]
+
+_SHELL_EXEC: Final = "shell.exec"
 
 #: partitioning may copy policies into several sets; past this many copies per policy (plus a
 #: constant) an action is not split by resource any more (bounds load time and memory).
@@ -387,6 +395,13 @@ class PolicyEngine:
             index, action_uid = self._fallback, {"type": "Action", "id": action}
         else:
             index, action_uid = route
+        if action == _SHELL_EXEC:
+            # the canonical command (interlock.core.command): derived here, the one place every
+            # decision, replay and `policy test` passes, so that all see the same form
+            try:
+                args = command_context(args)
+            except MalformedRequest as exc:  # intake refuses these; `policy test` does not
+                return _error(f"shell.exec arguments Cedar cannot be given: {exc.message}")
         try:
             ctx: dict[str, Any] = {"args": args, "request": context, "time": now}
             if env is not None:

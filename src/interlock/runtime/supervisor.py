@@ -410,8 +410,10 @@ def run_command(
                 ),
             )
             child_env.update(relay.env())
-        proc = subprocess.Popen(  # the argv is exactly what was decided
+        decided_exe = req.args.get("executable")  # shell.exec: the resolved path decided on
+        proc = subprocess.Popen(  # the argv (and executable) are exactly what was decided
             list(argv),
+            executable=decided_exe if isinstance(decided_exe, str) else None,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -81,9 +81,12 @@ def test_shell_forbid_and_error(default_engine: PolicyEngine) -> None:
     assert ok.permitted
     rm = call(default_engine, **base, resource_id="localhost", args={"argv": ["rm", "-rf", "/"]})
     assert rm.code is ReasonCode.POLICY_FORBID
+    assert rm.policies == ("no-recursive-delete",)
+    # intake refuses it (MALFORMED_REQUEST); the engine alone, as `policy test` runs it, cannot
+    # derive the canonical command and denies
     as_string = call(default_engine, **base, resource_id="localhost", args={"argv": "rm -rf /"})
     assert as_string.code is ReasonCode.POLICY_ERROR
-    assert as_string.policies == ("no-recursive-rm",)
+    assert "argv" in as_string.detail
 
 
 # --- fail-closed ---------------------------------------------------------------------------

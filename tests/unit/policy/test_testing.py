@@ -19,7 +19,7 @@ from .conftest import LEAD, SUMMARIZER
 
 def test_default_bundle_cases_pass() -> None:
     results = run_policy_tests(DEFAULT_BUNDLE)
-    assert len(results) == 13
+    assert len(results) == 23
     failed = [r.to_json() for r in results if not r.passed]
     assert failed == []
     codes = {r.result.code for r in results}
