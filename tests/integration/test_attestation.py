@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from interlock.containment import describe
 from interlock.gate import Gate
 from interlock.home import Home
 from interlock.policy.bundle import sign_bundle
@@ -60,7 +61,12 @@ def test_a_fresh_home_is_attested_and_its_record_is_node_signed(home: Path, issu
         rec = records[-1]
         verify_governance(rec, keys.public_raw(gate.home.private_key("node")))
         assert rec["trusted"] is True and rec["problem"] is None
-        m = measure(home / "interlock.toml", gate.snapshot.descriptor["policy_digest"])
+        m = measure(
+            home / "interlock.toml",
+            gate.snapshot.descriptor["policy_digest"],
+            containment=describe(gate.home.config.exec),
+        )
+        assert rec["measurement"]["containment"]["mode"] == "full"
         assert rec["platform"] == m.platform and rec["digest"] == m.digest
         assert gate.snapshot.env == m.env(attested=True)
     with Gate.open(home) as gate:  # the same measurement is not recorded twice

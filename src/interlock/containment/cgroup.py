@@ -2,9 +2,11 @@
 session or process group it makes, and ``cgroup.kill`` ends all of it at once.
 
     >>> root = find_root()                                  # doctest: +SKIP
-    >>> cg = ExecCgroup.create(root, "0190b3f6-...")        # doctest: +SKIP
-    >>> cg.join_fd   # the child writes "0" to it before exec: it and its descendants are in
+    >>> cg = ExecCgroup.create(root, cgroup_name(os.getpid(), 0))      # doctest: +SKIP
+    >>> fd = cg.open_join()  # the child writes b"0" to it before exec  # doctest: +SKIP
     >>> cg.kill(); cg.wait_empty(1.0); cg.remove()           # doctest: +SKIP
+    >>> NAME_RE.match("s1234-99887766-0123456789ab") is not None
+    True
 
 Where: a writable cgroup2 mount found at run time from ``/proc/self/mountinfo``; inside it the
 cgroup this process is in (a delegated subtree on a systemd host) when that is writable, else
