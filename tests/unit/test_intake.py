@@ -157,7 +157,9 @@ def test_actions_are_lowercase_words_joined_by_single_dots_or_slashes(action: st
     "action", ["tool.call", "shell.exec", "mcp.tools/call", "k8s.admission", "act.a5", "a", "x-y_z"]
 )
 def test_well_formed_actions_parse(action: str) -> None:
-    assert parse(with_(action=action)).action == action  # type: ignore[attr-defined]
+    # shell.exec also requires args.argv (tested below); give every action one
+    raw = with_(action=action, args={"argv": ["ls"]})
+    assert parse(raw).action == action  # type: ignore[attr-defined]
 
 
 _SHELL = {**GOOD, "action": "shell.exec", "resource": {"type": "Host", "id": "localhost"}}

@@ -303,7 +303,14 @@ class PolicyEngine:
         self._set_count = partitioner.set_count
         self._results: dict[tuple[str, ...], PolicyResult] = {}
         self._reads_context: dict[int, bool] = {}
-        self._arg_types: Mapping[str, ArgType] = dict(compiled.arg_types)
+        arg_types = dict(compiled.arg_types)
+        declared_exec = arg_types.get(_SHELL_EXEC)
+        if declared_exec is not None and declared_exec[0] == "Record":
+            # `command` is derived by Interlock (command_context), replacing whatever a request
+            # carried: it is neither required from nor checked against the caller
+            attrs = {k: v for k, v in declared_exec[1].items() if k != "command"}
+            arg_types[_SHELL_EXEC] = ("Record", attrs)
+        self._arg_types: Mapping[str, ArgType] = arg_types
         folded: dict[tuple[str, str], set[str]] = defaultdict(set)
         for rtype, rid in compiled.named:
             folded[(rtype, fold(rid))].add(rid)

@@ -8,7 +8,7 @@ from typing import Any
 import cedarpy
 import pytest
 
-from interlock.policy import DEFAULT_BUNDLE
+from interlock.policy import DEFAULT_BUNDLE, load_unsigned
 from interlock.policy.argschema import SchemaReadError, check_args, read_arg_types
 
 RICH = """
@@ -132,7 +132,9 @@ def test_unreadable_text_raises(text: str) -> None:
 
 
 ARGS = read_arg_types(RICH)["a"]
-SHELL = read_arg_types((DEFAULT_BUNDLE / "schema.cedarschema").read_text())["shell.exec"]
+SHELL_DECLARED = read_arg_types((DEFAULT_BUNDLE / "schema.cedarschema").read_text())["shell.exec"]
+# `command` is derived by Interlock, not sent by callers: the engine checks the rest
+SHELL = ("Record", {k: v for k, v in SHELL_DECLARED[1].items() if k != "command"})
 
 CASES: list[tuple[Any, dict[str, Any], str | None]] = [
     (ARGS, {"n": 1}, None),
@@ -165,3 +167,24 @@ CASES: list[tuple[Any, dict[str, Any], str | None]] = [
 @pytest.mark.parametrize(("declared", "args", "expected"), CASES)
 def test_check_args(declared: Any, args: dict[str, Any], expected: str | None) -> None:
     assert check_args(declared, args) == expected
+
+
+def test_the_default_schema_requires_the_derived_command() -> None:
+    assert SHELL_DECLARED[1]["command"][0] is True
+
+
+def test_the_engine_does_not_ask_callers_for_the_derived_command() -> None:
+    engine = load_unsigned(DEFAULT_BUNDLE)
+
+    def problem(args: dict[str, Any]) -> str | None:
+        return engine.request_problem(
+            action="shell.exec", resource_type="Tool", resource_id="shell", args=args
+        )
+
+    assert problem({"argv": ["ls", "-l"]}) is None
+    # a command the caller sends is replaced by the derived one, never read
+    assert problem({"argv": ["ls"], "command": "rm -rf /"}) is None
+    assert problem({"argv": [["rm"]]}) == (
+        "arguments do not fit the schema of 'shell.exec': args.argv[0]: expected String,"
+        " got a list"
+    )
