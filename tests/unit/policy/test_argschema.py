@@ -185,6 +185,5 @@ def test_the_engine_does_not_ask_callers_for_the_derived_command() -> None:
     # a command the caller sends is replaced by the derived one, never read
     assert problem({"argv": ["ls"], "command": "rm -rf /"}) is None
     assert problem({"argv": [["rm"]]}) == (
-        "arguments do not fit the schema of 'shell.exec': args.argv[0]: expected String,"
-        " got a list"
+        "arguments do not fit the schema of 'shell.exec': args.argv[0]: expected String, got a list"
     )
