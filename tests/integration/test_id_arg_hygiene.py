@@ -95,20 +95,29 @@ def test_args_of_the_wrong_declared_type_are_denied_before_cedar(gate: Gate, iss
             "capability": shell,
         }
 
-    cases = [
-        (shell_request({"argv": [["rm"], ["-rf", "/tmp/x"]]}), "args.argv[0]: expected String"),
-        (shell_request({"argv": "rm -rf /tmp/x"}), "args.argv: expected Set"),
-        (shell_request({"argv": ["ls"], "cwd": 7}), "args.cwd: expected String"),
-        (tool_request(tool, args={"query": ["a"]}), "args.query: expected String"),
-        (tool_request(tool, args={"path": {"p": "/"}}), "args.path: expected String"),
+    cases = [  # (request, what the reason says, the stage that refused it)
+        # intake reads a shell.exec argv before the schema check does, and says so its own way
+        (
+            shell_request({"argv": [["rm"], ["-rf", "/tmp/x"]]}),
+            "args.argv[0] is not a string",
+            "intake",
+        ),
+        (
+            shell_request({"argv": "rm -rf /tmp/x"}),
+            "'args.argv' must be a non-empty list",
+            "intake",
+        ),
+        (shell_request({"argv": ["ls"], "cwd": 7}), "args.cwd: expected String", "pipeline"),
+        (tool_request(tool, args={"query": ["a"]}), "args.query: expected String", "pipeline"),
+        (tool_request(tool, args={"path": {"p": "/"}}), "args.path: expected String", "pipeline"),
     ]
-    for request, expected in cases:
+    for request, expected, stage in cases:
         d = gate.decide(request)
         assert not d.allowed
         assert d.codes == ("MALFORMED_REQUEST",), d.reasons
         assert expected in d.reasons[0].detail
         rec = _record(gate, d.ledger_index)
-        assert rec["stage"] == "pipeline" and rec["reasons"][0]["code"] == "MALFORMED_REQUEST"
+        assert rec["stage"] == stage and rec["reasons"][0]["code"] == "MALFORMED_REQUEST"
     # well-typed and undeclared arguments are decided by policy as before
     assert gate.decide(shell_request({"argv": ["ls", "-l"], "cwd": "/tmp"})).allowed
     assert gate.decide(tool_request(tool, args={"query": "q", "undeclared": [[1], {}]})).allowed
