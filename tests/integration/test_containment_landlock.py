@@ -73,3 +73,32 @@ def test_landlock_alone_keeps_the_home_out_and_the_rest_usable(
         "create beside the home": "EACCES",
     }
     assert (work / "out.txt").read_text() == "x"
+
+
+def test_a_ruleset_is_reused_for_a_while_and_survives_one_holder_releasing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    settings = containment.Settings()
+    first = containment.prepare(settings, home=home, cwd=work)
+    second = containment.prepare(settings, home=home, cwd=work)
+    try:
+        assert first.ruleset is not None and first.ruleset is second.ruleset
+        first.release()
+        assert second.ruleset is not None and second.ruleset.fd >= 0  # still usable
+        # another working directory is another sandbox
+        third = containment.prepare(settings, home=home, cwd=tmp_path)
+        assert third.ruleset is not second.ruleset
+        third.release()
+        # past REUSE_S it is built again
+        monkeypatch.setattr(containment, "REUSE_S", 0.0)
+        containment._reused.clear()
+        fourth = containment.prepare(settings, home=home, cwd=work)
+        fifth = containment.prepare(settings, home=home, cwd=work)
+        assert fourth.ruleset is not fifth.ruleset
+        fourth.release()
+        fifth.release()
+    finally:
+        second.release()

@@ -11,7 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interlock.containment import MODES, cgroup_name
-from interlock.containment.cgroup import NAME_RE, _cgroup2_mounts, execution_cgroup
+from interlock.containment.cgroup import (
+    NAME_RE,
+    _cgroup2_mounts,
+    execution_cgroup,
+    find_root,
+    mount_options,
+)
 from interlock.containment.landlock import READ, WRITE, LandlockError, plan_rules
 from interlock.errors import ConfigError
 from interlock.home import Config
@@ -166,3 +172,15 @@ def test_exec_settings_round_trip_through_the_file() -> None:
     assert cfg.exec.run_as == "nobody" and cfg.exec.writable == (Path("/srv/x"),)
     assert cfg.exec.limits.pids_max == 64 and cfg.exec.limits.cpu_max == "50000 100000"
     assert Config.from_toml(cfg.to_toml()).exec == cfg.exec
+
+
+def test_mount_options_of_the_cgroup2_mount_are_read_from_mountinfo() -> None:
+    root = find_root()
+    expected = {
+        line.split(" - ")[1].split()[2]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == str(root.mount) and " - cgroup2 " in line
+    }
+    assert len(expected) == 1
+    assert mount_options(root.mount) == frozenset(expected.pop().split(","))
+    assert mount_options(Path("/nonexistent-mount")) == frozenset()

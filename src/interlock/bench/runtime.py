@@ -120,7 +120,15 @@ def _start_overhead(gate: Gate, tok: str, n: int) -> tuple[list[float], list[flo
             p = subprocess.Popen(["true"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             bare.append((time.perf_counter() - t0) * 1000)
             p.communicate()
-    return ours, bare, gate.home.config.exec.mode
+    mode = gate.home.config.exec.mode
+    try:
+        from interlock.containment.cgroup import find_root, mount_options
+
+        if "favordynmods" in mount_options(find_root(gate.home.config.exec.cgroup_root).mount):
+            mode += ", cgroup2 favordynmods"
+    except OSError:
+        pass
+    return ours, bare, mode
 
 
 def bench_termination(quick: bool = False) -> dict[str, Result]:

@@ -41,9 +41,12 @@ import os
 import pwd
 import secrets
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from interlock.containment.cgroup import CgroupError, CgroupRoot, ExecCgroup, Limits, find_root
 from interlock.containment.landlock import LandlockError, Ruleset, abi_version, plan_rules
@@ -95,9 +98,36 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
+#: how long a found cgroup root and a built Landlock ruleset are reused (seconds)
+REUSE_S = 5.0
+_T = TypeVar("_T")
+_reuse_lock = threading.Lock()
+_reused: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+
+def _reuse(key: tuple[Any, ...], build: Callable[[], _T]) -> _T:
+    """``build()``, or what it returned for the same ``key`` less than :data:`REUSE_S` ago.
+
+    Only for what goes stale towards *less* access: a ruleset grants inodes, so a directory
+    made since is not granted and one replaced since is not reachable through the old rule;
+    a cgroup root that has gone makes the cgroup's creation fail. Saves ~1.5 ms an execution.
+    """
+    now = time.monotonic()
+    with _reuse_lock:
+        hit = _reused.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]  # type: ignore[no-any-return]
+    value = build()
+    with _reuse_lock:
+        for k in [k for k, (until, _) in _reused.items() if until <= now]:
+            del _reused[k]  # a dropped Ruleset closes its descriptor when no Box holds it
+        _reused[key] = (now + REUSE_S, value)
+    return value
+
+
 def _cgroup(settings: Settings) -> CgroupRoot:
     try:
-        return find_root(settings.cgroup_root)
+        return _reuse(("cgroup", settings.cgroup_root), lambda: find_root(settings.cgroup_root))
     except CgroupError as exc:
         raise ContainmentUnavailable(
             f"no cgroup v2 for the execution: {exc.strerror or exc}; "
@@ -255,10 +285,9 @@ class Box:
         return self.cgroup.kill() if self.cgroup is not None else False
 
     def release(self) -> None:
-        """After the execution: close what was opened; remove the cgroup once empty (a cgroup
-        still populated is killed first)."""
-        if self.ruleset is not None:
-            self.ruleset.close()
+        """After the execution: remove the cgroup once empty (a cgroup still populated is
+        killed first). The ruleset may be shared with other executions (``_reuse``): it is
+        closed when the last holder drops it."""
         if self.cgroup is not None:
             if self.cgroup.populated():
                 self.cgroup.kill()
@@ -310,28 +339,29 @@ def prepare(settings: Settings, *, home: Path, cwd: Path, start_ticks: int = 0) 
             *(p for p in Path("/").iterdir() if p.name != "dev"),
             *(Path(p) for p in DEFAULT_DEVICES),
         ]
+        # a masked home is hidden by the mount; otherwise Landlock leaves it out
+        excluded = () if mask is not None else (home_real,)
         try:
-            rules = plan_rules(
-                # a masked home is hidden by the mount; otherwise Landlock leaves it out
-                excluded=[] if mask is not None else [home_real],
-                readable=[p for p in readable if os.path.lexists(p)],
-                writable=[p for p in writable if os.path.lexists(p)],
+            ruleset = _reuse(
+                ("landlock", excluded, tuple(readable), tuple(writable)),
+                lambda: Ruleset.build(
+                    plan_rules(
+                        excluded=excluded,
+                        readable=[p for p in readable if os.path.lexists(p)],
+                        writable=[p for p in writable if os.path.lexists(p)],
+                    )
+                ),
             )
-            ruleset = Ruleset.build(rules)
         except (LandlockError, OSError) as exc:
             raise ContainmentUnavailable(f"the Landlock sandbox could not be built: {exc}") from exc
     pid = os.getpid()
     try:
         cg = ExecCgroup.create(root, cgroup_name(pid, start_ticks), settings.limits)
     except (CgroupError, ValueError) as exc:
-        if ruleset is not None:
-            ruleset.close()
         raise ContainmentUnavailable(f"the execution cgroup could not be made: {exc}") from exc
     try:
         return Box(settings.mode, cg, ruleset, user, pid, mask)
     except OSError as exc:
         with contextlib.suppress(OSError):
             cg.remove()
-        if ruleset is not None:
-            ruleset.close()
         raise ContainmentUnavailable(f"the execution cgroup could not be joined: {exc}") from exc

@@ -293,5 +293,11 @@ class Ruleset:
             raise LandlockError(ctypes.get_errno(), "landlock_restrict_self failed")
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Close the descriptor (once: a number closed twice could be another file's)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
