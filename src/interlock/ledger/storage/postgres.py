@@ -270,9 +270,13 @@ class PostgresLedger(Sequencer, StateTables, TreeCheck):
             raise unavailable(what, exc) from exc
 
     def close(self) -> None:
-        """Refuse new appends, let queued ones commit (up to 10 s), stop the threads, close
-        the pool."""
+        """Refuse new appends, let queued ones commit (up to 10 s), stop the threads, sign a
+        checkpoint of what this object appended (best effort: any node's integrator, or the
+        next ``checkpoint()``, does it otherwise), close the pool."""
         self._stop_threads(10.0)
+        if self._size > self._cp_size and self._failed is None:
+            with contextlib.suppress(LedgerError):
+                self._integrate(force=True, timeout=min(10.0, self._timeout_s * 5))
         self._pool.close(timeout=10.0)
 
     # -- appending -----------------------------------------------------------------------------

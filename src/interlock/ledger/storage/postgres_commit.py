@@ -360,6 +360,7 @@ class Sequencer:
                     checkpoint=cp_size,
                 )
             if size == cp_size:
+                self._cp_size = size
                 return self._frontier if self._frontier and self._frontier.size == size else None
             frontier = self._frontier
             if frontier is None or frontier.size != cp_size or frontier.root() != cp_root:
