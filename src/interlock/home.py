@@ -467,8 +467,8 @@ def create_home(
     path: Path, *, origin: str | None = None, durability: str = "full", store: str | None = None
 ) -> Home:
     """Create a new home's files: four keys, ``interlock.toml``, the default signed policy
-    bundle and an empty ledger file (none with ``store``: the log is in PostgreSQL). :func:`interlock.bootstrap.init_home` then writes the
-    ledger's first records; use that.
+    bundle and an empty ledger file (none with ``store``: the log is in PostgreSQL).
+    :func:`interlock.bootstrap.init_home` then writes the ledger's first records; use that.
 
     Raises:
         HomeExists: if ``path`` already holds a home (nothing is overwritten).
@@ -568,9 +568,7 @@ def join_home(path: Path, fleet: Home) -> Home:
     fd = os.open(path / CONFIG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
-    shutil.copytree(
-        fleet.policy_dir, path / "policy", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copytree(fleet.policy_dir, path / "policy", ignore=shutil.ignore_patterns("__pycache__"))
     _drop_group_other_write(path / "policy")
     return Home.load(path)
 

@@ -181,9 +181,8 @@ def test_append_times_out_when_another_process_holds_the_lock(
     led = backend.open(signer=signer, busy_timeout_ms=50, create=True)
     try:
         led.append(_records(1))
-        with backend.write_lock():
-            with pytest.raises(LedgerUnavailable):
-                led.append(_records(1, 1), timeout=0.5)
+        with backend.write_lock(), pytest.raises(LedgerUnavailable):
+            led.append(_records(1, 1), timeout=0.5)
         # once the lock is released the ledger works again, and nothing was half-written
         (r,) = led.append(_records(1, 2))
         assert r.index == 1

@@ -176,7 +176,7 @@ def test_triggers_refuse_truncation_and_a_counter_moved_back(
         led.checkpoint()
         with (
             psycopg.connect(pg_url, autocommit=True) as conn,
-            pytest.raises(psycopg.Error, match="append-only|only moves forward"),
+            pytest.raises(psycopg.Error, match=r"append-only|only moves forward"),
         ):
             conn.execute(statement)  # type: ignore[call-overload]
         assert led.size() == 300
@@ -361,8 +361,10 @@ def test_the_store_setting_round_trips_and_is_checked() -> None:
     assert again.store == cfg.store
     assert Config.from_toml(Config(origin="interlock.test/x").to_toml()).store is None
     for bad in ('"/var/lib/ledger.db"', '"mysql://h/db"', "5"):
-        text = Config(origin="interlock.test/x").to_toml().replace(
-            "[gate]", f"store = {bad}\n\n[gate]", 1
+        text = (
+            Config(origin="interlock.test/x")
+            .to_toml()
+            .replace("[gate]", f"store = {bad}\n\n[gate]", 1)
         )
         with pytest.raises(ConfigError, match="store"):
             Config.from_toml(text)

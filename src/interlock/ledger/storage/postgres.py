@@ -409,7 +409,7 @@ def _create_schema(conn: psycopg.Connection[Any]) -> None:
         # two nodes initialising one database at once: one creates, the other finds it made
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         for statement in (*_LOG_SCHEMA, *STATE_SCHEMA, *STATE_TRIGGERS):
-            conn.execute(statement)  # type: ignore[call-overload]  # fixed text only
+            conn.execute(statement)
         conn.execute(
             "INSERT INTO meta(k, v) VALUES ('schema', %s) ON CONFLICT (k) DO NOTHING",
             (str(SCHEMA_VERSION),),

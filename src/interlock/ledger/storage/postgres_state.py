@@ -37,10 +37,8 @@ STATE_SCHEMA: tuple[str, ...] = (
         depth integer NOT NULL,
         principal text
     )""",
-    "CREATE INDEX IF NOT EXISTS executions_running ON executions(status)"
-    " WHERE status = 'running'",
-    "CREATE TABLE IF NOT EXISTS revocations (revocation_id text PRIMARY KEY,"
-    " idx bigint NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS executions_running ON executions(status) WHERE status = 'running'",
+    "CREATE TABLE IF NOT EXISTS revocations (revocation_id text PRIMARY KEY, idx bigint NOT NULL)",
     "CREATE TABLE IF NOT EXISTS quarantines (principal text PRIMARY KEY,"
     " active integer NOT NULL, idx bigint NOT NULL)",
     """CREATE TABLE IF NOT EXISTS restrictions (

@@ -200,9 +200,7 @@ class TreeReads:
         return merkle.consistency_proof(old, new, self.node)
 
 
-def persist_tiles(
-    cur: psycopg.Cursor[Any], old: int, new: int, fresh: dict[int, bytes]
-) -> None:
+def persist_tiles(cur: psycopg.Cursor[Any], old: int, new: int, fresh: dict[int, bytes]) -> None:
     """Persist every tile that became full between sizes ``old`` and ``new`` (the integrator,
     in its transaction; ``fresh`` holds leaf hashes it has just checked)."""
     level = 0
@@ -229,8 +227,7 @@ def persist_tiles(
                 level_hashes = [
                     bytes(r[0])
                     for r in cur.execute(
-                        "SELECT root FROM tiles WHERE level = %s AND n >= %s AND n < %s"
-                        " ORDER BY n",
+                        "SELECT root FROM tiles WHERE level = %s AND n >= %s AND n < %s ORDER BY n",
                         (level - 1, lo, lo + TILE),
                     ).fetchall()
                 ]
