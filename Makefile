@@ -27,6 +27,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: $(STAMP) lint typecheck docs
+	@bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

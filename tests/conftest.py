@@ -1,9 +1,13 @@
-"""Shared fixtures: real homes, real keys, real SQLite."""
+"""Shared fixtures: real homes, real keys, real SQLite, real PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import secrets
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import settings
 
 from interlock.ledger.note import NoteSigner, NoteVerifier
-from interlock.ledger.storage.sqlite import SqliteLedger
 
 # CI runs the same examples every time (a failure there is reproducible, never a lucky draw);
 # developers get fresh random examples on each run.
@@ -37,9 +40,169 @@ def verifier(signer: NoteSigner) -> NoteVerifier:
     return NoteVerifier.from_vkey(signer.vkey)
 
 
+# -- PostgreSQL: each test gets a database of its own, dropped afterwards ------------------------
+
+#: the server the tests use (trust auth); ``make test`` starts one if none runs
+PG_ADMIN_URL = os.environ.get("INTERLOCK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_admin() -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}\nThe tests need a real"
+            " server on 127.0.0.1:5432 with trust auth and a database `test`: run"
+            " scripts/ensure-postgres.sh (make test does), or set INTERLOCK_TEST_PG.",
+            pytrace=False,
+        )
+
+
+def new_pg_database() -> str:
+    """Create a database ``interlock_t_<hex>`` and return its URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"interlock_t_{secrets.token_hex(6)}"
+    with _pg_admin() as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(PG_ADMIN_URL)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+def drop_pg_database(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    name = urlsplit(url).path.lstrip("/")
+    assert re.fullmatch(r"interlock_t_[0-9a-f]{12}", name), name
+    with _pg_admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
-def ledger(tmp_path: Path, signer: NoteSigner) -> Iterator[SqliteLedger]:
-    led = SqliteLedger(tmp_path / "ledger.db", signer=signer, create=True)
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of this test's own, dropped at teardown."""
+    url = new_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+class Backend:
+    """One storage driver at one location, and what an attacker (or another process) with
+    access to the database can do there, in either dialect: ``?`` placeholders and SQLite's
+    ``x'..'`` blob literals are translated for PostgreSQL."""
+
+    def __init__(self, kind: str, location: Path | str, made: list[str]) -> None:
+        self.kind = kind
+        self.location = location
+        self._made = made
+
+    def open(self, **kw: Any) -> Any:
+        from interlock.ledger.storage import open_store
+
+        kw.setdefault("signer", None)
+        kw.setdefault("durability", "full")
+        return open_store(self.location, **kw)
+
+    def fresh(self, name: str) -> Backend:
+        """Another, empty location of the same kind (``name``: the SQLite file's)."""
+        if self.kind == "sqlite":
+            assert isinstance(self.location, Path)
+            return Backend("sqlite", self.location.parent / name, self._made)
+        url = new_pg_database()
+        self._made.append(url)
+        return Backend("postgres", url, self._made)
+
+    def _pg(self, statement: str) -> str:
+        statement = re.sub(r"x'([0-9a-fA-F]*)'", r"'\\x\1'::bytea", statement)
+        statement = re.sub(
+            r"DROP TRIGGER (IF EXISTS )?(\w+)_no_(update|delete)",
+            r"DROP TRIGGER \1\2_no_\3 ON \2",
+            statement,
+        )
+        return statement.replace("?", "%s")
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.location, isolation_level=None)
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        import psycopg
+
+        assert isinstance(self.location, str)
+        with psycopg.connect(self.location, autocommit=True) as conn:
+            yield conn
+
+    def execute(self, *statements: str | tuple[str, Sequence[Any]]) -> None:
+        """Run statements (text, or ``(text, params)``) each in its own transaction."""
+        with self.connect() as conn:
+            for s in statements:
+                text, params = (s, ()) if isinstance(s, str) else s
+                conn.execute(text if self.kind == "sqlite" else self._pg(text), tuple(params))
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            text = statement if self.kind == "sqlite" else self._pg(statement)
+            return [tuple(r) for r in conn.execute(text, tuple(params)).fetchall()]
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[Any]:
+        """Hold what an appender needs (SQLite's write lock; PostgreSQL's counter row) from
+        another connection; yields ``(take, give)`` to take and release it again."""
+        with self.connect() as conn:
+            if self.kind == "sqlite":
+                take = ["BEGIN IMMEDIATE"]
+            else:
+                take = ["BEGIN", "SELECT next FROM sequence WHERE id = 1 FOR UPDATE"]
+
+            def hold() -> None:
+                for s in take:
+                    conn.execute(s)
+
+            def give() -> None:
+                conn.execute("ROLLBACK")
+
+            hold()
+            try:
+                yield hold, give
+            finally:
+                with contextlib.suppress(Exception):
+                    give()
+
+    @property
+    def refusal(self) -> type[Exception]:
+        """What the append-only triggers raise."""
+        if self.kind == "sqlite":
+            return sqlite3.IntegrityError
+        import psycopg
+
+        return psycopg.Error
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each storage driver in turn (a test about the Store protocol runs on both)."""
+    made: list[str] = []
+    if request.param == "sqlite":
+        yield Backend("sqlite", tmp_path / "ledger.db", made)
+    else:
+        url = new_pg_database()
+        made.append(url)
+        yield Backend("postgres", url, made)
+    for url in made:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def ledger(backend: Backend, signer: NoteSigner) -> Iterator[Any]:
+    led = backend.open(signer=signer, create=True)
     yield led
     led.close()
 

@@ -98,7 +98,7 @@ def open_for_audit(
     root_public = keys.public_raw(h.private_key("biscuit-root"))
     # a missing ledger is LedgerCorrupt: only `interlock init` creates one
     ledger = open_store(
-        h.ledger_path,
+        h.ledger_location,
         signer=signer if sign else None,
         durability=h.config.durability,
         busy_timeout_ms=h.config.ledger_timeout_ms,

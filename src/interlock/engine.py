@@ -185,7 +185,7 @@ class GateCore:
         signer = NoteSigner(h.config.origin, log_key)
         verifier = NoteVerifier.from_vkey(signer.vkey)
         ledger = open_store(
-            h.ledger_path,
+            h.ledger_location,
             signer=signer,
             durability=h.config.durability,
             busy_timeout_ms=h.config.ledger_timeout_ms,

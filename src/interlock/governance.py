@@ -300,7 +300,7 @@ def genesis(home: Home, *, ns: int) -> None:
 
     signer = NoteSigner(home.config.origin, home.private_key("log"))
     led = open_store(
-        home.ledger_path, signer=signer, durability=home.config.durability, create=True
+        home.ledger_location, signer=signer, durability=home.config.durability, create=True
     )
     try:
         led.append(

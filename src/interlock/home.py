@@ -11,7 +11,8 @@ Layout::
     <home>/interlock.toml        log origin, durability, deadlines, trusted policy keys
     <home>/keys/*.key            Ed25519 private keys, mode 0600, folder 0700, never overwritten
     <home>/policy/               the active signed policy bundle
-    <home>/ledger.db             the ledger (SQLite, WAL), mode 0600
+    <home>/ledger.db             the ledger (SQLite, WAL), mode 0600 — unless ``[log] store``
+                                 names a shared PostgreSQL log instead
     <home>/checkpoint            the newest checkpoint seen, kept outside the ledger
 
 The home is chosen by ``--home DIR``, else ``INTERLOCK_HOME``, else ``./.interlock``.
@@ -24,6 +25,7 @@ link may stand in for any of them (:mod:`interlock.trust.files`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -51,7 +53,7 @@ from interlock.trust.files import (
     read_private_text,
 )
 
-__all__ = ["Config", "Home", "create_home", "default_home"]
+__all__ = ["Config", "Home", "create_home", "default_home", "join_home"]
 
 CONFIG_NAME = "interlock.toml"
 ANCHOR_NAME = "checkpoint"
@@ -71,6 +73,8 @@ class Config:
 
     origin: str
     durability: str = "full"
+    #: ``[log] store``: a ``postgresql://`` URL of a shared log; None: the home's SQLite file
+    store: str | None = None
     deadline_ms: int = 50
     ledger_timeout_ms: int = 2000
     max_lineage_depth: int = 16
@@ -104,7 +108,7 @@ class Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
         known = {
-            "log": {"origin", "durability"},
+            "log": {"origin", "durability", "store"},
             "gate": {
                 "deadline_ms",
                 "ledger_timeout_ms",
@@ -145,6 +149,12 @@ class Config:
         durability = log.get("durability", "full")
         if durability not in ("full", "process"):
             raise ConfigError(f"{source}: [log] durability must be 'full' or 'process'")
+        store = log.get("store")
+        if store is not None and not is_store_url(store):
+            raise ConfigError(
+                f"{source}: [log] store must be a postgresql:// URL of a shared log (leave it"
+                " out for the home's own SQLite ledger)"
+            )
 
         def _int(name: str, default: int, lo: int, hi: int) -> int:
             v = gate.get(name, default)
@@ -190,6 +200,7 @@ class Config:
         return cls(
             origin=origin,
             durability=durability,
+            store=store,
             deadline_ms=_int("deadline_ms", 50, 1, 60_000),
             ledger_timeout_ms=_int("ledger_timeout_ms", 2000, 1, 600_000),
             max_lineage_depth=_int("max_lineage_depth", 16, 1, 1024),
@@ -215,8 +226,15 @@ class Config:
             f'origin = "{self.origin}"\n'
             "# full: fsync before every allow (group commit). process: survives a process crash,\n"
             "# not power loss.\n"
-            f'durability = "{self.durability}"\n\n'
-            "[gate]\n"
+            f'durability = "{self.durability}"\n'
+            + (
+                "# the shared PostgreSQL log this node appends to (PostgreSQL commits are always\n"
+                "# durable, whatever durability says)\n"
+                f"store = {json.dumps(self.store)}\n"
+                if self.store
+                else ""
+            )
+            + "\n[gate]\n"
             "# intake-to-decision budget; past it the answer is DEADLINE_EXCEEDED\n"
             f"deadline_ms = {self.deadline_ms}\n"
             "# how long an allow may wait for its durable ledger commit (LEDGER_UNAVAILABLE)\n"
@@ -264,6 +282,17 @@ class Config:
                 if value is not None
             )
         )
+
+
+def is_store_url(value: object) -> bool:
+    """Whether ``value`` can be ``[log] store``: a ``postgresql://`` (or ``postgres://``) URL on
+    one line."""
+    return (
+        isinstance(value, str)
+        and value.startswith(("postgresql://", "postgres://"))
+        and len(value) <= 2048
+        and value.isprintable()
+    )
 
 
 def _exec_settings(body: Any, source: str) -> ExecSettings:
@@ -420,7 +449,13 @@ class Home:
 
     @property
     def ledger_path(self) -> Path:
+        """The home's own SQLite ledger file (unused when ``[log] store`` is set)."""
         return self.path / LEDGER_NAME
+
+    @property
+    def ledger_location(self) -> str | Path:
+        """Where this home's log is: the ``[log] store`` URL, else the SQLite file."""
+        return self.config.store or self.ledger_path
 
     @property
     def anchor_path(self) -> Path:
@@ -428,10 +463,12 @@ class Home:
         return self.path / ANCHOR_NAME
 
 
-def create_home(path: Path, *, origin: str | None = None, durability: str = "full") -> Home:
+def create_home(
+    path: Path, *, origin: str | None = None, durability: str = "full", store: str | None = None
+) -> Home:
     """Create a new home's files: four keys, ``interlock.toml``, the default signed policy
-    bundle and an empty ledger file. :func:`interlock.bootstrap.init_home` then writes the
-    ledger's first records; use that.
+    bundle and an empty ledger file (none with ``store``: the log is in PostgreSQL).
+    :func:`interlock.bootstrap.init_home` then writes the ledger's first records; use that.
 
     Raises:
         HomeExists: if ``path`` already holds a home (nothing is overwritten).
@@ -448,9 +485,12 @@ def create_home(path: Path, *, origin: str | None = None, durability: str = "ful
             " (letters, digits and . _ - / : only)"
         )
     install_id = secrets.token_hex(6)
+    if store is not None and not is_store_url(store):
+        raise ConfigError("--store must be a postgresql:// URL")
     config = Config(
         origin=origin or f"interlock.local/{install_id}",
         durability=durability,
+        store=store,
         trusted_policy_keys=(),
     )
     # everything that can be refused is refused before the first key exists
@@ -464,7 +504,12 @@ def create_home(path: Path, *, origin: str | None = None, durability: str = "ful
         raise ConfigError(f"cannot create home {path}: {exc.strerror}") from exc
     created = {name: keys.create_key(path / "keys" / f"{name}.key") for name in KEY_NAMES}
     policy_pub = keys.public_raw(created["policy"]).hex()
-    config = Config(origin=config.origin, durability=durability, trusted_policy_keys=(policy_pub,))
+    config = Config(
+        origin=config.origin,
+        durability=durability,
+        store=store,
+        trusted_policy_keys=(policy_pub,),
+    )
     # 0600 whatever the umask: Home.load refuses a configuration others could write
     fd = os.open(path / CONFIG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -477,7 +522,8 @@ def create_home(path: Path, *, origin: str | None = None, durability: str = "ful
     )
     # the ledger holds arguments and bearer tokens: owner-only from its first byte (SQLite
     # gives its -wal and -shm files the database file's mode)
-    os.close(os.open(path / "ledger.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    if store is None:
+        os.close(os.open(path / "ledger.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     from interlock.policy.bundle import sign_bundle
 
@@ -487,6 +533,44 @@ def create_home(path: Path, *, origin: str | None = None, durability: str = "ful
     _drop_group_other_write(path / "policy")
     sign_bundle(path / "policy", created["policy"], version=1)
     return Home(path=path, config=config)
+
+
+def join_home(path: Path, fleet: Home) -> Home:
+    """Create a home at ``path`` for another node of ``fleet``'s shared log: every node that
+    appends to one log holds the same keys (the log key signs its checkpoints, the node key its
+    governance records, the root key its trust settings and tokens, the policy key its bundles)
+    and the same configuration, so ``fleet``'s four keys, its ``interlock.toml`` (verbatim: the
+    same measured platform) and its signed policy bundle are copied. The log already has its
+    first records: nothing is appended.
+
+    Raises:
+        ConfigError: ``fleet`` has no ``[log] store`` (a SQLite log is one node's).
+        HomeExists: ``path`` already holds a home.
+        KeyFileError: a key of ``fleet`` is missing or unsafe.
+    """
+    if fleet.config.store is None:
+        raise ConfigError(
+            f"--join {fleet.path}: that home's log is its own SQLite file; only a home whose"
+            " [log] store is a shared PostgreSQL log can be joined"
+        )
+    if any((path / name).exists() for name in (CONFIG_NAME, "keys", "policy", "ledger.db")):
+        raise HomeExists(f"{path} is already an Interlock home (or holds one's files)")
+    text = read_private_text(fleet.path / CONFIG_NAME, home=fleet.path, max_bytes=MAX_CONFIG_BYTES)
+    found = {name: fleet.private_key(name) for name in KEY_NAMES}  # checked before any write
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
+        (path / "keys").mkdir(mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create home {path}: {exc.strerror}") from exc
+    for name, key in found.items():
+        keys.write_key(path / "keys" / f"{name}.key", key)
+    fd = os.open(path / CONFIG_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    shutil.copytree(fleet.policy_dir, path / "policy", ignore=shutil.ignore_patterns("__pycache__"))
+    _drop_group_other_write(path / "policy")
+    return Home.load(path)
 
 
 def _drop_group_other_write(root: Path) -> None:

@@ -11,9 +11,11 @@ Two properties, both against real SQLite:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,10 +46,41 @@ from interlock.ledger.statecheck import (
     check_since_checkpoint,
     checkpoint_fields,
 )
+from interlock.ledger.storage import open_store
 from interlock.ledger.storage.sqlite import SqliteLedger
 from interlock.records import sign_governance
 from interlock.trust import keys
-from tests.conftest import RESEARCHER, SUMMARIZER, tool_request
+from tests.conftest import (
+    RESEARCHER,
+    SUMMARIZER,
+    drop_pg_database,
+    new_pg_database,
+    tool_request,
+)
+
+
+@contextlib.contextmanager
+def _store(kind: str, signer: NoteSigner) -> Iterator[Any]:
+    """A new, empty store of either driver (PostgreSQL: a database of its own), gone after."""
+    if kind == "sqlite":
+        folder = Path(tempfile.mkdtemp())
+        led = SqliteLedger(folder / "l.db", signer=signer, create=True)
+        try:
+            yield led
+        finally:
+            led.close()
+            shutil.rmtree(folder)
+        return
+    url = new_pg_database()
+    try:
+        led = open_store(url, signer=signer, durability="full", create=True)
+        try:
+            yield led
+        finally:
+            led.close()
+    finally:
+        drop_pg_database(url)
+
 
 NODE = Ed25519PrivateKey.generate()
 NODE_PUBLIC = keys.public_raw(NODE)
@@ -108,20 +141,16 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     return sign_governance(rec, NODE) if event != "policy.loaded" else rec
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(batches=st.lists(st.lists(records(), min_size=1, max_size=6), min_size=1, max_size=8))
-def test_the_sqlite_tables_are_the_fold_of_any_record_sequence(
-    batches: list[list[dict[str, Any]]],
+def test_the_stored_tables_are_the_fold_of_any_record_sequence(
+    kind: str, batches: list[list[dict[str, Any]]]
 ) -> None:
-    folder = Path(tempfile.mkdtemp())
-    led = SqliteLedger(
-        folder / "l.db",
-        signer=NoteSigner("interlock.test/p", Ed25519PrivateKey.generate()),
-        create=True,
-    )
-    try:
+    signer = NoteSigner("interlock.test/p", Ed25519PrivateKey.generate())
+    with _store(kind, signer) as led:
         p = Projection()
         for batch in batches:
             appends = [
@@ -135,9 +164,6 @@ def test_the_sqlite_tables_are_the_fold_of_any_record_sequence(
                 p.apply(res.index, leaf_hash(canonical_bytes(r)), r, node_public=NODE_PUBLIC)
             assert first_difference(led.dump_state(), p.rows()) is None
             assert rebuild(led, node_public=NODE_PUBLIC, root_public=None).rows() == p.rows()
-    finally:
-        led.close()
-        shutil.rmtree(folder)
 
 
 class GateMachine(RuleBasedStateMachine):
@@ -307,15 +333,14 @@ def _history(
 HISTORY = st.lists(st.lists(records(), min_size=1, max_size=6), min_size=2, max_size=8)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @settings(max_examples=60, deadline=None)
 @given(batches=HISTORY, data=st.data())
 def test_a_state_checkpoint_vouches_for_any_untampered_history(
-    batches: list[list[dict[str, Any]]], data: st.DataObject
+    kind: str, batches: list[list[dict[str, Any]]], data: st.DataObject
 ) -> None:
-    folder = Path(tempfile.mkdtemp())
     signer = NoteSigner("interlock.test/p", Ed25519PrivateKey.generate())
-    led = SqliteLedger(folder / "l.db", signer=signer, create=True)
-    try:
+    with _store(kind, signer) as led:
         at = data.draw(st.integers(0, len(batches) - 1))
         p = _history(led, signer.vkey, batches, at)
         assert first_difference(led.dump_state(), p.rows()) is None
@@ -323,9 +348,6 @@ def test_a_state_checkpoint_vouches_for_any_untampered_history(
         assert quick.size == led.size() == p.size
         last = p.settings.get("last_ts")
         assert quick.last_ts == (None if last is None else int(last[0]))
-    finally:
-        led.close()
-        shutil.rmtree(folder)
 
 
 #: the columns of each state table an attacker may rewrite

@@ -37,6 +37,20 @@ def init(
         str | None, typer.Option(help="Log origin (default interlock.local/<id>).")
     ] = None,
     durability: Annotated[str, typer.Option(help="full (fsync per commit) or process.")] = "full",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="A postgresql:// URL: keep the log in this (new) shared PostgreSQL database"
+            " instead of the home's SQLite file."
+        ),
+    ] = None,
+    join: Annotated[
+        Path | None,
+        typer.Option(
+            help="Make this home another node of HOME's shared PostgreSQL log (copies its keys,"
+            " interlock.toml and policy)."
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Create a home: keys (0600), interlock.toml, a signed default policy, the ledger."""
@@ -45,7 +59,7 @@ def init(
 
     path = default_home(home)
     try:
-        h = init_home(path, origin=origin, durability=durability)
+        h = init_home(path, origin=origin, durability=durability, store=store, join=join)
     except Error as exc:
         _fail(exc.diagnostics())
     from interlock.gate import Gate
@@ -57,6 +71,10 @@ def init(
         return
     out.print(f"[green]Initialised[/] Interlock home at [bold]{h.path}[/]")
     out.print(f"  log origin     {h.config.origin}")
+    if h.config.store:
+        from interlock.ledger.storage import describe
+
+        out.print(f"  shared log     {describe(h.config.store)}")
     out.print(f"  verifier key   {vkey}")
     out.print("  policy         signed default bundle (version 1) in policy/")
     out.print(

@@ -40,6 +40,16 @@ def create_key(path: Path) -> Ed25519PrivateKey:
         KeyFileError: if ``path`` already exists (keys are never overwritten).
     """
     key = Ed25519PrivateKey.generate()
+    write_key(path, key)
+    return key
+
+
+def write_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write ``key`` to ``path`` (PKCS#8 PEM) with mode 0600 from its first byte.
+
+    Raises:
+        KeyFileError: if ``path`` already exists (keys are never overwritten).
+    """
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -55,7 +65,6 @@ def create_key(path: Path) -> Ed25519PrivateKey:
         fh.write(pem)
         fh.flush()
         os.fsync(fh.fileno())
-    return key
 
 
 def load_private_key(path: Path, *, home: Path | None = None) -> Ed25519PrivateKey:

@@ -1,19 +1,23 @@
-"""The embedded ledger on real SQLite: sequencing, tiles, checkpoints, proofs, faults."""
+"""The Store protocol on each driver — real SQLite and real PostgreSQL (the ``backend``
+fixture): sequencing, tiles, checkpoints, proofs, faults. An attack edits the database as
+someone with access to it could."""
 
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from interlock.errors import LedgerCorrupt, LedgerError, LedgerUnavailable
 from interlock.ledger import merkle
 from interlock.ledger.note import NoteSigner, NoteVerifier, open_checkpoint
-from interlock.ledger.storage.sqlite import Append, SqliteLedger
+from interlock.ledger.protocols import Append
+from tests.conftest import Backend
+
+SqliteLedger = Any  # either driver: these tests hold the Store protocol
 
 
 def _records(n: int, start: int = 0) -> list[Append]:
@@ -80,13 +84,16 @@ def test_checkpoint_is_signed_and_names_durability(
     assert parsed.extensions == ("durability full",)
 
 
-def test_process_durability_is_recorded(tmp_path: Path, signer: NoteSigner) -> None:
-    led = SqliteLedger(tmp_path / "p.db", signer=signer, durability="process", create=True)
+def test_process_durability_is_recorded(backend: Backend, signer: NoteSigner) -> None:
+    led = backend.fresh("p.db").open(signer=signer, durability="process", create=True)
     try:
         led.append(_records(1))
         cp = led.checkpoint()
         assert cp is not None
-        assert "durability process" in cp.note
+        # PostgreSQL commits are always durable: the setting never weakens them
+        mode = "process" if backend.kind == "sqlite" else "full"
+        assert f"durability {mode}" in cp.note
+        assert led.durability.value == mode
     finally:
         led.close()
 
@@ -109,29 +116,27 @@ def test_every_thousand_entries_get_a_checkpoint(ledger: SqliteLedger) -> None:
         "DELETE FROM checkpoints",
     ],
 )
-def test_triggers_refuse_rewrites(ledger: SqliteLedger, tmp_path: Path, statement: str) -> None:
+def test_triggers_refuse_rewrites(ledger: SqliteLedger, backend: Backend, statement: str) -> None:
     ledger.append(_records(3))
     ledger.checkpoint()
-    conn = sqlite3.connect(tmp_path / "ledger.db")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute(statement)
-    conn.close()
+    with pytest.raises(backend.refusal, match="append-only"):
+        backend.execute(statement)
+    assert ledger.size() == 3
 
 
 def test_self_check_detects_a_changed_entry(
-    ledger: SqliteLedger, verifier: NoteVerifier, tmp_path: Path
+    ledger: SqliteLedger, verifier: NoteVerifier, backend: Backend
 ) -> None:
     ledger.append(_records(20))
     ledger.checkpoint()
     ledger.self_check(verifier)  # clean
-    conn = sqlite3.connect(tmp_path / "ledger.db")
-    conn.execute("DROP TRIGGER entries_no_update")
     # an attacker rewrites an entry and its leaf hash, but cannot re-sign the checkpoint
-    conn.execute("UPDATE entries SET data = CAST('{\"n\":99}' AS BLOB) WHERE idx = 7")
-    conn.execute("UPDATE entries SET leaf_hash = ? WHERE idx = 7", (merkle.leaf_hash(b'{"n":99}'),))
-    conn.commit()
-    conn.close()
-    fresh = SqliteLedger(tmp_path / "ledger.db")
+    backend.execute(
+        "DROP TRIGGER entries_no_update",
+        ("UPDATE entries SET data = ? WHERE idx = 7", (b'{"n":99}',)),
+        ("UPDATE entries SET leaf_hash = ? WHERE idx = 7", (merkle.leaf_hash(b'{"n":99}'),)),
+    )
+    fresh = backend.open()
     try:
         with pytest.raises(LedgerCorrupt, match="checkpoint"):
             fresh.self_check(verifier)
@@ -140,23 +145,22 @@ def test_self_check_detects_a_changed_entry(
 
 
 def test_self_check_detects_a_tail_entry_changed_after_the_checkpoint(
-    ledger: SqliteLedger, verifier: NoteVerifier, tmp_path: Path
+    ledger: SqliteLedger, verifier: NoteVerifier, backend: Backend
 ) -> None:
     ledger.append(_records(5))
     ledger.checkpoint()
     ledger.append(_records(3, 5))
-    conn = sqlite3.connect(tmp_path / "ledger.db")
-    conn.execute("DROP TRIGGER entries_no_update")
-    conn.execute("UPDATE entries SET data = CAST('{\"n\":0}' AS BLOB) WHERE idx = 6")
-    conn.commit()
-    conn.close()
+    backend.execute(
+        "DROP TRIGGER entries_no_update",
+        ("UPDATE entries SET data = ? WHERE idx = 6", (b'{"n":0}',)),
+    )
     with pytest.raises(LedgerCorrupt, match="leaf hash"):
         ledger.self_check(verifier)
 
 
-def test_two_writers_on_one_file_stay_consistent(tmp_path: Path, signer: NoteSigner) -> None:
-    a = SqliteLedger(tmp_path / "shared.db", signer=signer, create=True)
-    b = SqliteLedger(tmp_path / "shared.db", signer=signer)
+def test_two_writers_on_one_file_stay_consistent(backend: Backend, signer: NoteSigner) -> None:
+    a = backend.open(signer=signer, create=True)
+    b = backend.open(signer=signer)
     try:
         for i in range(300):
             (a if i % 3 else b).append([Append(record=f'{{"i":{i}}}'.encode())])
@@ -172,17 +176,13 @@ def test_two_writers_on_one_file_stay_consistent(tmp_path: Path, signer: NoteSig
 
 
 def test_append_times_out_when_another_process_holds_the_lock(
-    tmp_path: Path, signer: NoteSigner
+    backend: Backend, signer: NoteSigner
 ) -> None:
-    led = SqliteLedger(tmp_path / "l.db", signer=signer, busy_timeout_ms=50, create=True)
+    led = backend.open(signer=signer, busy_timeout_ms=50, create=True)
     try:
         led.append(_records(1))
-        blocker = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        with pytest.raises(LedgerUnavailable):
+        with backend.write_lock(), pytest.raises(LedgerUnavailable):
             led.append(_records(1, 1), timeout=0.5)
-        blocker.execute("ROLLBACK")
-        blocker.close()
         # once the lock is released the ledger works again, and nothing was half-written
         (r,) = led.append(_records(1, 2))
         assert r.index == 1
@@ -207,8 +207,8 @@ def test_missing_entry_and_bad_ranges(ledger: SqliteLedger) -> None:
         ledger.consistency_proof(3, 9)
 
 
-def test_read_only_ledger_cannot_append(tmp_path: Path) -> None:
-    led = SqliteLedger(tmp_path / "ro.db", create=True)
+def test_read_only_ledger_cannot_append(backend: Backend) -> None:
+    led = backend.fresh("ro.db").open(create=True)
     try:
         with pytest.raises(LedgerUnavailable, match="log key"):
             led.append(_records(1))
@@ -217,10 +217,9 @@ def test_read_only_ledger_cannot_append(tmp_path: Path) -> None:
 
 
 def test_concurrent_appends_with_timeouts_never_lose_or_duplicate(
-    tmp_path: Path, signer: NoteSigner
+    backend: Backend, signer: NoteSigner
 ) -> None:
-    path = tmp_path / "t.db"
-    led = SqliteLedger(path, signer=signer, create=True)
+    led = backend.open(signer=signer, create=True)
     ok: dict[bytes, int] = {}
     failed: set[bytes] = set()
     submitted: set[bytes] = set()
@@ -244,21 +243,22 @@ def test_concurrent_appends_with_timeouts_never_lose_or_duplicate(
                 with lock:
                     ok[rec] = r.index
 
-    blocker = sqlite3.connect(path, isolation_level=None)
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
     try:
-        for th in threads:
-            th.start()
-        for _ in range(8):  # hold the write lock from another connection, on and off
-            blocker.execute("BEGIN IMMEDIATE")
-            time.sleep(0.08)
-            blocker.execute("ROLLBACK")
-            time.sleep(0.08)
+        with backend.write_lock() as (hold, give):
+            give()
+            for th in threads:
+                th.start()
+            for _ in range(8):  # hold the write lock from another connection, on and off
+                hold()
+                time.sleep(0.08)
+                give()
+                time.sleep(0.08)
+            hold()  # the context releases it
     finally:
         stop.set()
         for th in threads:
             th.join()
-        blocker.close()
     try:
         assert ok, "no append succeeded"
         assert failed, "no append timed out: the test did not exercise withdrawal"
@@ -282,14 +282,13 @@ def test_concurrent_appends_with_timeouts_never_lose_or_duplicate(
         led.close()
 
 
-def test_withdrawn_records_are_never_committed(tmp_path: Path, signer: NoteSigner) -> None:
-    path = tmp_path / "w.db"
-    led = SqliteLedger(path, signer=signer, create=True)
+def test_withdrawn_records_are_never_committed(backend: Backend, signer: NoteSigner) -> None:
+    led = backend.open(signer=signer, create=True)
     try:
         led.append(_records(3))
         led.checkpoint()
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
+        blocker = backend.write_lock()
+        blocker.__enter__()
         failures: list[bytes] = []
         lock = threading.Lock()
 
@@ -307,8 +306,7 @@ def test_withdrawn_records_are_never_committed(tmp_path: Path, signer: NoteSigne
             th.start()
         for th in threads:
             th.join()
-        blocker.execute("ROLLBACK")
-        blocker.close()
+        blocker.__exit__(None, None, None)
         assert len(failures) == 80
         time.sleep(0.2)  # nothing queued may commit once the lock is free
         assert led.size() == 3
@@ -320,12 +318,11 @@ def test_withdrawn_records_are_never_committed(tmp_path: Path, signer: NoteSigne
         led.close()
 
 
-def test_reopened_ledger_continues_with_correct_roots(tmp_path: Path, signer: NoteSigner) -> None:
-    path = tmp_path / "r.db"
+def test_reopened_ledger_continues_with_correct_roots(backend: Backend, signer: NoteSigner) -> None:
     records: list[bytes] = []
     leaves: list[bytes] = []
     for target in (255, 256, 257, 511, 512, 513, 65_535, 65_536, 65_537):
-        led = SqliteLedger(path, signer=signer, create=True)
+        led = backend.open(signer=signer, create=True)
         try:
             while len(records) < target:
                 n = min(target - len(records), 20_000)
@@ -362,11 +359,16 @@ def test_idle_tail_gets_a_checkpoint_without_further_appends(ledger: SqliteLedge
     assert cp.root == ledger.root_at(7)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_self_check_detects_a_tile_that_disagrees_with_its_entries(
-    tmp_path: Path, signer: NoteSigner, verifier: NoteVerifier
+    backend: Backend, signer: NoteSigner, verifier: NoteVerifier
 ) -> None:
-    path = tmp_path / "s.db"
-    led = SqliteLedger(path, signer=signer, create=True)
+    """SQLite persists a full tile in the commit that fills it, ahead of the checkpoint (the
+    PostgreSQL integrator persists tiles with a checkpoint: see test_postgres_ledger)."""
+    import sqlite3
+
+    path = backend.location
+    led = backend.open(signer=signer, create=True)
     led.append(_records(10))  # checkpointed (first commit)
     led.append(_records(290, 10))  # completes tile (0, 0); not checkpointed yet
     led.close()
@@ -377,7 +379,7 @@ def test_self_check_detects_a_tile_that_disagrees_with_its_entries(
     conn.execute("UPDATE tiles SET root = zeroblob(32) WHERE level = 0 AND n = 0")
     conn.commit()
     conn.close()
-    fresh = SqliteLedger(path)
+    fresh = backend.open()
     try:
         with pytest.raises(LedgerCorrupt, match="does not match the entries"):
             fresh.self_check(verifier)
@@ -386,14 +388,13 @@ def test_self_check_detects_a_tile_that_disagrees_with_its_entries(
 
 
 def test_self_check_passes_on_a_clean_reopened_ledger(
-    tmp_path: Path, signer: NoteSigner, verifier: NoteVerifier
+    backend: Backend, signer: NoteSigner, verifier: NoteVerifier
 ) -> None:
-    path = tmp_path / "c.db"
-    led = SqliteLedger(path, signer=signer, create=True)
+    led = backend.open(signer=signer, create=True)
     led.append(_records(10))
     led.append(_records(700, 10))
     led.close()
-    fresh = SqliteLedger(path)
+    fresh = backend.open()
     try:
         fresh.self_check(verifier)
     finally:
