@@ -1,6 +1,6 @@
 """Agent entry points: every way an agent acts passes the same gate.
 
-    >>> from interlock.adapters.sdk import Agent, governed        # doctest: +SKIP
+    from interlock.adapters.sdk import Agent, governed
 
 * :mod:`interlock.adapters.sdk` — ``@gate.governed`` and ``gate.agent(principal, capability)``:
   governed Python functions, per-agent capabilities, delegation, automatic lineage.

@@ -1,8 +1,8 @@
 """``interlock bench``: the DESIGN §10 figures, each beside a baseline measured in the same run.
 
-    >>> results = run_benchmarks(quick=True)       # doctest: +SKIP
-    >>> results["P1"]["unit"]                    # doctest: +SKIP
-    'us'
+    results = run_benchmarks(quick=True)
+    results["P1"]["unit"]
+    # 'us'
 
 Each figure is ``{"value", "unit", "baseline", "baseline_what", "ratio", "goal", "met"}`` where
 ``ratio = value / baseline`` (for throughputs too: higher is better there). P1, P2, P4 and P6

@@ -1,11 +1,11 @@
 """Reading a token for people: ``interlock token inspect`` and ``interlock token revoke``.
 
-    >>> info = inspect(token, root_public_raw)          # doctest: +SKIP
-    >>> info.principal, info.issued_at, info.expires_at, info.verified  # doctest: +SKIP
-    ('spiffe://acme.test/agent/researcher', datetime.datetime(2029, 1, 1, 0, 0, tzinfo=...),
-     datetime.datetime(2030, 1, 1, 0, 0, tzinfo=...), True)
-    >>> revocation_ids(token)                           # doctest: +SKIP
-    ('c29aa5f7...',)
+    info = inspect(token, root_public_raw)
+    info.principal, info.issued_at, info.expires_at, info.verified
+    # ('spiffe://acme.test/agent/researcher', datetime.datetime(2029, 1, 1, 0, 0, tzinfo=...),
+    #  datetime.datetime(2030, 1, 1, 0, 0, tzinfo=...), True)
+    revocation_ids(token)
+    # ('c29aa5f7...',)
 
 Without a root key nothing is verified and :attr:`TokenInfo.verified` is ``False``: the contents
 are then only what the token claims.

@@ -1,12 +1,12 @@
 """Verifying capability tokens for a request (DESIGN §2: identity & signature → temporal
 validity → revocation → coverage). Never imports the issuing side.
 
-    >>> verifier = CapabilityVerifier(root_public_raw)                      # doctest: +SKIP
-    >>> result = verifier.check(token=token, principal="spiffe://acme.test/agent/a",
-    ...     action="tool.call", resource="Tool::web_search", parent=None,
-    ...     now=request.epoch, revoked=frozenset())                         # doctest: +SKIP
-    >>> result.ok, result.code                                              # doctest: +SKIP
-    (False, <ReasonCode.CAPABILITY_EXPIRED: 'CAPABILITY_EXPIRED'>)
+    verifier = CapabilityVerifier(root_public_raw)
+    result = verifier.check(token=token, principal="spiffe://acme.test/agent/a",
+        action="tool.call", resource="Tool::web_search", parent=None,
+        now=request.epoch, revoked=frozenset())
+    result.ok, result.code
+    # (False, <ReasonCode.CAPABILITY_EXPIRED: 'CAPABILITY_EXPIRED'>)
 
 ``check`` is pure given its inputs: ``now`` comes from the request, never from a clock. It
 returns a :class:`CapabilityResult`; it never raises.

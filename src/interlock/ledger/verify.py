@@ -1,10 +1,10 @@
 """Verification of Interlock ledger evidence: proof bundles and whole logs.
 
-    >>> v = LedgerVerifier(vkey)                         # doctest: +SKIP
-    >>> v.expect_checkpoints(stored_checkpoint_notes)    # doctest: +SKIP
-    >>> v.feed_all(rows)    # (index, stored leaf hash, data) in index order  # doctest: +SKIP
-    >>> report = v.finish()                              # doctest: +SKIP
-    >>> entry = verify_proof_bundle(open("e.tlog-proof").read(), vkey)  # doctest: +SKIP
+    v = LedgerVerifier(vkey)
+    v.expect_checkpoints(stored_checkpoint_notes)
+    v.feed_all(rows)    # (index, stored leaf hash, data) in index order
+    report = v.finish()
+    entry = verify_proof_bundle(open("e.tlog-proof").read(), vkey)
 
 This module never imports the ledger's storage (or anything that writes): an auditor holding
 only the log's verifier key and exported data can use it alone. Every function returns a value

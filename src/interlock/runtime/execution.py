@@ -1,9 +1,9 @@
 """In-process governed execution: ``with gate.execution(request) as run:``.
 
-    >>> with gate.execution(request, interval=1.0) as run:          # doctest: +SKIP
-    ...     for chunk in work:
-    ...         run.check()        # raises interlock.Revoked once authorization is gone
-    ...         process(chunk)
+    with gate.execution(request, interval=1.0) as run:
+        for chunk in work:
+            run.check()        # raises interlock.Revoked once authorization is gone
+            process(chunk)
 
 Entering admits the request (``interlock.Denied`` on a deny) and commits ``exec.start`` before
 the body runs (I1). A background thread re-verifies on the timer and at once on governance

@@ -1,6 +1,6 @@
 """Request body limits: untrusted bodies are never read past a fixed size.
 
-    >>> app.add_middleware(BodyLimit, default=65536, paths={"/v1/x": None})  # doctest: +SKIP
+    app.add_middleware(BodyLimit, default=65536, paths={"/v1/x": None})
 
 Two mechanisms, one rule (nothing unbounded is buffered):
 

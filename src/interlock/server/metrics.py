@@ -1,9 +1,9 @@
 """Prometheus metrics of one app, in its own registry (two apps in a process never mix).
 
-    >>> m = Metrics(gate)                                  # doctest: +SKIP
-    >>> m.observe_decision(decision, seconds=0.0012)       # doctest: +SKIP
-    >>> m.render()[:6]                                     # doctest: +SKIP
-    b'# HELP'
+    m = Metrics(gate)
+    m.observe_decision(decision, seconds=0.0012)
+    m.render()[:6]
+    # b'# HELP'
 
 Label values are bounded: ``effect`` is allow/deny, ``code`` a DESIGN §3 reason code (or
 ``none``), ``endpoint``, ``event`` and ``operation`` come from fixed sets in the routes.

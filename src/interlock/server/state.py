@@ -1,9 +1,9 @@
 """What every route of one app shares: the gate, the metrics, the execution verifier, and the
 locks that serialise check-then-append sequences.
 
-    >>> state = ServerState.for_gate(gate)          # doctest: +SKIP
-    >>> state.not_ready()                           # doctest: +SKIP
-    []
+    state = ServerState.for_gate(gate)
+    state.not_ready()
+    # []
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Swap a folder's contents in so that a reader never finds it missing or half-written.
 
-    >>> exchange(Path("home/.policy-upload-1"), Path("home/policy"))  # doctest: +SKIP
+    exchange(Path("home/.policy-upload-1"), Path("home/policy"))
 
 Used by the policy upload (``PUT /v1/admin/policy``). The new bundle is first written in full
 to a sibling folder and verified from there; then:

@@ -1,7 +1,7 @@
 """Continuous verification of the executions started over HTTP (DESIGN I5, I6).
 
-    >>> verifier = ExecutionVerifier(gate, exec_lock, policy_lock)   # doctest: +SKIP
-    >>> verifier.start()                     # the app's lifespan does this   # doctest: +SKIP
+    verifier = ExecutionVerifier(gate, exec_lock, policy_lock)
+    verifier.start()                     # the app's lifespan does this
 
 ``POST /v1/executions`` admits a request and commits ``exec.start``; the action then runs
 somewhere else, but its status on the ledger is this server's to keep. Each execution started

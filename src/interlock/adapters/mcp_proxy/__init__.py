@@ -1,11 +1,11 @@
 """The MCP governance proxy behind ``interlock mcp-proxy``: an MCP server to the agent's client,
 an MCP client to the upstream server, and the gate in between.
 
-    >>> gate = interlock.open(".interlock")                                    # doctest: +SKIP
-    >>> upstream = Upstream(command=("python", "-m", "mcp_server_time"))       # doctest: +SKIP
-    >>> options = ProxyOptions(principal="spiffe://acme.test/agent/researcher",
-    ...                        capability=token)                               # doctest: +SKIP
-    >>> run_proxy(gate, upstream, options)     # MCP on stdin/stdout until EOF  # doctest: +SKIP
+    gate = interlock.open(".interlock")
+    upstream = Upstream(command=("python", "-m", "mcp_server_time"))
+    options = ProxyOptions(principal="spiffe://acme.test/agent/researcher",
+        capability=token)
+    run_proxy(gate, upstream, options)     # MCP on stdin/stdout until EOF
 
 What is governed (DESIGN §1: an MCP request is an action like any other):
 
