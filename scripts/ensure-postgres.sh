@@ -2,9 +2,10 @@
 # A PostgreSQL for the tests on 127.0.0.1:5432 (trust auth, a database `test`): does nothing
 # when one already answers there; otherwise installs Debian's package (apt-get, as root) and
 # starts a cluster listening on 127.0.0.1 only. Idempotent and quiet. Used by `make test`.
+# INTERLOCK_PG_PORT picks another port (its cluster lives in interlock-test-PORT).
 set -euo pipefail
 
-PORT=5432
+PORT="${INTERLOCK_PG_PORT:-5432}"
 HOST=127.0.0.1
 
 ready() {
@@ -35,7 +36,7 @@ fi
 
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 export PATH="$BIN:$PATH"
-DATA=/var/lib/postgresql/interlock-test
+DATA=/var/lib/postgresql/interlock-test-$PORT
 if [ ! -s "$DATA/PG_VERSION" ]; then
     install -d -o postgres -g postgres -m 0700 "$DATA"
     su postgres -c "$BIN/initdb -D $DATA -A trust -U postgres --no-instructions" >/dev/null
