@@ -168,12 +168,17 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _set_store(home: Path, url: str) -> None:
-    cfg = home / "interlock.toml"
+def _set_store(homes: list[Path], url: str) -> None:
+    """Point every home at ``url``: an operator's edit of ``interlock.toml`` on node 1 (the
+    new platform trusted, the trust settings recorded on the log), copied to the others (a
+    fleet's nodes share one configuration, so one measured platform)."""
+    cfg = homes[0] / "interlock.toml"
     text = cfg.read_text()
     start = text.index("store = ")
     end = text.index("\n", start)
-    cfg.write_text(text[:start] + f'store = "{url}"' + text[end:])
+    edit_config(homes[0], text[start:end], f'store = "{url}"')
+    for h in homes[1:]:
+        (h / "interlock.toml").write_text(cfg.read_text())
 
 
 @pytest.fixture
@@ -372,15 +377,15 @@ def test_a_partition_denies_then_recovers(fleet_homes: list[Path], pg_url: str, 
     try:
         via = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         assert via != pg_url
-        for h in fleet_homes:
-            _set_store(h, via)
+        _set_store(fleet_homes, via)
         request = tool_request(issue())
         with _nodes(fleet_homes) as nodes:
             _outage(nodes, request, proxy.blackhole, proxy.heal)
     finally:
         proxy.close()
-    for h in fleet_homes:
-        _set_store(h, pg_url)
+    # the auditor reads the log directly (verification does not measure the platform)
+    cfg = fleet_homes[0] / "interlock.toml"
+    cfg.write_text(cfg.read_text().replace(via, pg_url))
     _verify(fleet_homes[0])
 
 
@@ -389,7 +394,7 @@ def test_a_node_opened_while_the_store_is_away_starts_denies_and_recovers(
 ) -> None:
     proxy = Proxy(("127.0.0.1", 5432))
     try:
-        _set_store(fleet_homes[1], pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
+        _set_store(fleet_homes, pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
         request = tool_request(issue())
         proxy.blackhole()
         with _nodes([fleet_homes[1]]) as (node,):
