@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import select
 import signal
 import socket
@@ -118,16 +119,31 @@ class NodeProc:
             env=env,
             bufsize=1,
         )
+        # lines are read on a thread: select() on a buffered pipe misses buffered lines
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
         hello = self._read(60)
         assert hello.get("ready"), hello
 
-    def _read(self, timeout: float = 60) -> dict[str, Any]:
+    def _pump(self) -> None:
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, "node did not answer"
-        line = self.proc.stdout.readline()
-        assert line, "node exited"
-        got: dict[str, Any] = json.loads(line)
+        for line in self.proc.stdout:
+            self._lines.put(json.loads(line))
+        self._lines.put(None)  # end of output: the process exited
+
+    def _read(self, timeout: float = 60) -> dict[str, Any]:
+        try:
+            got = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("node did not answer") from None
+        assert got is not None, "node exited"
+        return got
+
+    def rest(self) -> list[dict[str, Any]]:
+        """Every line still to come, until the process's output ends."""
+        got: list[dict[str, Any]] = []
+        while (line := self._lines.get(timeout=30)) is not None:
+            got.append(line)
         return got
 
     def send(self, **cmd: Any) -> None:
@@ -459,9 +475,7 @@ def test_a_node_killed_in_the_middle_of_appends_leaves_a_log_that_verifies(
                 told.append(d["index"])
         os.kill(n2.proc.pid, signal.SIGKILL)
         n2.proc.wait()
-        assert n2.proc.stdout is not None
-        for line in n2.proc.stdout:  # answers the caller had been sent before the kill
-            d = json.loads(line)
+        for d in n2.rest():  # answers the caller had been sent before the kill
             if d.get("effect") == "allow":
                 told.append(d["index"])
         for _ in range(100):
