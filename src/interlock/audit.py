@@ -19,6 +19,7 @@ from typing import Any
 
 from interlock.errors import (
     LedgerError,
+    UsageError,
     VerificationError,
 )
 from interlock.home import Home, default_home
@@ -29,7 +30,7 @@ from interlock.ledger.projection import (
     first_difference,
 )
 from interlock.ledger.proof import ProofBundle, format_proof
-from interlock.ledger.protocols import Log, Store
+from interlock.ledger.protocols import Fleet, Log, NodeRow, Store
 from interlock.ledger.statecheck import check_log
 from interlock.ledger.storage import open_store
 from interlock.ledger.tiles import TILE_WIDTH as TILE
@@ -298,3 +299,19 @@ def decision_receipt(view: LedgerView, index: int) -> dict[str, Any]:
         ledger_index=index,
         log_origin=view.home.config.origin,
     )
+
+
+def fleet_nodes(view: LedgerView) -> list[NodeRow]:
+    """The nodes registered on the home's shared log (``interlock nodes``), most recent
+    heartbeat first.
+
+    Raises:
+        UsageError: the home's log is its own SQLite file (no fleet).
+        LedgerUnavailable: the store cannot be read.
+    """
+    if not isinstance(view.ledger, Fleet):
+        raise UsageError(
+            "this home's log is its own SQLite file: a fleet shares a PostgreSQL log"
+            " ([log] store, `interlock init --store URL` then `--join HOME`)"
+        )
+    return view.ledger.nodes()

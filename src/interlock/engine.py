@@ -47,11 +47,15 @@ from interlock.core.model import (
 from interlock.errors import (
     ClockBehind,
     Error,
+    LedgerCorrupt,
     LedgerError,
+    LedgerUnavailable,
     MalformedRequest,
     PolicyError,
     error_detail,
 )
+from interlock.fleet.lease import Lease
+from interlock.fleet.node import Node
 from interlock.home import Home, default_home
 from interlock.intake import new_request_id, parse_request
 from interlock.ledger.note import NoteSigner, NoteVerifier
@@ -61,7 +65,7 @@ from interlock.ledger.projection import (
     RESTRICT_EVENTS,
     delta_of,
 )
-from interlock.ledger.protocols import Append, Store
+from interlock.ledger.protocols import Append, Fleet, Head, Store
 from interlock.ledger.statecheck import (
     FullCheck,
 )
@@ -164,8 +168,18 @@ class GateCore:
         self._threads: list[threading.Thread] = []
         self._attest_lock = threading.Lock()
         self._stop = threading.Event()
+        #: wakes the ledger watch before its interval (set with ``_stop`` at close)
+        self._check_due = threading.Event()
         self.deadline_ns = cfg.deadline_ms * 1_000_000
         self.ledger_timeout_s = cfg.ledger_timeout_ms / 1000
+        #: on a shared store (a fleet): the freshness lease every decision checks, the
+        #: follower that confirms it, why the start-up check has not completed yet (the node
+        #: opened while the store was unreachable), and the trust state's mark last folded
+        self._lease: Lease | None = None
+        self.node: Node | None = None
+        self._startup_problem: str | None = None
+        self._trust_mark: str | None = None
+        self._watching = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -189,8 +203,13 @@ class GateCore:
             signer=signer,
             durability=h.config.durability,
             busy_timeout_ms=h.config.ledger_timeout_ms,
+            # a node on a shared store starts even while it is unreachable, and denies
+            lazy=h.config.store is not None,
         )
         gate = cls(h, ledger, verifier, clock_ns=clock_ns)
+        if isinstance(ledger, Fleet):
+            gate._open_node(ledger)
+            return gate
         try:
             # DESIGN I8: no allow before the log and its projection have been checked
             gate.check_ledger()
@@ -206,6 +225,152 @@ class GateCore:
         gate._start_ledger_watch()
         gate._start_attestation_watch()
         return gate
+
+    # -- a node of a fleet (DESIGN I7) ----------------------------------------------------------
+
+    def _open_node(self, store: Fleet) -> None:
+        """Start as a node of a shared log: try the start-up check now (a store that cannot be
+        reached leaves it to the follower, and the node denies LEDGER_UNAVAILABLE meanwhile),
+        then start the follower, which confirms the lease. No decision allows before the
+        first confirmation (the lease starts stale)."""
+        self._lease = Lease(self.home.config.lease_ms / 1000)
+        self.node = Node(self, store, self._lease)
+        self._startup_problem = "the node is starting"
+        try:
+            self._start_up()
+        except Exception as exc:  # noqa: BLE001 - a node that cannot check yet denies, retries
+            self._startup_problem = error_detail(exc)
+            _log.warning("node starts fail-closed: %s", self._startup_problem)
+        else:
+            try:
+                # the first confirmation before returning: a gate opened for one decision
+                # (the CLI, a short script) may allow at once when the store answers
+                self.node.pull()
+            except Exception as exc:  # noqa: BLE001 - the follower retries; the lease denies
+                _log.warning("node starts stale: %s", error_detail(exc))
+        self.node.start()
+
+    def _start_up(self) -> None:
+        """The start-up of a node: check the log and its projection, take the trust settings
+        and the policy, attest, then start the watchers (once).
+
+        Raises:
+            LedgerUnavailable: the store cannot be read (the follower tries again).
+        """
+        try:
+            # DESIGN I8: no allow before the log and its projection have been checked
+            self.check_ledger()
+        except LedgerCorrupt as exc:
+            self._corrupt = exc.diagnostics()
+        self._load_trust()
+        problem = self._trust_problem
+        if problem is not None and problem.startswith("trust settings unreadable"):
+            raise LedgerUnavailable(problem)
+        self.reload_policy()
+        self._attest()
+        self.reap_orphans()
+        self.write_state_checkpoint()
+        if not self._watching:
+            self._watching = True
+            self._start_ledger_watch()
+            self._start_attestation_watch()
+        self._startup_problem = None
+
+    def _fold_head(self, head: Head) -> None:
+        """Bring the governance state up to ``head`` (the follower's pull): finish a deferred
+        start-up, raise the time floor, re-read the trust state if it changed, adopt the
+        policy the log activated. Returns only when everything up to ``head.size`` is folded
+        (then the follower confirms the lease).
+
+        Raises:
+            LedgerUnavailable: the store failed. PolicyError: the log's policy cannot be
+                loaded (the lease says the node is behind: POLICY_STALE at once).
+        """
+        if self._startup_problem is not None:
+            self._start_up()
+        if head.last_ts > self._time_floor:
+            self._time_floor = head.last_ts
+        if head.trust_mark != self._trust_mark or self._snapshot is None:
+            self._trust_mark = None
+            self._load_trust()
+            problem = self._trust_problem
+            if problem is not None and problem.startswith("trust settings unreadable"):
+                raise LedgerUnavailable(problem)
+            self._rebuild_snapshot(force_trust=True)
+            self._trust_mark = head.trust_mark
+        with self._lock:
+            current = self._bundle
+        if head.policy_digest is not None and (
+            current is None or current.digest != head.policy_digest
+        ):
+            try:
+                self._adopt_log_policy(head)
+            except (PolicyError, ValueError) as exc:
+                why = exc.message if isinstance(exc, Error) else str(exc)
+                if self._lease is not None:
+                    self._lease.behind = (
+                        f"the log activated policy version {head.policy_version}, which this"
+                        f" node cannot load: {why}"
+                    )
+                raise
+        if self._check_problem is not None:
+            self._check_due.set()  # the store answers again: check now, not an interval later
+
+    def _adopt_log_policy(self, head: Head) -> None:
+        """Load the bundle the log activated last (its blob is on the log, signed by a trusted
+        policy key): a policy activated through one node governs every node.
+
+        Raises:
+            PolicyError: no blob, a signature or version that does not hold.
+            LedgerUnavailable: the blob cannot be read.
+        """
+        digest = head.policy_digest
+        blob = self.ledger.blob(f"bundle:{digest}")
+        if blob is None:
+            raise PolicyError(f"its bundle {str(digest)[:16]}… is not on the log")
+        bundle = PolicyBundle.from_blob(blob, self.trusted_policy_keys())
+        if bundle.digest != digest or bundle.version != head.policy_version:
+            raise PolicyError(
+                f"the bundle on the log is version {bundle.version} ({bundle.digest[:16]}…),"
+                f" not the activated version {head.policy_version}"
+            )
+        engine = PolicyEngine.from_bundle(bundle)
+        with self._lock:
+            self._bundle, self._engine, self._policy_problem = bundle, engine, None
+        self._rebuild_snapshot(force_trust=True)
+        _log.info("adopted policy version %s from the log", bundle.version)
+        if self._attested is not None:
+            self._attest()  # the measurement names the active bundle
+
+    @property
+    def lease(self) -> Lease | None:
+        """The freshness lease (a node on a shared store), or None (a SQLite home)."""
+        return self._lease
+
+    def fail_closed_state(self) -> str | None:
+        """Why every decision of this node is denied now — ``"<DESIGN §3 code>: <detail>"``
+        — or None. Never raises."""
+        if self._corrupt is not None:
+            return f"LEDGER_CORRUPT: {self._corrupt}"
+        unchecked = self.ledger_check_problem()
+        if unchecked is not None:
+            return f"LEDGER_UNAVAILABLE: {unchecked}"
+        lease = self._lease
+        if lease is not None:
+            stale = lease.stale(time.monotonic())
+            if stale is not None:
+                return f"POLICY_STALE: {stale}"
+        return None
+
+    def _stale(self) -> str | None:
+        """The lease check of the decision path: None while fresh (or not a fleet node)."""
+        lease = self._lease
+        if lease is None:
+            return None
+        stale = lease.stale(time.monotonic())
+        if stale is not None:
+            lease.stale_denials += 1
+        return stale
 
     # -- checking the log and its projection (DESIGN I4, I8) ----------------------------------
 
@@ -258,6 +423,9 @@ class GateCore:
 
     def close(self) -> None:
         self._stop.set()
+        self._check_due.set()
+        if self.node is not None:
+            self.node.stop()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)
@@ -375,8 +543,18 @@ class GateCore:
     @property
     def snapshot(self) -> Snapshot:
         """The current snapshot; revocations, quarantines and kill-switch changes committed by
-        other processes are picked up within 40 ms (TRUST_REFRESH_S)."""
+        other processes are picked up within 40 ms (TRUST_REFRESH_S) on a SQLite home, and
+        by the follower's pull on a fleet node (:mod:`interlock.fleet.node`).
+
+        Raises:
+            LedgerUnavailable: a fleet node that has not read any governance state yet.
+        """
         snap = self._snapshot
+        if self._lease is not None:
+            # a fleet node: the follower keeps it current; no store round trip here
+            if snap is None:
+                raise LedgerUnavailable("this node has not read the log's governance state yet")
+            return snap
         now = time.monotonic()
         if snap is None or now - self._trust_checked > TRUST_REFRESH_S:
             self._trust_checked = now
@@ -480,6 +658,10 @@ class GateCore:
         unchecked = self.ledger_check_problem()
         if unchecked is not None:
             return records._unrecorded(self, request_id, ReasonCode.LEDGER_UNAVAILABLE, unchecked)
+        stale = self._stale()
+        if stale is not None:
+            # DESIGN I7: not recorded; the store is usually what cannot be reached
+            return records._unrecorded(self, request_id, ReasonCode.POLICY_STALE, stale)
         snapshot = self.snapshot
         behind = self._clock_problem(ns, floor)
         if behind is not None:
@@ -575,6 +757,9 @@ class GateCore:
             unchecked = self.ledger_check_problem()
             if unchecked is not None:
                 return _deny(ReasonCode.LEDGER_UNAVAILABLE, unchecked)
+            stale = self._stale()
+            if stale is not None:
+                return _deny(ReasonCode.POLICY_STALE, stale)
             snapshot = self.snapshot
             floor = self._time_floor
             ns = self._clock_ns()

@@ -75,6 +75,9 @@ class Config:
     durability: str = "full"
     #: ``[log] store``: a ``postgresql://`` URL of a shared log; None: the home's SQLite file
     store: str | None = None
+    #: ``[log] lease_ms``: how long a node on a shared store may go without confirming that it
+    #: holds the log's head before it denies everything (POLICY_STALE); unused on SQLite
+    lease_ms: int = 2000
     deadline_ms: int = 50
     ledger_timeout_ms: int = 2000
     max_lineage_depth: int = 16
@@ -108,7 +111,7 @@ class Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
         known = {
-            "log": {"origin", "durability", "store"},
+            "log": {"origin", "durability", "store", "lease_ms"},
             "gate": {
                 "deadline_ms",
                 "ledger_timeout_ms",
@@ -155,6 +158,13 @@ class Config:
                 f"{source}: [log] store must be a postgresql:// URL of a shared log (leave it"
                 " out for the home's own SQLite ledger)"
             )
+        lease_ms = log.get("lease_ms", 2000)
+        if (
+            not isinstance(lease_ms, int)
+            or isinstance(lease_ms, bool)
+            or not 100 <= lease_ms <= 600_000
+        ):
+            raise ConfigError(f"{source}: [log] lease_ms must be an integer in 100..600000")
 
         def _int(name: str, default: int, lo: int, hi: int) -> int:
             v = gate.get(name, default)
@@ -201,6 +211,7 @@ class Config:
             origin=origin,
             durability=durability,
             store=store,
+            lease_ms=lease_ms,
             deadline_ms=_int("deadline_ms", 50, 1, 60_000),
             ledger_timeout_ms=_int("ledger_timeout_ms", 2000, 1, 600_000),
             max_lineage_depth=_int("max_lineage_depth", 16, 1, 1024),
@@ -231,6 +242,9 @@ class Config:
                 "# the shared PostgreSQL log this node appends to (PostgreSQL commits are always\n"
                 "# durable, whatever durability says)\n"
                 f"store = {json.dumps(self.store)}\n"
+                "# a node that has not confirmed the log's head for this long denies everything\n"
+                "# (POLICY_STALE): a revocation reaches every node within it\n"
+                f"lease_ms = {self.lease_ms}\n"
                 if self.store
                 else ""
             )

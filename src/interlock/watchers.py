@@ -264,7 +264,12 @@ def _start_ledger_watch(gate: Gate) -> None:
         # after a start-up check from a state checkpoint, the entries before it are read
         # again at once: the first full pass starts now, not one interval later
         wait = 0.0 if gate.startup_check == "checkpoint" else interval
-        while not gate._stop.wait(wait):
+        while True:
+            # a fleet node's follower rings this when the store is back after a failed check
+            gate._check_due.wait(wait)
+            gate._check_due.clear()
+            if gate._stop.is_set():
+                return
             spent = time.thread_time()
             gate.reap_orphans()  # never raises
             try:
@@ -292,6 +297,8 @@ def ledger_check_problem(gate: Gate) -> str | None:
     """Why the ledger is not known to be checked now, or None: the last check could not
     run, or none completed for three intervals plus the allowance for a long pass (a
     check that hangs must not leave the gate allowing)."""
+    if gate._startup_problem is not None:
+        return f"this node has not completed its start-up check of the log: {gate._startup_problem}"
     if gate._check_problem is not None:
         return f"the ledger check could not run: {gate._check_problem}"
     interval = gate.home.config.ledger_check_interval_ms / 1000

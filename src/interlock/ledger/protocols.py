@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from interlock.ledger.merkle import Frontier
 from interlock.ledger.note import NoteSigner, NoteVerifier
@@ -25,11 +25,15 @@ from interlock.ledger.projection import NO_CHANGE, Delta, Execution, StateRows
 __all__ = [
     "Append",
     "AppendResult",
+    "Doorbell",
     "Durability",
+    "Fleet",
     "FrozenView",
     "GovernanceState",
+    "Head",
     "Log",
     "LogReader",
+    "NodeRow",
     "Store",
     "StoredCheckpoint",
 ]
@@ -209,3 +213,97 @@ class GovernanceState(Protocol):
 
 class Store(Log, GovernanceState, Protocol):
     """A storage driver: the log and its projection in one place, written together."""
+
+
+# -- a fleet of nodes on one shared log (PostgreSQL) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Head:
+    """The log's head as one read saw it: the committed size and what a node needs to tell
+    whether its governance state is current (the projection *at* that size or later)."""
+
+    size: int
+    #: changes whenever the trust state (revocations, quarantines, restrictions, the kill
+    #: switch, trust settings) changes: re-read :meth:`GovernanceState.trust_state` then
+    trust_mark: str
+    #: the highest policy version activated on the log and its bundle digest (0, None: none)
+    policy_version: int
+    policy_digest: str | None
+    #: the latest timestamp on the log, µs (the time floor), 0 when none
+    last_ts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRow:
+    """One node of a fleet as it last reported itself (``interlock nodes``)."""
+
+    node_id: str
+    host: str
+    pid: int
+    started: str
+    heartbeat: str
+    #: seconds since the node last confirmed the log's head (None: never)
+    lease_age_s: float | None
+    policy_version: int | None
+    log_size: int | None
+    attestation: str | None
+    #: ``ok`` or the DESIGN §3 code the node denies everything with, then its detail
+    state: str
+    #: seconds since the heartbeat, as the database's clock sees it (filled on read)
+    silent_s: float = 0.0
+
+
+class Doorbell(Protocol):
+    """A dedicated listening connection: rings when another writer committed entries."""
+
+    def wait(self, timeout: float) -> int | None:
+        """Block up to ``timeout`` seconds for notifications; return the largest log size
+        any of them announced (-1 when one carried none), or None on timeout.
+
+        Raises:
+            LedgerUnavailable: the connection was lost (notifications sent meanwhile are
+                lost too: pull from the watermark after reconnecting).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Fleet(Protocol):
+    """What a shared store offers the nodes of a fleet (the PostgreSQL driver): a cheap read
+    of the head, a doorbell, and the node registry. SQLite homes have no fleet."""
+
+    def head(self) -> Head:
+        """One round trip: the committed size and the projection's versions, read after
+        the size (so the state covers at least that many entries).
+
+        Raises:
+            LedgerUnavailable: storage failed.
+        """
+        ...
+
+    def doorbell(self) -> Doorbell:
+        """Open a listening connection (``LISTEN interlock_log``).
+
+        Raises:
+            LedgerUnavailable: it cannot be opened.
+        """
+        ...
+
+    def heartbeat(self, node: NodeRow) -> None:
+        """Register ``node`` or refresh its row (the database stamps the heartbeat).
+
+        Raises:
+            LedgerUnavailable: storage failed.
+        """
+        ...
+
+    def nodes(self) -> list[NodeRow]:
+        """Every registered node, most recent heartbeat first.
+
+        Raises:
+            LedgerUnavailable: storage failed.
+        """
+        ...

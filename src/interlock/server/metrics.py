@@ -12,14 +12,18 @@ Label values are bounded: ``effect`` is allow/deny, ``code`` a DESIGN §3 reason
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from interlock.core.model import Decision
+    from interlock.fleet.lease import Lease
     from interlock.gate import Gate
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -40,6 +44,25 @@ def _safe(fn: Callable[[], float]) -> Callable[[], float]:
             return math.nan
 
     return read
+
+
+def _age(age: float | None) -> float:
+    return math.nan if age is None else age
+
+
+class _StaleDenials(Collector):
+    """``interlock_stale_denials_total``: decisions this node denied POLICY_STALE, over every
+    adapter of the process (counted by the gate, not per endpoint)."""
+
+    def __init__(self, lease: Lease) -> None:
+        self._lease = lease
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "interlock_stale_denials",
+            "Decisions denied POLICY_STALE because the freshness lease had run out.",
+            value=self._lease.stale_denials,
+        )
 
 
 class Metrics:
@@ -82,6 +105,21 @@ class Metrics:
             registry=self.registry,
         )
         up.set_function(_safe(lambda: 1.0 if ready() else 0.0))
+        lease = gate.lease
+        if lease is not None:
+            age = Gauge(
+                "interlock_lease_age_seconds",
+                "Seconds since this node last confirmed the shared log's head (NaN: never).",
+                registry=self.registry,
+            )
+            age.set_function(_safe(lambda: _age(lease.age(time.monotonic()))))
+            length = Gauge(
+                "interlock_lease_seconds",
+                "The freshness lease: past it without a confirmation, every decision denies.",
+                registry=self.registry,
+            )
+            length.set(lease.lease_s)
+            self.registry.register(_StaleDenials(lease))
 
     def observe_decision(self, endpoint: str, decision: Decision, seconds: float) -> None:
         """Count one decision and its latency. Never raises."""

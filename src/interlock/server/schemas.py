@@ -223,6 +223,20 @@ class HealthOut(_Out):
     durability: str
     policy_version: int | None
     policy_digest: str | None
+    #: ``ok``, or the DESIGN §3 code every decision is denied with now, then why
+    fail_closed: str
+    #: a fleet node's freshness lease (absent on a SQLite home)
+    lease: LeaseOut | None = None
+
+
+class LeaseOut(_Out):
+    lease_s: float
+    #: seconds since the node last confirmed the log's head (None: never)
+    age_s: float | None
+    stale: bool
+    node_id: str
+    watermark: int
+    problem: str | None
 
 
 class ReadyOut(_Out):

@@ -9,6 +9,7 @@ locks that serialise check-then-append sequences.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -84,6 +85,10 @@ class ServerState:
         unchecked = gate.ledger_check_problem()
         if unchecked is not None:
             reasons.append(f"LEDGER_UNAVAILABLE: {unchecked}")
+        lease = gate.lease
+        stale = lease.stale(time.monotonic()) if lease is not None else None
+        if stale is not None:
+            reasons.append(f"POLICY_STALE: {stale}")
         try:
             gate.ledger.size()
         except Error as exc:

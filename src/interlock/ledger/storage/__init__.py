@@ -44,9 +44,12 @@ def open_store(
     busy_timeout_ms: int = 5000,
     create: bool = False,
     upgrade: bool = False,
+    lazy: bool = False,
 ) -> Store:
     """Open the ledger and governance state at ``path`` — a SQLite file, or a PostgreSQL
-    URL (``create``: ``interlock init`` only).
+    URL (``create``: ``interlock init`` only; ``lazy``: a PostgreSQL store opens even while
+    the server cannot be reached, and raises ``LedgerUnavailable`` from every call until it
+    can — a node that starts and denies; a SQLite file is always opened at once).
 
     Raises:
         LedgerCorrupt: missing (without ``create``) or not a ledger.
@@ -63,6 +66,7 @@ def open_store(
             busy_timeout_ms=busy_timeout_ms,
             create=create,
             upgrade=upgrade,
+            lazy=lazy,
         )
     from interlock.ledger.storage.sqlite import SqliteLedger
 

@@ -62,6 +62,7 @@ from interlock.errors import LedgerCorrupt, LedgerError, LedgerUnavailable
 from interlock.ledger.note import NoteSigner
 from interlock.ledger.protocols import Append, AppendResult, Durability, StoredCheckpoint
 from interlock.ledger.storage.postgres_commit import Pending, Sequencer, unavailable
+from interlock.ledger.storage.postgres_fleet import FleetTables
 from interlock.ledger.storage.postgres_state import (
     _SELECT_ENTRIES,
     SCHEMA_VERSION,
@@ -155,7 +156,13 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-class PostgresLedger(Sequencer, StateTables, TreeCheck):
+#: how long the pool keeps retrying one lost connection before it gives up on that attempt;
+#: the next caller starts a fresh one (psycopg_pool backs off 1, 2, 4 … s within an attempt,
+#: so a short attempt keeps a node's recovery after an outage within seconds)
+_RECONNECT_S = 5.0
+
+
+class PostgresLedger(Sequencer, StateTables, TreeCheck, FleetTables):
     """An append-only, verifiable log in a PostgreSQL database, shared by many nodes.
 
     Args:
@@ -167,6 +174,10 @@ class PostgresLedger(Sequencer, StateTables, TreeCheck):
         busy_timeout_ms: how long a call waits for a pooled connection (and a connection
             attempt at open).
         create: create the schema if it is missing (``interlock init`` and tests only).
+        lazy: open even when the server cannot be reached now (a node that must start and
+            deny until PostgreSQL is back): the pool keeps connecting in the background,
+            every call raises ``LedgerUnavailable`` until it can, and the schema is checked
+            on the first connection that succeeds.
         upgrade: open a ledger of another schema version, only to :meth:`replace_state` it.
         pool_size: most connections this object holds (the writer, the integrator, readers).
 
@@ -186,6 +197,7 @@ class PostgresLedger(Sequencer, StateTables, TreeCheck):
         create: bool = False,
         upgrade: bool = False,
         pool_size: int = 8,
+        lazy: bool = False,
     ) -> None:
         Durability(durability)  # refuse a value that is no mode at all
         self.url = url
@@ -197,60 +209,91 @@ class PostgresLedger(Sequencer, StateTables, TreeCheck):
         self._tile_cache: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._init_sequencer()
-        connect_s = max(2, min(30, int(self._timeout_s + 0.999)))
+        self._upgrade = upgrade
+        #: None once the schema was found right; else why it was not (yet) checked
+        self._schema_problem: LedgerError | None = LedgerUnavailable(
+            f"ledger {self.location} has not been reached yet"
+        )
+        connect_s, kwargs = self._connect_kwargs()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": connect_s,
-                "application_name": "interlock",
-                # a peer that vanished without a word (dropped traffic) is noticed in seconds
-                "keepalives": 1,
-                "keepalives_idle": 5,
-                "keepalives_interval": 2,
-                "keepalives_count": 3,
-                "tcp_user_timeout": 10_000,
-            },
+            kwargs={"autocommit": True, **kwargs},
             min_size=1,
             max_size=max(2, pool_size),
             open=False,
             name="interlock-ledger",
             configure=_configure,
             timeout=self._timeout_s,
-            reconnect_timeout=3600,
+            reconnect_timeout=_RECONNECT_S,
         )
         try:
-            self._pool.open(wait=True, timeout=connect_s)
-            with self.connection() as conn:
+            if lazy:
+                self._pool.open(wait=False)
+            else:
+                self._pool.open(wait=True, timeout=connect_s)
+            with self._pool.connection(timeout=connect_s) as conn:
                 if create:
                     _create_schema(conn)
-                row = _schema_version(conn)
+                self._check_schema(conn)
         except psycopg.Error as exc:
-            self._pool.close()
-            raise unavailable(f"cannot open ledger {self.location}", exc) from exc
+            if not lazy:
+                self._pool.close()
+                raise unavailable(f"cannot open ledger {self.location}", exc) from exc
+            self._schema_problem = unavailable(f"cannot reach ledger {self.location}", exc)
         except BaseException:
             self._pool.close()
             raise
+
+    def _connect_kwargs(self) -> tuple[int, dict[str, Any]]:
+        """``(connect timeout in s, libpq keyword arguments)`` of every connection."""
+        connect_s = max(2, min(30, int(self._timeout_s + 0.999)))
+        return connect_s, {
+            "connect_timeout": connect_s,
+            "application_name": "interlock",
+            # a peer that vanished without a word (dropped traffic) is noticed in seconds
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
+        }
+
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Hold the database to a ledger of this schema version (once per object).
+
+        Raises:
+            LedgerCorrupt: no ledger schema. LedgerUnavailable: another version.
+        """
+        row = _schema_version(conn)
         if row is None:
-            self._pool.close()
-            raise LedgerCorrupt(
+            self._schema_problem = LedgerCorrupt(
                 f"{self.location} is not an Interlock ledger (no schema): only `interlock init`"
                 " creates one"
             )
-        if not upgrade and row != str(SCHEMA_VERSION):
-            self._pool.close()
-            raise LedgerUnavailable(
+        elif not self._upgrade and row != str(SCHEMA_VERSION):
+            self._schema_problem = LedgerUnavailable(
                 f"ledger {self.location} has schema {row}, this version uses {SCHEMA_VERSION}:"
                 " run `interlock ledger rebuild-state` to rebuild its state from the log"
             )
+        else:
+            self._schema_problem = None
+            return
+        raise self._schema_problem
 
     # -- connections ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection (autocommit; psycopg errors pass through). A broken one goes
-        back to the pool, which drops it, so the next caller gets a fresh one."""
+        back to the pool, which drops it, so the next caller gets a fresh one.
+
+        Raises:
+            LedgerCorrupt, LedgerUnavailable: a lazily opened ledger whose schema turned out
+                wrong on its first connection (:meth:`_check_schema`).
+        """
         with self._pool.connection(timeout=self._timeout_s if timeout is None else timeout) as c:
+            if self._schema_problem is not None:
+                self._check_schema(c)
             yield c
 
     @contextlib.contextmanager

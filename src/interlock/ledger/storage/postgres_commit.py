@@ -277,6 +277,8 @@ class Sequencer:
             if changes:
                 apply_changes(cur, changes)
             cur.execute("UPDATE sequence SET next = %s WHERE id = 1", (size,))
+            # the fleet's doorbell (postgres_fleet): delivered at COMMIT, never before
+            cur.execute("SELECT pg_notify('interlock_log', %s)", (str(size),))
         if not batch:
             return batch, out, -1
         self._size = size

@@ -3,16 +3,20 @@
     >>> # curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8750/readyz
     >>> # 503 while the node cannot allow, with the reasons in the body
 
-``/healthz`` is 200 while the process serves. ``/readyz`` is 200 only when this node can
-*allow*: the ledger is readable and passed its checks, a valid signed policy is loaded, and the
-kill switch is off; otherwise 503 with every reason (each starting with the DESIGN §3 code a
-decision would carry). A load balancer that routes on ``/readyz`` sends traffic only to nodes
-that can say yes — though a node that is not ready still answers, and every answer is a deny.
+``/healthz`` is 200 while the process serves; it says whether the node is fail-closed
+(``fail_closed``: ``ok`` or the code every decision is denied with) and, on a fleet node, its
+freshness lease (age of its last confirmation of the log's head, lease, watermark).
+``/readyz`` is 200 only when this node can *allow*: the ledger is readable and passed its
+checks, its lease is fresh, a valid signed policy is loaded, and the kill switch is off;
+otherwise 503 with every reason (each starting with the DESIGN §3 code a decision would
+carry). A load balancer that routes on ``/readyz`` sends traffic only to nodes that can say
+yes — though a node that is not ready still answers, and every answer is a deny.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -40,15 +44,28 @@ def healthz(state: StateDep) -> JSONResponse:
     # liveness must answer whatever the state; /readyz says what is wrong
     with contextlib.suppress(Exception):
         descriptor = gate.snapshot.descriptor
-    return JSONResponse(
-        {
-            "status": "ok",
-            "ledger_size": size,
-            "durability": gate.home.config.durability,
-            "policy_version": descriptor.get("policy_version"),
-            "policy_digest": descriptor.get("policy_digest"),
+    state_now = gate.fail_closed_state()
+    body: dict[str, Any] = {
+        "status": "ok",
+        "ledger_size": size,
+        "durability": gate.home.config.durability,
+        "policy_version": descriptor.get("policy_version"),
+        "policy_digest": descriptor.get("policy_digest"),
+        "fail_closed": "ok" if state_now is None else state_now,
+    }
+    lease, node = gate.lease, gate.node
+    if lease is not None and node is not None:
+        now = time.monotonic()
+        age = lease.age(now)
+        body["lease"] = {
+            "lease_s": lease.lease_s,
+            "age_s": None if age is None else round(age, 3),
+            "stale": lease.stale(now) is not None,
+            "node_id": node.node_id,
+            "watermark": node.watermark,
+            "problem": node.problem,
         }
-    )
+    return JSONResponse(body)
 
 
 @api.get(
