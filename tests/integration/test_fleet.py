@@ -124,6 +124,7 @@ class NodeProc:
         threading.Thread(target=self._pump, daemon=True).start()
         hello = self._read(60)
         assert hello.get("ready"), hello
+        self.node_id: str = hello["node_id"]
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -373,9 +374,12 @@ def test_killed_and_refused_connections_deny_then_recover(
         # only killed connections: every node's next call fails or reconnects, nothing is
         # allowed on a broken connection, and they carry on
         assert _terminate_all(pg_url) > 0
+        allowed: list[int] = []
         for n in nodes:
             d = n.decide(request)
             assert d["effect"] == "deny" or d["index"] is not None, d
+            if d["effect"] == "allow":  # on a fresh connection: it must be on the log
+                allowed.append(d["index"])
         for n in nodes:
             _until(lambda n=n: n.decide(request)["effect"] == "allow", 10, 0.05)
 
@@ -385,7 +389,8 @@ def test_killed_and_refused_connections_deny_then_recover(
             _terminate_all(pg_url)
 
         _outage(nodes, request, fault, lambda: _allow_connections(pg_url, True))
-    _verify(fleet_homes[0])
+    out = _verify(fleet_homes[0])
+    assert all(i < out["size"] for i in allowed)
 
 
 def test_a_partition_denies_then_recovers(fleet_homes: list[Path], pg_url: str, issue: Any) -> None:
@@ -450,9 +455,7 @@ def test_three_nodes_writing_at_once_make_one_gap_free_log(
         time.sleep(LEASE_S / 3 + 0.5)
         states = [n.ask(op="state") for n in nodes]
     out = _verify(fleet_homes[0])
-    size = out.get("size") or out.get("entries")
-    if size is not None:
-        assert max(indices) < size
+    assert out["entries"] == out["size"] and max(indices) < out["size"]
     snaps = [s["snapshot"] for s in states]
     assert snaps[0] is not None and snaps.count(snaps[0]) == 3, snaps
     marks = {s["watermark"] for s in states}
@@ -508,6 +511,8 @@ def test_health_metrics_and_nodes_show_the_lease(fleet_homes: list[Path], issue:
         text = client.get("/metrics").text
         assert "interlock_lease_age_seconds" in text
         assert "interlock_stale_denials_total 0.0" in text
+        mine = gate.node.node_id
+        _until(lambda: any(r.node_id == mine for r in gate.ledger.nodes()), 5)  # type: ignore[attr-defined]
         # a lease that lapsed: every decision denies POLICY_STALE, and says so everywhere
         gate.node.stop()
         gate.lease.confirmed_at = time.monotonic() - LEASE_S - 0.5
@@ -518,18 +523,24 @@ def test_health_metrics_and_nodes_show_the_lease(fleet_homes: list[Path], issue:
         assert h["fail_closed"].startswith("POLICY_STALE") and h["lease"]["stale"] is True
         assert client.get("/readyz").status_code == 503
         assert "interlock_stale_denials_total 1.0" in client.get("/metrics").text
-        _until(lambda: bool(gate.ledger.nodes()), 5)  # type: ignore[attr-defined]
-    r = _cli(fleet_homes[0], "nodes", "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
-    rows = json.loads(r.stdout)
-    assert rows and {"node_id", "lease_age_s", "policy_version", "log_size", "state"} <= set(
-        rows[0]
-    )
-    r = _cli(fleet_homes[0], "nodes")
-    assert r.returncode == 0 and "Nodes on the shared log" in r.stdout
+    # a node that stopped cleanly has left the list; a running one is on it
+    with _nodes(fleet_homes[1:2]) as (running,):
+        rows: list[dict[str, Any]] = []
+
+        def listed() -> bool:
+            r = _cli(fleet_homes[0], "nodes", "--json")
+            assert r.returncode == 0, r.stdout + r.stderr
+            rows[:] = json.loads(r.stdout)
+            return any(row["node_id"] == running.node_id for row in rows)
+
+        _until(listed, 10, 0.2)  # its first heartbeat
+        assert mine not in {row["node_id"] for row in rows}, rows
+        assert {"node_id", "lease_age_s", "policy_version", "log_size", "state"} <= set(rows[0])
+        r = _cli(fleet_homes[0], "nodes")
+        assert r.returncode == 0 and "Nodes on the shared log" in r.stdout
 
 
-def test_the_lease_check_is_cheap_and_strict() -> None:
+def test_the_lease_check_is_strict() -> None:
     from interlock.fleet.lease import Lease
 
     lease = Lease(LEASE_S)
@@ -541,10 +552,4 @@ def test_the_lease_check_is_cheap_and_strict() -> None:
     assert lease.stale(100.0) == "the log's policy cannot be loaded"
     lease.confirm(101.0)
     assert lease.behind is None and lease.stale(101.5) is None
-    n = 200_000
-    t0 = time.perf_counter()
-    for _ in range(n):
-        lease.stale(time.monotonic())
-    per = (time.perf_counter() - t0) / n
-    print(f"lease check with the clock read: {per * 1e9:.0f} ns")
-    assert per < 20e-6  # generous: a shared machine; typically well under 1 µs
+    # its cost on the decision path is a benchmark figure (interlock bench: lease_check)

@@ -84,11 +84,17 @@ class Node:
         self._thread.start()
 
     def stop(self, wait: float = 5.0) -> None:
+        """Stop following and leave the fleet's list (a node that crashes stays there, its
+        heartbeat ageing: ``interlock nodes`` shows it silent)."""
         self._stop.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout=wait)
         self._close_bell()
+        try:
+            self.store.forget_node(self.node_id)
+        except Exception as exc:  # noqa: BLE001 - best effort: the row only ages
+            _log.info("node row not removed: %s", error_detail(exc))
 
     def wake(self) -> None:
         """Pull now (used after this node itself appended a governance change)."""

@@ -300,6 +300,14 @@ class Fleet(Protocol):
         """
         ...
 
+    def forget_node(self, node_id: str) -> None:
+        """Remove ``node_id``'s row (a node that stops cleanly; a crashed one stays, silent).
+
+        Raises:
+            LedgerUnavailable: storage failed.
+        """
+        ...
+
     def nodes(self) -> list[NodeRow]:
         """Every registered node, most recent heartbeat first.
 

@@ -165,6 +165,12 @@ class FleetTables:
                 ),
             )
 
+    def forget_node(self, node_id: str) -> None:
+        """See :meth:`interlock.ledger.protocols.Fleet.forget_node`."""
+        with self._writer("node removal failed") as c:
+            c.execute(NODES_SCHEMA)
+            c.execute("DELETE FROM nodes WHERE node_id = %s", (node_id,))
+
     def nodes(self) -> list[NodeRow]:
         """See :meth:`interlock.ledger.protocols.Fleet.nodes`."""
         with self._reader() as c:
