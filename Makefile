@@ -31,6 +31,7 @@ test: $(STAMP) lint typecheck docs
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	@bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/run.py
 
 clean:

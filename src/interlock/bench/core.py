@@ -542,6 +542,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
     say("P7: MCP proxy added latency per tools/call (direct call as baseline)")
     results.update(bench_mcp_proxy(quick=quick))
+    from interlock.bench.fleet import bench_fleet
+
+    say("P8 and fleet throughput: node processes on one PostgreSQL log, beside SQLite")
+    results.update(bench_fleet(quick=quick))
     results["_meta"] = {
         "quick": quick,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),

@@ -224,7 +224,9 @@ class Sequencer:
         each caller's results, and the committed size (-1: nothing was written)."""
         ms = str(max(1, int(budget * 1000)))
         out: list[list[AppendResult]] = []
-        with conn.transaction():
+        # pipeline mode: the statements go out without waiting for each answer; the only
+        # round trips are the counter row (its value numbers the entries) and COMMIT
+        with conn.pipeline(), conn.transaction():
             cur = conn.cursor()
             # the whole transaction, its wait for the counter row included, within the
             # latest caller's deadline; synchronous_commit is the connection's (on)
@@ -265,9 +267,7 @@ class Sequencer:
                         changes.append((size, lh, it.state))
                     size += 1
                 out.append(res)
-            with cur.copy("COPY entries (idx, leaf_hash, data) FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row(r)
+            cur.executemany("INSERT INTO entries (idx, leaf_hash, data) VALUES (%s, %s, %s)", rows)
             if blobs:
                 cur.executemany(
                     "INSERT INTO blobs(digest, data) VALUES (%s, %s)"
