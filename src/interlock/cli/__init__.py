@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sys
 
-from interlock.cli import attest, core, governance, ledger, policy, serve, tokens
+from interlock.cli import attest, core, governance, ledger, policy, serve, tokens, witness
 from interlock.cli.common import EXIT_USAGE, app, err
 from interlock.errors import Error
 
 __all__ = ["app", "main"]
-_COMMAND_MODULES = (attest, core, governance, ledger, policy, serve, tokens)  # registered on import
+# registered on import
+_COMMAND_MODULES = (attest, core, governance, ledger, policy, serve, tokens, witness)
 
 
 def main() -> None:

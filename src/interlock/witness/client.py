@@ -44,6 +44,7 @@ __all__ = [
     "confirm_head",
     "request_cosignature",
     "require_quorum",
+    "witnesses_from",
 ]
 
 #: a witness's answer is a few signature lines; anything longer is refused unread
@@ -78,6 +79,18 @@ class WitnessEndpoint:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
             raise UsageError("a witness URL is http(s)://host[:port][/prefix]", url=url)
         return cls(url=url.rstrip("/"), verifier=CosignatureVerifier.from_vkey(vkey))
+
+
+def witnesses_from(urls: Sequence[str], vkeys: Sequence[str]) -> list[WitnessEndpoint]:
+    """Endpoints from ``[witness] urls`` and ``keys`` (same order).
+
+    Raises:
+        UsageError: the lists differ in length, or a URL is not http(s).
+        VerificationError: a key does not parse.
+    """
+    if len(urls) != len(vkeys):
+        raise UsageError("one witness key per URL", urls=len(urls), keys=len(vkeys))
+    return [WitnessEndpoint.parse(u, k) for u, k in zip(urls, vkeys, strict=True)]
 
 
 def _post(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import time
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +27,10 @@ from starlette.routing import Route
 from interlock.witness.core import Conflict, Witness, WitnessRefused
 from interlock.witness.protocol import MAX_BODY_BYTES, SIZE_CONTENT_TYPE
 
-__all__ = ["create_app"]
+__all__ = ["DEFAULT_PORT", "create_app", "serve"]
+
+#: the witness's default port (``interlock serve`` has 8750)
+DEFAULT_PORT = 7380
 
 _log = logging.getLogger("interlock.witness")
 _TEXT = "text/plain; charset=utf-8"
@@ -93,3 +98,37 @@ def create_app(witness: Witness, *, max_body: int = MAX_BODY_BYTES) -> Starlette
             Route("/{origin_hash:str}/checkpoint", checkpoint, methods=["GET"]),
         ]
     )
+
+
+def serve(
+    witness: Witness,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    log_level: str = "warning",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``witness`` until interrupted. ``port`` 0 picks a free port; ``on_ready`` is
+    called with the URL once bound (``interlock witness serve`` prints it).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    config = uvicorn.Config(
+        create_app(witness), log_level=log_level, access_log=False, ws="none", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        on_ready(f"http://{shown}:{bound}")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
