@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from interlock.cli.common import (
@@ -141,7 +142,7 @@ def _confirm_with_witnesses(view: Any, json_: bool) -> dict[str, Any]:
 
     cfg = view.home.config
     if not cfg.witness_urls:
-        _fail("--witness: interlock.toml has no [witness] urls, keys and quorum")
+        _fail("--witness: interlock.toml has no \\[witness] urls, keys and quorum")
     try:
         head = confirm_head(
             view.ledger,
@@ -162,7 +163,7 @@ def _confirm_with_witnesses(view: Any, json_: bool) -> dict[str, Any]:
             )
         else:
             err.print(
-                f"[bold red]✗ head NOT confirmed by the witnesses[/]: {exc.diagnostics()}",
+                f"[bold red]✗ head NOT confirmed by the witnesses[/]: {escape(exc.diagnostics())}",
                 soft_wrap=True,
             )
         raise typer.Exit(EXIT_DENY) from None

@@ -109,7 +109,9 @@ def witness_serve(
                 witness,
                 host=host,
                 port=port,
-                on_ready=lambda url: err.print(f"witness {witness.vkey} listening on {url}"),
+                on_ready=lambda url: err.print(
+                    f"witness {escape(witness.vkey)} listening on {url}", soft_wrap=True
+                ),
             )
         except OSError as exc:
             _fail(f"cannot listen on {escape(host)}:{port}: {exc.strerror or exc}")

@@ -69,7 +69,10 @@ def create_app(witness: Witness, *, max_body: int = MAX_BODY_BYTES) -> Starlette
         try:
             line = await run_in_threadpool(witness.add_checkpoint, body, now=int(time.time()))
         except Conflict as exc:
-            return Response(f"{exc.size}\n", status_code=409, media_type=SIZE_CONTENT_TYPE)
+            # exactly text/x.tlog.size: Starlette would append a charset to a text/* media type
+            return Response(
+                f"{exc.size}\n", status_code=409, headers={"Content-Type": SIZE_CONTENT_TYPE}
+            )
         except WitnessRefused as exc:
             _log.info("add-checkpoint refused (%s): %s", exc.status, exc.diagnostics()[:300])
             return PlainTextResponse(f"{exc.message}\n", status_code=exc.status)
