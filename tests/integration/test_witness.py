@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from interlock.errors import VerificationError
 from interlock.ledger.cosign import CosignatureVerifier, QuorumNotMet, note_text
 from interlock.ledger.note import NoteSigner, NoteVerifier
 from interlock.ledger.protocols import Append, Store
@@ -223,10 +224,9 @@ def test_quorum_two_of_three(tmp_path: Path, log: Log) -> None:
 def test_an_impostor_witness_does_not_count(tmp_path: Path, log: Log) -> None:
     ws = make_witnesses(tmp_path, log.signer.vkey, 2)
     log.grow(2)
-    with served(ws[0][0]) as u0:
-        # the witness at u0 answers, but the node expects w1's key there: its line is not w1's
-        with pytest.raises(QuorumNotMet):
-            confirm_head(log.store, [WitnessEndpoint.parse(u0, ws[1][1])], 1)
+    # the witness at u0 answers, but the node expects w1's key there: its line is not w1's
+    with served(ws[0][0]) as u0, pytest.raises(QuorumNotMet):
+        confirm_head(log.store, [WitnessEndpoint.parse(u0, ws[1][1])], 1)
 
 
 def test_the_witness_never_goes_back_across_restarts(tmp_path: Path, log: Log) -> None:
@@ -252,6 +252,6 @@ def test_the_witness_never_goes_back_across_restarts(tmp_path: Path, log: Log) -
 def _cosigned(v: CosignatureVerifier, note: str) -> bool:
     try:
         v.verify(note)
-    except Exception:
+    except VerificationError:
         return False
     return True

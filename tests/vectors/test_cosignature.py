@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - published test vectors, kept verbatim
 """C2SP tlog-cosignature (cosignature/v1) against data this code did not produce:
 
 - the spec's own signed-message example (c2sp.org/tlog-cosignature §Ed25519 signed message);

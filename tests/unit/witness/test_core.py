@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - published test vectors, kept verbatim
 """The witness core (c2sp.org/tlog-witness add-checkpoint) on the published test data of
 transparency-dev/witness ``witness/witness_test.go``: the ``monkeys`` log's key, its signed
 checkpoints of sizes 5 and 8, and the consistency proof between them."""
