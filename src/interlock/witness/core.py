@@ -38,7 +38,7 @@ from interlock.ledger.cosign import Cosigner, note_text
 from interlock.ledger.merkle import EMPTY_ROOT, verify_consistency
 from interlock.ledger.note import Checkpoint, NoteVerifier, open_checkpoint
 from interlock.trust import keys
-from interlock.trust.files import read_private_text
+from interlock.trust.files import check_private_file, read_private_text
 from interlock.witness.protocol import parse_add_checkpoint
 from interlock.witness.state import Evidence, Latest, WitnessState
 
@@ -201,7 +201,8 @@ class Witness:
         """Open the witness in ``path``.
 
         Raises:
-            ConfigError: ``witness.toml`` is missing, unsafe or invalid.
+            ConfigError: ``witness.toml`` is missing, unsafe or invalid, or the state file is
+                missing or unsafe (another user's, or accessible by group or others).
             KeyFileError: the key is missing, unsafe (readable by others) or not Ed25519.
             StateError: the state file cannot be opened.
         """
@@ -216,6 +217,13 @@ class Witness:
             raise ConfigError(exc.diagnostics()) from exc
         config = WitnessConfig.from_toml(text, source=str(path / CONFIG_NAME))
         key = keys.load_private_key(path / KEY_NAME, home=path)
+        try:
+            # the state decides what gets cosigned: this user's, not accessible by others
+            check_private_file(path / STATE_NAME, home=path, secret=True)
+        except (OSError, Error) as exc:
+            raise ConfigError(
+                f"the witness state {path / STATE_NAME} cannot be trusted: {exc}"
+            ) from exc
         return cls(config, key, WitnessState(path / STATE_NAME))
 
     @property

@@ -77,6 +77,12 @@ def test_init_makes_a_private_folder_key_and_config(wdir: Path) -> None:
         init_witness(wdir, name="witness.test/w1", logs={})  # never over an existing one
 
 
+def test_open_refuses_a_state_file_others_can_read(wdir: Path) -> None:
+    (wdir / "witness.db").chmod(0o644)
+    with pytest.raises(ConfigError):
+        Witness.open(wdir)
+
+
 def test_init_refuses_a_log_key_not_named_for_its_origin(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         init_witness(tmp_path / "w", name="w.test/1", logs={"bananas": M_PK})
