@@ -98,6 +98,12 @@ class Config:
     boundaries: tuple[Boundary, ...] = ()
     #: containment of ``interlock exec`` (``[exec]``, see interlock.containment)
     exec: ExecSettings = field(default_factory=ExecSettings)
+    #: ``[witness]``: witness URLs and their cosignature keys (same order), and how many must
+    #: cosign a tree head before it is confirmed (interlock.witness.confirm_head)
+    witness_urls: tuple[str, ...] = ()
+    witness_keys: tuple[str, ...] = ()
+    witness_quorum: int = 0
+    witness_timeout_ms: int = 2000
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = CONFIG_NAME) -> Config:
@@ -131,6 +137,7 @@ class Config:
                 "memory_max",
                 "cpu_max",
             },
+            "witness": {"urls", "keys", "quorum", "timeout_ms"},
         }
         for section, body in doc.items():
             if section == "boundaries" and isinstance(body, list):
@@ -207,6 +214,7 @@ class Config:
             )
         boundaries = parse_boundaries(doc.get("boundaries", []), source=source)
         exec_settings = _exec_settings(doc.get("exec", {}), source)
+        w_urls, w_keys, w_quorum, w_timeout = _witness_settings(doc.get("witness", {}), source)
         return cls(
             origin=origin,
             durability=durability,
@@ -224,6 +232,10 @@ class Config:
             attestation_interval_ms=interval,
             boundaries=boundaries,
             exec=exec_settings,
+            witness_urls=w_urls,
+            witness_keys=w_keys,
+            witness_quorum=w_quorum,
+            witness_timeout_ms=w_timeout,
         )
 
     def to_toml(self) -> str:
@@ -295,6 +307,17 @@ class Config:
                 )
                 if value is not None
             )
+            + (
+                "\n[witness]\n"
+                "# a tree head is confirmed only when this many of these witnesses cosign it\n"
+                f"quorum = {self.witness_quorum}\n"
+                f"urls = [{', '.join(json.dumps(u) for u in self.witness_urls)}]\n"
+                "# their cosignature keys (interlock witness init prints one), in the same order\n"
+                f"keys = [{', '.join(json.dumps(k) for k in self.witness_keys)}]\n"
+                f"timeout_ms = {self.witness_timeout_ms}\n"
+                if self.witness_urls
+                else ""
+            )
         )
 
 
@@ -307,6 +330,45 @@ def is_store_url(value: object) -> bool:
         and len(value) <= 2048
         and value.isprintable()
     )
+
+
+def _witness_settings(body: Any, source: str) -> tuple[tuple[str, ...], tuple[str, ...], int, int]:
+    """``[witness]``: ``urls``, ``keys`` (one cosignature vkey per URL), ``quorum`` (required
+    with witnesses: 1 .. len(urls)), ``timeout_ms``."""
+    from urllib.parse import urlsplit
+
+    from interlock.errors import UsageError, VerificationError
+    from interlock.ledger.cosign import CosignatureVerifier, check_quorum
+
+    urls, vkeys = body.get("urls", []), body.get("keys", [])
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{source}: [witness] urls must be a list of http(s) URLs")
+    if not isinstance(vkeys, list) or not all(isinstance(k, str) for k in vkeys):
+        raise ConfigError(f"{source}: [witness] keys must be a list of witness keys")
+    if len(urls) != len(vkeys):
+        raise ConfigError(f"{source}: [witness] needs one key per URL, in the same order")
+    for u in urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ConfigError(f"{source}: [witness] {u!r} is not an http(s) URL")
+    try:
+        verifiers = [CosignatureVerifier.from_vkey(k) for k in vkeys]
+    except VerificationError as exc:
+        raise ConfigError(f"{source}: [witness] keys: {exc.diagnostics()}") from exc
+    quorum = body.get("quorum", 0)
+    timeout = body.get("timeout_ms", 2000)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 60_000:
+        raise ConfigError(f"{source}: [witness] timeout_ms must be an integer in 1..60000")
+    if not urls:
+        if quorum:
+            raise ConfigError(f"{source}: [witness] quorum is set but no witness is")
+        return (), (), 0, timeout
+    try:
+        # a quorum of 0 would confirm any head: with witnesses configured it is required
+        check_quorum(quorum, verifiers)
+    except UsageError as exc:
+        raise ConfigError(f"{source}: [witness] {exc.diagnostics()}") from exc
+    return tuple(urls), tuple(vkeys), quorum, timeout
 
 
 def _exec_settings(body: Any, source: str) -> ExecSettings:

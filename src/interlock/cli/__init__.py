@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import sys
 
-from interlock.cli import attest, core, fleet, governance, ledger, policy, serve, tokens
+from interlock.cli import (
+    attest,
+    core,
+    fleet,
+    governance,
+    ledger,
+    policy,
+    serve,
+    tokens,
+    witness,
+)
 from interlock.cli.common import EXIT_USAGE, app, err
 from interlock.errors import Error
 
@@ -24,6 +34,7 @@ _COMMAND_MODULES = (
     policy,
     serve,
     tokens,
+    witness,
 )  # registered on import
 
 

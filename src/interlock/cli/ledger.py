@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from interlock.cli.common import (
@@ -39,10 +40,19 @@ def ledger_verify(
             help="A signed checkpoint kept outside the home (repeatable); the ledger must match.",
         ),
     ] = None,
+    witness: Annotated[
+        bool,
+        typer.Option(
+            "--witness",
+            help="Also have the [witness] witnesses cosign the newest checkpoint; exit 1 unless"
+            " their quorum does.",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Recompute every hash, tile and checkpoint, and the governance state from the log;
-    exit 1 naming the first bad index or state row."""
+    exit 1 naming the first bad index or state row. With --witness, also exit 1 unless a
+    quorum of the configured witnesses cosigns the newest checkpoint."""
     from interlock.audit import home_anchor, verify_ledger
 
     anchors: list[str] = []
@@ -91,8 +101,9 @@ def ledger_verify(
                     soft_wrap=True,
                 )
             raise typer.Exit(EXIT_DENY) from None
+        witnessed = _confirm_with_witnesses(view, json_) if witness else None
     uncovered = rep.size - rep.covered
-    data = {
+    data: dict[str, Any] = {
         "ok": True,
         "entries": rep.entries,
         "checkpoints": rep.checkpoints,
@@ -101,6 +112,8 @@ def ledger_verify(
         "covered": rep.covered,
         "uncovered": uncovered,
     }
+    if witnessed is not None:
+        data["witnessed"] = witnessed
     if json_:
         _emit_json(data)
         return
@@ -109,11 +122,57 @@ def ledger_verify(
         f" {rep.checkpoints} signed checkpoints, root {rep.root.hex()[:16]}…; the governance"
         " state matches the log"
     )
+    if witnessed is not None:
+        out.print(
+            f"[bold green]✓ head confirmed[/]: size {witnessed['size']} cosigned by"
+            f" {len(witnessed['cosigners'])} witnesses (quorum {witnessed['quorum']})"
+        )
     if uncovered:
         err.print(
             f"[yellow]![/] the last {uncovered} entries are not yet under a signed checkpoint"
             " (a running gate signs one within a second): only their hashes were checked"
         )
+
+
+def _confirm_with_witnesses(view: Any, json_: bool) -> dict[str, Any]:
+    """The newest checkpoint cosigned by a quorum of ``[witness]``, or exit 1 (2 when no
+    witness is configured)."""
+    from interlock.ledger.note import NoteVerifier
+    from interlock.witness.client import confirm_head, witnesses_from
+
+    cfg = view.home.config
+    if not cfg.witness_urls:
+        _fail("--witness: interlock.toml has no \\[witness] urls, keys and quorum")
+    try:
+        head = confirm_head(
+            view.ledger,
+            witnesses_from(cfg.witness_urls, cfg.witness_keys),
+            cfg.witness_quorum,
+            log_verifier=NoteVerifier.from_vkey(view.vkey),
+            timeout=cfg.witness_timeout_ms / 1000,
+        )
+    except Error as exc:
+        if json_:
+            _emit_json(
+                {
+                    "ok": False,
+                    "error": exc.message,
+                    "code": _reason_code(exc),
+                    "evidence": {k: str(v) for k, v in exc.evidence.items()},
+                }
+            )
+        else:
+            err.print(
+                f"[bold red]✗ head NOT confirmed by the witnesses[/]: {escape(exc.diagnostics())}",
+                soft_wrap=True,
+            )
+        raise typer.Exit(EXIT_DENY) from None
+    return {
+        "size": head.checkpoint.size,
+        "quorum": head.quorum,
+        "cosigners": head.cosigners,
+        "note": head.note,
+    }
 
 
 @ledger_app.command("vkey")
