@@ -47,11 +47,13 @@ class Lease:
         #: decisions denied POLICY_STALE (for the metrics)
         self.stale_denials = 0
 
-    def confirm(self, at: float) -> None:
-        """The node read the head in a round trip that started at ``at`` and folded it."""
+    def confirm(self, at: float, behind: str | None = None) -> None:
+        """The node read the head in a round trip that started at ``at`` and folded it;
+        ``behind``: why it must still deny (set before the time moves, so that no reader sees
+        a fresh confirmation without it)."""
+        self.behind = behind
         if self.confirmed_at is None or at > self.confirmed_at:
             self.confirmed_at = at
-        self.behind = None
 
     def age(self, now: float) -> float | None:
         """Seconds since the last confirmation, or None: never confirmed."""

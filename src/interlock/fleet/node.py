@@ -22,6 +22,11 @@ One thread per gate (``interlock-fleet``):
    opened while PostgreSQL was down completes its start-up check here, then confirms. Until
    then, and whenever the lease runs out, the gate denies (LEDGER_UNAVAILABLE / POLICY_STALE).
 5. **Heartbeat.** Every lease/3 the node upserts its row in ``nodes`` (``interlock nodes``).
+6. **Witnesses** (``[witness]`` in ``interlock.toml``). Each new signed checkpoint of the log
+   goes to the witnesses (:func:`interlock.witness.client.confirm_head`); the node stays stale
+   until a quorum has cosigned a first checkpoint, and goes stale again when the log's newest
+   checkpoint has been without a quorum for longer than the lease. A split view therefore
+   lasts at most one lease past the checkpoint that would show it.
 
 Never raises out of the thread: every error is a reason the lease is not confirmed.
 """
@@ -40,6 +45,7 @@ from typing import TYPE_CHECKING
 from interlock.errors import Error, error_detail
 from interlock.fleet.lease import Lease
 from interlock.ledger.protocols import Doorbell, Fleet, Head, NodeRow
+from interlock.witness.client import witnesses_from
 
 if TYPE_CHECKING:
     from interlock.engine import GateCore
@@ -73,6 +79,16 @@ class Node:
         self._thread: threading.Thread | None = None
         self._bell: Doorbell | None = None
         self._beat_at = 0.0
+        cfg = gate.home.config
+        #: the witnesses a new tree head needs a quorum of (empty: none configured)
+        self._witnesses = (
+            witnesses_from(cfg.witness_urls, cfg.witness_keys) if cfg.witness_urls else []
+        )
+        self._witness_sizes: dict[str, int] = {}
+        #: the size of the newest checkpoint a quorum cosigned (-1: none yet)
+        self.witnessed_size = -1
+        #: since when (monotonic) the log's newest checkpoint has lacked a quorum
+        self._unwitnessed_since: float | None = None
 
     @property
     def poll_s(self) -> float:
@@ -150,8 +166,37 @@ class Node:
         self.pulls += 1
         self.watermark = max(self.watermark, head.size)
         self.problem = None
-        self.lease.confirm(started)
+        self.lease.confirm(started, self._unwitnessed(started) if self._witnesses else None)
         return head
+
+    def _unwitnessed(self, now: float) -> str | None:
+        """Why the log's head is not trusted for want of witnesses, or None (see step 6)."""
+        from interlock.witness.client import confirm_head
+
+        cfg = self.gate.home.config
+        why: str | None = None
+        try:
+            stored = self.store.latest_checkpoint()  # type: ignore[attr-defined]
+            if stored is not None and stored.size <= self.witnessed_size:
+                self._unwitnessed_since = None
+                return None
+            cosigned = confirm_head(
+                self.store,  # type: ignore[arg-type]
+                self._witnesses,
+                cfg.witness_quorum,
+                known_sizes=self._witness_sizes,
+                timeout=cfg.witness_timeout_ms / 1000,
+            )
+            self.witnessed_size = max(self.witnessed_size, cosigned.checkpoint.size)
+            self._unwitnessed_since = None
+            return None
+        except Exception as exc:  # noqa: BLE001 - no quorum, for whatever reason: not trusted
+            why = error_detail(exc)
+        if self._unwitnessed_since is None:
+            self._unwitnessed_since = now
+        if self.witnessed_size < 0 or now - self._unwitnessed_since > self.lease.lease_s:
+            return f"the log's newest checkpoint has no quorum of witness cosignatures: {why}"
+        return None
 
     def _failed(self, why: str) -> None:
         if why != self.problem:
