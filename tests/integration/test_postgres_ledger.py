@@ -4,6 +4,7 @@ log, batched integration, the server going away, and a gate whose home keeps its
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -300,6 +301,53 @@ def test_a_gate_on_postgres_allows_denies_and_its_log_verifies(
     assert r.returncode != 0
     assert "--join" in r.stdout + r.stderr
     assert not (pg_home.parent / "node3" / "keys").exists()
+
+
+def test_the_same_evidence_comes_out_of_a_postgres_log(
+    pg_home: Path, issue: Any, tmp_path: Path
+) -> None:
+    """Proofs, receipts, tiles and replay work on the shared log as on SQLite; an exported
+    proof verifies offline with the log's public key alone (and the node key for receipts)."""
+    from tlog_scales.backend import LocalBackend
+    from tlog_scales.reader import TilesReader
+
+    from interlock.gate import Gate
+
+    token = issue(RESEARCHER, "tool.call:Tool::web_search")
+    with Gate.open(pg_home) as gate:
+        idx = gate.decide(tool_request(token)).ledger_index
+    assert idx is not None
+    assert _cli(pg_home, "ledger", "checkpoint").returncode == 0
+    keys = json.loads(_cli(pg_home, "ledger", "vkey", "--json").stdout)
+    proof = tmp_path / "d.tlog-proof"
+    r = _cli(pg_home, "ledger", "proof", str(idx), "--out", str(proof))
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {k: v for k, v in os.environ.items() if k != "INTERLOCK_HOME"}
+    offline = [*EXE, "receipt", "verify", str(proof), "--vkey", keys["vkey"], "--json"]
+    r = subprocess.run(
+        [*offline, "--node-key", keys["node_key"]], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["receipt_verified"] is True
+    # the entry travels base64-encoded: an allow edited into something else is refused
+    was, edited = (
+        base64.b64encode(t.encode()).decode() for t in ('{"effect":"allow",', '{"effect":"DENY!",')
+    )
+    assert was in proof.read_text()
+    proof.write_text(proof.read_text().replace(was, edited, 1))
+    assert subprocess.run(offline, capture_output=True, text=True, env=env).returncode != 0
+    r = _cli(pg_home, "ledger", "replay", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["mismatches"] == [] and json.loads(r.stdout)["replayed"] >= 1
+    tiles = tmp_path / "tiles"
+    assert _cli(pg_home, "ledger", "export-tiles", str(tiles)).returncode == 0
+    lines = (tiles / "checkpoint").read_text().split("\n")
+    (tiles / "checkpoint").write_text("\n".join(lines[:3] + lines[lines.index("") :]))
+    reader = TilesReader(LocalBackend(tiles))  # an independent client of the tiles
+    cp = reader.get_checkpoint()
+    assert cp.size == int(lines[1]) > idx
+    assert reader.calculate_root_hash() == cp.root_hash
+    assert json.loads(reader.get_entry(idx))["effect"] == "allow"
 
 
 def test_postgres_gone_denies_ledger_unavailable_and_allows_nothing(
