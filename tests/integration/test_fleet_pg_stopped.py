@@ -1,0 +1,103 @@
+"""PostgreSQL itself stopped under a three-node fleet, and started again: a cluster of the
+test's own (initdb on a free port; the machine's shared server is never touched), stopped with
+``pg_ctl stop -m immediate`` — what a crash or a power cut leaves — while three node processes
+decide. Every node denies within lease + margin, allows nothing while it is down, and allows
+again by itself once it is back; the log verifies."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import edit_config, tool_request
+from tests.integration.test_fleet import _nodes, _outage, _verify
+
+
+class Cluster:
+    """A PostgreSQL cluster in a temporary directory, owned by ``postgres`` when run as root
+    (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        found = shutil.which("pg_ctl")
+        pg_ctl = bins[-1] if bins else found
+        if pg_ctl is None:
+            pytest.fail(
+                "pg_ctl not found: scripts/ensure-postgres.sh installs PostgreSQL", pytrace=False
+            )
+        self.bin = Path(pg_ctl).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="interlock-pg-"))
+        self.data = self.dir / "data"
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [str(self.bin / tool), *args]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, f"{tool}: {r.stdout}{r.stderr}"
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=on"
+        log = str(self.dir / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", opts, "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def close(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, cluster: Cluster) -> list[Path]:
+    from interlock.bootstrap import init_home
+    from interlock.home import Home, join_home
+
+    first = init_home(tmp_path / "node1", origin="interlock.test/stopped", store=cluster.url).path
+    edit_config(first, "deadline_ms = 50", "deadline_ms = 5000")
+    edit_config(first, "ledger_timeout_ms = 2000", "ledger_timeout_ms = 1000")
+    return [first] + [join_home(tmp_path / f"node{n}", Home.load(first)).path for n in (2, 3)]
+
+
+@pytest.fixture
+def home(fleet: list[Path]) -> Path:
+    """The ``issue`` fixture's home: node 1's (every node holds its keys)."""
+    return fleet[0]
+
+
+def test_postgresql_stopped_and_started_again(
+    fleet: list[Path], cluster: Cluster, issue: Any
+) -> None:
+    request = tool_request(issue())
+    with _nodes(fleet) as nodes:
+        _outage(nodes, request, cluster.stop, cluster.start)
+    _verify(fleet[0])
