@@ -36,7 +36,7 @@ from interlock.errors import Error, LedgerCorrupt, LedgerError, LedgerUnavailabl
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
 from interlock.server import guards
 from interlock.server.limits import BodyLimit
-from interlock.server.routes import admin, decisions, health, ledger
+from interlock.server.routes import admin, decisions, health, ledger, proof_viewer
 from interlock.server.state import ServerState
 from interlock.server.verifier import DEFAULT_MAX_EXECUTIONS
 
@@ -126,7 +126,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.interlock = state
-    for routes in (decisions.api, ledger.api, admin.api, health.api):
+    for routes in (decisions.api, ledger.api, admin.api, health.api, proof_viewer.api):
         app.include_router(routes)
 
     app.add_middleware(
