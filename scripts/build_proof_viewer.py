@@ -44,7 +44,7 @@ def build() -> str:
             "form-action 'none'",
         ]
     )
-    for name, value in (("{{CSP}}", csp), ("{{STYLE}}", style), ("{{SCRIPT}}", script)):
+    for name in ("{{CSP}}", "{{STYLE}}", "{{SCRIPT}}"):
         if page.count(name) != 1:
             raise SystemExit(f"index.html must hold {name} exactly once")
     # CSP first: the style and script are inserted verbatim and must not be searched again

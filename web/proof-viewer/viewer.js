@@ -278,14 +278,18 @@ export function parseHashList(text) {
 
 // RFC 9162 §2.1.3.2, one record per proof hash so the page can show the path step by step.
 export async function inclusionSteps(index, size, leaf, path) {
-  if (index >= size) fail(`the leaf index ${index} is outside the tree of size ${size}`);
+  if (index < 0n || index >= size) {
+    fail(`the leaf index ${index} is outside the tree of size ${size}`);
+  }
+  if (leaf.length !== 32) fail("the leaf hash is not 32 bytes");
   let fn = index;
   let sn = size - 1n;
   let r = leaf;
   const steps = [];
   for (const [i, p] of path.entries()) {
-    if (sn === 0n) {
-      steps.push({ i, sibling: p, error: "one hash more than the tree has levels" });
+    if (sn === 0n || p.length !== 32) {
+      const error = p.length !== 32 ? "not a 32-byte hash" : "one hash more than the tree has levels";
+      steps.push({ i, sibling: p, error });
       return { steps, root: null };
     }
     let side;
@@ -312,7 +316,10 @@ export async function inclusionSteps(index, size, leaf, path) {
 
 // RFC 9162 §2.1.4.2, with the two cases that need an empty proof (old = new, old = 0).
 export async function verifyConsistency(oldSize, newSize, oldRoot, newRoot, proof) {
-  if (oldSize > newSize) fail(`the later checkpoint (${newSize}) is smaller than ${oldSize}`);
+  if (oldSize < 0n || oldSize > newSize) {
+    fail(`the later checkpoint (${newSize}) is smaller than ${oldSize}`);
+  }
+  if ([oldRoot, newRoot, ...proof].some((h) => h.length !== 32)) fail("a hash is not 32 bytes");
   if (oldSize === newSize || oldSize === 0n) {
     if (proof.length) fail("the consistency proof must be empty for these sizes");
     if (oldSize === newSize && !equal(oldRoot, newRoot)) {
