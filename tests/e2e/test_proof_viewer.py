@@ -340,6 +340,30 @@ def test_a_tampered_receipt_or_consistency_proof_fails_its_step(
     assert "leads to" in failed.text
 
 
+def test_a_receipt_alone_is_checked_and_says_inclusion_is_not_shown(
+    served: str, evidence: Evidence, page: Page
+) -> None:
+    viewer = ProofViewerPage(page).open(served + "/console/proof")
+    viewer.fill(receipt=evidence.receipt.read_text(encoding="utf-8"), node_key=evidence.node_key)
+    assert viewer.verify() == "verified", viewer.verdict_text
+    by_id = {s.id: s for s in viewer.steps()}
+    assert by_id["receipt-signature"].status == "pass"
+    assert by_id["receipt-entry"].status == "skip"
+    assert "inclusion not shown" in by_id["receipt-entry"].text
+    assert "1 skipped" in viewer.verdict_text
+    # without the node key the receipt is not checked, and the page says so
+    viewer.fill(
+        proof=evidence.proof.read_text(encoding="utf-8").rstrip("\n"),
+        node_key="",
+        vkey=evidence.vkey,
+    )
+    assert viewer.verify() == "verified", viewer.verdict_text
+    by_id = {s.id: s for s in viewer.steps()}
+    assert by_id["root"].status == "pass"
+    assert by_id["receipt-signature"].status == "skip"
+    assert "give the node key" in by_id["receipt-signature"].text
+
+
 # --- the single file, offline --------------------------------------------------------------------
 
 

@@ -679,6 +679,8 @@ async function takeFiles(files) {
   $("files-status").textContent = notes.join("; ");
 }
 
+const withFinalNewline = (text) => (text.trim() && !text.endsWith("\n") ? `${text}\n` : text);
+
 async function run() {
   const list = $("steps");
   list.replaceChildren();
@@ -688,7 +690,8 @@ async function run() {
   $("entry-section").hidden = true;
   const ids = [];
   const input = {
-    proof: $("proof").value.replace(/\r\n/g, "\n"),
+    // a pasted text may have lost its final newline (it is not signed); nothing else is changed
+    proof: withFinalNewline($("proof").value.replace(/\r\n/g, "\n")),
     receipt: $("receipt").value,
     vkey: $("vkey").value,
     nodeKey: $("node-key").value,
