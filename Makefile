@@ -29,7 +29,6 @@ docs: $(STAMP)
 test: $(STAMP) lint typecheck docs
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-chromium.sh
-	$(BIN)/python scripts/build_proof_viewer.py --check
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
