@@ -28,6 +28,7 @@ docs: $(STAMP)
 
 test: $(STAMP) lint typecheck docs
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

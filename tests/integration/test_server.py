@@ -895,6 +895,7 @@ def test_openapi_lists_every_public_endpoint(api: Api) -> None:
         "/v1/admin/kill-switch",
         "/v1/admin/approvals",
         "/v1/admin/policy",
+        "/console/proof",
     }
     body = spec["paths"]["/v1/decisions"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["required"] == ["principal", "action", "resource"]

@@ -13,6 +13,9 @@ pass two guards first (:mod:`interlock.server.guards`): a ``Host`` header that d
 this server is 400, a ``POST``/``PUT``/``PATCH`` body that is not ``application/json`` is 415,
 and a path holding whitespace or a control character is 404.
 
+``GET /console/proof`` is the Proof Viewer (:mod:`interlock.server.routes.proof_viewer`): a
+static page, no credential, its own strict Content-Security-Policy.
+
 Errors never leak as tracebacks. Interlock errors that escape a route are mapped once, here:
 a ledger that is unavailable or corrupt is 503 (the server's problem); a missing ledger item is
 404; a usage error 422. Anything else is a 500 with a fixed message (the cause goes to the
@@ -36,7 +39,7 @@ from interlock.errors import Error, LedgerCorrupt, LedgerError, LedgerUnavailabl
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
 from interlock.server import guards
 from interlock.server.limits import BodyLimit
-from interlock.server.routes import admin, decisions, health, ledger
+from interlock.server.routes import admin, decisions, health, ledger, proof_viewer
 from interlock.server.state import ServerState
 from interlock.server.verifier import DEFAULT_MAX_EXECUTIONS
 
@@ -126,7 +129,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.interlock = state
-    for routes in (decisions.api, ledger.api, admin.api, health.api):
+    for routes in (decisions.api, ledger.api, admin.api, health.api, proof_viewer.api):
         app.include_router(routes)
 
     app.add_middleware(
