@@ -1,8 +1,8 @@
 """A node's follower: keeps the gate's governance state at the shared log's head, or lets its
 lease run out (DESIGN I7).
 
-    >>> node = Node(gate, store, lease)            # doctest: +SKIP
-    >>> node.start()                               # doctest: +SKIP
+    node = Node(gate, store, lease)
+    node.start()
 
 One thread per gate (``interlock-fleet``):
 
