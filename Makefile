@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck docs clean
+.PHONY: demo test bench lint typecheck docs web clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ test: $(STAMP) lint typecheck docs
 	@bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 
+# the browser tools: npm packages pinned by web/package-lock.json, bundled by esbuild into
+# src/interlock/console/static (committed: pip install needs no Node); tests check it is fresh
+web:
+	cd web && npm ci --no-audit --no-fund --ignore-scripts && node build.mjs
+
 bench: $(STAMP)
 	@bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .site
+	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .site

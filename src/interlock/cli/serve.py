@@ -234,10 +234,26 @@ def serve(
             min=0.1,
         ),
     ] = None,
+    console_public: Annotated[
+        bool,
+        typer.Option(
+            "--console-public",
+            help="Publish the Governance Console, Health Dashboard and Lineage Explorer "
+            "read-only without a credential (acting still needs an admin session).",
+        ),
+    ] = False,
+    console_redact: Annotated[
+        str,
+        typer.Option(
+            help="With --console-public: comma-separated fields to redact for anonymous "
+            "readers: principal, resource, args.",
+        ),
+    ] = "",
     home: HomeOpt = None,
 ) -> None:
     """Serve the HTTP API (decisions, executions, ledger, C2SP tiles, admin, /readyz, /metrics)
-    until interrupted. See docs/agents.md, "HTTP API"."""
+    and the browser tools under /console until interrupted. See docs/agents.md, "HTTP API",
+    and docs/console.md."""
     from rich.markup import escape
 
     from interlock.server import serve as serve_http
@@ -250,6 +266,15 @@ def serve(
         allowed_hosts(host, extra)
     except ValueError as exc:
         _fail(f"--host/--allowed-host: {escape(str(exc))}")
+    from interlock.server.console.session import ConsoleConfig
+
+    redact = frozenset(f.strip() for f in console_redact.split(",") if f.strip())
+    if redact and not console_public:
+        _fail("--console-redact applies to --console-public: add --console-public or drop it")
+    try:
+        console = ConsoleConfig(public=console_public, redact=redact)
+    except ValueError as exc:
+        _fail(f"--console-redact: {escape(str(exc))}")
     if not is_loopback(host):
         err.print(
             f"[bold yellow]warning:[/] binding {escape(host)}: the API is plain HTTP with no TLS;"
@@ -269,6 +294,7 @@ def serve(
             log_level=log_level,
             allowed_hosts=extra,
             execution_lease=execution_lease,
+            console=console,
         )
 
 

@@ -24,6 +24,7 @@ from interlock.server.guards import is_loopback
 
 if TYPE_CHECKING:
     from interlock.gate import Gate
+    from interlock.server.console.session import ConsoleConfig
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "is_loopback", "serve"]
 
@@ -39,6 +40,7 @@ def serve(
     log_level: str = "info",
     allowed_hosts: Sequence[str] = (),
     execution_lease: float | None = None,
+    console: ConsoleConfig | None = None,
 ) -> None:
     """Serve ``gate`` over HTTP until SIGINT or SIGTERM, then shut down gracefully and return
     (so the caller closes the gate: its last checkpoint and anchor are written). Does not close
@@ -54,7 +56,12 @@ def serve(
     """
     import uvicorn
 
-    app = create_app(gate, allowed_hosts=[host, *allowed_hosts], execution_lease=execution_lease)
+    app = create_app(
+        gate,
+        allowed_hosts=[host, *allowed_hosts],
+        execution_lease=execution_lease,
+        console=console,
+    )
     config = uvicorn.Config(
         app,
         host=host,

@@ -38,6 +38,13 @@ from interlock.core.model import MAX_REQUEST_BYTES
 from interlock.errors import Error, LedgerCorrupt, LedgerError, LedgerUnavailable, UsageError
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
 from interlock.server import guards
+from interlock.server.console import api as console_api
+from interlock.server.console import demo as console_demo
+from interlock.server.console import health as console_health
+from interlock.server.console import lineage as console_lineage
+from interlock.server.console import pages as console_pages
+from interlock.server.console.feed import DEFAULT_CAPACITY, DecisionFeed
+from interlock.server.console.session import ConsoleConfig, SessionStore
 from interlock.server.limits import BodyLimit
 from interlock.server.routes import admin, decisions, health, ledger, proof_viewer
 from interlock.server.state import ServerState
@@ -76,6 +83,8 @@ def create_app(
     verify_interval: float = DEFAULT_INTERVAL_S,
     execution_lease: float | None = None,
     max_executions: int = DEFAULT_MAX_EXECUTIONS,
+    console: ConsoleConfig | None = None,
+    console_capacity: int = DEFAULT_CAPACITY,
 ) -> FastAPI:
     """A FastAPI app serving ``gate`` (DESIGN §9).
 
@@ -92,9 +101,14 @@ def create_app(
     with ``execution_lease``, one whose runner does not report for that many seconds is
     terminated.
 
+    The browser tools under ``/console`` read through ``console`` (who may read, what is
+    redacted: :class:`~interlock.server.console.session.ConsoleConfig`, by default behind a
+    read credential) and an index of the newest ``console_capacity`` decisions.
+
     Raises:
         ValueError: an allowed host is not a host name, an IP address, ``*`` or ``*.domain``;
-            ``verify_interval`` or ``execution_lease`` is not positive; ``max_executions`` < 1.
+            ``verify_interval`` or ``execution_lease`` is not positive; ``max_executions`` < 1;
+            ``console_capacity`` < 1.
     """
     from interlock._version import __version__
 
@@ -106,12 +120,17 @@ def create_app(
         max_executions=max_executions,
     )
 
+    feed = DecisionFeed(gate.ledger, capacity=console_capacity)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.verifier.start()
+        feed.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(feed.stop)
+            await asyncio.to_thread(console_demo.close_all, _app)
             # terminates what is still running (durable appends): not on the event loop
             await asyncio.to_thread(state.verifier.stop)
 
@@ -129,7 +148,21 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.interlock = state
-    for routes in (decisions.api, ledger.api, admin.api, health.api, proof_viewer.api):
+    app.state.console_config = console if console is not None else ConsoleConfig()
+    app.state.console_sessions = SessionStore()
+    app.state.console_feed = feed
+    for routes in (
+        decisions.api,
+        ledger.api,
+        admin.api,
+        health.api,
+        proof_viewer.api,
+        console_pages.api,
+        console_api.api,
+        console_health.api,
+        console_lineage.api,
+        console_demo.api,
+    ):
         app.include_router(routes)
 
     app.add_middleware(

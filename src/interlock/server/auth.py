@@ -5,7 +5,8 @@
     >>> # curl -H "Authorization: Bearer $ADMIN" -X POST .../v1/admin/kill-switch ...
 
 Every admin endpoint names an *operation* (``quarantine``, ``revocation``, ``kill-switch``,
-``approval``, ``policy``) and requires ``Authorization: Bearer <token>`` where the token
+``approval``, ``policy``; the console's read views ``read``) and requires
+``Authorization: Bearer <token>`` where the token
 
 * verifies against the home's capability root key (the same verifier the gate uses: signature,
   holder, issued-at, expiry and revocation all apply; the time is the server's clock);
@@ -44,7 +45,8 @@ __all__ = ["ADMIN_ACTION", "ADMIN_TYPE", "OPERATIONS", "verify_admin"]
 
 ADMIN_ACTION = "admin"
 ADMIN_TYPE = "Admin"
-OPERATIONS = frozenset({"quarantine", "revocation", "kill-switch", "approval", "policy"})
+#: ``read`` is the console's read-only credential (:mod:`interlock.server.console.session`)
+OPERATIONS = frozenset({"read", "quarantine", "revocation", "kill-switch", "approval", "policy"})
 
 _log = logging.getLogger("interlock.server")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="interlock-admin"'}
