@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from playwright.sync_api import Page, expect
 
@@ -72,3 +74,23 @@ def test_a_wrong_token_is_refused_in_the_page(console_server: ConsoleServer, pag
     page.get_by_label("Capability token").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("CAPABILITY_INVALID")
+
+
+def test_a_decisions_detail_has_its_proof_receipt_and_chain_but_never_the_token(
+    console_server: ConsoleServer,
+) -> None:
+    from interlock.ledger.proof import parse_proof
+
+    with httpx.Client(base_url=console_server.url, timeout=10) as c:
+        assert c.post("/console/api/session", json={"token": console_server.read_token}).is_success
+        rows = c.get("/console/api/decisions", params={"effect": "allow"}).json()["decisions"]
+        assert rows and all(r["effect"] == "allow" for r in rows)
+        detail = c.get(f"/console/api/decisions/{rows[0]['index']}").json()
+    assert detail["record"]["id"] == rows[0]["id"]
+    assert parse_proof(detail["proof"]).index == rows[0]["index"]
+    assert detail["receipt"] and detail["vkey"]
+    assert detail["capability"]["rights"] == ["tool.call:Tool::*"]
+    assert detail["request"]["args"] == {"q": "x"}
+    text = json.dumps(detail)
+    for token in console_server.agent_tokens.values():
+        assert token not in text

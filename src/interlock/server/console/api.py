@@ -20,13 +20,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from interlock.audit import proof_bundle
 from interlock.capability import inspect
 from interlock.core.model import format_time
-from interlock.errors import CapabilityError
+from interlock.errors import CapabilityError, Error
 from interlock.server.auth import verify_admin
 from interlock.server.console.feed import DecisionFeed, Filters
 from interlock.server.console.session import (
@@ -37,6 +38,7 @@ from interlock.server.console.session import (
     ViewerDep,
 )
 from interlock.server.state import StateDep
+from interlock.trust.receipt import encode_receipt, make_receipt
 
 __all__ = ["api", "feed_of"]
 
@@ -246,3 +248,117 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+def _blob_json(state: Any, key: str) -> Any:
+    try:
+        blob = state.gate.ledger.blob(key)
+    except Error:
+        return None
+    if blob is None:
+        return None
+    try:
+        return json.loads(blob)
+    except ValueError:
+        return None
+
+
+@api.get("/decisions/{index}", summary="One recorded decision, with its proof and receipt")
+def get_decision(
+    state: StateDep, viewer: ViewerDep, index: Annotated[int, Path(ge=0, le=2**53)]
+) -> JSONResponse:
+    """The record at ledger ``index`` as the log holds it, the request payload (arguments and
+    context, unless redacted), the capability chain of the token it presented (unverified
+    facts: who issued and attenuated it, its rights and expiry), the policy snapshot it was
+    decided under, its lineage, a C2SP ``tlog-proof@v1`` with the entry's bytes and a DSSE
+    receipt. Verify the proof in the Proof Viewer: nothing here asks you to trust this server.
+    """
+    gate = state.gate
+    size = gate.ledger.size()
+    if index >= size:
+        raise HTTPException(404, f"no entry at index {index} (the log has {size})")
+    data = gate.ledger.entry(index)
+    record = json.loads(data)
+    if not isinstance(record, dict) or record.get("type") != "decision":
+        raise HTTPException(404, f"entry {index} is not a decision")
+    shown = json.loads(data)
+    req = shown.get("request") or {}
+    if "principal" in req:
+        req["principal"] = viewer.principal_of(req["principal"])
+    if "resource" in req:
+        req["resource"] = viewer.resource_of(req["resource"])
+    payload = _blob_json(state, f"req:{record.get('id')}")
+    chain = _chain(viewer, payload)
+    if isinstance(payload, dict):
+        payload.pop("capability", None)  # the token itself is a bearer secret: never shown
+    if not viewer.shows_args:
+        payload = None
+    snapshot = record.get("snapshot")
+    policy = _blob_json(state, f"snapshot:{snapshot}") if isinstance(snapshot, str) else None
+    try:
+        proof: str | None = proof_bundle(gate.ledger, index)
+    except Error:
+        proof = None
+    try:
+        receipt: str | None = encode_receipt(
+            make_receipt(
+                data,
+                signer=gate.home.private_key("node"),
+                ledger_index=index,
+                log_origin=gate.home.config.origin,
+            )
+        )
+    except Error:
+        receipt = None
+    return JSONResponse(
+        {
+            "index": index,
+            "leaf_hash": gate.ledger.leaf_hash_at(index).hex(),
+            "record": shown,
+            "request": payload,
+            "capability": chain,
+            "policy": policy,
+            "lineage": _lineage(state, record),
+            "proof": proof,
+            "receipt": receipt,
+            "vkey": gate.vkey,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _chain(viewer: Any, payload: Any) -> dict[str, Any] | None:
+    """What the presented token says (its blocks, rights, delegations, expiry, revocation
+    ids), read without verifying: the gate verified it when it decided, and the record holds
+    the token's digest. The token itself is never shown (a bearer secret)."""
+    token = payload.get("capability") if isinstance(payload, dict) else None
+    if not isinstance(token, str) or not token:
+        return None
+    try:
+        info = inspect(token).to_json()
+    except CapabilityError:
+        return {"unreadable": True}
+    info["principal"] = viewer.principal_of(info.get("principal"))
+    info["delegated_to"] = [viewer.principal_of(p) for p in info.get("delegated_to", [])]
+    if not viewer.shows_args:
+        info.pop("blocks", None)
+    return info
+
+
+def _lineage(state: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The decision's ancestors, nearest first, from the execution table (at most 64)."""
+    out: list[dict[str, Any]] = []
+    parent = record.get("parent")
+    seen: set[str] = set()
+    while isinstance(parent, str) and parent not in seen and len(out) < 64:
+        seen.add(parent)
+        try:
+            row = state.gate.ledger.execution(parent)
+        except Error:
+            break
+        if row is None:
+            out.append({"id": parent, "index": None, "status": "unknown"})
+            break
+        out.append({"id": parent, "index": row.index, "status": row.status})
+        parent = row.parent
+    return out
