@@ -33,7 +33,14 @@ from interlock.errors import PolicyError
 from interlock.policy.bundle import read_bundle_files
 from interlock.policy.engine import PolicyEngine, PolicyResult, load_unsigned, unsigned_engine
 
-__all__ = ["CaseResult", "DiffRow", "diff_bundles", "parse_request", "run_policy_tests"]
+__all__ = [
+    "CaseResult",
+    "DiffRow",
+    "diff_bundles",
+    "diff_engines",
+    "parse_request",
+    "run_policy_tests",
+]
 
 _REQUEST_KEYS: Final = frozenset({"principal", "action", "resource", "args", "context", "time"})
 _CASE_KEYS: Final = frozenset({"name", "request", "expect", "code"})
@@ -198,7 +205,18 @@ def diff_bundles(
     Raises:
         PolicyError: if either bundle does not load or a request is malformed.
     """
-    before_engine, after_engine = load_unsigned(old_dir), load_unsigned(new_dir)
+    return diff_engines(load_unsigned(old_dir), load_unsigned(new_dir), requests)
+
+
+def diff_engines(
+    before_engine: PolicyEngine, after_engine: PolicyEngine, requests: Sequence[Mapping[str, Any]]
+) -> list[DiffRow]:
+    """:func:`diff_bundles` for two engines already built (the console builds them from a
+    recorded bundle and an edited candidate, :func:`interlock.policy.engine.unsigned_engine`).
+
+    Raises:
+        PolicyError: if a request is malformed.
+    """
     rows: list[DiffRow] = []
     for n, request in enumerate(requests):
         kwargs = parse_request(request, f"request {n}")

@@ -40,9 +40,11 @@ from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
 from interlock.server import guards
 from interlock.server.console import api as console_api
 from interlock.server.console import demo as console_demo
+from interlock.server.console import governance as console_governance
 from interlock.server.console import health as console_health
 from interlock.server.console import lineage as console_lineage
 from interlock.server.console import pages as console_pages
+from interlock.server.console import policies as console_policies
 from interlock.server.console.feed import DEFAULT_CAPACITY, DecisionFeed
 from interlock.server.console.session import ConsoleConfig, SessionStore
 from interlock.server.limits import BodyLimit
@@ -159,6 +161,8 @@ def create_app(
         proof_viewer.api,
         console_pages.api,
         console_api.api,
+        console_governance.api,
+        console_policies.api,
         console_health.api,
         console_lineage.api,
         console_demo.api,

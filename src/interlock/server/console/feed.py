@@ -135,6 +135,8 @@ class DecisionFeed:
         self._low = 0
         self.skipped = 0
         self.problem: str | None = None
+        #: governance records (index, parsed record) in index order: few, kept whole
+        self._governance: list[tuple[int, dict[str, Any]]] = []
         self.changed = threading.Condition(self._lock)
 
     # -- reading --------------------------------------------------------------------------
@@ -183,6 +185,14 @@ class DecisionFeed:
             rows = self._rows[start : start + limit]
             cursor = rows[-1].index if rows else max(index, self._head - 1)
         return [r for r in rows if filters.matches(r)], cursor
+
+    def governance(self, event_prefix: str = "") -> list[tuple[int, dict[str, Any]]]:
+        """The indexed governance records whose event starts with ``event_prefix``, in index
+        order (the newest ``capacity`` of them)."""
+        with self._lock:
+            return [
+                g for g in self._governance if str(g[1].get("event", "")).startswith(event_prefix)
+            ]
 
     def rows(self) -> list[Row]:
         """Every indexed row, in index order (a copy)."""
@@ -237,10 +247,12 @@ class DecisionFeed:
 
     def _forward(self, start: int, end: int) -> None:
         for chunk in self._ledger.iter_entry_chunks(start, end, chunk=CHUNK):
-            rows = list(self._parse(chunk))
+            gov: list[tuple[int, dict[str, Any]]] = []
+            rows = list(self._parse(chunk, gov))
             with self.changed:
                 self._rows.extend(rows)
                 self._keys.extend(r.index for r in rows)
+                self._governance.extend(gov)
                 self._head = chunk[-1][0] + 1 if chunk else self._head
                 self._trim()
                 self.changed.notify_all()
@@ -253,11 +265,13 @@ class DecisionFeed:
             return
         start = max(0, low - CHUNK)
         rows: list[Row] = []
+        gov: list[tuple[int, dict[str, Any]]] = []
         for chunk in self._ledger.iter_entry_chunks(start, low, chunk=CHUNK):
-            rows.extend(self._parse(chunk))
+            rows.extend(self._parse(chunk, gov))
         with self.changed:
             self._rows[:0] = rows
             self._keys[:0] = [r.index for r in rows]
+            self._governance[:0] = gov
             self._low = start
             self._trim()
             self.changed.notify_all()
@@ -268,17 +282,24 @@ class DecisionFeed:
             del self._rows[:excess]
             del self._keys[:excess]
             self._low = self._keys[0] if self._keys else self._head
+        if len(self._governance) > self.capacity:
+            del self._governance[: len(self._governance) - self.capacity]
 
     def _s(self, value: Any) -> str | None:
         if not isinstance(value, str):
             return None
         return self._strings.setdefault(value, value) if len(self._strings) < 100_000 else value
 
-    def _parse(self, chunk: Iterable[tuple[int, bytes, bytes]]) -> Iterable[Row]:
+    def _parse(
+        self, chunk: Iterable[tuple[int, bytes, bytes]], gov: list[tuple[int, dict[str, Any]]]
+    ) -> Iterable[Row]:
         s = self._s
         for index, _leaf, data in chunk:
             try:
                 rec = json.loads(data)
+                if rec.get("type") == "governance":
+                    gov.append((index, rec))
+                    continue
                 if rec.get("type") != "decision":
                     continue
                 req = rec.get("request") or {}

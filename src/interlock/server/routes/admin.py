@@ -61,7 +61,7 @@ from interlock.server.schemas import (
 from interlock.server.state import ServerState, StateDep
 from interlock.trust.approval import verify_approval
 
-__all__ = ["api"]
+__all__ = ["api", "attributed", "recorded"]
 
 _log = logging.getLogger("interlock.server")
 
@@ -100,8 +100,9 @@ def _header(credentials: HTTPAuthorizationCredentials | None) -> str | None:
     return None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
 
 
-def _by(reason: str, principal: str) -> str:
-    return f"{reason} [by {principal} via the HTTP API]"
+def attributed(reason: str, principal: str, via: str = "the HTTP API") -> str:
+    """The recorded reason of an admin change: the operator's words, then who, and how."""
+    return f"{reason} [by {principal} via {via}]"
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -208,9 +209,11 @@ def _admin(
         raise
 
 
-def _recorded(
+def recorded(
     state: ServerState, operation: str, event: str, change: Callable[[], int]
 ) -> JSONResponse:
+    """Carry out an admin ``change`` (it returns the ledger index of its record), count it,
+    and wake the execution verifier; 503 if it could not be recorded (then nothing changed)."""
     metrics = state.metrics
     try:
         index = change()
@@ -237,11 +240,11 @@ def quarantine(state: StateDep, body: QuarantineIn, credentials: Credentials) ->
     who = _admin(state, credentials, "quarantine")
     if not _is_spiffe_id(body.principal):
         raise unprocessable(("body", "principal"), "not a SPIFFE ID")
-    return _recorded(
+    return recorded(
         state,
         "quarantine",
         "principal.quarantined",
-        lambda: gate.quarantine(body.principal, _by(body.reason, who), on=True),
+        lambda: gate.quarantine(body.principal, attributed(body.reason, who), on=True),
     )
 
 
@@ -262,11 +265,11 @@ def release(
     who = _admin(state, credentials, "quarantine")
     if not _is_spiffe_id(principal):
         raise unprocessable(("query", "principal"), "not a SPIFFE ID")
-    return _recorded(
+    return recorded(
         state,
         "quarantine",
         "principal.released",
-        lambda: gate.quarantine(principal, _by(reason, who), on=False),
+        lambda: gate.quarantine(principal, attributed(reason, who), on=False),
     )
 
 
@@ -294,11 +297,11 @@ def revoke(state: StateDep, body: RevocationIn, credentials: Credentials) -> JSO
     if not ids:
         raise unprocessable(("body",), "give 'token' or 'revocation_ids'")
     unique = tuple(dict.fromkeys(ids))
-    return _recorded(
+    return recorded(
         state,
         "revocation",
         "capability.revoked",
-        lambda: gate.revoke(unique, reason=_by(body.reason, who)),
+        lambda: gate.revoke(unique, reason=attributed(body.reason, who)),
     )
 
 
@@ -314,8 +317,8 @@ def kill_switch(state: StateDep, body: KillSwitchIn, credentials: Credentials) -
     gate = state.gate
     who = _admin(state, credentials, "kill-switch")
     event = "kill_switch.on" if body.on else "kill_switch.off"
-    return _recorded(
-        state, "kill-switch", event, lambda: gate.kill_switch(body.on, _by(body.reason, who))
+    return recorded(
+        state, "kill-switch", event, lambda: gate.kill_switch(body.on, attributed(body.reason, who))
     )
 
 
