@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,28 @@ def _upload_policy_v2(server: ConsoleServer, base: Path) -> None:
 
 
 def _rows(page: Page) -> list[dict[str, str]]:
-    out = []
-    for tr in page.locator("#decisions tr").all():
-        cells = tr.locator("td").all_inner_texts()
-        out.append({"index": cells[0], "principal": cells[2], "effect": cells[5], "code": cells[6]})
-    return out
+    """The table as drawn now (read in one evaluation: the stream may redraw it meanwhile)."""
+    cells: list[list[str]] = page.evaluate(
+        "[...document.querySelectorAll('#decisions tr')]"
+        ".map(tr => [...tr.cells].map(td => td.innerText.trim()))"
+    )
+    return [
+        {"index": c[0], "principal": c[2], "effect": c[5], "code": c[6]}
+        for c in cells
+        if len(c) == 7
+    ]
+
+
+def _indexed(url: str, index: int, **cookies: str) -> list[dict[str, Any]]:
+    """The console's decisions once the index has caught up with ledger ``index``."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows: list[dict[str, Any]] = httpx.get(
+            url + "/console/api/decisions", cookies=cookies, timeout=10
+        ).json()["decisions"]
+        if any(r["index"] >= index for r in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
 
 
 def _as_admin(page: Page, server: ConsoleServer) -> None:
@@ -126,8 +144,8 @@ def test_filtered_stream_shows_new_denials_live_and_not_allows(
     expect(page.locator("#decisions tr").first).to_be_visible()
     page.get_by_label("Effect").select_option("deny")
     page.get_by_role("button", name="Apply").click()
-    expect(page.locator("#decisions tr td:nth-child(6)").first).to_have_text("deny")
-    assert {r["effect"] for r in _rows(page)} == {"deny"}
+    expect(page.locator("#decisions tr td:nth-child(6)", has_text="allow")).to_have_count(0)
+    assert _rows(page) and {r["effect"] for r in _rows(page)} == {"deny"}
     before = len(_rows(page))
     allowed = console.decide(SUMMARIZER, "summarize")
     denied = console.decide(SUMMARIZER, "delete_database")
@@ -379,7 +397,7 @@ def test_published_read_only_with_principals_redacted(tmp_path: Path, browser: B
             "capability": token,
         }
         index = httpx.post(url + "/v1/decisions", json=body, timeout=30).json()["ledger_index"]
-        rows = httpx.get(url + "/console/api/decisions", timeout=10).json()["decisions"]
+        rows = _indexed(url, index)
         assert rows and all(re.fullmatch(r"principal:[0-9a-f]{8}", r["principal"]) for r in rows)
         detail = httpx.get(f"{url}/console/api/decisions/{index}", timeout=10).json()
         text = json.dumps(detail)

@@ -156,6 +156,7 @@ function decisionsView(container) {
   let source = null;
   let nextBefore = null;
   let received = 0;
+  let total = 0;
   let lastRate = performance.now();
 
   const params = () => {
@@ -199,6 +200,8 @@ function decisionsView(container) {
     source.addEventListener("decisions", (ev) => {
       const batch = JSON.parse(ev.data);
       received += batch.length;
+      total += batch.length;
+      tbody.dataset.received = String(total); // what the stream delivered (make bench reads it)
       const frag = document.createDocumentFragment();
       for (let i = batch.length - 1; i >= 0; i--) frag.append(decisionRow(batch[i], open));
       tbody.prepend(frag);

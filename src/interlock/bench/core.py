@@ -546,6 +546,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
     say("P8 and fleet throughput: node processes on one PostgreSQL log, beside SQLite")
     results.update(bench_fleet(quick=quick))
+    from interlock.bench.console import bench_console
+
+    say("Console: first page at 100,000 decisions (Chromium), the stream at 1,000/s")
+    results.update(bench_console(quick=quick))
     results["_meta"] = {
         "quick": quick,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
