@@ -75,7 +75,7 @@ def start_server(home: Path, *extra: str) -> tuple[str, subprocess.Popen[str]]:
     port = _free_port()
     proc = subprocess.Popen(
         [*EXE, "serve", "--port", str(port), "--log-level", "warning", *extra],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=_env(home),
@@ -86,12 +86,17 @@ def start_server(home: Path, *extra: str) -> tuple[str, subprocess.Popen[str]]:
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    """Stop a server (again, harmlessly, if it was stopped already)."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def make_home(base: Path, origin: str = "interlock.test/console") -> Path:

@@ -249,6 +249,31 @@ def serve(
             "readers: principal, resource, args.",
         ),
     ] = "",
+    ext_authz: Annotated[
+        str | None,
+        typer.Option(
+            "--ext-authz",
+            help="Also serve Envoy external authorization (gRPC, v3) on HOST:PORT "
+            "(plaintext: keep it beside Envoy). docs/enforcement.md.",
+        ),
+    ] = None,
+    ext_authz_principal: Annotated[
+        str,
+        typer.Option(
+            help="Where ext_authz takes the principal: 'spiffe' (the mTLS peer's URI SAN) or "
+            "'header:NAME' (a header a trusted component sets).",
+        ),
+    ] = "spiffe",
+    ext_authz_capability_header: Annotated[
+        str, typer.Option(help="The request header holding the agent's capability.")
+    ] = "x-interlock-capability",
+    ext_authz_header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ext-authz-header",
+            help="A request header to pass to policies as args.headers (repeatable).",
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve the HTTP API (decisions, executions, ledger, C2SP tiles, admin, /readyz, /metrics)
@@ -275,6 +300,28 @@ def serve(
         console = ConsoleConfig(public=console_public, redact=redact)
     except ValueError as exc:
         _fail(f"--console-redact: {escape(str(exc))}")
+    authz = None
+    if ext_authz is not None:
+        from interlock.server.enforce.envoy import ExtAuthzConfig
+
+        authz_host, _, authz_port = ext_authz.rpartition(":")
+        if not authz_host or not authz_port.isdigit() or int(authz_port) > 65535:
+            _fail("--ext-authz takes HOST:PORT, e.g. 127.0.0.1:9001")
+        if not is_loopback(authz_host.strip("[]")):
+            err.print(
+                f"[bold yellow]warning:[/] ext_authz on {escape(ext_authz)} is plaintext gRPC:"
+                " keep it on a private network beside Envoy",
+                soft_wrap=True,
+            )
+        try:
+            authz = (
+                ext_authz,
+                ExtAuthzConfig.parse(
+                    ext_authz_principal, ext_authz_capability_header, ext_authz_header
+                ),
+            )
+        except ValueError as exc:
+            _fail(f"--ext-authz: {escape(str(exc))}")
     if not is_loopback(host):
         err.print(
             f"[bold yellow]warning:[/] binding {escape(host)}: the API is plain HTTP with no TLS;"
@@ -295,6 +342,7 @@ def serve(
             allowed_hosts=extra,
             execution_lease=execution_lease,
             console=console,
+            ext_authz=authz,
         )
 
 

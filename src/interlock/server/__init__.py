@@ -25,6 +25,7 @@ from interlock.server.guards import is_loopback
 if TYPE_CHECKING:
     from interlock.gate import Gate
     from interlock.server.console.session import ConsoleConfig
+    from interlock.server.enforce.envoy import ExtAuthzConfig
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "is_loopback", "serve"]
 
@@ -41,6 +42,7 @@ def serve(
     allowed_hosts: Sequence[str] = (),
     execution_lease: float | None = None,
     console: ConsoleConfig | None = None,
+    ext_authz: tuple[str, ExtAuthzConfig] | None = None,
 ) -> None:
     """Serve ``gate`` over HTTP until SIGINT or SIGTERM, then shut down gracefully and return
     (so the caller closes the gate: its last checkpoint and anchor are written). Does not close
@@ -49,10 +51,15 @@ def serve(
     The ``Host`` header must name ``host``, ``localhost``, ``127.0.0.1``, ``[::1]`` or one of
     ``allowed_hosts`` (see :func:`create_app`).
 
+    With ``ext_authz`` (``(address, config)``), Envoy's external authorization is served on
+    that address too (:mod:`interlock.server.enforce.envoy`), started before the HTTP API and
+    stopped after it.
+
     Raises:
         ValueError: an allowed host (or ``host``) is not a valid host, or ``execution_lease``
             is not positive.
         SystemExit: if the address cannot be bound (uvicorn reports why).
+        RuntimeError: the ext_authz address cannot be bound.
     """
     import uvicorn
 
@@ -79,11 +86,20 @@ def serve(
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    grpc_server = None
     try:
+        if ext_authz is not None:
+            from interlock.server.enforce.envoy import start_ext_authz
+
+            grpc_server = start_ext_authz(
+                gate, ext_authz[0], ext_authz[1], metrics=app.state.interlock.metrics
+            )
         uvicorn.Server(config).run()
     except _Stopped:
         pass
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=2).wait(5)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
