@@ -25,16 +25,17 @@ from fastapi.responses import JSONResponse, Response
 from interlock.errors import Error
 from interlock.server.metrics import CONTENT_TYPE
 from interlock.server.schemas import HealthOut, ReadyOut
-from interlock.server.state import StateDep
+from interlock.server.state import ServerState, StateDep
 
-__all__ = ["api"]
+__all__ = ["api", "summary"]
 
 api = APIRouter(tags=["health"])
 
 
-@api.get("/healthz", summary="Liveness", response_model=HealthOut)
-def healthz(state: StateDep) -> JSONResponse:
-    """200 while the process serves; a summary of the node."""
+def summary(state: ServerState) -> dict[str, Any]:
+    """What ``/healthz`` says about this node (also what the Health Dashboard shows): ledger
+    size, durability, policy version and digest, fail-closed state, and on a fleet node its
+    lease. Never raises: what cannot be read is None."""
     gate = state.gate
     try:
         size: int | None = gate.ledger.size()
@@ -65,7 +66,13 @@ def healthz(state: StateDep) -> JSONResponse:
             "watermark": node.watermark,
             "problem": node.problem,
         }
-    return JSONResponse(body)
+    return body
+
+
+@api.get("/healthz", summary="Liveness", response_model=HealthOut)
+def healthz(state: StateDep) -> JSONResponse:
+    """200 while the process serves; a summary of the node (:func:`summary`)."""
+    return JSONResponse(summary(state))
 
 
 @api.get(
