@@ -128,10 +128,12 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.verifier.start()
         feed.start()
+        console_health.start(_app)
         try:
             yield
         finally:
             await asyncio.to_thread(feed.stop)
+            await asyncio.to_thread(console_health.close, _app)
             await asyncio.to_thread(console_demo.close_all, _app)
             # terminates what is still running (durable appends): not on the event loop
             await asyncio.to_thread(state.verifier.stop)
