@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -538,6 +538,68 @@ class GateCore:
         start: Mapping[str, Any] | None = None,
         refusal: Reason | None = None,
     ) -> Decision:
+        decided = self._verdict(raw, started, keep, refusal)
+        if isinstance(decided, Decision):
+            return decided
+        request, verdict, snapshot, lineage, stage = decided
+        decision = records._commit(self, request, verdict, snapshot, lineage, stage, start=start)
+        if verdict.boundary is not None and decision.ledger_index is not None:
+            self._enforce_boundary(request, verdict)
+        return decision
+
+    def decide_many(self, requests: Sequence[Mapping[str, Any] | bytes | str]) -> list[Decision]:
+        """Decide several action requests and record them in **one** durable commit: the
+        answers, in order, are those :meth:`decide` would give each, and every allow among
+        them is returned only after that commit. For callers holding many requests at once
+        (an agent fanning out, a batch API); each request is decided on its own (its own
+        deadline; requests of one batch cannot be each other's parents: a child's parent must
+        be committed before the child is decided).
+
+        Never raises; if the commit fails every request of it is denied
+        (LEDGER_UNAVAILABLE / LEDGER_CORRUPT), as :meth:`decide` would deny one.
+        """
+        out: list[Decision | None] = [None] * len(requests)
+        prepared: list[tuple[int, records.Prepared]] = []
+        for i, raw in enumerate(requests):
+            try:
+                decided = self._verdict(raw, time.perf_counter_ns(), None, None)
+                if isinstance(decided, Decision):
+                    out[i] = decided
+                    continue
+                request, verdict, snapshot, lineage, stage = decided
+                prepared.append(
+                    (i, records._prepare(self, request, verdict, snapshot, lineage, stage))
+                )
+            except Exception as exc:  # noqa: BLE001 - I2: one request's failure denies it alone
+                out[i] = self._error_decision(exc)
+        if prepared:
+            items = [item for _, p in prepared for item in p.items]
+            try:
+                results = self.ledger.append(items, timeout=self.ledger_timeout_s)
+            except LedgerError as exc:
+                for i, p in prepared:
+                    out[i] = records._finish(self, p, exc)
+            except Exception as exc:  # noqa: BLE001 - I2: nothing is allowed unrecorded
+                for i, _p in prepared:
+                    out[i] = self._error_decision(exc)
+            else:
+                at = 0
+                for i, p in prepared:
+                    out[i] = records._finish(self, p, results[at])
+                    at += len(p.items)
+                    if p.verdict.boundary is not None:
+                        self._enforce_boundary(p.request, p.verdict)
+        return [d if d is not None else _LAST_RESORT for d in out]
+
+    def _verdict(
+        self,
+        raw: Mapping[str, Any] | bytes | str,
+        started: int,
+        keep: list[ActionRequest] | None,
+        refusal: Reason | None,
+    ) -> Decision | tuple[ActionRequest, Verdict, Snapshot, Lineage, Stage]:
+        """Everything :meth:`decide` does before the record is appended: a Decision when the
+        request ends early (unrecorded denials, malformed requests), else what to record."""
         floor = self._time_floor  # before the clock: see _clock_problem
         ns = self._clock_ns()
         request_id = new_request_id(ns)
@@ -589,10 +651,7 @@ class GateCore:
                 " deadline",
             )
             stage = Stage.GATE
-        decision = records._commit(self, request, verdict, snapshot, lineage, stage, start=start)
-        if verdict.boundary is not None and decision.ledger_index is not None:
-            self._enforce_boundary(request, verdict)
-        return decision
+        return request, verdict, snapshot, lineage, stage
 
     # -- governed executions -----------------------------------------------------------------
 

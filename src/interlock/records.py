@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from interlock.core.canonical import canonical_bytes, digest
@@ -22,7 +23,7 @@ from interlock.core.model import (
 )
 from interlock.errors import LedgerCorrupt, LedgerError, MalformedRequest, VerificationError
 from interlock.ledger.projection import delta_of, status_set_by
-from interlock.ledger.protocols import Append
+from interlock.ledger.protocols import Append, AppendResult
 from interlock.pipeline import Lineage, Snapshot, Verdict
 from interlock.process import process_identity
 from interlock.trust import keys
@@ -214,7 +215,20 @@ def _start_append(
     )
 
 
-def _commit(
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A decided request whose record is built but not yet appended (:func:`_prepare`)."""
+
+    request: ActionRequest
+    verdict: Verdict
+    snapshot: Snapshot
+    stage: Stage
+    items: tuple[Append, ...]
+    decision_hash: str
+    ts: int | None
+
+
+def _prepare(
     gate: Gate,
     request: ActionRequest,
     verdict: Verdict,
@@ -223,35 +237,44 @@ def _commit(
     stage: Stage,
     *,
     start: Mapping[str, Any] | None = None,
-) -> Decision:
+) -> Prepared:
+    """The decision record of ``verdict`` (and, for an allow with ``start``, its
+    ``exec.start``), ready to append."""
     record = decision_record(
         request, verdict, snapshot_id=snapshot.id, lineage=lineage, stage=stage
     )
     data = canonical_bytes(record)
-    decision_hash = hashlib.sha256(data).hexdigest()
     blobs = {f"req:{request.id}": _payload_blob(request)}
     if snapshot.id not in gate._stored_snapshots:
         blobs[f"snapshot:{snapshot.id}"] = canonical_bytes(dict(snapshot.descriptor))
     allowed = verdict.effect is Effect.ALLOW
     change = delta_of(record, node_public=None, root_public=None)
-    try:
-        res, *_ = gate.ledger.append(
-            [
-                Append(
-                    record=data,
-                    blobs=blobs,
-                    state=change,
-                ),
-                *_start_append(gate, request, data, start if allowed else None),
-            ],
-            timeout=gate.ledger_timeout_s,
-        )
-    except LedgerError as exc:
-        if isinstance(exc, LedgerCorrupt):
-            gate._corrupt = exc.diagnostics()
+    items = (
+        Append(record=data, blobs=blobs, state=change),
+        *_start_append(gate, request, data, start if allowed else None),
+    )
+    return Prepared(
+        request=request,
+        verdict=verdict,
+        snapshot=snapshot,
+        stage=stage,
+        items=items,
+        decision_hash=hashlib.sha256(data).hexdigest(),
+        ts=change.ts,
+    )
+
+
+def _finish(gate: Gate, prepared: Prepared, outcome: AppendResult | LedgerError) -> Decision:
+    """The answer for ``prepared`` once its append returned ``outcome`` (its decision record's
+    result, or the ledger's error): I1 — the only allow is here, after the durable commit."""
+    request, verdict, snapshot = prepared.request, prepared.verdict, prepared.snapshot
+    allowed = verdict.effect is Effect.ALLOW
+    if isinstance(outcome, LedgerError):
+        if isinstance(outcome, LedgerCorrupt):
+            gate._corrupt = outcome.diagnostics()
         code = (
             ReasonCode.LEDGER_CORRUPT
-            if isinstance(exc, LedgerCorrupt)
+            if isinstance(outcome, LedgerCorrupt)
             else ReasonCode.LEDGER_UNAVAILABLE
         )
         return Decision(
@@ -259,16 +282,17 @@ def _commit(
             effect=Effect.DENY,
             reasons=(
                 *((r for r in verdict.reasons) if not allowed else ()),
-                Reason(code=code, detail=f"decision not recorded: {exc.message}"),
+                Reason(code=code, detail=f"decision not recorded: {outcome.message}"),
             ),
             snapshot=snapshot.id,
-            decision_hash=decision_hash,
+            decision_hash=prepared.decision_hash,
             ledger_index=None,
             stage=Stage.GATE,
         )
+    res = outcome
     gate._stored_snapshots.add(snapshot.id)
-    if change.ts is not None and change.ts > gate._time_floor:
-        gate._time_floor = change.ts
+    if prepared.ts is not None and prepared.ts > gate._time_floor:
+        gate._time_floor = prepared.ts
     if verdict.break_glass is not None:
         _log.warning(
             "BREAK-GLASS: %s on %s by %s allowed by an override (scope %s, reason %r); it"
@@ -288,11 +312,29 @@ def _commit(
         reasons=verdict.reasons,
         obligations=verdict.obligations,
         snapshot=snapshot.id,
-        decision_hash=decision_hash,
+        decision_hash=prepared.decision_hash,
         ledger_index=res.index,
-        stage=stage,
+        stage=prepared.stage,
         break_glass=verdict.break_glass,
     )
+
+
+def _commit(
+    gate: Gate,
+    request: ActionRequest,
+    verdict: Verdict,
+    snapshot: Snapshot,
+    lineage: Lineage,
+    stage: Stage,
+    *,
+    start: Mapping[str, Any] | None = None,
+) -> Decision:
+    prepared = _prepare(gate, request, verdict, snapshot, lineage, stage, start=start)
+    try:
+        res, *_ = gate.ledger.append(list(prepared.items), timeout=gate.ledger_timeout_s)
+    except LedgerError as exc:
+        return _finish(gate, prepared, exc)
+    return _finish(gate, prepared, res)
 
 
 def _record_malformed(

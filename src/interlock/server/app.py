@@ -176,6 +176,7 @@ def create_app(
         default=max_body_bytes,
         paths={
             "/v1/decisions": None,  # read by the route itself, and recorded when too large
+            "/v1/decisions:batch": None,  # read by the route itself (4 MiB)
             "/v1/executions": None,
             "/v1/admin/policy": admin.MAX_POLICY_BYTES,
         },

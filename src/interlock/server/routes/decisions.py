@@ -25,6 +25,7 @@ import json
 import time
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -208,6 +209,57 @@ async def post_decision(state: StateDep, capped: ActionBody) -> Response:
     decision = await run_in_threadpool(_decide, state, body)
     refused = _refused(decision, too_large)
     return refused if refused is not None else _json(200, decision.to_json())
+
+
+#: a batch holds at most this many requests, in a body of at most MAX_BATCH_BYTES
+MAX_BATCH = 256
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class _BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    # each request's own bytes, as sent: intake validates them as it does a single request's
+    requests: list[msgspec.Raw]
+
+
+def _decide_batch(state: ServerState, bodies: list[bytes]) -> list[Decision]:
+    metrics = state.metrics
+    t0 = time.perf_counter()
+    decisions = state.gate.decide_many(bodies)  # never raises
+    per = (time.perf_counter() - t0) / max(1, len(decisions))
+    for decision in decisions:
+        metrics.observe_decision("decisions:batch", decision, per)
+    return decisions
+
+
+@api.post(
+    "/v1/decisions:batch",
+    tags=["decisions"],
+    summary="Decide up to 256 action requests and record them in one durable commit",
+)
+async def post_decisions_batch(request: Request, state: StateDep) -> Response:
+    """``{"requests": [<action request>, ...]}`` (1 to 256, at most 4 MiB in all): each is
+    decided as ``POST /v1/decisions`` would decide it, and all are recorded in one commit
+    before the answer ``{"decisions": [...]}`` (in order; 200 whatever the effects: treat
+    anything but ``effect == "allow"`` as deny). A malformed request in the batch is denied
+    MALFORMED_REQUEST on its own; a body that is not such an object is 422 and nothing is
+    decided."""
+    try:
+        body, too_large = await read_capped(request, MAX_BATCH_BYTES)
+    except ClientDisconnect:
+        raise HTTPException(status_code=400, detail="the client disconnected") from None
+    if too_large:
+        raise HTTPException(status_code=413, detail=f"a batch is at most {MAX_BATCH_BYTES} bytes")
+    try:
+        batch = msgspec.json.decode(body, type=_BatchIn)
+    except msgspec.DecodeError as exc:
+        raise HTTPException(
+            status_code=422, detail=f'the body must be {{"requests": [...]}}: {exc}'
+        ) from None
+    if not 1 <= len(batch.requests) <= MAX_BATCH:
+        raise HTTPException(status_code=422, detail=f"a batch holds 1 to {MAX_BATCH} requests")
+    bodies = [bytes(raw) for raw in batch.requests]
+    decisions = await run_in_threadpool(_decide_batch, state, bodies)
+    return _json(200, {"decisions": [d.to_json() for d in decisions]})
 
 
 def _start_fields(state: ServerState) -> dict[str, Any]:
