@@ -189,6 +189,19 @@ def _bench_governed(gate: Gate, token: str, threads: int, per_thread: int) -> fl
     return threads * per_thread / elapsed
 
 
+def _bench_batched(gate: Gate, token: str, size: int, batches: int) -> float:
+    """Decisions/s of one caller deciding ``batches`` batches of ``size`` with decide_many."""
+    n = 0
+    t0 = time.perf_counter()
+    for b in range(batches):
+        out = gate.decide_many([_tool_request(token, b * size + i) for i in range(size)])
+        denied = [d.codes[0] for d in out if not d.allowed]
+        if denied:
+            raise RuntimeError(f"{len(denied)} batched decisions denied: {denied[:3]}")
+        n += len(out)
+    return n / (time.perf_counter() - t0)
+
+
 def _build_ledger(home: Home, n: int, console: Console | None) -> Store:
     """Append ``n`` decision-shaped records to ``home``'s own ledger (so a gate can open it)."""
     from interlock.ledger.note import NoteSigner
@@ -377,6 +390,20 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
                 "SQLite WAL, one fsync'ed commit per record (records/s)",
                 ">= 20,000/s per process",
                 rate >= 20_000,
+            )
+
+            say("P3b: gate.decide_many, 64 requests per commit, one caller (issue 14)")
+            batches = 20 if quick else 120
+            _bench_batched(gate, tool_token, 64, 3)  # warm
+            batched = _bench_batched(gate, tool_token, 64, batches)
+            single = _bench_governed(gate, tool_token, 1, 64 * batches // 4)
+            results["P3b_batch"] = figure(
+                batched,
+                "decisions/s",
+                single,
+                "gate.decide one at a time, one caller, full durability (decisions/s)",
+                ">= 8,000/s in one process",
+                batched >= 8_000,
             )
 
             say("P4: one sequential caller, full durability")
