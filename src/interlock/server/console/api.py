@@ -37,7 +37,7 @@ from interlock.server.console.session import (
     SessionStore,
     ViewerDep,
 )
-from interlock.server.state import StateDep
+from interlock.server.state import ServerState, StateDep
 from interlock.trust.receipt import encode_receipt, make_receipt
 
 __all__ = ["api", "feed_of"]
@@ -63,7 +63,7 @@ def _store(request: Request) -> SessionStore:
     return store
 
 
-def _rights(state: Any, token: str) -> list[str]:
+def _rights(state: ServerState, token: str) -> list[str]:
     granted = []
     for op in ("read", *ACTIONS):
         try:
@@ -250,7 +250,7 @@ async def stream(
     )
 
 
-def _blob_json(state: Any, key: str) -> Any:
+def _blob_json(state: ServerState, key: str) -> Any:
     try:
         blob = state.gate.ledger.blob(key)
     except Error:
@@ -345,7 +345,7 @@ def _chain(viewer: Any, payload: Any) -> dict[str, Any] | None:
     return info
 
 
-def _lineage(state: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
+def _lineage(state: ServerState, record: dict[str, Any]) -> list[dict[str, Any]]:
     """The decision's ancestors, nearest first, from the execution table (at most 64)."""
     out: list[dict[str, Any]] = []
     parent = record.get("parent")
@@ -359,6 +359,6 @@ def _lineage(state: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
         if row is None:
             out.append({"id": parent, "index": None, "status": "unknown"})
             break
-        out.append({"id": parent, "index": row.index, "status": row.status})
+        out.append({"id": parent, "index": row.idx, "status": row.status})
         parent = row.parent
     return out
