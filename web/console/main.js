@@ -560,7 +560,7 @@ start("console", async (main, s) => {
     buttons.push(b);
     tablist.append(b);
   });
-  await refreshOverview();
+  // the state in force and the first view load side by side: neither waits for the other
+  await Promise.all([refreshOverview(), select(0)]);
   setInterval(refreshOverview, 3000);
-  await select(0);
 });
