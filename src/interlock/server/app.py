@@ -122,17 +122,20 @@ def create_app(
         max_executions=max_executions,
     )
 
-    feed = DecisionFeed(gate.ledger, capacity=console_capacity)
+    # no gate: an app made only for its OpenAPI document (nothing to index)
+    feed = DecisionFeed(gate.ledger, capacity=console_capacity) if gate is not None else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.verifier.start()
-        feed.start()
+        if feed is not None:
+            feed.start()
         console_health.start(_app)
         try:
             yield
         finally:
-            await asyncio.to_thread(feed.stop)
+            if feed is not None:
+                await asyncio.to_thread(feed.stop)
             await asyncio.to_thread(console_health.close, _app)
             await asyncio.to_thread(console_demo.close_all, _app)
             # terminates what is still running (durable appends): not on the event loop
