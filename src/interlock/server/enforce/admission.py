@@ -619,6 +619,9 @@ def admission_server_config(
         server_header=False,
         limit_concurrency=256,  # each review may hold up to MAX_BODY_BYTES
         timeout_keep_alive=5,
+        # closing TLS waits for the client's close_notify (30 s by default in asyncio): an idle
+        # keep-alive client that never answers must not hold the process (and the gate) open
+        timeout_graceful_shutdown=5,
     )
 
 

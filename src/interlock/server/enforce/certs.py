@@ -38,6 +38,7 @@ import datetime as dt
 import fcntl
 import ipaddress
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,8 @@ _CA_DAYS = 3650
 _SERVER_DAYS = 730
 _RENEW_BEFORE = dt.timedelta(days=30)
 _MAX_PEM = 64 << 10
+_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*\Z")
 
 
 class TlsError(Exception):
@@ -249,10 +252,7 @@ def ensure_admission_tls(
     if not dns and not ips:
         raise TlsError("the certificate needs at least one DNS name or IP address")
     for name in dns:
-        if not name or len(name) > 253 or not name.isascii() or name != name.strip():
-            raise TlsError(f"not a DNS name: {name!r}")
-        labels = name.removeprefix("*.").split(".")
-        if not all(lbl and len(lbl) <= 63 and lbl.replace("-", "").isalnum() for lbl in labels):
+        if len(name) > 253 or not _DNS_NAME.match(name):
             raise TlsError(f"not a DNS name: {name!r}")
     try:
         ip_list = [str(ipaddress.ip_address(ip)) for ip in ips]
