@@ -206,3 +206,73 @@ def test_stopping_interlock_leaves_the_api_server_to_failure_policy_fail(
         httpx.get(webhook.api + "/healthz", timeout=5)
     r = cli(webhook.home, "ledger", "verify")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_supplied_certificate_is_served_and_a_busy_port_stops_everything(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import subprocess
+
+    from interlock.server.enforce.certs import ensure_admission_tls
+    from tests.e2e.test_exec import EXE, _env
+
+    home = make_home(tmp_path)
+    mine = ensure_admission_tls(tmp_path / "own-ca", ["webhook.example"])  # not in the home
+    assert mine.ca is not None
+    port = _free_port()
+    _, proc = start_server(
+        home,
+        "--admission",
+        f"127.0.0.1:{port}",
+        "--admission-cert",
+        str(mine.cert),
+        "--admission-key",
+        str(mine.key),
+    )
+    try:
+        ctx = ssl.create_default_context(cafile=str(mine.ca))
+        with httpx.Client(verify=ctx, timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    r = client.get(f"https://127.0.0.1:{port}/readyz")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+        assert r.status_code == 200
+        assert not (home / "tls").exists()  # nothing generated
+    finally:
+        stop_server(proc)
+    # the webhook's port is taken: serve fails to start and leaves nothing running
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        api_port = _free_port()
+        r2 = subprocess.run(
+            [*EXE, "serve", "--port", str(api_port), "--admission", f"127.0.0.1:{taken}"],
+            env=_env(home),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r2.returncode == 3, r2.stderr  # uvicorn's startup failure, as for the API's port
+    assert "address already in use" in r2.stderr.lower()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=5)
+
+
+def test_bad_admission_options_are_usage_errors(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    for args, said in [
+        (["--admission", "nowhere"], "HOST:PORT"),
+        (["--admission", "127.0.0.1:0", "--admission-cert", str(home)], "both"),
+        (["--admission-dns", "x.example"], "apply to --admission"),
+        (["--admission", "127.0.0.1:0", "--admission-dns", "bad name"], "not a DNS name"),
+        (["--admission", "127.0.0.1:0", "--admission-trust-domain", "A B"], "trust domain"),
+    ]:
+        r = cli(home, "serve", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert said in " ".join(r.stderr.split()), (args, r.stderr)

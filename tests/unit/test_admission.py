@@ -344,6 +344,7 @@ def _mutations() -> list[tuple[str, Callable[[dict[str, Any]], None]]]:
         ("dryRun as a string", put("true", "request", "dryRun")),
         ("a name with a slash", put("web/x", "request", "name")),
         ("a bad namespace", put("Shop", "request", "namespace")),
+        ("a group with a slash", put("apps/x", "request", "kind", "group")),
         ("object not an object", put(["x"], "request", "object")),
         ("no username", put("", "request", "userInfo", "username")),
         (

@@ -316,8 +316,9 @@ def serve(
     home: HomeOpt = None,
 ) -> None:
     """Serve the HTTP API (decisions, executions, ledger, C2SP tiles, admin, /readyz, /metrics)
-    and the browser tools under /console until interrupted. See docs/agents.md, "HTTP API",
-    and docs/console.md."""
+    and the browser tools under /console until interrupted; with --ext-authz and --admission,
+    Envoy's external authorization and the Kubernetes admission webhook too. See
+    docs/agents.md, "HTTP API", docs/console.md and docs/enforcement.md."""
     from rich.markup import escape
 
     from interlock.server import serve as serve_http

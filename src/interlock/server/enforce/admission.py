@@ -174,15 +174,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True, frozen=True, populate_by_name=True)
 
 
+_GROUP = rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*)?$"  # "" is the core group
+_VERSION = r"^[a-z0-9]+$"
+
+
 class GroupVersionKind(_Model):
-    group: str = Field(max_length=253)
-    version: str = Field(min_length=1, max_length=63)
+    group: str = Field(max_length=253, pattern=_GROUP)
+    version: str = Field(min_length=1, max_length=63, pattern=_VERSION)
     kind: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z][A-Za-z0-9]*$")
 
 
 class GroupVersionResource(_Model):
-    group: str = Field(max_length=253)
-    version: str = Field(min_length=1, max_length=63)
+    group: str = Field(max_length=253, pattern=_GROUP)
+    version: str = Field(min_length=1, max_length=63, pattern=_VERSION)
     resource: str = Field(min_length=1, max_length=253)
 
 
