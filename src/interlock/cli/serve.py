@@ -274,11 +274,51 @@ def serve(
             help="A request header to pass to policies as args.headers (repeatable).",
         ),
     ] = None,
+    admission: Annotated[
+        str | None,
+        typer.Option(
+            "--admission",
+            help="Also serve the Kubernetes validating admission webhook over HTTPS on HOST:PORT"
+            " (POST /v1/admission, AdmissionReview v1). docs/enforcement.md.",
+        ),
+    ] = None,
+    admission_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="The webhook's PEM certificate (chain). Without it and --admission-key: a CA"
+            " and certificate generated in HOME/tls/admission/.",
+        ),
+    ] = None,
+    admission_key: Annotated[
+        Path | None, typer.Option(help="The PEM private key of --admission-cert.")
+    ] = None,
+    admission_dns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--admission-dns",
+            help="A DNS name of the generated certificate (repeatable; default"
+            " interlock.interlock-system.svc; 127.0.0.1 is always in it).",
+        ),
+    ] = None,
+    admission_trust_domain: Annotated[
+        str,
+        typer.Option(help="SPIFFE trust domain of the principals Kubernetes users map to."),
+    ] = "cluster.local",
+    print_ca_bundle: Annotated[
+        bool,
+        typer.Option(
+            "--print-ca-bundle",
+            help="Make (or renew) the generated webhook certificate for --admission-dns, print"
+            " the caBundle (the CA's PEM, base64) for the ValidatingWebhookConfiguration, and"
+            " exit without serving.",
+        ),
+    ] = False,
     home: HomeOpt = None,
 ) -> None:
     """Serve the HTTP API (decisions, executions, ledger, C2SP tiles, admin, /readyz, /metrics)
-    and the browser tools under /console until interrupted. See docs/agents.md, "HTTP API",
-    and docs/console.md."""
+    and the browser tools under /console until interrupted; with --ext-authz and --admission,
+    Envoy's external authorization and the Kubernetes admission webhook too. See
+    docs/agents.md, "HTTP API", docs/console.md and docs/enforcement.md."""
     from rich.markup import escape
 
     from interlock.server import serve as serve_http
@@ -322,6 +362,16 @@ def serve(
             )
         except ValueError as exc:
             _fail(f"--ext-authz: {escape(str(exc))}")
+    if print_ca_bundle:
+        _print_ca_bundle(home, admission, admission_dns)
+        return
+    webhook = None
+    if admission is not None:
+        webhook = _admission_listener(
+            home, admission, admission_cert, admission_key, admission_dns, admission_trust_domain
+        )
+    elif admission_cert or admission_key or admission_dns:
+        _fail("--admission-cert, --admission-key and --admission-dns apply to --admission")
     if not is_loopback(host):
         err.print(
             f"[bold yellow]warning:[/] binding {escape(host)}: the API is plain HTTP with no TLS;"
@@ -343,7 +393,89 @@ def serve(
             execution_lease=execution_lease,
             console=console,
             ext_authz=authz,
+            admission=webhook,
         )
+
+
+def _admission_ips(host: str) -> list[str]:
+    import ipaddress
+
+    ips = ["127.0.0.1"]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return ips
+    if not ip.is_unspecified and str(ip) not in ips:
+        ips.append(str(ip))
+    return ips
+
+
+def _print_ca_bundle(home: Path | None, admission: str | None, dns: list[str] | None) -> None:
+    from interlock.home import default_home
+    from interlock.server.enforce.certs import DEFAULT_DNS, TlsError, ca_bundle
+    from interlock.server.enforce.certs import ensure_admission_tls as ensure
+
+    where = default_home(home)
+    if not (where / "interlock.toml").is_file():
+        _fail(f"no Interlock home at {where}: run `interlock init` first")
+    ips = ["127.0.0.1"]
+    if admission is not None:
+        try:
+            ips = _admission_ips(parse_listen(admission)[0])
+        except typer.BadParameter as exc:
+            _fail(f"--admission: {exc}")
+    try:
+        tls = ensure(where, dns or list(DEFAULT_DNS), ips)
+        bundle = ca_bundle(tls.ca or tls.folder / "ca.pem")
+    except TlsError as exc:
+        _fail(str(exc))
+    out.print(bundle, soft_wrap=True, highlight=False)
+
+
+def _admission_listener(
+    home: Path | None,
+    address: str,
+    cert: Path | None,
+    key: Path | None,
+    dns: list[str] | None,
+    trust_domain: str,
+) -> Any:
+    import ssl
+
+    from rich.markup import escape
+
+    from interlock.home import default_home
+    from interlock.server.enforce.admission import AdmissionConfig, AdmissionListener
+    from interlock.server.enforce.certs import DEFAULT_DNS, TlsError, ensure_admission_tls
+
+    try:
+        host, port = parse_listen(address)
+        config = AdmissionConfig(trust_domain=trust_domain.strip())
+    except (typer.BadParameter, ValueError) as exc:
+        _fail(f"--admission: {escape(str(exc))}")
+    if (cert is None) != (key is None):
+        _fail("give both --admission-cert and --admission-key, or neither (to generate them)")
+    if cert is not None and dns:
+        _fail("--admission-dns names the generated certificate: drop it with --admission-cert")
+    if cert is None or key is None:
+        where = default_home(home)
+        if not (where / "interlock.toml").is_file():
+            _fail(f"no Interlock home at {where}: run `interlock init` first")
+        try:
+            tls = ensure_admission_tls(where, dns or list(DEFAULT_DNS), _admission_ips(host))
+        except TlsError as exc:
+            _fail(f"--admission: {escape(str(exc))}")
+        cert, key = tls.cert, tls.key
+        err.print(
+            f"interlock serve: admission webhook certificate {escape(str(cert))}, CA"
+            f" {escape(str(tls.ca))} (its caBundle: interlock serve --print-ca-bundle)",
+            soft_wrap=True,
+        )
+    try:  # refuse a pair that cannot serve now, not after the HTTP API has started
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        _fail(f"--admission: cannot load {cert} and {key}: {escape(str(exc))}")
+    return AdmissionListener(host=host, port=port, cert=cert, key=key, config=config)
 
 
 # -- end serve -------------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ docs/agents.md, "HTTP API".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +25,11 @@ from interlock.server.app import create_app
 from interlock.server.guards import is_loopback
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from interlock.gate import Gate
     from interlock.server.console.session import ConsoleConfig
+    from interlock.server.enforce.admission import AdmissionListener
     from interlock.server.enforce.envoy import ExtAuthzConfig
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "is_loopback", "serve"]
@@ -43,6 +48,7 @@ def serve(
     execution_lease: float | None = None,
     console: ConsoleConfig | None = None,
     ext_authz: tuple[str, ExtAuthzConfig] | None = None,
+    admission: AdmissionListener | None = None,
 ) -> None:
     """Serve ``gate`` over HTTP until SIGINT or SIGTERM, then shut down gracefully and return
     (so the caller closes the gate: its last checkpoint and anchor are written). Does not close
@@ -55,11 +61,17 @@ def serve(
     that address too (:mod:`interlock.server.enforce.envoy`), started before the HTTP API and
     stopped after it.
 
+    With ``admission``, the Kubernetes admission webhook is served over HTTPS on its address
+    (:mod:`interlock.server.enforce.admission`) by a second uvicorn server on the same event
+    loop. A stop signal stops both; if either stops (or cannot start), the other is stopped
+    too, and only then does this return (or raise).
+
     Raises:
         ValueError: an allowed host (or ``host``) is not a valid host, or ``execution_lease``
             is not positive.
-        SystemExit: if the address cannot be bound (uvicorn reports why).
+        SystemExit: if an address cannot be bound (uvicorn reports why).
         RuntimeError: the ext_authz address cannot be bound.
+        OSError: the webhook's certificate or key cannot be loaded (``ssl.SSLError``).
     """
     import uvicorn
 
@@ -80,33 +92,89 @@ def serve(
         limit_concurrency=1024,  # past this many connections: 503, not unbounded memory
         timeout_keep_alive=5,
     )
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal so that the
-    # process dies of it; a SIGTERM would then kill us before the gate is closed. Handlers that
-    # raise _Stopped turn that re-raise into a normal return.
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    grpc_server = None
-    try:
-        if ext_authz is not None:
-            from interlock.server.enforce.envoy import start_ext_authz
+    servers = [_Server(config)]
+    if admission is not None:
+        from interlock.server.enforce.admission import admission_server_config
 
-            grpc_server = start_ext_authz(
-                gate, ext_authz[0], ext_authz[1], metrics=app.state.interlock.metrics
+        servers.append(
+            _Server(
+                admission_server_config(
+                    gate, admission, state=app.state.interlock, log_level=log_level
+                )
             )
-        uvicorn.Server(config).run()
-    except _Stopped:
-        pass
+        )
+    grpc_server = None
+    with _signals_stop(servers):
+        try:
+            if ext_authz is not None:
+                from interlock.server.enforce.envoy import start_ext_authz
+
+                grpc_server = start_ext_authz(
+                    gate, ext_authz[0], ext_authz[1], metrics=app.state.interlock.metrics
+                )
+            factory = getattr(config, "get_loop_factory", lambda: None)()
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(_serve_all(servers))
+        finally:
+            if grpc_server is not None:
+                grpc_server.stop(grace=2).wait(5)
+
+
+class _Server:
+    """A uvicorn server that leaves SIGINT/SIGTERM to :func:`serve`: uvicorn's own handling
+    (one server's handlers, then re-raising the signal so the process dies of it) would stop
+    one server of two, and kill the process before the caller closes the gate."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        self.server = Server(config)
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        """Shut down gracefully (a second SIGINT: at once), as uvicorn's handler does."""
+        self.server.handle_exit(signum, frame)
+
+
+@contextlib.contextmanager
+def _signals_stop(servers: Sequence[_Server]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM stop every server (main thread only: elsewhere signals
+    cannot be handled, as with uvicorn); the previous handlers come back after."""
+    previous: dict[int, Any] = {}
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for s in servers:
+            s.stop(signum, frame)
+
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        if grpc_server is not None:
-            grpc_server.stop(grace=2).wait(5)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-class _Stopped(Exception):
-    """A stop signal arrived; serving has ended."""
+async def _serve_all(servers: Sequence[_Server]) -> None:
+    """Run every server until one ends, then stop the others; raise the first failure (a
+    ``SystemExit`` from a bind error, an ``ssl.SSLError``) once all have stopped."""
 
+    async def one(s: _Server) -> BaseException | None:
+        try:
+            await s.server.serve()
+        # not handled here: serve() re-raises it once the other servers have stopped
+        except (SystemExit, Exception) as exc:  # noqa: BLE001
+            return exc
+        return None
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stopped
+    tasks = [asyncio.create_task(one(s)) for s in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for s in servers:
+        s.server.should_exit = True
+    for failure in await asyncio.gather(*tasks):
+        if failure is not None:
+            raise failure
