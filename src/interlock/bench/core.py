@@ -577,6 +577,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
     say("Console: first page at 100,000 decisions (Chromium), the stream at 1,000/s")
     results.update(bench_console(quick=quick))
+    from interlock.bench.envoy import bench_envoy
+
+    say("Envoy: latency through Envoy with Interlock's ext_authz, beside Envoy without it")
+    results.update(bench_envoy(quick=quick))
     results["_meta"] = {
         "quick": quick,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
