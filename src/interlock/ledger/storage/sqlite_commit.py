@@ -5,10 +5,12 @@ due, a signed checkpoint, makes it durable, and answers every caller in it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from interlock.errors import (
@@ -74,6 +76,7 @@ class GroupCommit:
 
     signer: NoteSigner | None
     durability: Durability
+    path: Path
     _busy_timeout_ms: int
 
     if TYPE_CHECKING:
@@ -106,6 +109,8 @@ class GroupCommit:
         self._size = 0  # committed size as of this object's last commit
         self._last_cp_size = -1
         self._last_cp_time = 0.0
+        #: (st_dev, st_ino) of the database and its WAL as this writer first committed to them
+        self._file_ids: dict[str, tuple[int, int]] = {}
 
     def _submit(self, p: _Pending, timeout: float) -> None:
         """Queue ``p`` and return once it is done (its ``results`` or ``error`` set), leading
@@ -392,6 +397,7 @@ class GroupCommit:
                     (size, root, note, _now_text()),
                 )
             conn.execute("COMMIT")
+            self._check_files()
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -403,6 +409,34 @@ class GroupCommit:
             self._last_cp_size = size
             self._last_cp_time = now
         return out
+
+    def _check_files(self) -> None:
+        """After a COMMIT: the database and its WAL are still the files this writer committed
+        to. Unlinked or replaced under a running writer, SQLite goes on writing into the open,
+        unlinked file: a commit that "succeeds" into a file no one will read again. The WAL
+        cannot legitimately go while this writer's connection is open (SQLite removes it only
+        with the last connection), so a missing or different file is LedgerCorrupt: the
+        commit's callers are denied, and so is every later append of this ledger object.
+
+        Raises:
+            LedgerCorrupt: a file is gone or is another file now.
+        """
+        path: Path = self.path
+        for name in (str(path), f"{path}-wal"):
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                raise LedgerCorrupt(
+                    "the ledger's files were removed under a running writer", file=name
+                ) from None
+            except OSError as exc:
+                raise LedgerUnavailable(f"cannot check the ledger's files: {exc}") from exc
+            now = (st.st_dev, st.st_ino)
+            first = self._file_ids.setdefault(name, now)
+            if first != now:
+                raise LedgerCorrupt(
+                    "the ledger's files were replaced under a running writer", file=name
+                )
 
     def _integrate(
         self, conn: sqlite3.Connection, old: int, new: int, fresh: dict[int, bytes]
