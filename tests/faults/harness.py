@@ -77,6 +77,8 @@ class CrashTrials:
     """Totals of the kill -9 trials (tests/faults/test_crash_trials.py), by kind."""
 
     kinds: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: what went wrong in a trial (a failed verification's output), for FAULTS.md
+    notes: list[str] = field(default_factory=list)
 
     def add(self, kind: str, **counts: int) -> None:
         into = self.kinds.setdefault(kind, {})
@@ -150,7 +152,7 @@ def _cli_answer(label: str, r: subprocess.CompletedProcess[bytes]) -> Attempt:
             detail=f"exit {r.returncode}: {err.strip()[-300:]}",
         )
     effect = out.get("effect", "none")
-    if r.returncode == 0 and effect != "allow" or r.returncode != 0 and effect == "allow":
+    if (r.returncode == 0) != (effect == "allow"):
         effect = f"inconsistent (exit {r.returncode}, {effect})"
     return Attempt(
         label,
@@ -326,9 +328,7 @@ def record(
     assert allowed == 0, f"{fault}: allowed under the fault\n{detail}"
     assert not executed, f"{fault}: the action ran under the fault\n{detail}"
     assert not any(a.traceback for a in attempts), f"{fault}: a traceback\n{detail}"
-    assert all(_first(a) in expected for a in attempts), (
-        f"{fault}: expected {expected}\n{detail}"
-    )
+    assert all(_first(a) in expected for a in attempts), f"{fault}: expected {expected}\n{detail}"
     if must_record:
         assert recorded == "yes", f"{fault}: denial not recorded ({recorded})\n{detail}"
     return row
@@ -373,6 +373,8 @@ def write_matrix(rows: Sequence[Row], root: Path = ROOT) -> None:
         "as_expected": sum(1 for r in rows if r.as_expected),
         "rows": [asdict(r) for r in rows],
         "crash_trials": CRASH.kinds,
+        "crash_trial_notes": CRASH.notes,
+        "problems": problems(rows),
     }
     (root / "faults.json").write_text(json.dumps(doc, indent=2) + "\n")
     (root / "FAULTS.md").write_text(_markdown(rows, doc))
@@ -405,6 +407,11 @@ def _markdown(rows: Sequence[Row], doc: Mapping[str, Any]) -> str:
         f" code. {trials} `kill -9` crash trials, "
         f"{sum(c.get('lost', 0) for c in crash.values())} reported allows lost.**",
         "",
+        *(
+            ["**The run failed — the matrix shows:**", "", *[f"- {p}" for p in doc["problems"]], ""]
+            if doc["problems"]
+            else []
+        ),
         "Columns: *expected* is the DESIGN §3 reason code the caller must get; *observed* the"
         " first reason code of every answer (`(none)`: no answer — the process was killed);"
         " *allowed* counts the allows under the fault; *executed* whether the marker file"
@@ -441,4 +448,7 @@ def _markdown(rows: Sequence[Row], doc: Mapping[str, Any]) -> str:
             f"| {kind} | {c.get('trials', 0)} | {c.get('killed', 0)} | {c.get('reported', 0)} |"
             f" {c.get('lost', 0)} | {c.get('verified', 0)} of {c.get('trials', 0)} |"
         )
+    if CRASH.notes:
+        lines += ["", "Trials that failed verification:", ""]
+        lines += [f"- {_cell(n)}" for n in CRASH.notes]
     return "\n".join(lines) + "\n"

@@ -341,4 +341,3 @@ def test_edited_state(watched: Path, token: str, issue: Any, tmp_path: Path) -> 
         attempts,
         recorded=on_ledger(watched, attempts, why_not="a corrupt ledger is never written to"),
     )
-

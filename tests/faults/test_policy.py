@@ -146,8 +146,7 @@ def test_cedar_evaluation_error(
 ) -> None:
     _signed_with(
         home,
-        '@id("overflowing-permit") permit (principal, action, resource)'
-        f" when {{ {OVERFLOW} }};",
+        f'@id("overflowing-permit") permit (principal, action, resource) when {{ {OVERFLOW} }};',
     )
     attempts = _attempt(home, request_of, token, tmp_path)
     record(
@@ -166,8 +165,7 @@ def test_erroring_forbid(
 ) -> None:
     _signed_with(
         home,
-        '@id("overflowing-forbid") forbid (principal, action, resource)'
-        f" when {{ {OVERFLOW} }};",
+        f'@id("overflowing-forbid") forbid (principal, action, resource) when {{ {OVERFLOW} }};',
     )
     attempts = _attempt(home, request_of, token, tmp_path)
     record(
