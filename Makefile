@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck docs web clean
+.PHONY: demo test faults bench lint typecheck docs web clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: $(STAMP) lint typecheck docs
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
+
+# the fault campaign alone (issue 16): the fault matrix and the kill -9 crash trials; rewrites
+# FAULTS.md and faults.json (make test runs them too, with everything else)
+faults: $(STAMP)
+	@bash scripts/ensure-postgres.sh
+	$(BIN)/python -m pytest -q tests/faults
 
 # the browser tools: npm packages pinned by web/package-lock.json, bundled by esbuild into
 # src/interlock/console/static (committed: pip install needs no Node); tests check it is fresh

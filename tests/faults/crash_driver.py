@@ -1,0 +1,124 @@
+"""The crash trials' process driver: imports Interlock once, then forks what each trial needs,
+so a hundred trials do not pay a hundred interpreter start-ups. Commands on stdin, one JSON
+object a line; answers on stdout.
+
+    python tests/faults/crash_driver.py
+
+``{"op": "start", "homes": [...], "out": DIR, "threads": 2}`` forks one decider per home
+(``homes`` may name the same home several times) and answers ``{"pids": [...]}`` once each has
+opened its gate. A decider decides the request in ``DIR/request.json`` in a loop on
+``threads`` threads and appends ``ALLOW <request id> <ledger index> <decision hash>`` to
+``DIR/allows-<pid>`` — one ``write(2)`` per allow, after the allow was returned: what a caller
+was told survives its SIGKILL. SIGTERM makes it stop and close its gate.
+
+``{"op": "reap"}`` waits for every decider and answers ``{"status": {pid: wait status}}``.
+
+``{"op": "verify", "home": HOME}`` runs ``interlock ledger verify --json`` (the CLI's own
+function, in a forked child) and answers ``{"exit": code, "out": stdout}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _decider(home: str, out: Path, threads: int) -> None:
+    from interlock.gate import Gate
+
+    raw = (out / "request.json").read_text()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    gate = Gate.open(home)
+    fd = os.open(out / f"allows-{os.getpid()}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    (out / f"ready-{os.getpid()}").touch()
+
+    def loop() -> None:
+        while not stop.is_set():
+            d = gate.decide(raw)
+            if d.allowed:
+                os.write(fd, f"ALLOW {d.request_id} {d.ledger_index} {d.decision_hash}\n".encode())
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    gate.close()
+    os.close(fd)
+
+
+def _fork(body: Any) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            body()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - a child reports by its exit status only
+            import traceback
+
+            traceback.print_exc()
+            code = 70
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def main() -> None:
+    import interlock.cli
+    import interlock.gate  # imported once, before any fork
+
+    children: list[int] = []
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd["op"]
+        if op == "start":
+            out, threads = Path(cmd["out"]), int(cmd["threads"])
+            children = [
+                _fork(lambda h=h, out=out, threads=threads: _decider(h, out, threads))
+                for h in cmd["homes"]
+            ]
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not all(
+                (out / f"ready-{p}").exists() for p in children
+            ):
+                if any(os.waitpid(p, os.WNOHANG)[0] for p in children):
+                    break  # a decider died before it was ready: the test sees it in reap
+                time.sleep(0.005)
+            _say({"pids": children})
+        elif op == "reap":
+            _say({"status": {str(p): os.waitpid(p, 0)[1] for p in children}})
+            children = []
+        elif op == "verify":
+            path = Path(cmd["out"]) / "verify.json"
+
+            def verify(home: str = cmd["home"], path: Path = path) -> None:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(fd, 1)
+                sys.argv = ["interlock", "ledger", "verify", "--json", "--home", home]
+                interlock.cli.main()
+
+            pid = _fork(verify)
+            status = os.waitpid(pid, 0)[1]
+            _say({"exit": os.waitstatus_to_exitcode(status), "out": path.read_text()})
+        elif op == "exit":
+            return
+
+
+def _say(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
