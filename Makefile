@@ -29,7 +29,11 @@ docs: $(STAMP)
 test: $(STAMP) lint typecheck docs
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest -q
+	# two workers (pytest-xdist), a test file per worker at a time: most tests wait on
+	# subprocesses, fsync and the network, so two run side by side on two cores; the fault
+	# campaign runs after, alone, as one session (its matrix is written from all its rows)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/faults
+	$(BIN)/python -m pytest -q tests/faults
 
 # the fault campaign alone (issue 16): the fault matrix and the kill -9 crash trials; rewrites
 # FAULTS.md and faults.json (make test runs them too, with everything else)

@@ -109,7 +109,10 @@ class Proxy:
 class NodeProc:
     def __init__(self, home: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "INTERLOCK_HOME"}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        # the repo (for tests.fleet_node) and its src, so that a node imports the Interlock
+        # under test even where the venv's editable install points at another checkout
+        root = Path(__file__).resolve().parents[2]
+        env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root)])
         self.proc = subprocess.Popen(
             [*NODE, str(home)],
             stdin=subprocess.PIPE,

@@ -30,9 +30,7 @@ def test_an_unlinked_ledger_file_denies_the_next_decision(
         assert not again.allowed
 
 
-def test_a_replaced_ledger_denies_the_next_decision(
-    home: Path, issue: Any, tmp_path: Path
-) -> None:
+def test_a_replaced_ledger_denies_the_next_decision(home: Path, issue: Any, tmp_path: Path) -> None:
     token = issue()
     with Gate.open(home) as gate:
         assert gate.decide(tool_request(token)).allowed
