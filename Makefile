@@ -26,12 +26,12 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# the suite on two workers (pytest-xdist), a test file per worker at a time: most tests wait on
+# subprocesses, fsync and the network, so two run side by side on two cores; the fault
+# campaign runs after, alone, as one session (its matrix is written from all its rows)
 test: $(STAMP) lint typecheck docs
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-chromium.sh
-	# two workers (pytest-xdist), a test file per worker at a time: most tests wait on
-	# subprocesses, fsync and the network, so two run side by side on two cores; the fault
-	# campaign runs after, alone, as one session (its matrix is written from all its rows)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/faults
 	$(BIN)/python -m pytest -q tests/faults
 
