@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults bench lint typecheck docs web clean
+.PHONY: demo test faults bench lint typecheck docs web clean fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: $(STAMP) lint typecheck docs
 faults: $(STAMP)
 	@bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest -q tests/faults
+
+# coverage-guided fuzzing (atheris) of every parser of untrusted input, FUZZ_SECONDS per target
+# (make test runs each for a few seconds); new inputs grow .fuzz/<target>, findings land in
+# .fuzz/findings: fix the bug, then add the input to tests/fuzz/corpus/<target>/
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.run --all --seconds $(FUZZ_SECONDS)
 
 # the browser tools: npm packages pinned by web/package-lock.json, bundled by esbuild into
 # src/interlock/console/static (committed: pip install needs no Node); tests check it is fresh

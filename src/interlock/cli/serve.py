@@ -102,6 +102,15 @@ def mcp_proxy(
             " arguments, not recorded).",
         ),
     ] = False,
+    max_answer_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-answer-bytes",
+            min=1024,
+            help="The largest answer (one JSON-RPC message) read from a stdio upstream; a"
+            " larger one ends its call with JSON-RPC error -32004 (default 4 MiB).",
+        ),
+    ] = 4 * 1024 * 1024,
     home: HomeOpt = None,
 ) -> None:
     """Serve MCP to an agent's client; govern every tools/call, resources/read and prompts/get.
@@ -146,6 +155,7 @@ def mcp_proxy(
             interval=parse_seconds(interval),
             hide_denied=hide_denied,
             listen=listen,
+            max_answer_bytes=max_answer_bytes,
         )
     except typer.BadParameter as exc:
         _fail(str(exc))

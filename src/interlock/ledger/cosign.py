@@ -93,6 +93,11 @@ def _name_problem(name: str) -> str | None:
         return "key name contains '+'"
     if any(ch.isspace() or ch < " " for ch in name):
         return "key name contains a space or a control character"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # a lone surrogate, as a lax decoder or an argument of invalid UTF-8 leaves behind
+        return "key name is not valid UTF-8"
     return None
 
 

@@ -71,10 +71,22 @@ def _has_control(text: str, *, allow_newline: bool) -> bool:
     return any(ch < " " and not (allow_newline and ch == "\n") for ch in text)
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogate, as a lax decoder of bytes or a
+    command-line argument of invalid UTF-8 leaves behind). Never raises."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _name_problem(name: str) -> str | None:
     # c2sp.org/signed-note §Format: key names are non-empty, with no Unicode spaces and no '+'.
     if not name:
         return "key name is empty"
+    if not _is_utf8(name):
+        return "key name is not valid UTF-8"
     if "+" in name:
         return "key name contains '+'"
     if any(ch.isspace() for ch in name):
@@ -287,6 +299,8 @@ def _checkpoint_problem(
         return "checkpoint origin is empty"
     if _has_control(origin, allow_newline=False):
         return "checkpoint origin contains a control character or newline"
+    if not _is_utf8(origin):
+        return "checkpoint origin is not valid UTF-8"
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= _MAX_TREE_SIZE:
         return "checkpoint size is not an unsigned 64-bit integer"
     if not isinstance(root_hash, bytes) or len(root_hash) != 32:
@@ -296,6 +310,8 @@ def _checkpoint_problem(
             return "checkpoint extension lines must be non-empty"
         if _has_control(ext, allow_newline=False):
             return "checkpoint extension line contains a control character or newline"
+        if not _is_utf8(ext):
+            return "checkpoint extension line is not valid UTF-8"
     return None
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from interlock.server.app import create_app
 from interlock.server.guards import is_loopback
+from interlock.server.peers import PeerLimits, server_config
 
 if TYPE_CHECKING:
     import uvicorn
@@ -32,7 +33,15 @@ if TYPE_CHECKING:
     from interlock.server.enforce.admission import AdmissionListener
     from interlock.server.enforce.envoy import ExtAuthzConfig
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "is_loopback", "serve"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "PeerLimits",
+    "create_app",
+    "is_loopback",
+    "serve",
+    "server_config",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8750
@@ -54,6 +63,10 @@ def serve(
     (so the caller closes the gate: its last checkpoint and anchor are written). Does not close
     the gate. Executions started over HTTP and still running are terminated on the way out.
 
+    A client must send a request's headers within 10 s and its body within 30 s more (else
+    408), and may hold at most 64 connections at once (else 429):
+    :mod:`interlock.server.peers`.
+
     The ``Host`` header must name ``host``, ``localhost``, ``127.0.0.1``, ``[::1]`` or one of
     ``allowed_hosts`` (see :func:`create_app`).
 
@@ -73,25 +86,14 @@ def serve(
         RuntimeError: the ext_authz address cannot be bound.
         OSError: the webhook's certificate or key cannot be loaded (``ssl.SSLError``).
     """
-    import uvicorn
-
     app = create_app(
         gate,
         allowed_hosts=[host, *allowed_hosts],
         execution_lease=execution_lease,
         console=console,
     )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        ws="none",  # no WebSocket endpoints
-        proxy_headers=False,  # X-Forwarded-* is not trusted
-        server_header=False,
-        limit_concurrency=1024,  # past this many connections: 503, not unbounded memory
-        timeout_keep_alive=5,
-    )
+    # slow and greedy clients: header and body read timeouts, connections per address
+    config = server_config(app, host=host, port=port, log_level=log_level)
     servers = [_Server(config)]
     if admission is not None:
         from interlock.server.enforce.admission import admission_server_config

@@ -103,8 +103,11 @@ from interlock.adapters.mcp_proxy.transport import (
     serve_stdio,
     transport_security,
 )
+from interlock.adapters.mcp_proxy.upstream import ANSWER_TOO_LARGE_CODE, DEFAULT_MAX_ANSWER_BYTES
 
 __all__ = [
+    "ANSWER_TOO_LARGE_CODE",
+    "DEFAULT_MAX_ANSWER_BYTES",
     "DEFAULT_STARTUP_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "DENIED_ERROR_CODE",

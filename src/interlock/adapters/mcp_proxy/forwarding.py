@@ -54,6 +54,7 @@ from interlock.adapters.mcp_proxy.options import (
     ProxyOptions,
     R,
 )
+from interlock.adapters.mcp_proxy.upstream import ANSWER_TOO_LARGE_CODE
 
 
 class McpProxy:
@@ -188,6 +189,9 @@ class McpProxy:
                     types.REQUEST_TIMEOUT,
                     f"upstream timeout: no answer within {self.options.timeout:g} s",
                 )
+            if exc.code == ANSWER_TOO_LARGE_CODE:
+                # made by our reader (upstream.py), not the upstream: its message is ours
+                return None, _Failure("answer_too_large", exc.code, exc.message[:500], exc)
             return None, _Failure("upstream_error", exc.code, exc.message[:500], exc)
         except _UPSTREAM_GONE:
             self.upstream_down = "the connection to the upstream server closed"

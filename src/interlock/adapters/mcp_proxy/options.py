@@ -15,6 +15,7 @@ import anyio.to_thread
 import mcp.types as types
 from pydantic import BaseModel, TypeAdapter
 
+from interlock.adapters.mcp_proxy.upstream import DEFAULT_MAX_ANSWER_BYTES
 from interlock.errors import Error, UsageError
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
 
@@ -158,11 +159,13 @@ class ProxyOptions:
     and ``startup_timeout`` the upstream's start and ``initialize`` (seconds); ``interval`` is
     the re-verification interval of the session and of each request; ``hide_denied`` filters
     ``tools/list``; ``listen`` (``host:port``) is recorded in the session request when serving
-    HTTP.
+    HTTP. ``max_answer_bytes`` caps one message from a stdio upstream (default 4 MiB): a
+    larger answer ends its request with the JSON-RPC error ``ANSWER_TOO_LARGE_CODE`` (-32004)
+    and the session goes on (:mod:`interlock.adapters.mcp_proxy.upstream`).
 
     Raises:
-        UsageError: a non-positive timeout or ``interval``, or a ``name`` that is not
-            ``[A-Za-z0-9][A-Za-z0-9_.-]*`` (at most 128 characters).
+        UsageError: a non-positive timeout or ``interval``, a ``max_answer_bytes`` below 1 KiB,
+            or a ``name`` that is not ``[A-Za-z0-9][A-Za-z0-9_.-]*`` (at most 128 characters).
     """
 
     principal: str
@@ -174,10 +177,13 @@ class ProxyOptions:
     interval: float = DEFAULT_INTERVAL_S
     hide_denied: bool = False
     listen: str | None = None
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
 
     def __post_init__(self) -> None:
         if not (self.timeout > 0 and self.startup_timeout > 0):
             raise UsageError("the upstream timeouts must be positive")
+        if isinstance(self.max_answer_bytes, bool) or not self.max_answer_bytes >= 1024:
+            raise UsageError("the largest upstream answer must be at least 1 KiB")
         if not self.interval > 0:
             raise UsageError("the verification interval must be positive")
         if self.name is not None:

@@ -13,7 +13,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import mcp.types as types
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
@@ -33,6 +33,7 @@ from interlock.adapters.mcp_proxy.options import (
     UpstreamError,
     check_server_name,
 )
+from interlock.adapters.mcp_proxy.upstream import bounded_stdio_client
 
 # -- opening a session -----------------------------------------------------------------------------
 
@@ -58,7 +59,7 @@ async def _session(
 
 @contextlib.asynccontextmanager
 async def _connect(
-    upstream: Upstream, startup: float, tools: ToolCatalogue
+    upstream: Upstream, startup: float, tools: ToolCatalogue, max_answer: int
 ) -> AsyncIterator[ClientSession]:
     from interlock._version import __version__
 
@@ -74,7 +75,9 @@ async def _connect(
                     cwd=upstream.cwd,
                 )
                 streams = await stack.enter_async_context(
-                    stdio_client(params, errlog=upstream.errlog or sys.stderr)
+                    bounded_stdio_client(
+                        params, errlog=upstream.errlog or sys.stderr, max_bytes=max_answer
+                    )
                 )
         except OSError as exc:
             raise UpstreamError(
@@ -165,7 +168,9 @@ async def _proxy_session(
                 _session(gate, request(options.name), options.interval)
             )
         tools = ToolCatalogue()
-        client = await stack.enter_async_context(_connect(upstream, options.startup_timeout, tools))
+        client = await stack.enter_async_context(
+            _connect(upstream, options.startup_timeout, tools, options.max_answer_bytes)
+        )
         name = options.name
         if run is None:
             info = client.server_info
