@@ -22,30 +22,16 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import RESEARCHER, edit_config
 from tests.e2e.pages.proof_viewer import ProofViewerPage
 from tests.e2e.test_exec import EXE, _env, cli
 from tests.e2e.test_serve_cli import _free_port, _wait_ready
 
-CHROMIUM = os.environ.get("INTERLOCK_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "src" / "interlock" / "console" / "static" / "proof-viewer.html"
 SHOT = ROOT / "docs" / "img" / "proof-viewer.png"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: scripts/ensure-chromium.sh installs Debian's `chromium`"
-            " (as root, with apt); Playwright's own browser download cannot work here"
-        )
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM)
-        yield b
-        b.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,37 +254,30 @@ def revoke(request: Request, state: StateDep, body: RevokeIn) -> JSONResponse:
     )
 
 
-def _principal(value: str) -> str:
-    if not is_spiffe_id(value):
+def _set_quarantine(
+    request: Request, state: ServerState, body: PrincipalIn, on: bool
+) -> JSONResponse:
+    who = acting(request, state, "quarantine")
+    if not is_spiffe_id(body.principal):
         raise HTTPException(422, "principal is not a SPIFFE ID (spiffe://trust-domain/path)")
-    return value
+    reason = attributed(body.reason, who, VIA)
+    return recorded(
+        state,
+        "quarantine",
+        "principal.quarantined" if on else "principal.released",
+        lambda: state.gate.quarantine(body.principal, reason, on=on),
+    )
 
 
 @api.post("/actions/quarantine", summary="Quarantine a principal")
 def quarantine(request: Request, state: StateDep, body: PrincipalIn) -> JSONResponse:
     """Every request of the principal is then denied PRINCIPAL_QUARANTINED."""
-    who = acting(request, state, "quarantine")
-    principal = _principal(body.principal)
-    reason = attributed(body.reason, who, VIA)
-    return recorded(
-        state,
-        "quarantine",
-        "principal.quarantined",
-        lambda: state.gate.quarantine(principal, reason, on=True),
-    )
+    return _set_quarantine(request, state, body, on=True)
 
 
 @api.post("/actions/release", summary="Release a quarantined principal")
 def release(request: Request, state: StateDep, body: PrincipalIn) -> JSONResponse:
-    who = acting(request, state, "quarantine")
-    principal = _principal(body.principal)
-    reason = attributed(body.reason, who, VIA)
-    return recorded(
-        state,
-        "quarantine",
-        "principal.released",
-        lambda: state.gate.quarantine(principal, reason, on=False),
-    )
+    return _set_quarantine(request, state, body, on=False)
 
 
 @api.post("/actions/kill-switch", summary="Turn the kill switch on or off")
