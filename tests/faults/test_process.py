@@ -23,16 +23,21 @@ def _size(home: Path) -> int:
 
 
 def _waiting(pid: int, within: float = 30.0) -> bool:
-    """Whether ``pid`` reached a sleep in the kernel (SQLite's busy handler waiting for the
-    write lock) within ``within`` seconds."""
+    """Whether a thread of ``pid`` (the ledger's sequencer) reached a sleep in the kernel
+    (the retry of ``BEGIN IMMEDIATE`` waiting for the write lock) within ``within`` seconds."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            wchan = Path(f"/proc/{pid}/wchan").read_text()
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
         except OSError:
             return False
-        if "nanosleep" in wchan:
-            return True
+        for task in tasks:
+            try:
+                wchan = (task / "wchan").read_text()
+            except OSError:
+                continue
+            if "nanosleep" in wchan:
+                return True
         time.sleep(0.01)
     return False
 

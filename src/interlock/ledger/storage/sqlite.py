@@ -15,19 +15,18 @@ transaction with its leaf hash), *integration* (persisted 256-wide tiles; the ri
 the tree in memory) and *publishing* (signed C2SP checkpoints, at least every second while
 entries arrive or every 1,000 entries).
 
-Group commit, leader/follower: a caller that finds no commit in progress becomes the *leader*
-and, on its own thread, commits everything queued — its records and those of callers that
-arrived meanwhile — in one transaction: one fsync for all of them with ``full`` durability.
-Callers arriving during a commit queue up; when the commit returns the leader wakes them with
-their results and promotes the first newly queued caller to lead the next batch (a new leader
-waits a fraction of a commit for the callers just answered to queue again, so that concurrent
-callers share commits instead of alternating with a lone one). Nobody is answered before
-COMMIT returned. A caller whose deadline passes withdraws its records while the
-leader has not started writing them (still queued, or taken by a leader still waiting for the
-SQLite write lock): those are never committed. Once written they may still commit: a committed
-record whose caller was told "deny" is harmless, the reverse (an action without a record)
-cannot happen (DESIGN I1). A small daemon timer commits an empty batch through the same path
-when committed entries have gone a second without a checkpoint.
+Group commit through one *sequencer* per ledger object: callers queue their records and wait;
+a writer thread takes everything queued as one batch and commits it in one transaction — one
+fsync for all of them with ``full`` durability — then answers each caller. While a batch
+commits the next one gathers, so batches grow with load and no caller thread does ledger work.
+Nobody is answered before COMMIT returned. A caller whose deadline passes withdraws its
+records while the sequencer has not started writing them (still queued, or in a batch still
+waiting for the SQLite write lock; the sequencer also drops those whose deadline passed while
+it waited): those are never committed. Once written they may still commit: a committed record
+whose caller was told "deny" is harmless, the reverse (an action without a record) cannot
+happen (DESIGN I1). When committed entries have gone a second without a checkpoint, the idle
+sequencer commits an empty batch that signs one. Several processes on one home each have
+their sequencer; SQLite's write lock orders their batches.
 
 The right edge of the tree (the frontier) lives in memory only; on first use, or after another
 process appended, the writer derives it from the tree itself: the roots of the perfect subtrees
@@ -214,19 +213,8 @@ class SqliteLedger(GroupCommit, StateTables, TreeCheck):
 
     def close(self) -> None:
         """Refuse new appends, let every queued one commit (up to 10 s), then stop the
-        checkpoint timer and close connections."""
-        with self._drained:
-            self._closed = True
-            end = time.monotonic() + 10
-            while self._leading or self._queue:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                self._drained.wait(left)
-        self._stop.set()
-        timer = self._timer
-        if timer is not None and timer is not threading.current_thread():
-            timer.join(timeout=10)
+        sequencer and close connections."""
+        self._stop_writer(10.0)
         if self._wlock.acquire(timeout=10):
             try:
                 if self._wconn is not None:
@@ -257,7 +245,7 @@ class SqliteLedger(GroupCommit, StateTables, TreeCheck):
                 raise LedgerUnavailable(
                     f"record exceeds {MAX_RECORD_BYTES} bytes (64 KiB - 1)", size=len(it.record)
                 )
-        pending = _Pending(items)
+        pending = _Pending(items, time.monotonic() + timeout)
         self._submit(pending, timeout)
         if pending.error is not None:
             if isinstance(pending.error, LedgerError):
@@ -271,7 +259,7 @@ class SqliteLedger(GroupCommit, StateTables, TreeCheck):
         Raises:
             LedgerUnavailable: the ledger cannot commit.
         """
-        pending = _Pending(())
+        pending = _Pending((), time.monotonic() + 30.0)
         try:
             self._submit(pending, 30.0)
         except LedgerError as exc:

@@ -1,6 +1,8 @@
-"""The SQLite driver's group commit (DESIGN I1): callers queue their records; one leader at a
-time gathers a batch, writes it in one transaction with its tree nodes, state changes and, when
-due, a signed checkpoint, makes it durable, and answers every caller in it."""
+"""The SQLite driver's sequencer (DESIGN I1): callers queue their records; one writer thread
+per ledger object takes everything queued as one batch, writes it in one transaction with its
+tree nodes, state changes and, when due, a signed checkpoint, makes it durable (one fsync for
+the batch), and answers every caller in it. Batches grow with load: while one commits, the
+next gathers. No caller thread does ledger work; a caller only queues and waits."""
 
 from __future__ import annotations
 
@@ -40,22 +42,21 @@ CHECKPOINT_EVERY_SECONDS = 1.0
 class _Pending:
     """One caller's records on their way into a commit.
 
-    ``state``: ``queued`` (withdrawable) -> ``taken`` (a leader holds it but waits for the write
-    lock: still withdrawable) -> ``writing`` (in the transaction) -> ``done``; a withdrawn one
-    becomes ``cancelled``. ``wake`` is created locked and released at most once: when the
-    records are done, or when the waiter is promoted to lead (``lead``)."""
+    ``state``: ``queued`` (withdrawable) -> ``taken`` (in a batch whose transaction waits for
+    the write lock: still withdrawable) -> ``writing`` (in the transaction) -> ``done``; a
+    withdrawn one becomes ``cancelled``. ``wake`` is created locked and released once, when
+    the records are done (a lock: cheaper to wait on than an Event)."""
 
-    __slots__ = ("error", "items", "lead", "results", "state", "tid", "wake")
+    __slots__ = ("deadline", "error", "items", "results", "state", "wake")
 
-    def __init__(self, items: Sequence[Append]) -> None:
+    def __init__(self, items: Sequence[Append], deadline: float) -> None:
         self.items = items
+        self.deadline = deadline
         self.wake = threading.Lock()
         self.wake.acquire()
         self.results: list[AppendResult] = []
         self.error: BaseException | None = None
         self.state = "queued"
-        self.lead = False
-        self.tid = threading.get_ident()
 
 
 class _LockBusy(LedgerUnavailable):
@@ -71,7 +72,7 @@ def _now_text() -> str:
 
 
 class GroupCommit:
-    """Group commit state and its machinery (mixed into
+    """The append queue and its sequencer thread (mixed into
     :class:`interlock.ledger.storage.sqlite.SqliteLedger`)."""
 
     signer: NoteSigner | None
@@ -88,20 +89,18 @@ class GroupCommit:
         ) -> merkle.Frontier: ...
 
     def _init_group_commit(self) -> None:
-        # group commit: ``_mu`` guards the queue, leadership, the pendings' states and flags
+        # ``_mu`` guards the queue, the pendings' states and the flags
         self._mu = threading.Lock()
-        self._drained = threading.Condition(self._mu)  # close() waits on it
-        self._arrivals = threading.Condition(self._mu)  # a leader gathering waits on it
-        self._released: set[int] = set()  # threads answered by the last commit, not back yet
-        self._released_at = 0.0
-        self._gather_s = 0.0
+        self._work = threading.Condition(self._mu)  # the sequencer waits on it for records
         self._queue: list[_Pending] = []
-        self._leading = False
         self._started = False
         self._closed = False
         self._failed: BaseException | None = None
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        self._pid = os.getpid()
+        #: batches committed and entries in them (``interlock bench``: decisions per fsync)
+        self.commits = 0
+        self.committed = 0
         # the write connection and the state only its holder changes, under ``_wlock``
         self._wlock = threading.Lock()
         self._wconn: sqlite3.Connection | None = None
@@ -109,17 +108,18 @@ class GroupCommit:
         self._size = 0  # committed size as of this object's last commit
         self._last_cp_size = -1
         self._last_cp_time = 0.0
+        self._cp_retry_at = 0.0  # a timer checkpoint that failed is retried after this
         #: (st_dev, st_ino) of the database and its WAL as this writer first committed to them
         self._file_ids: dict[str, tuple[int, int]] = {}
 
     def _submit(self, p: _Pending, timeout: float) -> None:
-        """Queue ``p`` and return once it is done (its ``results`` or ``error`` set), leading
-        the commit if no one else is.
+        """Queue ``p`` for the sequencer and return once it is done (its ``results`` or
+        ``error`` set).
 
         Raises:
-            LedgerUnavailable: the ledger is closed or failed, or ``timeout`` passed first.
+            LedgerUnavailable: the ledger is closed or failed, used from a forked process, or
+                ``timeout`` passed first (``p`` withdrawn unless it was already being written).
         """
-        deadline = time.monotonic() + timeout
         with self._mu:
             if self._closed:
                 raise LedgerUnavailable("ledger is closed")
@@ -127,147 +127,145 @@ class GroupCommit:
                 raise LedgerUnavailable(f"ledger writer failed: {self._failed}")
             if not self._started:
                 self._start_locked()
+            elif self._pid != os.getpid():
+                # a fork copied this object but not its sequencer thread or its connection
+                raise LedgerUnavailable(
+                    "this ledger was opened in another process (before a fork): open it again"
+                )
             self._queue.append(p)
-            released = self._released
-            if released:
-                released.discard(p.tid)
-                if not released:
-                    self._arrivals.notify()
-            if self._leading:
-                batch = None
-            else:
-                self._leading = True
-                batch = self._gather_locked(deadline)
-        if batch is None:
-            if not self._follow(p, deadline, timeout):
-                return
-            with self._mu:
-                batch = self._gather_locked(deadline)
-        self._lead(p, batch, deadline)
+            self._work.notify()
+        if p.wake.acquire(timeout=max(0.0, timeout)):
+            return
+        with self._mu:
+            if p.state == "queued":
+                self._queue.remove(p)
+                p.state = "cancelled"
+            elif p.state == "taken":  # its batch still waits for the write lock
+                p.state = "cancelled"
+            if p.state != "done":
+                # ``writing``: it may still commit; a committed record whose caller was told
+                # "deny" is harmless, the reverse cannot happen (DESIGN I1)
+                raise LedgerUnavailable(_DEADLINE_MESSAGE, timeout_s=timeout)
 
     def _start_locked(self) -> None:
         self._wconn = self._connect()
-        # the leader bounds its wait for the write lock itself (see _begin)
+        # the sequencer bounds its wait for the write lock itself (see _begin)
         self._wconn.execute("PRAGMA busy_timeout=0")
+        self._pid = os.getpid()
         self._started = True
-        if self.signer is not None:
-            self._timer = threading.Thread(
-                target=self._run_timer, name="interlock-ledger-checkpoints", daemon=True
-            )
-            self._timer.start()
+        self._writer = threading.Thread(
+            target=self._run_writer, name="interlock-ledger-sequencer", daemon=True
+        )
+        self._writer.start()
 
-    def _gather_locked(self, deadline: float) -> list[_Pending]:
-        """Take the queue as the next batch. Callers the last commit answered usually append
-        again at once: wait briefly (a fraction of a commit) for those to queue, so that
-        concurrent callers share commits instead of alternating with a lone leader."""
-        released = self._released
-        if released:
-            # stale once a fraction of a commit has passed since they were answered
-            end = min(self._released_at + self._gather_s, deadline)
-            while released:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                self._arrivals.wait(left)
-            released.clear()
-        batch = self._queue
-        self._queue = []
-        for q in batch:
-            q.state = "taken"
-        return batch
-
-    def _follow(self, p: _Pending, deadline: float, timeout: float) -> bool:
-        """Wait until ``p`` is done (``False``) or its waiter is promoted to lead (``True``).
-
-        Raises:
-            LedgerUnavailable: ``deadline`` passed first; ``p`` was withdrawn unless a leader
-                was already writing it.
-        """
-        woke = p.wake.acquire(timeout=max(0.0, deadline - time.monotonic()))
-        if woke and p.state == "done":
-            return False
-        if woke and time.monotonic() < deadline:
-            return True  # promoted, with time left to lead
+    def _stop_writer(self, wait: float) -> None:
+        """Refuse new appends, let the queued ones commit (up to ``wait`` seconds), stop."""
         with self._mu:
-            if p.state == "queued":  # still waiting in the queue (promoted or not)
-                self._queue.remove(p)
-                p.state = "cancelled"
-                if p.lead:
-                    self._handoff_locked()
-            elif p.state == "taken":  # a leader took it but is still waiting for the lock
-                p.state = "cancelled"
-            if p.state != "done":
-                raise LedgerUnavailable(_DEADLINE_MESSAGE, timeout_s=timeout)
-        return False
+            self._closed = True
+            self._work.notify_all()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=wait)
 
-    def _handoff_locked(self) -> None:
-        """Promote the first queued waiter to lead the next batch, or give up leadership."""
-        if self._queue:
-            nxt = self._queue[0]
-            nxt.lead = True
-            nxt.wake.release()
-            return
-        self._leading = False
-        if self._closed:
-            self._drained.notify_all()
+    def _checkpoint_wait(self) -> float | None:
+        """Seconds until the committed entries without a checkpoint are a second old (the
+        sequencer then signs one), or None: nothing to publish."""
+        if self.signer is None or self._failed is not None:
+            return None
+        if self._size <= max(self._last_cp_size, 0):
+            return None
+        due = max(self._last_cp_time + CHECKPOINT_EVERY_SECONDS, self._cp_retry_at)
+        return due - time.monotonic()
 
-    def _lead(self, own: _Pending, batch: list[_Pending], deadline: float) -> None:
-        """Commit ``batch`` (``own`` and whatever else was queued, all ``taken``) in one
-        transaction on this thread, hand each caller its outcome, then pass leadership on."""
+    def _run_writer(self) -> None:
+        try:
+            while True:
+                with self._mu:
+                    while not self._queue and not self._closed:
+                        wait = self._checkpoint_wait()
+                        if wait is not None and wait <= 0:
+                            break
+                        self._work.wait(wait)
+                    if not self._queue:
+                        if self._closed:
+                            return
+                        timer = _Pending((), time.monotonic() + 30.0)
+                        timer.state = "taken"
+                        batch = [timer]
+                    else:
+                        batch, self._queue = self._queue, []
+                        for q in batch:
+                            q.state = "taken"
+                        timer = None
+                self._write_batch(batch)
+                if timer is not None and timer.error is not None:
+                    # closed, failed or locked: try again in a second
+                    self._cp_retry_at = time.monotonic() + CHECKPOINT_EVERY_SECONDS
+        except BaseException as exc:
+            # the sequencer must never die silently: every later append is refused
+            with self._mu:
+                if self._failed is None:
+                    self._failed = LedgerUnavailable(f"the ledger's sequencer stopped: {exc!r}")
+                for q in self._queue:
+                    q.error = self._failed
+                    q.state = "done"
+                    q.wake.release()
+                self._queue = []
+            raise
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """Commit ``batch`` (all ``taken``) in one transaction and answer each caller."""
         started = time.monotonic()
         busy_until = started + self._busy_timeout_ms / 1000
+        lock_until = min(max(q.deadline for q in batch), busy_until)
         results: list[list[AppendResult]] | None = None
         error: BaseException | None = None
-        requeue = False
         try:
             with self._wlock:
                 conn = self._wconn
                 if conn is None:
                     raise LedgerUnavailable("ledger is closed")
-                self._begin(conn, min(deadline, busy_until))
-                if len(batch) > 1:
-                    with self._mu:
-                        # callers that gave up while we waited for the lock are not written
-                        batch = [q for q in batch if q.state == "taken"]
-                        for q in batch:
-                            q.state = "writing"
+                self._begin(conn, lock_until)
+                with self._mu:
+                    # callers that gave up, or whose deadline passed while the lock was held
+                    # elsewhere (or this process was stopped), are not written
+                    now = time.monotonic()
+                    live = []
+                    for q in batch:
+                        if q.state != "taken":
+                            continue
+                        if q.deadline < now:
+                            q.state = "cancelled"
+                            continue
+                        q.state = "writing"
+                        live.append(q)
+                    batch = live
+                if not batch:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    return
                 results = self._commit(conn, batch)
-            self._released_at = time.monotonic()
-            self._gather_s = min(0.5 * (self._released_at - started), 0.002)
-        except _LockBusy as exc:
-            error = exc
-            # only the leader's own deadline ran out: the others keep theirs and stay queued
-            requeue = deadline < busy_until
         except BaseException as exc:  # noqa: BLE001 - every caller in the batch must learn of it
             error = exc
         with self._mu:
             if error is None and results is not None:
-                released = self._released
                 for q, res in zip(batch, results, strict=True):
                     q.results = res
                     q.state = "done"
-                    if q is not own:
-                        q.wake.release()
-                        if q.items:  # not the timer or checkpoint(): likely to append again
-                            released.add(q.tid)
+                    q.wake.release()
+                self.commits += 1
+                self.committed += sum(len(r) for r in results)
             else:
                 if isinstance(error, LedgerCorrupt):
                     self._failed = error
-                back: list[_Pending] = []
+                now = time.monotonic()
                 for q in batch:
                     if q.state == "cancelled":
                         continue
-                    if requeue and q is not own:
-                        q.state = "queued"
-                        back.append(q)
-                        continue
-                    q.error = LedgerUnavailable(_DEADLINE_MESSAGE) if requeue else error
+                    late = isinstance(error, _LockBusy) and q.deadline <= now
+                    q.error = LedgerUnavailable(_DEADLINE_MESSAGE) if late else error
                     q.state = "done"
-                    if q is not own:
-                        q.wake.release()
-                if back:
-                    self._queue[:0] = back
-            self._handoff_locked()
+                    q.wake.release()
         if error is not None and not isinstance(error, Exception):
             raise error
 
@@ -301,21 +299,6 @@ class GroupCommit:
                     conn.execute("ROLLBACK")
                 raise _LockBusy("ledger write lock obtained only after the deadline")
             return
-
-    def _run_timer(self) -> None:
-        """Publish a checkpoint for committed entries that went a second without one."""
-        while not self._stop.is_set():
-            wait = CHECKPOINT_EVERY_SECONDS
-            if self._failed is None and self._size > max(self._last_cp_size, 0):
-                wait = self._last_cp_time + CHECKPOINT_EVERY_SECONDS - time.monotonic()
-                if wait <= 0:
-                    pending = _Pending(())
-                    with contextlib.suppress(LedgerError):
-                        self._submit(pending, 30.0)
-                        if pending.error is None:
-                            continue
-                    wait = CHECKPOINT_EVERY_SECONDS  # closed, failed or locked: retry later
-            self._stop.wait(wait)
 
     def _commit(
         self, conn: sqlite3.Connection, batch: Sequence[_Pending]
