@@ -43,6 +43,7 @@ from interlock.core.model import (
     RecordType,
     Stage,
     format_time,
+    format_time_us,
 )
 from interlock.errors import (
     ClockBehind,
@@ -501,7 +502,7 @@ class GateCore:
 
     def _now(self) -> tuple[str, str]:
         ns = self._clock_ns()
-        when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
+        when = format_time_us(ns // 1000)
         return new_request_id(ns), when
 
     def _clock_problem(self, ns: int, floor: int) -> str | None:
@@ -603,7 +604,7 @@ class GateCore:
         floor = self._time_floor  # before the clock: see _clock_problem
         ns = self._clock_ns()
         request_id = new_request_id(ns)
-        when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
+        when = format_time_us(ns // 1000)
         if self._corrupt is not None:
             return records._unrecorded(
                 self,
@@ -719,7 +720,7 @@ class GateCore:
             behind = self._clock_problem(ns, floor)
             if behind is not None:
                 return _deny(ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
-            when = format_time(datetime.fromtimestamp(ns // 1000 / 1e6, UTC))
+            when = format_time_us(ns // 1000)
             current = dataclasses.replace(request, time=when)
             verdict = decide(current, snapshot, self._lineage(current))
             if verdict.boundary is not None:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 from interlock.core.command import check_argv
 from interlock.core.ids import id_problem
@@ -80,7 +81,8 @@ def new_request_id(unix_ns: int) -> str:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a (12 bits)
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)  # rand_b (62 bits)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # what str(uuid.UUID(int=value)) writes, without building the object
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _fail(message: str, **evidence: Any) -> MalformedRequest:
@@ -176,6 +178,7 @@ def parse_request(
     Raises:
         MalformedRequest: on any violation; the message says what is wrong.
     """
+    checked = False
     if isinstance(raw, bytes | str):
         data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
         if len(data_bytes) > MAX_REQUEST_BYTES:
@@ -197,13 +200,13 @@ def parse_request(
         # reach the pipeline, and the size checked is the size of what is decided on.
         _check_json_value(dict(raw), "request")
         try:
-            text = json.dumps(dict(raw), ensure_ascii=False, allow_nan=False, default=_no_default)
-            encoded = text.encode("utf-8")
-        except (TypeError, ValueError, RecursionError) as exc:
+            encoded = _to_json(dict(raw))
+        except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
             raise _fail(f"request is not JSON-serialisable: {exc}") from exc
         if len(encoded) > MAX_REQUEST_BYTES:
             raise _fail("request exceeds 64 KiB", size=len(encoded))
-        doc = json.loads(text)
+        doc = _from_json(encoded)
+        checked = True  # the walk above covered args and context
     else:
         raise _fail(f"request must be a JSON object, not {type(raw).__name__}")
 
@@ -235,13 +238,15 @@ def parse_request(
     args = doc.get("args", {})
     if not isinstance(args, dict):
         raise _fail("'args' must be an object")
-    _check_json_value(args, "args")
+    if not checked:
+        _check_json_value(args, "args")
     if action == SHELL_EXEC:
         _check_shell_args(args)
     context = doc.get("context", {})
     if not isinstance(context, dict):
         raise _fail("'context' must be an object")
-    _check_json_value(context, "context")
+    if not checked:
+        _check_json_value(context, "context")
 
     capability = doc.get("capability")
     if capability is not None:
@@ -303,5 +308,22 @@ def _sealed(doc: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _no_default(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
+    """A subclass of a JSON type as that type's plain value (a ``str`` subclass claiming to
+    equal anything is copied to the string it holds), for msgspec; anything else is refused."""
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    if isinstance(obj, int):
+        return int.__int__(obj)
+    if isinstance(obj, float):
+        return float.__float__(obj)
+    if isinstance(obj, list):
+        return list(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
     raise TypeError(f"{type(obj).__name__} is not a JSON type")
+
+
+#: a plain-JSON copy of a checked mapping (compact, as sent over HTTP): msgspec, ~10x json
+_to_json = msgspec.json.Encoder(enc_hook=_plain).encode
+_from_json = msgspec.json.Decoder().decode

@@ -76,3 +76,35 @@ _json = st.recursive(
 @given(_json)
 def test_fast_path_equals_reference_implementation(value: object) -> None:
     assert canonical_bytes(value) == bytes(rfc8785.dumps(value))
+
+
+_bmp_low_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), max_codepoint=0xD7FF), max_size=8
+)
+_fast_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | _text,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(_bmp_low_text, c, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_fast_json)
+def test_orjson_sorted_output_is_rfc8785_in_the_fast_subset(value: object) -> None:
+    """The fast path's premise: in its subset (no floats, keys below U+D800) orjson's sorted
+    compact output, the standard library's and RFC 8785's are the same bytes."""
+    import orjson
+
+    fast = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    assert fast == bytes(rfc8785.dumps(value))
+    assert fast == json.dumps(
+        value, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
+    assert canonical_bytes(value) == fast
+
+
+def test_lone_surrogate_is_refused_on_the_fast_path() -> None:
+    with pytest.raises(CanonicalizationError, match="lone surrogate"):
+        canonical_bytes({"a": "\ud800"})
+    with pytest.raises(CanonicalizationError, match="lone surrogate"):
+        canonical_bytes(["x", "\udfff"])

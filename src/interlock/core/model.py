@@ -12,6 +12,7 @@ RFC 8785 bytes of the decision record, which are exactly the bytes appended to t
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -213,6 +214,20 @@ def format_time(dt: datetime) -> str:
     if dt.tzinfo is None:
         raise ValueError("naive datetime")
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_SECOND_TEXT: list[tuple[int, str]] = [(-1, "")]
+
+
+def format_time_us(us: int) -> str:
+    """:func:`format_time` of the instant ``us`` microseconds after the epoch, exactly, without
+    building a datetime: the text of the second is kept from the previous call."""
+    seconds, frac = divmod(us, 1_000_000)
+    last = _SECOND_TEXT[0]
+    if last[0] != seconds:
+        last = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        _SECOND_TEXT[0] = last
+    return f"{last[1]}.{frac:06d}Z"
 
 
 def rfc3339_to_epoch(value: str) -> int:

@@ -206,6 +206,9 @@ class _Partitioner:
 
 _I64 = (-(2**63), 2**63 - 1)
 
+#: entries of :class:`PolicyEngine`'s memo of context-free answers (cleared when full)
+_MEMO_SIZE = 65_536
+
 
 def _cedar_can_read(value: object) -> bool:
     """Whether Cedar can build a context value from ``value`` (strings, booleans, 64-bit
@@ -251,8 +254,9 @@ class PolicyEngine:
 
     Build it with :meth:`from_bundle` (signed bundles, for enforcement) or :func:`load_unsigned`
     (tests, validation, diffs). Safe to share between threads: the pre-parsed policy sets and
-    entities never change; the only mutable state is a bounded memo of the (pure) mapping from
-    Cedar's answer to a :class:`PolicyResult`.
+    entities never change; the only mutable state is two bounded memos: the answers of policy
+    sets that cannot read ``context`` (by principal, action and resource), and the (pure)
+    mapping from Cedar's answer to a :class:`PolicyResult`.
     """
 
     __slots__ = (
@@ -260,6 +264,7 @@ class PolicyEngine:
         "_entities",
         "_fallback",
         "_folded",
+        "_memo",
         "_named",
         "_policies",
         "_reads_context",
@@ -302,6 +307,9 @@ class PolicyEngine:
         self._fallback = partitioner.index(unconstrained)
         self._set_count = partitioner.set_count
         self._results: dict[tuple[str, ...], PolicyResult] = {}
+        #: (policy set, principal, action, resource) -> result, for sets no policy of which
+        #: reads ``context``: Cedar's answer then depends on nothing else (entities are fixed)
+        self._memo: dict[tuple[int, str, str, str, str], PolicyResult] = {}
         self._reads_context: dict[int, bool] = {}
         arg_types = dict(compiled.arg_types)
         declared_exec = arg_types.get(_SHELL_EXEC)
@@ -430,16 +438,24 @@ class PolicyEngine:
             "action": action_uid,
             "resource": {"type": resource_type, "id": resource_id},
         }
+        memo_key = None
         if reads:
             request["context"] = context_json
-        elif not _cedar_can_read(args) or not _cedar_can_read(context):
-            # no policy that can apply reads `context`, so Cedar is not asked to build it
-            # (~45 µs): check here what building it would have refused, so the answer is the
-            # same as if it had been passed
-            return _error("args or context holds a value Cedar cannot represent")
+        else:
+            if not _cedar_can_read(args) or not _cedar_can_read(context):
+                # no policy that can apply reads `context`, so Cedar is not asked to build it
+                # (~45 µs): check here what building it would have refused, so the answer is
+                # the same as if it had been passed
+                return _error("args or context holds a value Cedar cannot represent")
+            # nor can the answer depend on it: the same principal, action and resource under
+            # the same (immutable) set and entities get the same answer, errors included
+            memo_key = (id(policy_set), principal, action, resource_type, resource_id)
+            memoised = self._memo.get(memo_key)
+            if memoised is not None:
+                return memoised
         decision, reasons, errors = _cedar.authorize(policy_set, self._entities, request)
         if errors:
-            return self._evaluation_error(errors)
+            return self._remember(memo_key, self._evaluation_error(errors))
         # Interpreting (decision, reasons) is pure: memoise it (bounded) off the hot path.
         key = (decision, *reasons)
         result = self._results.get(key)
@@ -447,6 +463,18 @@ class PolicyEngine:
             result = self._interpret(decision, reasons)
             if len(self._results) < _RESULT_CACHE_SIZE:
                 self._results[key] = result
+        return self._remember(memo_key, result)
+
+    def _remember(
+        self, key: tuple[int, str, str, str, str] | None, result: PolicyResult
+    ) -> PolicyResult:
+        """Keep ``result`` under ``key`` (None: the answer may depend on context) in the
+        bounded memo; when it is full it starts again empty."""
+        if key is not None:
+            memo = self._memo
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[key] = result
         return result
 
     def _interpret(self, decision: str, reasons: Sequence[str]) -> PolicyResult:

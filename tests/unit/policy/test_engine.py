@@ -373,3 +373,40 @@ def test_unsigned_engine_from_default_files() -> None:
     }
     engine = unsigned_engine(files)
     assert "no-delete-database" in engine.policy_ids
+
+
+def test_context_free_answers_are_memoised_and_equal_to_cedars(tmp_path: Path) -> None:
+    """Issue 14's memo: a set no policy of which reads ``context`` answers from the memo on a
+    repeat, and the memo's answers are exactly a fresh engine's (Cedar asked each time)."""
+    policies = (
+        '@id("p") permit(principal == Agent::"alice", action, resource == Tool::"t1");\n'
+        '@id("f") forbid(principal, action, resource == Tool::"t2");\n'
+        '@id("e") permit(principal == Agent::"bob", action, resource)'
+        " when { 9223372036854775807 + 1 > 0 };\n"
+    )
+    engine = engine_for(tmp_path / "a", policies)
+    asks = [
+        {"principal": p, "resource_id": r, "args": {"x": i}}
+        for i in range(3)
+        for p in ("alice", "bob", "carol")
+        for r in ("t1", "t2", "t3")
+    ]
+    first = [call(engine, **a) for a in asks]
+    assert engine._memo, "a context-free set was not memoised"
+    again = [call(engine, **a) for a in asks]
+    fresh = [call(engine_for(tmp_path / f"f{i}", policies), **a) for i, a in enumerate(asks)]
+    assert first == again == fresh
+    codes = {(a["principal"], a["resource_id"]): r.code for a, r in zip(asks, again, strict=True)}
+    assert codes[("alice", "t1")] is None
+    assert codes[("alice", "t2")] is ReasonCode.POLICY_FORBID
+    assert codes[("bob", "t3")] is ReasonCode.POLICY_ERROR  # an error is remembered as one
+    assert codes[("carol", "t3")] is ReasonCode.POLICY_NO_PERMIT
+
+
+def test_values_cedar_cannot_take_deny_even_after_a_memoised_allow(tmp_path: Path) -> None:
+    engine = engine_for(tmp_path, '@id("all") permit(principal, action, resource);')
+    assert call(engine).permitted
+    assert call(engine, args={"x": 2**63}).code is ReasonCode.POLICY_ERROR
+    assert call(engine, args={"x": {"__entity": {"type": "T", "id": "i"}}}).code is (
+        ReasonCode.POLICY_ERROR
+    )

@@ -98,6 +98,10 @@ class GroupCommit:
         self._failed: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._pid = os.getpid()
+        # gathering: callers the last commit answered usually append again at once; the
+        # sequencer waits a fraction of a commit for as many to queue (see _run_writer)
+        self._expect = 1
+        self._gather_until = 0.0
         #: batches committed and entries in them (``interlock bench``: decisions per fsync)
         self.commits = 0
         self.committed = 0
@@ -107,7 +111,7 @@ class GroupCommit:
         self._frontier: merkle.Frontier | None = None
         self._size = 0  # committed size as of this object's last commit
         self._last_cp_size = -1
-        self._last_cp_time = 0.0
+        self._last_cp_time = float("-inf")  # the first commit is due one, whatever the uptime
         self._cp_retry_at = 0.0  # a timer checkpoint that failed is retried after this
         #: (st_dev, st_ino) of the database and its WAL as this writer first committed to them
         self._file_ids: dict[str, tuple[int, int]] = {}
@@ -132,8 +136,10 @@ class GroupCommit:
                 raise LedgerUnavailable(
                     "this ledger was opened in another process (before a fork): open it again"
                 )
-            self._queue.append(p)
-            self._work.notify()
+            queue = self._queue
+            queue.append(p)
+            if len(queue) == 1 or len(queue) >= self._expect:
+                self._work.notify()
         if p.wake.acquire(timeout=max(0.0, timeout)):
             return
         with self._mu:
@@ -181,7 +187,16 @@ class GroupCommit:
         try:
             while True:
                 with self._mu:
-                    while not self._queue and not self._closed:
+                    while not self._closed:
+                        if self._queue:
+                            # a batch as large as the last one, unless that takes longer than
+                            # a fraction of a commit: concurrent callers then share commits
+                            # instead of alternating in two half-size groups
+                            left = self._gather_until - time.monotonic()
+                            if len(self._queue) >= self._expect or left <= 0:
+                                break
+                            self._work.wait(left)
+                            continue
                         wait = self._checkpoint_wait()
                         if wait is not None and wait <= 0:
                             break
@@ -197,7 +212,12 @@ class GroupCommit:
                         for q in batch:
                             q.state = "taken"
                         timer = None
+                started = time.monotonic()
                 self._write_batch(batch)
+                if timer is None:
+                    ended = time.monotonic()
+                    self._expect = sum(1 for q in batch if q.state == "done" and q.error is None)
+                    self._gather_until = ended + min(0.5 * (ended - started), 0.002)
                 if timer is not None and timer.error is not None:
                     # closed, failed or locked: try again in a second
                     self._cp_retry_at = time.monotonic() + CHECKPOINT_EVERY_SECONDS
