@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from interlock.core.canonical import canonical_bytes, digest
 from interlock.core.model import (
     RECORD_VERSION,
@@ -137,6 +139,11 @@ def _payload_blob(request: ActionRequest) -> bytes:
         payload["approval"] = request.approval
     if request.break_glass is not None:
         payload["break_glass"] = request.break_glass
+    try:
+        # floats round-trip through orjson as through json (shortest repr), ~10x faster
+        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        pass  # a lone surrogate (orjson writes only valid UTF-8): json keeps it
     return json.dumps(
         payload,
         ensure_ascii=False,

@@ -19,7 +19,10 @@ def test_bench_quick_reports_every_figure_with_a_baseline() -> None:
     )
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout)
-    figures = ("P1", "P2", "P3", "P4", "P5", "P5s", "P6", "P7", "S1", "S1f", "S2")
+    figures = (
+        *("P1", "P2", "P3", "P3b_batch", "P3p", "P3pb", "P4", "P5", "P5s", "P6", "P7"),
+        *("S1", "S1f", "S2"),
+    )
     assert set(results) >= set(figures)
     for name in figures:
         fig = results[name]
@@ -33,4 +36,9 @@ def test_bench_quick_reports_every_figure_with_a_baseline() -> None:
             assert fig["ratio"] == rounds[2], name
         assert fig["unit"] and fig["baseline_what"] and fig["goal"]
         assert isinstance(fig["met"], bool)
+    # issue 14: throughput figures say what they cost and how many decisions share an fsync
+    for name in ("P3", "P3b_batch", "P3p", "P3pb"):
+        assert results[name]["cpu_us_per_decision"] > 0, name
+        assert results[name]["decisions_per_fsync"] >= 1, name
+    assert results["P3pb"]["decisions_per_fsync"] > results["P3p"]["decisions_per_fsync"]
     assert results["_meta"]["quick"] is True

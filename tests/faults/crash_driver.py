@@ -7,8 +7,9 @@ object a line; answers on stdout.
 ``{"op": "start", "homes": [...], "out": DIR, "threads": 2}`` forks one decider per home
 (``homes`` may name the same home several times) and answers ``{"pids": [...]}`` once each has
 opened its gate. A decider decides the request in ``DIR/request.json`` in a loop on
-``threads`` threads and appends ``ALLOW <request id> <ledger index> <decision hash>`` to
-``DIR/allows-<pid>`` — one ``write(2)`` per allow, after the allow was returned: what a caller
+``threads`` threads (with ``"batch": k`` > 1, the first thread decides k at a time with
+``decide_many``) and appends ``ALLOW <request id> <ledger index> <decision hash>`` to
+``DIR/allows-<pid>`` — one ``write(2)`` per answer, after the allow was returned: what a caller
 was told survives its SIGKILL. SIGTERM makes it stop and close its gate.
 
 ``{"op": "reap"}`` waits for every decider and answers ``{"status": {pid: wait status}}``.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _decider(home: str, out: Path, threads: int) -> None:
+def _decider(home: str, out: Path, threads: int, batch: int) -> None:
     from interlock.gate import Gate
 
     raw = (out / "request.json").read_text()
@@ -39,13 +40,20 @@ def _decider(home: str, out: Path, threads: int) -> None:
     fd = os.open(out / f"allows-{os.getpid()}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     (out / f"ready-{os.getpid()}").touch()
 
-    def loop() -> None:
+    def loop(many: bool) -> None:
         while not stop.is_set():
-            d = gate.decide(raw)
-            if d.allowed:
-                os.write(fd, f"ALLOW {d.request_id} {d.ledger_index} {d.decision_hash}\n".encode())
+            out = gate.decide_many([raw] * batch) if many else [gate.decide(raw)]
+            lines = [
+                f"ALLOW {d.request_id} {d.ledger_index} {d.decision_hash}\n"
+                for d in out
+                if d.allowed
+            ]
+            if lines:
+                os.write(fd, "".join(lines).encode())
 
-    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    # with ``batch`` > 1 the first thread decides ``batch`` requests a call (decide_many): the
+    # sequencer's batches then mix one large caller with single ones
+    workers = [threading.Thread(target=loop, args=(batch > 1 and t == 0,)) for t in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
@@ -84,8 +92,9 @@ def main() -> None:
         op = cmd["op"]
         if op == "start":
             out, threads = Path(cmd["out"]), int(cmd["threads"])
+            batch = int(cmd.get("batch", 1))
             children = [
-                _fork(lambda h=h, out=out, threads=threads: _decider(h, out, threads))
+                _fork(lambda h=h, out=out, t=threads, b=batch: _decider(h, out, t, b))
                 for h in cmd["homes"]
             ]
             deadline = time.monotonic() + 120

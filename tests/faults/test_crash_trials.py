@@ -32,6 +32,8 @@ from tests.faults.harness import CRASH, env_for
 
 DRIVER = Path(__file__).with_name("crash_driver.py")
 SQLITE_TRIALS = 90
+#: of the SQLite trials, those with a decide_many caller in every process (issue 14)
+SEQUENCER_TRIALS = 30
 FLEET_TRIALS = 10
 PROCESSES = 3
 
@@ -96,12 +98,17 @@ def _sqlite_home(where: Path) -> Path:
 
 
 def _trial(
-    driver: Driver, rng: random.Random, homes: list[str], out: Path, verify_home: Path
+    driver: Driver,
+    rng: random.Random,
+    homes: list[str],
+    out: Path,
+    verify_home: Path,
+    batch: int = 1,
 ) -> dict[str, int]:
     """One trial; returns its counts."""
     out.mkdir()
     (out / "request.json").write_text(json.dumps(tool_request(_token(verify_home))))
-    pids = driver.ask(op="start", homes=homes, out=str(out), threads=2)["pids"]
+    pids = driver.ask(op="start", homes=homes, out=str(out), threads=2, batch=batch)["pids"]
     time.sleep(rng.uniform(0.05, 0.8))  # the random moment
     kill_all = rng.random() < 0.5
     victims = pids if kill_all else [rng.choice(pids)]
@@ -186,11 +193,29 @@ def _run(kind: str, counts: list[dict[str, int]]) -> None:
 def test_kill_9_trials_on_sqlite_homes(tmp_path: Path, driver: Driver, rng: random.Random) -> None:
     counts: list[dict[str, int]] = []
     home = tmp_path
-    for n in range(SQLITE_TRIALS):
+    for n in range(SQLITE_TRIALS - SEQUENCER_TRIALS):
         if n % 10 == 0:
             home = _sqlite_home(tmp_path / f"home{n // 10}")
         counts.append(_trial(driver, rng, [str(home)] * PROCESSES, tmp_path / f"trial{n}", home))
     _run(f"SQLite: {PROCESSES} processes on one home", counts)
+
+
+def test_kill_9_trials_of_the_sequencer_under_batched_load(
+    tmp_path: Path, driver: Driver, rng: random.Random
+) -> None:
+    """Issue 14: the ledger's sequencer thread keeps the promise. Each process's sequencer
+    commits batches that mix a ``decide_many`` caller of 16 with a single caller; SIGKILL
+    lands wherever it lands — while the sequencer gathers, waits for the write lock, writes,
+    syncs or answers — and every allow any caller was told of is on the verifying ledger."""
+    counts: list[dict[str, int]] = []
+    home = tmp_path
+    for n in range(SEQUENCER_TRIALS):
+        if n % 10 == 0:
+            home = _sqlite_home(tmp_path / f"home{n // 10}")
+        counts.append(
+            _trial(driver, rng, [str(home)] * PROCESSES, tmp_path / f"trial{n}", home, batch=16)
+        )
+    _run(f"SQLite sequencer: {PROCESSES} processes, decide_many of 16 + decide", counts)
 
 
 def test_kill_9_trials_on_a_fleet(
