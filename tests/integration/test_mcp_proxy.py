@@ -15,7 +15,10 @@ import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -45,6 +48,7 @@ from interlock.adapters.mcp_proxy import (
     serve_http,
     transport_security,
 )
+from interlock.adapters.mcp_proxy.relay import ToolCallRelay
 from interlock.adapters.mcp_proxy.transport import _StdinLines
 from interlock.capability import revocation_ids
 from interlock.core.canonical import digest
@@ -211,6 +215,25 @@ async def proxied(
         async with ClientSession(client_streams[0], client_streams[1]) as client:
             await client.initialize()
             yield proxy, client
+        tg.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def relayed(
+    gate: Gate, upstream: Upstream, options: ProxyOptions
+) -> AsyncIterator[tuple[McpProxy, ToolCallRelay, ClientSession]]:
+    """A proxy session served as ``serve_stdio`` serves it (tools/call by the
+    :class:`ToolCallRelay`, the rest by the SDK server), over in-memory streams."""
+    async with (
+        open_proxy(gate, upstream, options) as proxy,
+        create_client_server_memory_streams() as (client_streams, server_streams),
+        anyio.create_task_group() as tg,
+    ):
+        relay = ToolCallRelay(proxy, server_streams[1])
+        tg.start_soon(relay.serve, proxy.server, server_streams[0])
+        async with ClientSession(client_streams[0], client_streams[1]) as client:
+            await client.initialize()
+            yield proxy, relay, client
         tg.cancel_scope.cancel()
 
 
@@ -610,26 +633,197 @@ async def test_unrecorded_decision_is_a_denial_and_not_forwarded(
     assert seen(upstream_log) == []
 
 
-async def test_unrecorded_end_withholds_the_result(
-    gate: Gate, token: str, upstream: Upstream, upstream_log: Path, monkeypatch: pytest.MonkeyPatch
+async def test_relayed_tool_calls_are_governed_like_the_sdk_path(
+    gate: Gate, token: str, upstream: Upstream, upstream_log: Path
 ) -> None:
-    real = gate.record_execution
+    """The stdio fast path (no SDK server stack for tools/call) keeps every check: an allow is
+    recorded and forwarded, a deny and a schema failure never reach the upstream, malformed
+    params are INVALID_PARAMS; listing still goes through the SDK server."""
+    async with relayed(gate, upstream, options(token)) as (_proxy, relay, client):
+        listed = await client.list_tools()  # read after notifications/initialized
+        assert relay.active and relay.version == "2025-11-25"  # the handshake era
+        ok = await client.call_tool("echo", {"text": "relayed"})
+        denied = await client.call_tool("add", {"a": 1, "b": 2})
+        bad_args = await client.call_tool("echo", {"text": 5})
+        unknown = await client.call_tool("nope", {})
+        with pytest.raises(MCPError) as invalid:
+            await client.send_request(
+                types.CallToolRequest(params=types.CallToolRequestParams(name="echo")).model_copy(
+                    update={"params": None}
+                ),
+                types.CallToolResult,
+            )
+        relayed_count = relay.relayed
 
-    def failing(kind: RecordType, request_id: str, fields: Any, **kw: Any) -> int:
+    assert "echo" in [t.name for t in listed.tools]
+    assert text_of(ok) == "relayed" and not ok.is_error
+    assert ok.structured_content == {"result": "relayed"}
+    assert denied.is_error and "denied by Interlock: POLICY_FORBID" in text_of(denied)
+    assert bad_args.is_error and "MALFORMED_REQUEST" in text_of(bad_args)
+    assert unknown.is_error and "MALFORMED_REQUEST" in text_of(unknown)
+    assert invalid.value.error.code == types.INVALID_PARAMS
+    assert relayed_count == 4  # every answered tools/call went through the relay
+    assert [e["name"] for e in seen(upstream_log) if e["kind"] == "tool"] == ["echo"]
+    effects = [
+        (r["request"]["resource"]["id"], r["effect"])
+        for _i, r, _d in decisions(gate, "mcp.tools/call")
+    ]
+    assert effects == [
+        ("testsrv/echo", "allow"),
+        ("testsrv/add", "deny"),
+        ("testsrv/echo", "deny"),
+        ("testsrv/nope", "deny"),
+    ]
+    ((_i, call, _d),) = [d for d in decisions(gate, "mcp.tools/call") if d[1]["effect"] == "allow"]
+    assert set(of(gate, call["id"])) == {"decision", "exec.start", "exec.end"}
+
+
+async def test_end_is_recorded_after_the_answer(
+    gate: Gate, token: str, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One durable commit on the critical path: the answer reaches the client while its
+    exec.end is still waiting to be committed; exec.end follows, after exec.start."""
+    real = gate.record_execution
+    release = threading.Event()
+    held: list[str] = []
+
+    def held_end(kind: RecordType, request_id: str, fields: Any, **kw: Any) -> int:
         if kind is RecordType.EXEC_END and request_id != session_id:
-            raise LedgerUnavailable("disk full")
+            held.append(request_id)
+            release.wait(30)
         return real(kind, request_id, fields, **kw)
 
     async with proxied(gate, upstream, options(token)) as (proxy, client):
         session_id = proxy.session_id
-        monkeypatch.setattr(gate, "record_execution", failing)
-        result = await client.call_tool("echo", {"text": "secret answer"})
-        monkeypatch.setattr(gate, "record_execution", real)
+        monkeypatch.setattr(gate, "record_execution", held_end)
+        try:
+            result = await client.call_tool("echo", {"text": "fast"})
+            ((_i, call, _d),) = decisions(gate, "mcp.tools/call")
+            # answered: started on the ledger, its end not committed yet
+            assert text_of(result) == "fast" and not result.is_error
+            assert set(of(gate, call["id"])) == {"decision", "exec.start"}
+            assert gate.ledger.execution(call["id"]).status == "running"  # type: ignore[union-attr]
+        finally:
+            release.set()
+        assert await anyio.to_thread.run_sync(proxy.ends.wait_idle, 30)
+        assert held == [call["id"]]
+        recs = of(gate, call["id"])
+        assert recs["exec.start"][0] < recs["exec.end"][0]
+        assert recs["exec.end"][1]["result_sha256"] == result_digest(result)
+        assert gate.ledger.execution(call["id"]).status == "ended"  # type: ignore[union-attr]
 
-    assert result.is_error
-    assert "result withheld: LEDGER_UNAVAILABLE" in text_of(result)
-    assert "secret answer" not in text_of(result)
-    assert [e["name"] for e in seen(upstream_log)] == ["echo"]  # it ran; its answer is withheld
+
+async def test_unrecorded_end_is_reported_and_the_run_stays_accounted_for(
+    gate: Gate,
+    token: str,
+    upstream: Upstream,
+    upstream_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """exec.end is off the critical path: if it cannot be committed, the answer has already
+    gone back. It is tried again when the session ends; what still fails is reported, and the
+    run stays ``running`` on the ledger (its allow and exec.start are durable), for
+    reap_orphans to terminate once the proxy is gone (see the crash test below)."""
+    real = gate.record_execution
+    failed: list[str] = []
+
+    def failing(kind: RecordType, request_id: str, fields: Any, **kw: Any) -> int:
+        if kind is RecordType.EXEC_END and request_id != session_id:
+            failed.append(request_id)
+            raise LedgerUnavailable("disk full")
+        return real(kind, request_id, fields, **kw)
+
+    monkeypatch.setattr(gate, "record_execution", failing)
+    async with proxied(gate, upstream, options(token)) as (proxy, client):
+        session_id = proxy.session_id
+        result = await client.call_tool("echo", {"text": "an answer"})
+
+    ((_i, call, _d),) = decisions(gate, "mcp.tools/call")
+    assert text_of(result) == "an answer"
+    assert [e["name"] for e in seen(upstream_log)] == ["echo"]
+    assert failed == [call["id"], call["id"]]  # once in the background, once more at close
+    assert proxy.ends.failed[0].request.id == call["id"]
+    assert set(of(gate, call["id"])) == {"decision", "exec.start"}
+    assert gate.ledger.execution(call["id"]).status == "running"  # type: ignore[union-attr]
+    err = capsys.readouterr().err
+    assert f"exec.end of execution {call['id']} not recorded" in err
+    assert "LEDGER_UNAVAILABLE" in err or "disk full" in err
+    # the session itself ended normally, after its request
+    assert gate.ledger.execution(session_id).status == "ended"  # type: ignore[union-attr]
+
+
+_CRASH = """
+import json, os, sys, threading
+import anyio
+from mcp import ClientSession
+from mcp.shared.memory import create_client_server_memory_streams
+from interlock.adapters.mcp_proxy import ProxyOptions, Upstream, open_proxy
+from interlock.core.model import RecordType
+from interlock.gate import Gate
+
+home, principal, token, upstream = sys.argv[1:5]
+gate = Gate.open(home)
+real = gate.record_execution
+
+def never(kind, request_id, fields, **kw):
+    if kind is RecordType.EXEC_END:
+        threading.Event().wait()  # the window between the answer and its end record
+    return real(kind, request_id, fields, **kw)
+
+async def main():
+    up = Upstream(command=(sys.executable, upstream))
+    async with open_proxy(gate, up, ProxyOptions(principal=principal, capability=token)) as proxy:
+        gate.record_execution = never
+        server = proxy.server
+        async with create_client_server_memory_streams() as (c, s), anyio.create_task_group() as tg:
+            tg.start_soon(server.run, s[0], s[1], server.create_initialization_options())
+            async with ClientSession(c[0], c[1]) as client:
+                await client.initialize()
+                result = await client.call_tool("echo", {"text": "answered"})
+                line = json.dumps({"text": result.content[0].text, "session": proxy.session_id})
+                print(line, flush=True)
+                await anyio.sleep(3600)
+
+anyio.run(main)
+"""
+
+
+def test_a_crash_between_answer_and_end_record_is_reaped(
+    mcp_home: Path, token: str, tmp_path: Path
+) -> None:
+    """kill -9 after the client has its answer and before exec.end is committed: the run is
+    on the ledger as allowed and started, and the next ``Gate.open`` reaps it (exec.terminated,
+    INTERNAL_ERROR, reaped) together with the session, whose supervisor is gone too."""
+    script = tmp_path / "crash.py"
+    script.write_text(_CRASH, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(mcp_home), RESEARCHER, token, UPSTREAM],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        answered = json.loads(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert answered["text"] == "answered"
+    with Gate.open(mcp_home) as gate:  # reap_orphans runs here
+        ((_i, call, _d),) = decisions(gate, "mcp.tools/call")
+        recs = of(gate, call["id"])
+        assert set(recs) == {"decision", "exec.start", "exec.terminated"}
+        term = recs["exec.terminated"][1]
+        assert term["reaped"] is True
+        assert term["reason"]["code"] == ReasonCode.INTERNAL_ERROR.value
+        assert gate.ledger.execution(call["id"]).status == "terminated"  # type: ignore[union-attr]
+        session = gate.ledger.execution(answered["session"])
+        assert session is not None and session.status == "terminated"
 
 
 # -- a third-party upstream --------------------------------------------------------------------

@@ -11,16 +11,22 @@ the same small upstream server (one ``echo`` tool, spoken to over stdio):
 
 * **baseline** — the client talks to the upstream directly;
 * **figure** — the client talks to ``interlock mcp-proxy`` (its own process, on stdio, with a
-  fresh home at the default ``full`` durability), which decides, records (decision,
-  ``exec.start``, ``exec.end``: three durable ledger commits) and forwards to its upstream.
+  fresh home at the default ``full`` durability, and this process's environment, so the same
+  code), which checks the call against the tool's listing and ``inputSchema``, decides and
+  commits the decision with ``exec.start`` (one durable ledger commit), forwards to its
+  upstream and answers. On stdio the proxy answers ``tools/call`` without the SDK server stack
+  and without thread hand-offs; ``exec.end`` is committed by a background writer after the
+  answer (usually in the same batch as the next call's admission), so it is not in the
+  measured latency, but its CPU and fsync share the machine with the next call.
 
 Calls alternate between the two, so both see the same machine load. ``value`` and ``baseline``
 are p50 latencies in ms; ``added_p50_ms`` and ``added_p99_ms`` are the differences at p50 and
-p99. The goal: at most 1 ms added at p50.
+p99. The goal (issue 14): at most 1 ms added at p50 and 3 ms at p99.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -74,7 +80,11 @@ async def _measure(
             "--",
             *upstream,
         ],
-        env={"INTERLOCK_CAPABILITY": token},
+        # the caller's environment (PYTHONPATH included: the proxy runs the same code)
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")},
+            "INTERLOCK_CAPABILITY": token,
+        },
     )
     base: list[float] = []
     ours: list[float] = []
@@ -144,8 +154,8 @@ def bench_mcp_proxy(quick: bool = False) -> dict[str, Result]:
             "ms",
             b50,
             "the same tools/call made directly to the same upstream (p50 ms)",
-            "p50 <= 1 ms over a direct call",
-            p50 - b50 <= 1.0,
+            "p50 <= 1 ms and p99 <= 3 ms over a direct call",
+            p50 - b50 <= 1.0 and p99 - b99 <= 3.0,
             p99=round(p99, 3),
             baseline_p99=round(b99, 3),
             added_p50_ms=round(p50 - b50, 3),

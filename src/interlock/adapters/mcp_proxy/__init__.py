@@ -34,8 +34,15 @@ chooses for itself: pin it with ``--name`` when policies rely on it).
   are committed before the request is forwarded; ``exec.end`` carries ``result_sha256`` (the
   SHA-256 of the RFC 8785 bytes of the upstream's result, in its JSON form) or the failure.
   The request is re-verified while it waits for the upstream and cancelled (and recorded as
-  ``exec.terminated``) when its authorization stops holding. If ``exec.end`` cannot be
-  committed, the result is withheld from the agent.
+  ``exec.terminated``) when its authorization stops holding. Only the admission is a durable
+  commit on the critical path: ``exec.end`` is committed after the answer by a background
+  writer (:class:`~interlock.adapters.mcp_proxy.ending.EndRecorder`), drained before the
+  session ends; an end that cannot be committed leaves the run ``running`` until
+  ``reap_orphans`` terminates it (what an attacker gains then: an answer whose digest is not on
+  the ledger; the allow and the start always are).
+* **On stdio, ``tools/call`` bypasses the SDK server stack** once the handshake is done
+  (:class:`~interlock.adapters.mcp_proxy.relay.ToolCallRelay`): same checks, same governance,
+  answered directly; everything else goes to the SDK server.
 * **A denial is never forwarded.** ``tools/call`` answers a tool error (``isError``);
   ``resources/read`` and ``prompts/get`` answer the JSON-RPC error :data:`DENIED_ERROR_CODE`.
   The text names the reason codes and the decision hash, e.g. ``denied by Interlock:
@@ -77,6 +84,7 @@ chooses for itself: pin it with ``--name`` when policies rely on it).
 
 from interlock.adapters.mcp_proxy.auth import ListenToken, require_bearer
 from interlock.adapters.mcp_proxy.catalogue import MAX_TOOL_PAGES, MAX_TOOLS, ToolCatalogue
+from interlock.adapters.mcp_proxy.ending import EndRecorder
 from interlock.adapters.mcp_proxy.forwarding import McpProxy
 from interlock.adapters.mcp_proxy.governance import continuation_context, denial_text, result_digest
 from interlock.adapters.mcp_proxy.options import (
@@ -94,6 +102,7 @@ from interlock.adapters.mcp_proxy.options import (
     UpstreamError,
     check_server_name,
 )
+from interlock.adapters.mcp_proxy.relay import ToolCallRelay
 from interlock.adapters.mcp_proxy.schema import UnsafeSchema, compile_input_schema
 from interlock.adapters.mcp_proxy.session import open_proxy
 from interlock.adapters.mcp_proxy.transport import (
@@ -119,9 +128,11 @@ __all__ = [
     "SESSION_ACTION",
     "TOOL_ACTION",
     "ClientLineTooLong",
+    "EndRecorder",
     "ListenToken",
     "McpProxy",
     "ProxyOptions",
+    "ToolCallRelay",
     "ToolCatalogue",
     "UnsafeSchema",
     "Upstream",

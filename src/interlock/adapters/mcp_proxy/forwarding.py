@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -19,18 +19,18 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from interlock.adapters.sdk import disclosed_detail
-from interlock.core.model import MAX_REQUEST_BYTES, Effect, ReasonCode, RecordType
-from interlock.errors import Error, MalformedRequest
+from interlock.core.model import MAX_REQUEST_BYTES, Effect, ReasonCode
+from interlock.errors import MalformedRequest
 from interlock.intake import parse_request
 from interlock.runtime.supervisor import POLL_S, Watch
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
 
-    from interlock.core.model import ActionRequest
     from interlock.gate import Gate
     from interlock.runtime.execution import Execution
 from interlock.adapters.mcp_proxy.catalogue import ToolCatalogue
+from interlock.adapters.mcp_proxy.ending import EndRecorder
 from interlock.adapters.mcp_proxy.governance import (
     _Begun,
     _Failure,
@@ -56,6 +56,8 @@ from interlock.adapters.mcp_proxy.options import (
 )
 from interlock.adapters.mcp_proxy.upstream import ANSWER_TOO_LARGE_CODE
 
+T = TypeVar("T")
+
 
 class McpProxy:
     """One proxy session: the gate, the upstream :class:`ClientSession`, the session execution.
@@ -73,6 +75,7 @@ class McpProxy:
         server_name: str,
         options: ProxyOptions,
         tools: ToolCatalogue | None = None,
+        ends: EndRecorder | None = None,
     ) -> None:
         self.gate = gate
         self.upstream = upstream
@@ -83,6 +86,11 @@ class McpProxy:
         self.tools = tools if tools is not None else ToolCatalogue()
         #: why the upstream is known to be unusable (then nothing more is forwarded), or None
         self.upstream_down: str | None = None
+        #: commits the end records of governed requests off the critical path (closed by
+        #: :func:`open_proxy` before the session ends)
+        self.ends = ends if ends is not None else EndRecorder(gate)
+        #: governed requests admitted or being admitted and not yet answered
+        self._inflight = 0
         self._server: Server[Any] | None = None
 
     @property
@@ -132,28 +140,25 @@ class McpProxy:
             )
         except Exception as exc:  # noqa: BLE001 - cannot supervise it, so do not run it
             why = f"not run: cannot supervise the request ({type(exc).__name__})"
-            self._record_close(
-                req, None, {"duration_ms": 0, "outcome": "error", "error": "internal"}
-            )
+            self.ends.submit(req, None, {"duration_ms": 0, "outcome": "error", "error": "internal"})
             return _Begun(decision=decision, request=req, problem=why)
         return _Begun(decision=decision, request=req, watch=watch)
 
-    def _record_close(
-        self, req: ActionRequest, watch: Watch | None, fields: dict[str, Any]
-    ) -> str | None:
-        """Commit ``exec.end`` or ``exec.terminated``; return why it failed, or None."""
-        reason = watch.denied if watch is not None else None
+    async def _on_gate(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking gate call: in the event loop itself when no other governed request
+        is in flight (the usual one-call-at-a-time agent: no thread hand-off), else in a worker
+        thread, so that concurrent admissions can share one ledger commit."""
+        if self._inflight == 0:
+            self._inflight += 1
+            try:
+                return fn(*args)
+            finally:
+                self._inflight -= 1
+        self._inflight += 1
         try:
-            if reason is not None:
-                fields["reason"] = reason.to_json()
-                self.gate.record_execution(
-                    RecordType.EXEC_TERMINATED, req.id, fields, status="terminated"
-                )
-            else:
-                self.gate.record_execution(RecordType.EXEC_END, req.id, fields, status="ended")
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, who withholds the result
-            return exc.diagnostics() if isinstance(exc, Error) else type(exc).__name__
-        return None
+            return await anyio.to_thread.run_sync(fn, *args)
+        finally:
+            self._inflight -= 1
 
     async def _watch(self, watch: Watch, scope: anyio.CancelScope) -> None:
         """Re-verify a forwarded request while it waits; cancel it when authorization ends."""
@@ -226,7 +231,7 @@ class McpProxy:
         Never raises except on cancellation (after recording the end).
         """
         raw = self._request(action, rtype, rid, args, context)
-        begun = await anyio.to_thread.run_sync(self._begin, raw)
+        begun = await self._on_gate(self._begin, raw)
         d = begun.decision
         ident = {"decision_hash": d.decision_hash, "request_id": d.request_id}
         if begun.request is None or not d.allowed:
@@ -246,6 +251,7 @@ class McpProxy:
         started = time.monotonic()
         result: R | None = None
         failure: _Failure | None = None
+        self._inflight += 1
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, watch, tg.cancel_scope)
@@ -256,13 +262,15 @@ class McpProxy:
         except BaseException:
             # cancelled from outside (the client cancelled, the proxy is stopping): record it
             fields = _fields(started, None, _Failure("cancelled", 0, "cancelled"))
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._record_close, req, watch, fields)
+            self.ends.submit(req, watch.denied, fields)
             raise
+        finally:
+            self._inflight -= 1
 
-        fields = _fields(started, result, failure)
-        problem = await anyio.to_thread.run_sync(self._record_close, req, watch, fields)
+        # the end record follows off the critical path (EndRecorder), always after the start's
+        # commit: the answer does not wait for it
         reason = watch.denied
+        self.ends.submit(req, reason, _fields(started, result, failure))
         if reason is not None:
             # the agent reads the detail only of codes outside OPAQUE_CODES (as for denials)
             shown = disclosed_detail(reason.code, reason.detail)
@@ -273,15 +281,6 @@ class McpProxy:
                 ),
                 code=DENIED_ERROR_CODE,
                 data={"reason_codes": [reason.code.value], **ident},
-            )
-        if problem is not None:
-            return _Outcome(
-                message=(
-                    f"result withheld: LEDGER_UNAVAILABLE: exec.end not recorded: {problem}"
-                    f" (execution {req.id})"
-                )[:1000],
-                code=DENIED_ERROR_CODE,
-                data={"reason_codes": [ReasonCode.LEDGER_UNAVAILABLE.value], **ident},
             )
         if failure is not None:
             return _Outcome(
@@ -405,7 +404,7 @@ class McpProxy:
                 params.arguments or {},
                 continuation_context(params),
             )
-            decision = await anyio.to_thread.run_sync(
+            decision = await self._on_gate(
                 self.gate.refuse, raw, ReasonCode.MALFORMED_REQUEST, refusal
             )
             return _tool_error(denial_text(decision))

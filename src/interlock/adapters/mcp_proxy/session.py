@@ -108,6 +108,11 @@ async def _connect(
         yield client
 
 
+async def _close_ends(proxy: McpProxy) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(proxy.ends.close)
+
+
 @contextlib.asynccontextmanager
 async def open_proxy(
     gate: Gate, upstream: Upstream, options: ProxyOptions
@@ -179,6 +184,9 @@ async def _proxy_session(
         if name is None:  # pragma: no cover - set on both paths above
             raise UsageError("no server name")
         proxy = McpProxy(gate, client, run, server_name=name, options=options, tools=tools)
+        # left before the session ends: every request's end record is committed (or reported)
+        # before the session's own exec.end
+        stack.push_async_callback(_close_ends, proxy)
         caps = client.server_capabilities
         if caps is not None and caps.tools is not None:
             # list at once: a client that calls before it lists is judged against this listing

@@ -4,19 +4,23 @@ bearer token (:mod:`interlock.adapters.mcp_proxy.auth`)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.server import stdio as sdk_stdio
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -33,18 +37,45 @@ from interlock.adapters.mcp_proxy.options import (
     ProxyOptions,
     Upstream,
 )
+from interlock.adapters.mcp_proxy.relay import ToolCallRelay
 from interlock.adapters.mcp_proxy.session import _sole, open_proxy
 
 # -- serving ---------------------------------------------------------------------------------------
 
 
-class _StdinLines:
-    """The lines of file descriptor ``fd`` (stdin), read by a daemon thread with ``os.read``.
+def _pollable(fd: int) -> bool:
+    """Whether ``fd`` is a pipe or a socket (which the event loop can wait on)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
-    The SDK reads stdin in an anyio worker thread, and a thread blocked in ``read()`` can be
-    neither interrupted nor abandoned at exit: SIGTERM would then wait for the client's next
-    byte before the session could end. A daemon thread is left behind instead; it reads the
-    descriptor directly, holding no lock of ``sys.stdin`` that interpreter shutdown would need.
+
+class _NonBlocking:
+    """``O_NONBLOCK`` set on a descriptor, and its previous flags put back by :meth:`restore`
+    (the open file description is shared with the process at the other end's parent)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, self.flags | os.O_NONBLOCK)
+
+    def restore(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, self.flags)
+
+
+class _StdinLines:
+    """The lines of file descriptor ``fd`` (stdin).
+
+    A pipe or a socket is read without blocking, in the event loop itself (no thread hand-off
+    per message). Anything else (a file, a terminal) is read by a daemon thread with
+    ``os.read``: the SDK reads stdin in an anyio worker thread, and a thread blocked in
+    ``read()`` can be neither interrupted nor abandoned at exit, so SIGTERM would wait for the
+    client's next byte before the session could end; a daemon thread is left behind instead. It
+    reads the descriptor directly, holding no lock of ``sys.stdin`` that interpreter shutdown
+    would need.
 
     A line (newline included) longer than ``limit`` bytes is not buffered to its end: reading
     stops, the lines end there (as at end of input; the partial line is dropped) and
@@ -52,12 +83,26 @@ class _StdinLines:
     """
 
     def __init__(self, fd: int, limit: int = MAX_LINE_BYTES) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
         #: set (before the lines end) when a line exceeded ``limit``
         self.overflow = False
         self.limit = limit
+        self.fd = fd
+        self._pending = bytearray()
+        self._scan = 0  # what is pending before this holds no newline
+        self._done = False
+        self._nonblocking: _NonBlocking | None = None
+        self._send: MemoryObjectSendStream[bytes] | None = None
+        self._receive: MemoryObjectReceiveStream[bytes] | None = None
+        if _pollable(fd):
+            with contextlib.suppress(OSError):
+                self._nonblocking = _NonBlocking(fd)
+        if self._nonblocking is None:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](16)
         token = anyio.lowlevel.current_token()
-        send = self._send
+        send, fd, limit = self._send, self.fd, self.limit
 
         def pump() -> None:
             pending = bytearray()
@@ -90,15 +135,104 @@ class _StdinLines:
         return self
 
     async def __anext__(self) -> str:
-        try:
-            line = await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-        return line.decode("utf-8", "replace")
+        if self._receive is not None:
+            try:
+                line = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise StopAsyncIteration from None
+            return line.decode("utf-8", "replace")
+        return (await self._read_line()).decode("utf-8", "replace")
+
+    async def _read_line(self) -> bytes:
+        pending = self._pending
+        while not self._done:
+            end = pending.find(b"\n", self._scan)
+            if end >= 0:
+                if end + 1 > self.limit:
+                    break
+                line = bytes(pending[: end + 1])
+                del pending[: end + 1]
+                self._scan = 0
+                return line
+            if len(pending) > self.limit:
+                break
+            self._scan = len(pending)
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                await anyio.wait_readable(self.fd)
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:  # end of input: what is pending is the last line
+                self._done = True
+                if pending:
+                    line = bytes(pending)
+                    pending.clear()
+                    return line
+            pending += chunk
+        else:
+            raise StopAsyncIteration
+        self.overflow = self._done = True
+        pending.clear()
+        raise StopAsyncIteration
 
     def close(self) -> None:
-        self._receive.close()
-        self._send.close()
+        self._done = True
+        if self._receive is not None and self._send is not None:
+            self._receive.close()
+            self._send.close()
+        if self._nonblocking is not None:
+            self._nonblocking.restore()
+
+
+class _StdoutWire:
+    """Writes to the client on a pipe or socket without blocking, in the event loop itself
+    (the SDK's stdio transport hands every write and flush to a worker thread). Duck-types
+    the ``anyio.AsyncFile`` that ``stdio_server`` writes to."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = bytearray()
+        self._nonblocking = _NonBlocking(fd)
+
+    async def write(self, text: str) -> None:
+        self._buf += text.encode("utf-8")
+
+    async def flush(self) -> None:
+        buf = self._buf
+        while buf:
+            try:
+                n = os.write(self.fd, buf)
+            except BlockingIOError:
+                await anyio.wait_writable(self.fd)
+                continue
+            del buf[:n]
+
+    def restore(self) -> None:
+        self._nonblocking.restore()
+
+
+@contextlib.contextmanager
+def _client_stdout() -> Iterator[_StdoutWire | None]:
+    """The client's stdout as a :class:`_StdoutWire`, claimed as the SDK's ``stdio_server``
+    claims it (fd 1 diverted to stderr while serving, the wire on a private duplicate), or
+    None when fd 1 is not a pipe or socket (then ``stdio_server`` claims it itself)."""
+    if not _pollable(1):
+        yield None
+        return
+    buffer, release = sdk_stdio._claim_fd(1, sys.stdout, "wb", sdk_stdio._open_stdout_diversion)
+    wire: _StdoutWire | None = None
+    try:
+        if release is not None:  # claimed: the wire is on a private descriptor
+            with contextlib.suppress(OSError, ValueError):
+                wire = _StdoutWire(buffer.fileno())
+        yield wire
+    finally:
+        if wire is not None:
+            wire.restore()
+        if release is not None:
+            release()
 
 
 async def serve_stdio(
@@ -112,21 +246,10 @@ async def serve_stdio(
         ClientLineTooLong: the client sent a line longer than ``max_line`` bytes (default
             :data:`MAX_LINE_BYTES`, 4 MiB): serving stopped there, as at end of input.
     """
-    server = proxy.server
     lines = _StdinLines(sys.stdin.fileno(), max_line)
     try:
-        # the stop task's group encloses the transport: cancelling it stops all of it
-        async with anyio.create_task_group() as tg:
-            if stop is not None:
-
-                async def _stop() -> None:
-                    await stop.wait()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(_stop)
-            async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read, write):
-                await server.run(read, write, server.create_initialization_options())
-            tg.cancel_scope.cancel()
+        with _client_stdout() as wire:
+            await _serve_stdio(proxy, lines, wire, stop)
     finally:
         lines.close()
     if lines.overflow:
@@ -135,6 +258,27 @@ async def serve_stdio(
             f" ({max_line / 1048576:g} MiB): the session is ended",
             limit=max_line,
         )
+
+
+async def _serve_stdio(
+    proxy: McpProxy, lines: _StdinLines, wire: _StdoutWire | None, stop: anyio.Event | None
+) -> None:
+    # the stop task's group encloses the transport: cancelling it stops all of it
+    async with anyio.create_task_group() as tg:
+        if stop is not None:
+
+            async def _stop() -> None:
+                await stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(_stop)
+        async with stdio_server(
+            stdin=cast("anyio.AsyncFile[str]", lines),
+            stdout=cast("anyio.AsyncFile[str] | None", wire),
+        ) as (read, write):
+            # tools/call is relayed to the proxy directly; the rest goes to the SDK server
+            await ToolCallRelay(proxy, write).serve(proxy.server, read)
+        tg.cancel_scope.cancel()
 
 
 def bind(host: str, port: int) -> socket.socket:
