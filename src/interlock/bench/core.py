@@ -33,8 +33,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from interlock.bench.callers import throughput
 from interlock.bench.common import Lcg, Paired, Result, figure, paired, pct, set_deadline
-from interlock.bench.load import throughput
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right
 from interlock.core.model import ActionRequest, Resource, format_time

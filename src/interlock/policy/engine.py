@@ -74,6 +74,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
+
 from interlock.core.command import command_context
 from interlock.core.ids import fold
 from interlock.core.model import ReasonCode
@@ -243,6 +245,9 @@ def _encode_default(value: object) -> object:
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
 
+
+_RESERVED_DETAIL = "args or context uses a reserved Cedar JSON key (__entity, __extn, __expr)"
+_RESERVED_BYTES = tuple(r.encode() for r in _RESERVED)
 
 _ENCODER: Final = json.JSONEncoder(
     allow_nan=False, separators=(",", ":"), default=_encode_default
@@ -417,17 +422,9 @@ class PolicyEngine:
                 args = command_context(args)
             except MalformedRequest as exc:  # intake refuses these; `policy test` does not
                 return _error(f"shell.exec arguments Cedar cannot be given: {exc.message}")
-        try:
-            ctx: dict[str, Any] = {"args": args, "request": context, "time": now}
-            if env is not None:
-                ctx["env"] = env
-            context_json = _ENCODER(ctx)
-        except (TypeError, ValueError) as exc:
-            return _error(f"args or context is not JSON Cedar can read: {exc}")
-        if '"__' in context_json and any(r in context_json for r in _RESERVED):
-            return _error(
-                "args or context uses a reserved Cedar JSON key (__entity, __extn, __expr)"
-            )
+        ctx: dict[str, Any] = {"args": args, "request": context, "time": now}
+        if env is not None:
+            ctx["env"] = env
         policy_set = index.select(resource_type, resource_id)
         reads = self._reads_context.get(id(policy_set))
         if reads is None:
@@ -440,6 +437,12 @@ class PolicyEngine:
         }
         memo_key = None
         if reads:
+            try:
+                context_json = _ENCODER(ctx)
+            except (TypeError, ValueError) as exc:
+                return _error(f"args or context is not JSON Cedar can read: {exc}")
+            if '"__' in context_json and any(r in context_json for r in _RESERVED):
+                return _error(_RESERVED_DETAIL)
             request["context"] = context_json
         else:
             if not _cedar_can_read(args) or not _cedar_can_read(context):
@@ -447,6 +450,13 @@ class PolicyEngine:
                 # (~45 µs): check here what building it would have refused, so the answer is
                 # the same as if it had been passed
                 return _error("args or context holds a value Cedar cannot represent")
+            try:
+                # only strings, booleans, 64-bit integers, lists and mappings are left
+                blob = orjson.dumps(ctx, default=_encode_default)
+            except TypeError as exc:  # orjson.JSONEncodeError: a key that is not a string
+                return _error(f"args or context is not JSON Cedar can read: {exc}")
+            if b'"__' in blob and any(r in blob for r in _RESERVED_BYTES):
+                return _error(_RESERVED_DETAIL)
             # nor can the answer depend on it: the same principal, action and resource under
             # the same (immutable) set and entities get the same answer, errors included
             memo_key = (id(policy_set), principal, action, resource_type, resource_id)

@@ -1,6 +1,6 @@
 """Durable decision throughput under concurrent callers, all processes counted (issue 14, P3).
 
-    >>> from interlock.bench.load import throughput
+    >>> from interlock.bench.callers import throughput
     >>> r = throughput(home, token, processes=2, callers=4, batch=1, seconds=5)  # doctest: +SKIP
     >>> r.rate, r.cpu_us, r.per_commit                                            # doctest: +SKIP
     (3021.4, 318.2, 2.1)
@@ -114,7 +114,7 @@ def throughput(
     Raises:
         RuntimeError: a process failed or a decision was denied.
     """
-    code = "import sys; from interlock.bench.load import _child; _child(*sys.argv[1:3], " + (
+    code = "import sys; from interlock.bench.callers import _child; _child(*sys.argv[1:3], " + (
         f"{callers}, {batch}, {seconds!r})"
     )
     procs = [
