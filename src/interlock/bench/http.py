@@ -13,6 +13,16 @@
   sequential in-process ``gate.decide``. The goal is the added latency (≤ 1 ms, as for the MCP
   proxy, DESIGN §10 P7).
 
+* **worker processes** (issue 14): ``interlock serve --workers 2`` beside ``--workers 1`` on
+  the same home, in the same run. Throughput: a closed loop of 32 keep-alive loopback
+  connections, driven by ``wrk`` when it is on PATH (C, cheap: the load generator shares the
+  machine's cores with the server) and otherwise by :mod:`interlock.bench.load` in two
+  processes; goal >= 8,000 decisions/s. Latency: an open loop (:mod:`interlock.bench.load`,
+  latency from each request's scheduled time) at half the two-worker throughput, against both
+  servers at that same rate; goal p99 <= 5 ms. CPU per decision: user + system time of every
+  server process (the parent and its workers, from ``/proc``) over the throughput run, divided
+  by the decisions; the load generator is not counted.
+
 Both sides use ``full`` durability (an fsync before every allow, shared by concurrent callers),
 so both are bounded by the same group commit; the ratio shows what HTTP, JSON and the server's
 thread hand-off cost on top. The clients use the standard library's ``http.client``.
@@ -23,6 +33,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +43,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from interlock.bench.common import Result, figure, pct
 
@@ -126,6 +137,227 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
     raise RuntimeError(f"interlock serve did not become ready ({last}): {log.read_text()[-2000:]}")
 
 
+def _start_serve(home: Path, port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
+    """``interlock serve --workers N`` on ``home`` and ``port``; waits until it answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "interlock.cli",
+                "serve",
+                "--home",
+                str(home),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--workers",
+                str(workers),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        _wait_ready(proc, port, log)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its child processes (the workers of ``serve --workers``)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        pids.extend(int(c) for c in children)
+    return pids
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (Linux ``/proc``; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / tick
+
+
+def _load(
+    port: int, body: bytes, *, seconds: float, connections: int, rate: float, procs: int
+) -> dict[str, Any]:
+    """Run :mod:`interlock.bench.load` in ``procs`` processes at once and add their counts."""
+    each = {
+        "port": port,
+        "body": body.decode(),
+        "seconds": seconds,
+        "connections": max(1, connections // procs),
+        "rate": rate / procs,
+    }
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "interlock.bench.load", json.dumps(each)],
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(procs)
+    ]
+    total: dict[str, Any] = {"requests": 0, "allowed": 0, "seconds": 0.0, "latencies_us": []}
+    for run in runs:
+        stdout, _ = run.communicate(timeout=seconds + 120)
+        part = json.loads(stdout)
+        total["requests"] += part["requests"]
+        total["allowed"] += part["allowed"]
+        total["seconds"] = max(total["seconds"], part["seconds"])
+        total["latencies_us"].extend(part["latencies_us"])
+    return total
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BODY_FILE")):read("*a")
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) denied = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"effect":"allow"', 1, true) then
+    denied = denied + 1
+  end
+end
+function done(summary, latency, requests)
+  local d = 0
+  for _, t in ipairs(threads) do d = d + t:get("denied") end
+  io.write(string.format("RESULT %d %d %f\\n", summary.requests, d, summary.duration / 1e6))
+end
+"""
+
+
+def _throughput(port: int, body: bytes, tmp: Path, seconds: float) -> tuple[float, int, int]:
+    """Decisions/s of a closed-loop load over keep-alive loopback connections: ``wrk`` (2
+    threads, 32 connections) when it is installed, else :mod:`interlock.bench.load` in two
+    processes. Returns (rate, requests, not allowed)."""
+    connections = 32
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        script, body_file = tmp / "post.lua", tmp / "body.json"
+        script.write_text(_WRK_SCRIPT)
+        body_file.write_bytes(body)
+        run = subprocess.run(  # the wrk found on PATH, fixed arguments
+            [
+                wrk,
+                "-t2",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{port}/v1/decisions",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            check=False,
+            env={**os.environ, "BODY_FILE": str(body_file)},
+        )
+        for line in run.stdout.splitlines():
+            if line.startswith("RESULT "):
+                _, n, bad, dur = line.split()
+                return int(n) / float(dur), int(n), int(bad)
+        raise RuntimeError(f"wrk failed: {run.stdout[-1000:]} {run.stderr[-1000:]}")
+    out = _load(port, body, seconds=seconds, connections=connections, rate=0, procs=2)
+    return out["requests"] / out["seconds"], out["requests"], out["requests"] - out["allowed"]
+
+
+def _bench_workers(home: Path, body: bytes, tmp: Path, quick: bool) -> dict[str, Result]:
+    """``serve --workers 2`` beside ``--workers 1`` on the same home: closed-loop throughput,
+    CPU per decision of all server processes, and p99 of an open-loop load at half the
+    two-worker throughput (both servers at that same offered rate)."""
+    seconds = 2.0 if quick else 8.0
+    paced_s = 2.0 if quick else 6.0
+    measured: dict[int, dict[str, float]] = {}
+    rate2 = 0.0
+    for workers in (2, 1):
+        port = _free_port()
+        proc = _start_serve(home, port, tmp / f"serve-{workers}.log", workers)
+        try:
+            _throughput(port, body, tmp, 1.0)  # warm: connections, caches, the SQLite pages
+            pids = _tree(proc.pid)
+            cpu0 = _cpu_s(pids)
+            rate, requests, bad = _throughput(port, body, tmp, seconds)
+            cpu = _cpu_s(pids) - cpu0
+            if workers == 2:
+                rate2 = rate
+            paced = _load(
+                port, body, seconds=paced_s, connections=16, rate=max(1.0, rate2 / 2), procs=1
+            )
+            lat = paced["latencies_us"] or [0.0]
+            measured[workers] = {
+                "rate": rate,
+                "requests": requests,
+                "bad": bad + paced["requests"] - paced["allowed"],
+                "cpu_us": cpu / max(1, requests) * 1e6,
+                "p50_ms": pct(lat, 0.5) / 1000,
+                "p99_ms": pct(lat, 0.99) / 1000,
+                "paced": paced["requests"] / paced_s,
+            }
+        finally:
+            _stop(proc)
+    two, one = measured[2], measured[1]
+    tool = "wrk -t2 -c32" if shutil.which("wrk") else "interlock.bench.load, 2 processes x 16"
+    ok = two["bad"] == 0 and one["bad"] == 0
+    return {
+        "http_workers2_decisions_per_s": figure(
+            two["rate"],
+            "decisions/s",
+            one["rate"],
+            f"interlock serve --workers 1, same load ({tool}, keep-alive loopback)",
+            ">= 8,000/s with --workers 2",
+            two["rate"] >= 8000 and ok,
+            load=tool,
+            requests=two["requests"],
+            not_allowed=two["bad"],
+            baseline_not_allowed=one["bad"],
+        ),
+        "http_workers2_p99_half_load_ms": figure(
+            two["p99_ms"],
+            "ms",
+            one["p99_ms"],
+            f"--workers 1 at the same offered load ({round(rate2 / 2)}/s, p99 ms)",
+            "p99 <= 5 ms at half the --workers 2 throughput",
+            two["p99_ms"] <= 5 and ok,
+            offered_per_s=round(rate2 / 2),
+            achieved_per_s=round(two["paced"]),
+            baseline_achieved_per_s=round(one["paced"]),
+            p50_ms=round(two["p50_ms"], 3),
+            baseline_p50_ms=round(one["p50_ms"], 3),
+            load="interlock.bench.load, open loop, 16 connections",
+        ),
+        "http_workers2_cpu_per_decision_us": figure(
+            two["cpu_us"],
+            "us",
+            one["cpu_us"],
+            "--workers 1 under the same load (CPU us of all server processes per decision)",
+            "reported (all server processes; the load generator excluded)",
+            True,
+        ),
+    }
+
+
 def bench_http(quick: bool = False) -> dict[str, Result]:
     """Measure HTTP decision throughput and latency beside in-process ``gate.decide``.
 
@@ -171,25 +403,7 @@ def bench_http(quick: bool = False) -> dict[str, Result]:
 
         port = _free_port()
         log = Path(tmp) / "serve.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLOCK_")}
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "interlock.cli",
-                    "serve",
-                    "--home",
-                    str(home.path),
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
+        proc = _start_serve(home.path, port, log, 1)
         try:
             _wait_ready(proc, port, log)
             _over_http(port, body, _CLIENTS, 10)  # warm
@@ -203,15 +417,12 @@ def bench_http(quick: bool = False) -> dict[str, Result]:
                 lat.append((time.perf_counter_ns() - t0) / 1000)
             conn.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            _stop(proc)
+        workers = _bench_workers(home.path, body, Path(tmp), quick)
 
     p50, base_p50 = pct(lat, 0.5), pct(base_lat, 0.5)
     return {
+        **workers,
         "http_decisions_per_s": figure(
             rate,
             "decisions/s",

@@ -314,6 +314,17 @@ def serve(
         str,
         typer.Option(help="SPIFFE trust domain of the principals Kubernetes users map to."),
     ] = "cluster.local",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Worker processes serving the same home and address (SO_REUSEPORT), to use"
+            " more than one core. Above 1: no --ext-authz, --admission, --execution-lease,"
+            " --console-public; HTTP-started executions, policy uploads and the browser console"
+            " are refused (docs/agents.md, 'Worker processes'). A worker that exits stops them"
+            " all (exit 1).",
+        ),
+    ] = 1,
     print_ca_bundle: Annotated[
         bool,
         typer.Option(
@@ -336,6 +347,23 @@ def serve(
 
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         _fail(f"--log-level must be critical, error, warning, info or debug, not {log_level!r}")
+    if workers < 1:
+        _fail(f"--workers must be at least 1 (one process per core is a good start), not {workers}")
+    if workers > 1:
+        # each keeps state in one process's memory: a second worker would not see it
+        single = {
+            "--ext-authz": ext_authz is not None,
+            "--admission": admission is not None,
+            "--execution-lease": execution_lease is not None,
+            "--console-public": console_public,
+            "--print-ca-bundle": print_ca_bundle,
+        }
+        given = [name for name, on in single.items() if on]
+        if given:
+            _fail(
+                f"{', '.join(given)} cannot be used with --workers {workers}: serve them with"
+                " --workers 1 (docs/agents.md, 'Worker processes')"
+            )
     extra = allowed_host or []
     try:
         allowed_hosts(host, extra)
@@ -393,6 +421,9 @@ def serve(
             ),
             soft_wrap=True,
         )
+    if workers > 1:
+        _serve_workers(home, workers, host, port, log_level, extra)
+        return
     with _gate(home) as gate:
         serve_http(
             gate,
@@ -405,6 +436,42 @@ def serve(
             ext_authz=authz,
             admission=webhook,
         )
+
+
+def _serve_workers(
+    home: Path | None, workers: int, host: str, port: int, log_level: str, extra: list[str]
+) -> None:
+    from rich.markup import escape
+
+    from interlock.home import default_home
+    from interlock.server.workers import WorkerError, run_workers
+
+    where = default_home(home)
+    if not (where / "interlock.toml").is_file():
+        _fail(f"no Interlock home at {where}: run `interlock init` first")
+
+    def started(bound: int, pids: list[int]) -> None:
+        where_url = f"http://{host}:{bound}" if ":" not in host else f"http://[{host}]:{bound}"
+        err.print(
+            f"interlock serve: {workers} workers (pids {', '.join(map(str, pids))}) on"
+            f" {escape(where_url)}",
+            soft_wrap=True,
+        )
+
+    try:
+        status = run_workers(
+            where,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level=log_level,
+            allowed_hosts=extra,
+            on_start=started,
+        )
+    except WorkerError as exc:
+        _fail(escape(str(exc)), EXIT_DENY)
+    if status != 0:
+        raise typer.Exit(status)
 
 
 def _admission_ips(host: str) -> list[str]:

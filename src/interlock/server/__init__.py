@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
@@ -58,6 +59,8 @@ def serve(
     console: ConsoleConfig | None = None,
     ext_authz: tuple[str, ExtAuthzConfig] | None = None,
     admission: AdmissionListener | None = None,
+    sockets: Sequence[socket.socket] | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve ``gate`` over HTTP until SIGINT or SIGTERM, then shut down gracefully and return
     (so the caller closes the gate: its last checkpoint and anchor are written). Does not close
@@ -79,9 +82,14 @@ def serve(
     loop. A stop signal stops both; if either stops (or cannot start), the other is stopped
     too, and only then does this return (or raise).
 
+    With ``sockets`` (listening sockets, already bound), the API is served on those instead
+    of binding ``host:port`` (``host`` is still the Host check's). ``workers`` is the number of
+    processes serving the same home and address (see :mod:`interlock.server.workers`, which
+    runs them, and :func:`create_app` for what is refused when it is more than 1).
+
     Raises:
         ValueError: an allowed host (or ``host``) is not a valid host, or ``execution_lease``
-            is not positive.
+            is not positive, or ``workers`` < 1.
         SystemExit: if an address cannot be bound (uvicorn reports why).
         RuntimeError: the ext_authz address cannot be bound.
         OSError: the webhook's certificate or key cannot be loaded (``ssl.SSLError``).
@@ -91,10 +99,11 @@ def serve(
         allowed_hosts=[host, *allowed_hosts],
         execution_lease=execution_lease,
         console=console,
+        workers=workers,
     )
     # slow and greedy clients: header and body read timeouts, connections per address
     config = server_config(app, host=host, port=port, log_level=log_level)
-    servers = [_Server(config)]
+    servers = [_Server(config, sockets)]
     if admission is not None:
         from interlock.server.enforce.admission import admission_server_config
 
@@ -127,8 +136,12 @@ class _Server:
     (one server's handlers, then re-raising the signal so the process dies of it) would stop
     one server of two, and kill the process before the caller closes the gate."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(
+        self, config: uvicorn.Config, sockets: Sequence[socket.socket] | None = None
+    ) -> None:
         import uvicorn
+
+        self.sockets = list(sockets) if sockets is not None else None
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
@@ -167,7 +180,7 @@ async def _serve_all(servers: Sequence[_Server]) -> None:
 
     async def one(s: _Server) -> BaseException | None:
         try:
-            await s.server.serve()
+            await s.server.serve(sockets=s.sockets)
         # not handled here: serve() re-raises it once the other servers have stopped
         except (SystemExit, Exception) as exc:  # noqa: BLE001
             return exc

@@ -47,6 +47,8 @@ from interlock.server.console import pages as console_pages
 from interlock.server.console import policies as console_policies
 from interlock.server.console.feed import DEFAULT_CAPACITY, DecisionFeed
 from interlock.server.console.session import ConsoleConfig, SessionStore
+from interlock.server.fastpath import DecisionPath
+from interlock.server.guards import SingleProcessOnly
 from interlock.server.limits import BodyLimit
 from interlock.server.routes import admin, decisions, health, ledger, proof_viewer
 from interlock.server.state import ServerState
@@ -87,6 +89,7 @@ def create_app(
     max_executions: int = DEFAULT_MAX_EXECUTIONS,
     console: ConsoleConfig | None = None,
     console_capacity: int = DEFAULT_CAPACITY,
+    workers: int = 1,
 ) -> FastAPI:
     """A FastAPI app serving ``gate`` (DESIGN §9).
 
@@ -107,10 +110,20 @@ def create_app(
     redacted: :class:`~interlock.server.console.session.ConsoleConfig`, by default behind a
     read credential) and an index of the newest ``console_capacity`` decisions.
 
+    ``workers`` says how many processes serve this home and address (``interlock serve
+    --workers``). With more than one, what keeps its state in one process's memory is refused:
+    ``POST /v1/executions`` (503: its re-verification and lease live in the process that
+    admitted it), ``PUT /v1/admin/policy`` (409: the other workers would keep the old bundle)
+    and the browser console under ``/console`` except the Proof Viewer (503: sign-ins and demo
+    sessions live in one process). Nothing is recorded for a refused request.
+
+    ``POST /v1/decisions`` is answered before routing (:mod:`interlock.server.fastpath`), with
+    the same answers.
+
     Raises:
         ValueError: an allowed host is not a host name, an IP address, ``*`` or ``*.domain``;
             ``verify_interval`` or ``execution_lease`` is not positive; ``max_executions`` < 1;
-            ``console_capacity`` < 1.
+            ``console_capacity`` < 1; ``workers`` < 1.
     """
     from interlock._version import __version__
 
@@ -120,10 +133,16 @@ def create_app(
         verify_interval=verify_interval,
         execution_lease=execution_lease,
         max_executions=max_executions,
+        workers=workers,
     )
 
     # no gate: an app made only for its OpenAPI document (nothing to index)
-    feed = DecisionFeed(gate.ledger, capacity=console_capacity) if gate is not None else None
+    # (nor with several workers: the console is refused there, see SingleProcessOnly)
+    feed = (
+        DecisionFeed(gate.ledger, capacity=console_capacity)
+        if gate is not None and workers == 1
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -140,6 +159,8 @@ def create_app(
             await asyncio.to_thread(console_demo.close_all, _app)
             # terminates what is still running (durable appends): not on the event loop
             await asyncio.to_thread(state.verifier.stop)
+            # the requests already queued are decided (and answered) before the gate closes
+            await asyncio.to_thread(state.dispatcher.stop)
 
     app = FastAPI(
         title="Interlock",
@@ -184,10 +205,14 @@ def create_app(
             "/v1/admin/policy": admin.MAX_POLICY_BYTES,
         },
     )
+    if workers > 1:
+        app.add_middleware(SingleProcessOnly, reason=state.single_process_only() or "")
     # the last added runs first: the Host check, the path, the media type, the body limits
     app.add_middleware(guards.JsonBodyOnly)
     app.add_middleware(guards.PlainPathOnly)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
+    # before all of them: the well-formed POST /v1/decisions (anything else passes through)
+    app.add_middleware(DecisionPath, state=state, hosts=hosts, dispatcher=state.dispatcher)
 
     @app.exception_handler(Error)
     async def _interlock_error(request: Request, exc: Error) -> JSONResponse:

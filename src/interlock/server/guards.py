@@ -44,6 +44,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "JsonBodyOnly",
     "PlainPathOnly",
+    "SingleProcessOnly",
     "allowed_hosts",
     "is_loopback",
     "normalize_host",
@@ -144,4 +145,40 @@ class PlainPathOnly:
         if scope["type"] == "http" and _ODD_PATH_RE.search(scope.get("path", "")):
             await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
             return
+        await self.app(scope, receive, send)
+
+
+#: what :class:`SingleProcessOnly` refuses: (method, exact path or path prefix ending in "/")
+_SINGLE_PROCESS = (
+    ("POST", "/v1/executions", 503),
+    ("PUT", "/v1/admin/policy", 409),
+)
+_CONSOLE_OPEN = ("/console/proof", "/console/proof/")
+
+
+class SingleProcessOnly:
+    """ASGI middleware of a server run as several worker processes: refuses, before routing,
+    what keeps its state in one process's memory — starting an HTTP-supervised execution
+    (503), uploading a policy (409), and the browser console but its static Proof Viewer
+    (503) — with ``reason`` as the detail. Nothing is recorded."""
+
+    def __init__(self, app: ASGIApp, *, reason: str) -> None:
+        self.app = app
+        self.reason = reason
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope.get("path", ""), scope.get("method")
+            status = None
+            for m, p, code in _SINGLE_PROCESS:
+                if method == m and path == p:
+                    status = code
+            console = path == "/console" or path.startswith("/console/")
+            if status is None and console and path not in _CONSOLE_OPEN:
+                status = 503
+            if status is not None:
+                await JSONResponse({"detail": self.reason}, status_code=status)(
+                    scope, receive, send
+                )
+                return
         await self.app(scope, receive, send)

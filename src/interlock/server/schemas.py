@@ -227,6 +227,8 @@ class HealthOut(_Out):
     fail_closed: str
     #: a fleet node's freshness lease (absent on a SQLite home)
     lease: LeaseOut | None = None
+    #: the process id of the worker that answered (``interlock serve --workers``)
+    worker: int | None = None
 
 
 class LeaseOut(_Out):

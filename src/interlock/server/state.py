@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from interlock.errors import Error
 from interlock.runtime.supervisor import DEFAULT_INTERVAL_S
+from interlock.server.fastpath import Dispatcher
 from interlock.server.metrics import Metrics
 from interlock.server.verifier import DEFAULT_MAX_EXECUTIONS, ExecutionVerifier
 
@@ -36,6 +37,11 @@ class ServerState:
     policy_lock: threading.Lock
     #: re-verifies the executions started over HTTP (started and stopped by the app's lifespan)
     verifier: ExecutionVerifier
+    #: worker processes serving this home and address (``interlock serve --workers``); with
+    #: more than one, what keeps state in one process's memory is refused (docs/agents.md)
+    workers: int = 1
+    #: decides ``POST /v1/decisions`` requests in batches (:mod:`interlock.server.fastpath`)
+    dispatcher: Dispatcher = field(init=False)
 
     @classmethod
     def for_gate(
@@ -45,13 +51,16 @@ class ServerState:
         verify_interval: float = DEFAULT_INTERVAL_S,
         execution_lease: float | None = None,
         max_executions: int = DEFAULT_MAX_EXECUTIONS,
+        workers: int = 1,
     ) -> ServerState:
-        """The shared state of an app serving ``gate``.
+        """The shared state of an app serving ``gate``, one of ``workers`` processes.
 
         Raises:
             ValueError: ``verify_interval`` or ``execution_lease`` is not positive, or
-                ``max_executions`` is below 1.
+                ``max_executions`` or ``workers`` is below 1.
         """
+        if isinstance(workers, bool) or workers < 1:
+            raise ValueError("workers must be at least 1")
         holder: list[ServerState] = []
         metrics = Metrics(gate, ready=lambda: not holder[0].not_ready())
         exec_lock, policy_lock = threading.Lock(), threading.Lock()
@@ -70,9 +79,22 @@ class ServerState:
             exec_lock=exec_lock,
             policy_lock=policy_lock,
             verifier=verifier,
+            workers=workers,
         )
+        state.dispatcher = Dispatcher(state)
         holder.append(state)
         return state
+
+    def single_process_only(self) -> str | None:
+        """Why a feature that keeps its state in this process's memory is refused here (None:
+        it is served). Never raises."""
+        if self.workers == 1:
+            return None
+        return (
+            f"this server runs {self.workers} worker processes, and this feature keeps its "
+            "state in one process: serve it with --workers 1 (docs/agents.md, 'Worker "
+            "processes')"
+        )
 
     def not_ready(self) -> list[str]:
         """Why this node cannot allow right now (empty when it can), each reason starting with

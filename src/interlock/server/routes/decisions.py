@@ -13,8 +13,10 @@ An execution started here (``POST /v1/executions``) is re-verified by the app's
 :class:`~interlock.server.verifier.ExecutionVerifier` until its runner reports the end
 (``PATCH``); when its authorization ends it is terminated, and ``GET`` shows why.
 
-``gate.decide`` is CPU-bound and waits for the durable commit (fsync): it runs in the thread
-pool, never on the event loop.
+``gate.decide`` is CPU-bound and waits for the durable commit (fsync): it never runs on the
+event loop. ``POST /v1/decisions`` is answered before routing by
+:mod:`interlock.server.fastpath`, whose dispatcher threads decide waiting requests together
+(the same answers); the other routes run the gate in the thread pool.
 """
 
 from __future__ import annotations
@@ -85,12 +87,20 @@ def _json(status: int, content: Any) -> JSONResponse:
 
 def _refused(decision: Decision, too_large: bool) -> JSONResponse | None:
     """413/422 for a request refused at intake, else None."""
+    status, content = refused_answer(decision, too_large)
+    return _json(status, content) if status != 200 else None
+
+
+def refused_answer(decision: Decision, too_large: bool) -> tuple[int, dict[str, Any]]:
+    """The status and body ``POST /v1/decisions`` answers ``decision`` with: 413/422 with the
+    recorded deny for a request refused at intake, else 200 with the decision (also the
+    answer of :mod:`interlock.server.fastpath`). Never raises."""
     if too_large:
         detail = f"request body exceeds {MAX_REQUEST_BYTES} bytes; recorded as a deny"
-        return _json(413, {"detail": detail, "decision": decision.to_json()})
+        return 413, {"detail": detail, "decision": decision.to_json()}
     if decision.stage is Stage.INTAKE and ReasonCode.MALFORMED_REQUEST.value in decision.codes:
-        return _json(422, {"detail": decision.reasons[0].detail, "decision": decision.to_json()})
-    return None
+        return 422, {"detail": decision.reasons[0].detail, "decision": decision.to_json()}
+    return 200, decision.to_json()
 
 
 def _holder_matches(rec: dict[str, Any], token: str) -> bool:
@@ -171,15 +181,6 @@ ActionBody = Annotated[tuple[bytes, bool], Depends(action_body)]
 api = APIRouter()
 
 
-def _decide(state: ServerState, body: bytes) -> Decision:
-    gate = state.gate
-    metrics = state.metrics
-    t0 = time.perf_counter()
-    decision = gate.decide(body)  # never raises; the raw bytes are what intake validates
-    metrics.observe_decision("decisions", decision, time.perf_counter() - t0)
-    return decision
-
-
 def _admit(
     state: ServerState, body: bytes, start: dict[str, Any]
 ) -> tuple[Decision, ActionRequest | None]:
@@ -205,10 +206,11 @@ async def post_decision(state: StateDep, capped: ActionBody) -> Response:
     200 with the decision (allow *or* deny: treat anything but ``effect == "allow"`` as
     deny); 422/413 with the recorded ``MALFORMED_REQUEST`` deny for a malformed or oversized
     request."""
+    # normally answered by interlock.server.fastpath before routing (the same answer)
     body, too_large = capped
-    decision = await run_in_threadpool(_decide, state, body)
-    refused = _refused(decision, too_large)
-    return refused if refused is not None else _json(200, decision.to_json())
+    decision = await state.dispatcher.submit(body)
+    status, content = refused_answer(decision, too_large)
+    return _json(status, content)
 
 
 #: a batch holds at most this many requests, in a body of at most MAX_BATCH_BYTES

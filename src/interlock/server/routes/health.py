@@ -3,7 +3,8 @@
     >>> # curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8750/readyz
     >>> # 503 while the node cannot allow, with the reasons in the body
 
-``/healthz`` is 200 while the process serves; it says whether the node is fail-closed
+``/healthz`` is 200 while the process serves (``worker``: its process id, which tells the
+workers of ``interlock serve --workers`` apart); it says whether the node is fail-closed
 (``fail_closed``: ``ok`` or the code every decision is denied with) and, on a fleet node, its
 freshness lease (age of its last confirmation of the log's head, lease, watermark).
 ``/readyz`` is 200 only when this node can *allow*: the ledger is readable and passed its
@@ -16,6 +17,7 @@ yes — though a node that is not ready still answers, and every answer is a den
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Any
 
@@ -72,7 +74,7 @@ def summary(state: ServerState) -> dict[str, Any]:
 @api.get("/healthz", summary="Liveness", response_model=HealthOut)
 def healthz(state: StateDep) -> JSONResponse:
     """200 while the process serves; a summary of the node (:func:`summary`)."""
-    return JSONResponse(summary(state))
+    return JSONResponse({**summary(state), "worker": os.getpid()})
 
 
 @api.get(
