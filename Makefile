@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults bench lint typecheck docs web clean fuzz
+.PHONY: demo test faults bench bench-agt lint typecheck docs web clean fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,5 +57,18 @@ bench: $(STAMP)
 	@bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/run.py
 
+# issue 14's comparison: Microsoft's Agent Governance Toolkit 5.0 in an environment of its own
+# (it pins cryptography<50 and python-dateutil<3, which would downgrade .venv's); once it
+# exists, make bench measures AGT's governed action beside Interlock's. This target installs it
+# and prints the comparison alone.
+AGT_VENV := .venv-agt
+$(AGT_VENV)/.installed:
+	@test -x $(AGT_VENV)/bin/python || $(PYTHON) -m venv $(AGT_VENV)
+	$(AGT_VENV)/bin/python -m pip install --quiet agent-governance-toolkit-core==5.0.0
+	@touch $@
+
+bench-agt: $(STAMP) $(AGT_VENV)/.installed
+	$(BIN)/python -m interlock.bench.agt
+
 clean:
-	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .site
+	rm -rf $(VENV) $(AGT_VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .site
