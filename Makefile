@@ -55,12 +55,14 @@ web:
 
 bench: $(STAMP)
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-wrk.sh
+	-@$(MAKE) --no-print-directory $(AGT_VENV)/.installed
 	$(BIN)/python bench/run.py
 
 # issue 14's comparison: Microsoft's Agent Governance Toolkit 5.0 in an environment of its own
-# (it pins cryptography<50 and python-dateutil<3, which would downgrade .venv's); once it
-# exists, make bench measures AGT's governed action beside Interlock's. This target installs it
-# and prints the comparison alone.
+# (it pins cryptography<50 and python-dateutil<3, which would downgrade .venv's); make bench
+# installs it (a failed install only makes the bench say AGT is missing) and measures AGT's
+# governed action beside Interlock's. This target prints the comparison alone.
 AGT_VENV := .venv-agt
 $(AGT_VENV)/.installed:
 	@test -x $(AGT_VENV)/bin/python || $(PYTHON) -m venv $(AGT_VENV)

@@ -626,6 +626,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
 
     say("Envoy: latency through Envoy with Interlock's ext_authz, beside Envoy without it")
     results.update(bench_envoy(quick=quick))
+    from interlock.bench.agt import bench_agt
+
+    say("AGT 5.0: Microsoft's Agent Governance Toolkit, its full governed action (no durability)")
+    results.update(bench_agt(quick=quick))
     results["_meta"] = {
         "quick": quick,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
