@@ -95,6 +95,8 @@ def _decision(d: Any) -> dict[str, Any]:
         "effect": d.effect.value,
         "codes": list(d.codes),
         "index": d.ledger_index,
+        "id": d.request_id,
+        "hash": d.decision_hash,
         "detail": d.reasons[0].detail if d.reasons else None,
     }
 

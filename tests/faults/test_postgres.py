@@ -3,8 +3,8 @@ own, ``pg_ctl stop -m immediate``), every connection killed with ``pg_terminate_
 new ones are refused, and the traffic silently dropped (a TCP proxy that stops forwarding).
 
 Two node processes on one shared log (``tests/fleet_node.py``) decide throughout. Every test uses a
-database (or cluster) of its own and drops it. Failover to a promoted standby is not in the
-matrix: see FAULTS.md."""
+database (or cluster) of its own and drops it. Failover to a promoted standby is the row of
+``test_postgres_failover.py``."""
 
 from __future__ import annotations
 
