@@ -18,7 +18,9 @@ entries arrive or every 1,000 entries).
 Group commit through one *sequencer* per ledger object: callers queue their records and wait;
 a writer thread takes everything queued as one batch and commits it in one transaction — one
 fsync for all of them with ``full`` durability — then answers each caller. While a batch
-commits the next one gathers, so batches grow with load and no caller thread does ledger work.
+commits the next one gathers, so batches grow with load. A lone caller (nothing queued, no
+batch being written) commits on its own thread, sparing two thread hand-offs; callers arriving
+meanwhile queue for the sequencer.
 Nobody is answered before COMMIT returned. A caller whose deadline passes withdraws its
 records while the sequencer has not started writing them (still queued, or in a batch still
 waiting for the SQLite write lock; the sequencer also drops those whose deadline passed while

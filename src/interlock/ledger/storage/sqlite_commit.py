@@ -2,11 +2,14 @@
 per ledger object takes everything queued as one batch, writes it in one transaction with its
 tree nodes, state changes and, when due, a signed checkpoint, makes it durable (one fsync for
 the batch), and answers every caller in it. Batches grow with load: while one commits, the
-next gathers. No caller thread does ledger work; a caller only queues and waits."""
+next gathers. Under load a caller only queues and waits; a lone caller (nothing queued, no
+batch being written) commits its own records on its own thread, which spares it two thread
+hand-offs, and whoever arrives meanwhile queues for the sequencer. One batch at a time."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -32,6 +35,8 @@ from interlock.ledger.tiles import tile_levels
 if TYPE_CHECKING:
     from interlock.ledger.note import NoteSigner
 
+
+_log = logging.getLogger("interlock")
 
 CHECKPOINT_EVERY_ENTRIES = 1000
 
@@ -102,6 +107,9 @@ class GroupCommit:
         # sequencer waits a fraction of a commit for as many to queue (see _run_writer)
         self._expect = 1
         self._gather_until = 0.0
+        #: a batch is being written (by the sequencer, or inline by a lone caller)
+        self._writing = False
+        self._behind = False  # the sequencer waits for an inline commit to end
         #: batches committed and entries in them (``interlock bench``: decisions per fsync)
         self.commits = 0
         self.committed = 0
@@ -137,9 +145,26 @@ class GroupCommit:
                     "this ledger was opened in another process (before a fork): open it again"
                 )
             queue = self._queue
-            queue.append(p)
-            if len(queue) == 1 or len(queue) >= self._expect:
-                self._work.notify()
+            inline = not queue and not self._writing
+            if inline:
+                # nothing queued and no batch being written: a lone caller commits on its own
+                # thread, sparing two thread hand-offs; callers arriving meanwhile queue for
+                # the sequencer, which batches them once this commit is done
+                self._writing = True
+                p.state = "taken"
+            else:
+                queue.append(p)
+                if len(queue) == 1 or len(queue) >= self._expect:
+                    self._work.notify()
+        if inline:
+            try:
+                self._write_batch([p])
+            finally:
+                with self._mu:
+                    self._writing = False
+                    if self._queue or self._behind:  # the sequencer waits for this end
+                        self._work.notify()
+            return
         if p.wake.acquire(timeout=max(0.0, timeout)):
             return
         with self._mu:
@@ -184,10 +209,17 @@ class GroupCommit:
         return due - time.monotonic()
 
     def _run_writer(self) -> None:
+        batch: list[_Pending] = []
         try:
             while True:
                 with self._mu:
                     while not self._closed:
+                        if self._writing:
+                            # a lone caller's inline commit: its end wakes this thread
+                            self._behind = True
+                            self._work.wait()
+                            self._behind = False
+                            continue
                         if self._queue:
                             # a batch as large as the last one, unless that takes longer than
                             # a fraction of a commit: concurrent callers then share commits
@@ -201,6 +233,10 @@ class GroupCommit:
                         if wait is not None and wait <= 0:
                             break
                         self._work.wait(wait)
+                    while self._writing:  # closing while a lone caller commits
+                        self._behind = True
+                        self._work.wait()
+                        self._behind = False
                     if not self._queue:
                         if self._closed:
                             return
@@ -212,8 +248,13 @@ class GroupCommit:
                         for q in batch:
                             q.state = "taken"
                         timer = None
+                    self._writing = True
                 started = time.monotonic()
-                self._write_batch(batch)
+                try:
+                    self._write_batch(batch)
+                finally:
+                    with self._mu:
+                        self._writing = False
                 if timer is None:
                     ended = time.monotonic()
                     self._expect = sum(1 for q in batch if q.state == "done" and q.error is None)
@@ -221,17 +262,20 @@ class GroupCommit:
                 if timer is not None and timer.error is not None:
                     # closed, failed or locked: try again in a second
                     self._cp_retry_at = time.monotonic() + CHECKPOINT_EVERY_SECONDS
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the thread ends here; its callers are told
             # the sequencer must never die silently: every later append is refused
             with self._mu:
                 if self._failed is None:
                     self._failed = LedgerUnavailable(f"the ledger's sequencer stopped: {exc!r}")
-                for q in self._queue:
+                # the batch it held (unless answered) and everything queued behind it
+                for q in [*batch, *self._queue]:
+                    if q.state in ("done", "cancelled"):
+                        continue
                     q.error = self._failed
                     q.state = "done"
                     q.wake.release()
                 self._queue = []
-            raise
+            _log.critical("the ledger's sequencer stopped; appends are refused", exc_info=exc)
 
     def _write_batch(self, batch: list[_Pending]) -> None:
         """Commit ``batch`` (all ``taken``) in one transaction and answer each caller."""
