@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RESEARCHER
+from tests.conftest import tool_request
 from tests.e2e.test_exec import EXE, _env, cli, records, token
 from tests.e2e.test_serve_cli import _free_port, _wait_ready
 
@@ -71,12 +71,7 @@ def test_two_workers_answer_and_record_on_one_ledger(
 ) -> None:
     url, proc, pids = workers2
     tok = token(home, "tool.call:Tool::*")
-    req = {
-        "principal": RESEARCHER,
-        "action": "tool.call",
-        "resource": {"type": "Tool", "id": "web_search"},
-        "capability": tok,
-    }
+    req = tool_request(tok)
     answered: dict[int, list[dict[str, object]]] = {}
     clients = [httpx.Client(base_url=url, timeout=30) for _ in range(CONNECTIONS)]
     try:
@@ -130,12 +125,7 @@ def test_what_one_process_holds_is_refused_and_not_recorded(
 ) -> None:
     url, _proc, _pids = workers2
     tok = token(home, "tool.call:Tool::*")
-    req = {
-        "principal": RESEARCHER,
-        "action": "tool.call",
-        "resource": {"type": "Tool", "id": "web_search"},
-        "capability": tok,
-    }
+    req = tool_request(tok)
     before = len(records(home))
     with httpx.Client(base_url=url, timeout=30) as http:
         started = http.post("/v1/executions", json=req)

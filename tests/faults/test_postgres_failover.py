@@ -25,14 +25,9 @@ promotion — is on the promoted server's log at its index, with its id and deci
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
 import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -48,6 +43,7 @@ from tests.conftest import tool_request
 from tests.faults.harness import Attempt, record
 from tests.faults.test_postgres import DOWN, _fleet, _nodes, _recorded, _token
 from tests.integration.test_fleet import LEASE_S, NodeProc, _until, _verify
+from tests.pg_private import PrivateServers, free_port
 
 #: allows each node reports before the crash (the load the crash lands in)
 BEFORE = 100
@@ -56,29 +52,12 @@ BEFORE = 100
 DENIED_PAUSE_S = 0.1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Pair:
+class Pair(PrivateServers):
     """A primary and a streaming, synchronous standby in one temporary directory."""
 
     def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        found = shutil.which("pg_ctl")
-        pg_ctl = bins[-1] if bins else found
-        if pg_ctl is None:
-            pytest.fail(
-                "pg_ctl not found: scripts/ensure-postgres.sh installs PostgreSQL", pytrace=False
-            )
-        self.bin = Path(pg_ctl).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="interlock-pg-failover-"))
-        self.as_postgres = os.geteuid() == 0
-        if self.as_postgres:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self.ports = {"primary": _free_port(), "standby": _free_port()}
+        super().__init__("interlock-pg-failover-")
+        self.ports = {"primary": free_port(), "standby": free_port()}
         self.running: set[str] = set()
         p1, p2 = self.ports["primary"], self.ports["standby"]
         #: the store URL of the fleet: both servers, the one that accepts writes wins
@@ -93,19 +72,12 @@ class Pair:
     def _data(self, name: str) -> Path:
         return self.dir / name
 
-    def _run(self, tool: str, *args: str) -> None:
-        cmd = [str(self.bin / tool), *args]
-        if self.as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, f"{tool}: {r.stdout}{r.stderr}"
-
     def start(self) -> None:
         """initdb the primary, start it with synchronous replication to ``standby``, clone the
         standby with ``pg_basebackup -R``, start it, and wait until the primary reports it as
         its synchronous standby."""
         primary = self._data("primary")
-        self._run("initdb", "-D", str(primary), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.run("initdb", "-D", str(primary), "-A", "trust", "-U", "postgres", "--no-sync")
         with (primary / "pg_hba.conf").open("a") as f:
             f.write("host replication postgres 127.0.0.1/32 trust\n")
         self._start(
@@ -118,7 +90,7 @@ class Pair:
         )
         # -R: standby.signal and primary_conninfo (with application_name=standby, the name the
         # primary waits for); -X stream: the WAL written during the copy comes with it
-        self._run(
+        self.run(
             "pg_basebackup", "-d", conninfo, "-D", str(self._data("standby")), "-R", "-X", "stream"
         )
         self._start("standby", "-c hot_standby=on")
@@ -137,18 +109,18 @@ class Pair:
             f"-c listen_addresses=127.0.0.1 -p {self.ports[name]} -k {self.dir} -c fsync=on {extra}"
         )
         log = str(self.dir / f"{name}.log")
-        self._run("pg_ctl", "-D", str(self._data(name)), "-l", log, "-w", "-o", opts, "start")
+        self.run("pg_ctl", "-D", str(self._data(name)), "-l", log, "-w", "-o", opts, "start")
         self.running.add(name)
 
     def crash(self, name: str) -> None:
         """``pg_ctl stop -m immediate``: what a crash or a power cut leaves (no shutdown
         checkpoint; the clients' connections cut)."""
-        self._run("pg_ctl", "-D", str(self._data(name)), "-m", "immediate", "-w", "stop")
+        self.run("pg_ctl", "-D", str(self._data(name)), "-m", "immediate", "-w", "stop")
         self.running.discard(name)
 
     def promote(self, name: str) -> None:
         """``pg_ctl promote -w``: returns once the server accepts writes."""
-        self._run("pg_ctl", "-D", str(self._data(name)), "-w", "promote")
+        self.run("pg_ctl", "-D", str(self._data(name)), "-w", "promote")
 
     def close(self) -> None:
         for name in sorted(self.running):

@@ -6,12 +6,7 @@ again by itself once it is back; the log verifies."""
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,46 +15,26 @@ import pytest
 
 from tests.conftest import edit_config, tool_request
 from tests.integration.test_fleet import _nodes, _outage, _verify
+from tests.pg_private import PrivateServers, free_port
 
 
-class Cluster:
-    """A PostgreSQL cluster in a temporary directory, owned by ``postgres`` when run as root
-    (initdb refuses root)."""
+class Cluster(PrivateServers):
+    """A PostgreSQL cluster of the test's own, on a free port."""
 
     def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        found = shutil.which("pg_ctl")
-        pg_ctl = bins[-1] if bins else found
-        if pg_ctl is None:
-            pytest.fail(
-                "pg_ctl not found: scripts/ensure-postgres.sh installs PostgreSQL", pytrace=False
-            )
-        self.bin = Path(pg_ctl).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="interlock-pg-"))
+        super().__init__("interlock-pg-")
         self.data = self.dir / "data"
-        self.as_postgres = os.geteuid() == 0
-        if self.as_postgres:
-            shutil.chown(self.dir, "postgres", "postgres")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.port = free_port()
+        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        cmd = [str(self.bin / tool), *args]
-        if self.as_postgres:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, f"{tool}: {r.stdout}{r.stderr}"
 
     def start(self) -> None:
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=on"
         log = str(self.dir / "log")
-        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", opts, "start")
+        self.run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", opts, "start")
 
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self.run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def close(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Load", "throughput"]
+__all__ = ["Load", "throughput", "tool_request"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class Load:
     commits: int
 
 
-def _request(token: str, i: int) -> dict[str, Any]:
+def tool_request(token: str, i: int) -> dict[str, Any]:
+    """The benchmark's action request number ``i``: a tool call its policy allows."""
     return {
         "principal": "spiffe://acme.test/agent/researcher",
         "action": "tool.call",
@@ -59,7 +60,7 @@ def _child(home: str, token: str, callers: int, batch: int, seconds: float) -> N
 
     gate = Gate.open(home)
     try:
-        gate.decide_many([_request(token, i) for i in range(max(batch, 8))])
+        gate.decide_many([tool_request(token, i) for i in range(max(batch, 8))])
         print("ready", flush=True)
         sys.stdin.readline()
         counts = [0] * callers
@@ -70,13 +71,13 @@ def _child(home: str, token: str, callers: int, batch: int, seconds: float) -> N
             i = t * 10_000_000
             while time.monotonic() < stop and not denied:
                 if batch == 1:
-                    d = gate.decide(_request(token, i))
+                    d = gate.decide(tool_request(token, i))
                     if not d.allowed:
                         denied.append(d.codes[0])
                     counts[t] += 1
                     i += 1
                 else:
-                    out = gate.decide_many([_request(token, i + j) for j in range(batch)])
+                    out = gate.decide_many([tool_request(token, i + j) for j in range(batch)])
                     denied.extend(d.codes[0] for d in out if not d.allowed)
                     counts[t] += len(out)
                     i += batch

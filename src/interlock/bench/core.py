@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from interlock.bench.callers import throughput
+from interlock.bench.callers import tool_request as _tool_request
 from interlock.bench.common import Lcg, Paired, Result, figure, paired, pct, set_deadline
 from interlock.bootstrap import init_home
 from interlock.capability import CapabilityIssuer, Right
@@ -156,16 +157,6 @@ def _one_commit_per_record(directory: Path, n: int) -> float:
     elapsed = time.perf_counter() - t0
     conn.close()
     return n / elapsed
-
-
-def _tool_request(token: str, i: int) -> dict[str, Any]:
-    return {
-        "principal": "spiffe://acme.test/agent/researcher",
-        "action": "tool.call",
-        "resource": {"type": "Tool", "id": "web_search"},
-        "args": {"q": f"query {i}"},
-        "capability": token,
-    }
 
 
 def _bench_governed(gate: Gate, token: str, threads: int, per_thread: int) -> float:
