@@ -155,3 +155,24 @@ def test_a_dead_sequencer_refuses_every_later_append(
     with pytest.raises(LedgerUnavailable, match="sequencer stopped"):
         led.append([_record(3)])
     assert led.size() <= 2  # nothing the dead sequencer held was written
+
+
+def test_a_lone_caller_dropped_after_the_lock_for_its_deadline_is_denied(
+    led: SqliteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between obtaining the write lock and writing: a caller whose deadline
+    passed there (its process was stopped) is dropped, and its append raises, never returns
+    an empty result."""
+    led.append([_record(0)])
+    begin = led._begin
+
+    def slow_begin(conn: sqlite3.Connection, lock_until: float) -> None:
+        begin(conn, lock_until)
+        time.sleep(0.3)  # stopped right after the lock was obtained
+
+    monkeypatch.setattr(led, "_begin", slow_begin)
+    with pytest.raises(LedgerUnavailable, match="not durable within the deadline"):
+        led.append([_record(1)], timeout=0.1)
+    monkeypatch.undo()
+    assert led.size() == 1
+    assert [r.index for r in led.append([_record(2)])] == [1]

@@ -164,6 +164,10 @@ class GroupCommit:
                     self._writing = False
                     if self._queue or self._behind:  # the sequencer waits for this end
                         self._work.notify()
+            if p.state != "done":
+                # dropped after the lock was obtained: its deadline had passed (a stopped
+                # process); nothing of it was written
+                raise LedgerUnavailable(_DEADLINE_MESSAGE, timeout_s=timeout)
             return
         if p.wake.acquire(timeout=max(0.0, timeout)):
             return
