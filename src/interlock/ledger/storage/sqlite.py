@@ -253,6 +253,8 @@ class SqliteLedger(GroupCommit, StateTables, TreeCheck):
             if isinstance(pending.error, LedgerError):
                 raise pending.error
             raise LedgerUnavailable(f"ledger append failed: {pending.error}") from pending.error
+        if len(pending.results) != len(items):  # never an answer for records not written
+            raise LedgerUnavailable("ledger append not confirmed for every record")
         return pending.results
 
     def checkpoint(self) -> StoredCheckpoint | None:
