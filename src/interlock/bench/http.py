@@ -250,9 +250,10 @@ end
 
 def _throughput(port: int, body: bytes, tmp: Path, seconds: float) -> tuple[float, int, int]:
     """Decisions/s of a closed-loop load over keep-alive loopback connections: ``wrk`` (2
-    threads, 32 connections) when it is installed, else :mod:`interlock.bench.load` in two
-    processes. Returns (rate, requests, not allowed)."""
-    connections = 32
+    threads, 64 connections: the server's cap per client address, so ``--workers 1`` serves
+    them all too) when it is installed, else :mod:`interlock.bench.load` in two processes.
+    Returns (rate, requests, not allowed)."""
+    connections = 64
     wrk = shutil.which("wrk")
     if wrk is not None:
         script, body_file = tmp / "post.lua", tmp / "body.json"
@@ -318,7 +319,7 @@ def _bench_workers(home: Path, body: bytes, tmp: Path, quick: bool) -> dict[str,
         finally:
             _stop(proc)
     two, one = measured[2], measured[1]
-    tool = "wrk -t2 -c32" if shutil.which("wrk") else "interlock.bench.load, 2 processes x 16"
+    tool = "wrk -t2 -c64" if shutil.which("wrk") else "interlock.bench.load, 2 processes x 32"
     ok = two["bad"] == 0 and one["bad"] == 0
     return {
         "http_workers2_decisions_per_s": figure(
