@@ -304,7 +304,7 @@ def _bench_workers(home: Path, body: bytes, tmp: Path, quick: bool) -> dict[str,
             if workers == 2:
                 rate2 = rate
             paced = _load(
-                port, body, seconds=paced_s, connections=16, rate=max(1.0, rate2 / 2), procs=1
+                port, body, seconds=paced_s, connections=64, rate=max(1.0, rate2 / 2), procs=1
             )
             lat = paced["latencies_us"] or [0.0]
             measured[workers] = {
@@ -346,7 +346,7 @@ def _bench_workers(home: Path, body: bytes, tmp: Path, quick: bool) -> dict[str,
             baseline_achieved_per_s=round(one["paced"]),
             p50_ms=round(two["p50_ms"], 3),
             baseline_p50_ms=round(one["p50_ms"], 3),
-            load="interlock.bench.load, open loop, 16 connections",
+            load="interlock.bench.load, open loop, 64 connections, one process",
         ),
         "http_workers2_cpu_per_decision_us": figure(
             two["cpu_us"],
