@@ -210,17 +210,23 @@ def _load(
         "connections": max(1, connections // procs),
         "rate": rate / procs,
     }
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "interlock.bench.load", json.dumps(each)],
-            stdout=subprocess.PIPE,
-        )
-        for _ in range(procs)
-    ]
+    with tempfile.TemporaryDirectory(prefix="interlock-load-") as where:
+        outs = [Path(where) / f"load-{i}.json" for i in range(procs)]
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "interlock.bench.load", json.dumps(each), str(out)],
+                stderr=subprocess.PIPE,
+            )
+            for out in outs
+        ]
+        parts = []
+        for run, out in zip(runs, outs, strict=True):
+            _, err = run.communicate(timeout=seconds + 120)
+            if run.returncode != 0:
+                raise RuntimeError(f"the load generator failed: {err.decode()[-2000:]}")
+            parts.append(json.loads(out.read_text(encoding="utf-8")))
     total: dict[str, Any] = {"requests": 0, "allowed": 0, "seconds": 0.0, "latencies_us": []}
-    for run in runs:
-        stdout, _ = run.communicate(timeout=seconds + 120)
-        part = json.loads(stdout)
+    for part in parts:
         total["requests"] += part["requests"]
         total["allowed"] += part["allowed"]
         total["seconds"] = max(total["seconds"], part["seconds"])

@@ -109,4 +109,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(json.loads(sys.argv[1]))))
+    result = json.dumps(run(json.loads(sys.argv[1])))
+    if len(sys.argv) > 2:  # a file: hundreds of KiB of latencies need no pipe
+        with open(sys.argv[2], "w", encoding="utf-8") as f:
+            f.write(result)
+    else:
+        print(result)
