@@ -7,7 +7,7 @@ ledger, start-up and the running check), :mod:`.runtime` (supervised executions)
 Toolkit 5.0 measured beside them, when installed).
 """
 
-from interlock.bench.common import Result, figure
-from interlock.bench.core import results_table, run_benchmarks
+from interlock.bench.common import Result, figure, results_table
+from interlock.bench.core import run_benchmarks
 
 __all__ = ["Result", "figure", "results_table", "run_benchmarks"]

@@ -156,6 +156,6 @@ def bench_agt(*, quick: bool = False) -> dict[str, Result]:
 if __name__ == "__main__":  # make bench-agt: the comparison alone
     from rich.console import Console
 
-    from interlock.bench.core import results_table
+    from interlock.bench.common import results_table
 
     Console().print(results_table(bench_agt(quick="--quick" in sys.argv)))

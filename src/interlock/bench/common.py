@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rich.table import Table
+
 if TYPE_CHECKING:
     from interlock.home import Home
 
@@ -134,3 +136,24 @@ def set_deadline(home: Home, ms: int) -> None:
     with open_for_audit(home.path, sign=True) as view:
         changes = adopt_changes(view.ledger, view.home)
         record_trust(view.ledger, view.home, changes, ns=time.time_ns())
+
+
+def results_table(results: dict[str, Result]) -> Table:
+    """The figures as a Rich table: each beside its in-run baseline, the ratio and the goal."""
+    t = Table(title="Interlock benchmarks — ratio = value / baseline measured in the same run")
+    for col in ("figure", "value", "unit", "baseline", "baseline is", "ratio", "goal", "met"):
+        t.add_column(col)
+    for k, v in results.items():
+        if k.startswith("_"):
+            continue
+        t.add_row(
+            k,
+            f"{v['value']:.4g}",
+            v["unit"],
+            f"{v['baseline']:.4g}",
+            v["baseline_what"],
+            f"{v['ratio']:.3g}",
+            v["goal"],
+            "[green]yes[/]" if v["met"] else "[red]no[/]",
+        )
+    return t

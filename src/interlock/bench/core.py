@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from interlock.bench.callers import throughput
 from interlock.bench.callers import tool_request as _tool_request
@@ -271,27 +270,6 @@ def _check_cpu_share(tmp: Path, entries: int, window_s: float) -> tuple[float, f
             time.sleep(window_s)
             shares.append((time.process_time() - c0) / (time.perf_counter() - t0))
     return shares[0], shares[1]
-
-
-def results_table(results: dict[str, Result]) -> Table:
-    """The figures as a Rich table: each beside its in-run baseline, the ratio and the goal."""
-    t = Table(title="Interlock benchmarks — ratio = value / baseline measured in the same run")
-    for col in ("figure", "value", "unit", "baseline", "baseline is", "ratio", "goal", "met"):
-        t.add_column(col)
-    for k, v in results.items():
-        if k.startswith("_"):
-            continue
-        t.add_row(
-            k,
-            f"{v['value']:.4g}",
-            v["unit"],
-            f"{v['baseline']:.4g}",
-            v["baseline_what"],
-            f"{v['ratio']:.3g}",
-            v["goal"],
-            "[green]yes[/]" if v["met"] else "[red]no[/]",
-        )
-    return t
 
 
 def _in_fresh_process(module: str, function: str, quick: bool) -> dict[str, Result]:

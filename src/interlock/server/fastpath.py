@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from interlock.core.model import MAX_REQUEST_BYTES
+from interlock.core.model import MAX_REQUEST_BYTES, ReasonCode, Stage
 from interlock.server.guards import _is_json
 from interlock.server.limits import DRAIN_LIMIT
 
@@ -95,6 +95,18 @@ def _resolve(items: Sequence[tuple[_Pending, Decision | None, BaseException | No
             pending.future.set_result(decision)
         else:
             pending.future.set_exception(failure or RuntimeError("no decision"))
+
+
+def refused_answer(decision: Decision, too_large: bool) -> tuple[int, dict[str, Any]]:
+    """The status and body ``POST /v1/decisions`` answers ``decision`` with: 413/422 with the
+    recorded deny for a request refused at intake, else 200 with the decision (also the
+    answer of the full app's route). Never raises."""
+    if too_large:
+        detail = f"request body exceeds {MAX_REQUEST_BYTES} bytes; recorded as a deny"
+        return 413, {"detail": detail, "decision": decision.to_json()}
+    if decision.stage is Stage.INTAKE and ReasonCode.MALFORMED_REQUEST.value in decision.codes:
+        return 422, {"detail": decision.reasons[0].detail, "decision": decision.to_json()}
+    return 200, decision.to_json()
 
 
 class Dispatcher:
@@ -258,7 +270,6 @@ class DecisionPath:
         await self.app(scope, receive, send)
 
     async def _decide(self, receive: Receive, send: Send) -> None:
-        from interlock.server.routes.decisions import refused_answer
 
         started = False
 

@@ -42,11 +42,11 @@ from interlock.core.model import (
     Reason,
     ReasonCode,
     RecordType,
-    Stage,
 )
 from interlock.errors import Error, LedgerError
 from interlock.ledger.projection import Execution as ExecutionRow
 from interlock.replay import recorded_request
+from interlock.server.fastpath import refused_answer
 from interlock.server.limits import read_capped
 from interlock.server.schemas import (
     ACTION_REQUEST_SCHEMA,
@@ -89,18 +89,6 @@ def _refused(decision: Decision, too_large: bool) -> JSONResponse | None:
     """413/422 for a request refused at intake, else None."""
     status, content = refused_answer(decision, too_large)
     return _json(status, content) if status != 200 else None
-
-
-def refused_answer(decision: Decision, too_large: bool) -> tuple[int, dict[str, Any]]:
-    """The status and body ``POST /v1/decisions`` answers ``decision`` with: 413/422 with the
-    recorded deny for a request refused at intake, else 200 with the decision (also the
-    answer of :mod:`interlock.server.fastpath`). Never raises."""
-    if too_large:
-        detail = f"request body exceeds {MAX_REQUEST_BYTES} bytes; recorded as a deny"
-        return 413, {"detail": detail, "decision": decision.to_json()}
-    if decision.stage is Stage.INTAKE and ReasonCode.MALFORMED_REQUEST.value in decision.codes:
-        return 422, {"detail": decision.reasons[0].detail, "decision": decision.to_json()}
-    return 200, decision.to_json()
 
 
 def _holder_matches(rec: dict[str, Any], token: str) -> bool:
