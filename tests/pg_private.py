@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,38 @@ class PrivateServers:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, f"{tool}: {r.stdout}{r.stderr}"
+
+
+class Cluster(PrivateServers):
+    """A PostgreSQL cluster of the test's own, on a free port."""
+
+    def __init__(self) -> None:
+        super().__init__("interlock-pg-")
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=on"
+        log = str(self.dir / "log")
+        self.run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", opts, "start")
+
+    def stop(self) -> None:
+        self.run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def close(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(name="cluster")
+def cluster_fixture() -> Iterator[Cluster]:
+    """A started :class:`Cluster`, stopped and removed after the test (import this to use it)."""
+    c = Cluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()

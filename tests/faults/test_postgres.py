@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import RESEARCHER, edit_config, tool_request
 from tests.faults.harness import Attempt, env_for, record
 from tests.integration.test_fleet import (
@@ -29,7 +27,7 @@ from tests.integration.test_fleet import (
     _until,
     _verify,
 )
-from tests.integration.test_fleet_pg_stopped import Cluster
+from tests.pg_private import Cluster, cluster_fixture  # noqa: F401 - the fixture
 
 DOWN = ("LEDGER_UNAVAILABLE", "POLICY_STALE")
 
@@ -129,16 +127,6 @@ def _recorded(attempts: list[Attempt]) -> str:
         if written
         else "not possible: the shared log is what cannot be reached"
     )
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
 
 
 def test_stopped(tmp_path: Path, cluster: Cluster) -> None:

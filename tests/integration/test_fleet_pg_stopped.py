@@ -6,8 +6,6 @@ again by itself once it is back; the log verifies."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +13,7 @@ import pytest
 
 from tests.conftest import edit_config, tool_request
 from tests.integration.test_fleet import _nodes, _outage, _verify
-from tests.pg_private import PrivateServers, free_port
-
-
-class Cluster(PrivateServers):
-    """A PostgreSQL cluster of the test's own, on a free port."""
-
-    def __init__(self) -> None:
-        super().__init__("interlock-pg-")
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=on"
-        log = str(self.dir / "log")
-        self.run("pg_ctl", "-D", str(self.data), "-l", log, "-w", "-o", opts, "start")
-
-    def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def close(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+from tests.pg_private import Cluster, cluster_fixture  # noqa: F401 - the fixture
 
 
 @pytest.fixture
