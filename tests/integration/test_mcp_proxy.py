@@ -43,6 +43,7 @@ from interlock.adapters.mcp_proxy import (
     check_server_name,
     continuation_context,
     denial_text,
+    ending,
     open_proxy,
     result_digest,
     serve_http,
@@ -711,6 +712,69 @@ async def test_end_is_recorded_after_the_answer(
         assert recs["exec.start"][0] < recs["exec.end"][0]
         assert recs["exec.end"][1]["result_sha256"] == result_digest(result)
         assert gate.ledger.execution(call["id"]).status == "ended"  # type: ignore[union-attr]
+
+
+async def test_an_end_is_committed_after_the_next_admission_not_before_it(
+    gate: Gate, token: str, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a call waits for the next call's admission (then the ledger is idle while
+    that call is upstream), so that admission never queues behind it: on the ledger the
+    second call's decision and exec.start come before the first call's exec.end. With no next
+    call, closing the session commits the waiting end at once (here the linger is 60 s)."""
+    monkeypatch.setattr(ending, "DEFAULT_LINGER_S", 60.0)
+    async with proxied(gate, upstream, options(token)) as (proxy, client):
+        first = await client.call_tool("echo", {"text": "one"})
+        ((_i, call1, _d),) = decisions(gate, "mcp.tools/call")
+        await anyio.sleep(0.3)  # a commit at once would have happened by now
+        assert set(of(gate, call1["id"])) == {"decision", "exec.start"}
+        assert proxy.ends.pending == 1
+        second = await client.call_tool("echo", {"text": "two"})
+        with anyio.fail_after(10):  # nudged by the second admission, not by the 60 s linger
+            while proxy.ends.pending > 1:  # noqa: ASYNC110 - the recorder is a thread
+                await anyio.sleep(0.02)
+        (call2,) = [r for _i, r, _d in decisions(gate, "mcp.tools/call") if r["id"] != call1["id"]]
+        with anyio.fail_after(10):
+            closed = await anyio.to_thread.run_sync(proxy.ends.close)
+    assert closed == []
+    assert text_of(first) == "one" and text_of(second) == "two"
+    one, two = of(gate, call1["id"]), of(gate, call2["id"])
+    assert one["exec.start"][0] < two["decision"][0] < two["exec.start"][0] < one["exec.end"][0]
+    assert two["exec.start"][0] < two["exec.end"][0]
+    assert gate.ledger.execution(call2["id"]).status == "ended"  # type: ignore[union-attr]
+
+
+async def test_an_end_with_no_next_call_is_committed_after_the_linger(
+    gate: Gate, token: str, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No next admission comes: the end waits ``linger`` seconds, then is committed alone."""
+    monkeypatch.setattr(ending, "DEFAULT_LINGER_S", 0.5)
+    async with proxied(gate, upstream, options(token)) as (proxy, client):
+        await client.call_tool("echo", {"text": "last"})
+        ((_i, call, _d),) = decisions(gate, "mcp.tools/call")
+        assert "exec.end" not in of(gate, call["id"])
+        with anyio.fail_after(10):
+            while "exec.end" not in of(gate, call["id"]):  # noqa: ASYNC110 - a thread commits
+                await anyio.sleep(0.05)
+        assert proxy.ends.pending == 0
+    assert gate.ledger.execution(call["id"]).status == "ended"  # type: ignore[union-attr]
+
+
+async def test_a_proxy_whose_watcher_is_not_running_forwards_nothing(
+    gate: Gate, token: str, upstream: Upstream, upstream_log: Path
+) -> None:
+    """Forwarded requests are re-verified by the proxy's one watcher task
+    (``McpProxy.watching``): without it a request cannot be supervised, so an allowed call is
+    recorded as not run and never reaches the upstream."""
+    async with proxied(gate, upstream, options(token)) as (proxy, client):
+        proxy._watcher = False  # as outside McpProxy.watching
+        result = await client.call_tool("echo", {"text": "unwatched"})
+        assert await anyio.to_thread.run_sync(proxy.ends.wait_idle, 30)
+    ((_i, call, _d),) = decisions(gate, "mcp.tools/call")
+    assert result.is_error and "cannot supervise the request" in text_of(result)
+    assert seen(upstream_log) == []
+    recs = of(gate, call["id"])
+    assert recs["exec.end"][1]["outcome"] == "error"
+    assert gate.ledger.execution(call["id"]).status == "ended"  # type: ignore[union-attr]
 
 
 async def test_unrecorded_end_is_reported_and_the_run_stays_accounted_for(

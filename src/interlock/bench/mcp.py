@@ -16,8 +16,8 @@ the same small upstream server (one ``echo`` tool, spoken to over stdio):
   commits the decision with ``exec.start`` (one durable ledger commit), forwards to its
   upstream and answers. On stdio the proxy answers ``tools/call`` without the SDK server stack
   and without thread hand-offs; ``exec.end`` is committed by a background writer after the
-  answer (usually in the same batch as the next call's admission), so it is not in the
-  measured latency, but its CPU and fsync share the machine with the next call.
+  answer, once the next call's admission is committed (while that call is upstream), so it is
+  not in the measured latency, but its CPU and fsync share the machine with the next call.
 
 Calls alternate between the two, so both see the same machine load. ``value`` and ``baseline``
 are p50 latencies in ms; ``added_p50_ms`` and ``added_p99_ms`` are the differences at p50 and

@@ -36,7 +36,8 @@ chooses for itself: pin it with ``--name`` when policies rely on it).
   The request is re-verified while it waits for the upstream and cancelled (and recorded as
   ``exec.terminated``) when its authorization stops holding. Only the admission is a durable
   commit on the critical path: ``exec.end`` is committed after the answer by a background
-  writer (:class:`~interlock.adapters.mcp_proxy.ending.EndRecorder`), drained before the
+  writer (:class:`~interlock.adapters.mcp_proxy.ending.EndRecorder`), once the next request's
+  admission is committed (or after 50 ms without one), drained before the
   session ends; an end that cannot be committed leaves the run ``running`` until
   ``reap_orphans`` terminates it (what an attacker gains then: an answer whose digest is not on
   the ledger; the allow and the start always are).

@@ -7,8 +7,13 @@
 A governed request costs one durable commit before it is forwarded: the allow and its
 ``exec.start`` (``gate.admit(..., start=...)``). Its ``exec.end`` (or ``exec.terminated``) is
 handed to one background thread and committed after the answer has gone back to the agent —
-always after the start's commit (admission returns only once that is durable), usually in the
-ledger batch that also carries the next request's admission.
+always after the start's commit (admission returns only once that is durable).
+
+When: the proxy calls :meth:`EndRecorder.nudge` as soon as the next request's admission is
+committed, and the recorder commits the ends waiting then, while that request is upstream and
+the ledger has nothing else to write; with no next request, after ``linger`` seconds. An end
+committed at once instead would usually still be in its fsync when the agent's next call is
+admitted, and that admission would wait for it: two commits on the critical path, not one.
 
 If an end record cannot be committed, it is tried again at :meth:`EndRecorder.close`; one that
 still fails is reported on ``errlog``. Either way the run is accounted for: its ``exec.start``
@@ -35,7 +40,10 @@ if TYPE_CHECKING:
     from interlock.core.model import ActionRequest, Reason
     from interlock.gate import Gate
 
-__all__ = ["EndRecorder"]
+__all__ = ["DEFAULT_LINGER_S", "EndRecorder"]
+
+#: how long an end record waits for the next admission before it is committed on its own
+DEFAULT_LINGER_S = 0.05
 
 
 @dataclass(slots=True)
@@ -72,9 +80,14 @@ class EndRecorder:
     for it). After :meth:`close`, :meth:`submit` commits in the caller's thread.
     """
 
-    def __init__(self, gate: Gate, *, errlog: TextIO | None = None) -> None:
+    def __init__(
+        self, gate: Gate, *, errlog: TextIO | None = None, linger: float | None = None
+    ) -> None:
         self.gate = gate
         self.errlog = errlog
+        #: the longest an end waits for a :meth:`nudge` before it is committed anyway
+        self.linger = DEFAULT_LINGER_S if linger is None else linger
+        self._nudged = threading.Event()
         #: end records that could not be committed (kept for one more try at close)
         self.failed: list[_End] = []
         self._queue: queue.SimpleQueue[_End | None] = queue.SimpleQueue()
@@ -102,6 +115,11 @@ class EndRecorder:
                 return
         self._commit(end)
 
+    def nudge(self) -> None:
+        """Say that the ledger is idle for a while (an admission was just committed and its
+        request is upstream): the ends waiting are committed now. Never blocks."""
+        self._nudged.set()
+
     def _commit(self, end: _End) -> None:
         end.problem = record_end(self.gate, end.request, end.reason, end.fields)
         if end.problem is not None:
@@ -109,16 +127,35 @@ class EndRecorder:
                 self.failed.append(end)
 
     def _run(self) -> None:
-        while (end := self._queue.get()) is not None:
-            try:
-                self._commit(end)
-            finally:
-                with self._lock:
-                    self._pending -= 1
-                    self._idle.notify_all()
+        stop = False
+        while not stop and (end := self._queue.get()) is not None:
+            # a nudge from before this end was taken is stale: wait for the next one, then
+            # commit every end waiting by then
+            self._nudged.clear()
+            if not self._closed:
+                self._nudged.wait(self.linger)
+            batch = [end]
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            for one in batch:
+                try:
+                    self._commit(one)
+                finally:
+                    with self._lock:
+                        self._pending -= 1
+                        self._idle.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted record is committed or failed; False on timeout."""
+        """Commit what waits at once, and wait until every submitted record is committed or
+        failed; False on timeout."""
+        self._nudged.set()
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
@@ -130,6 +167,7 @@ class EndRecorder:
                 return [e.request.id for e in self.failed]
             self._closed = True
         self._queue.put(None)
+        self._nudged.set()  # what waits is committed now
         self._thread.join()
         retry, self.failed = self.failed, []
         for end in retry:

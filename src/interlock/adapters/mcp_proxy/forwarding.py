@@ -3,9 +3,10 @@ it is forwarded upstream."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -59,6 +60,12 @@ from interlock.adapters.mcp_proxy.upstream import ANSWER_TOO_LARGE_CODE
 T = TypeVar("T")
 
 
+def _step_all(watched: list[tuple[Watch, anyio.CancelScope]]) -> list[anyio.CancelScope]:
+    """Step each watch; the scopes of those whose authorization ended (``step`` never
+    raises: a failure to re-verify is itself a deny)."""
+    return [scope for watch, scope in watched if watch.step() is not None]
+
+
 class McpProxy:
     """One proxy session: the gate, the upstream :class:`ClientSession`, the session execution.
 
@@ -92,6 +99,9 @@ class McpProxy:
         #: governed requests admitted or being admitted and not yet answered
         self._inflight = 0
         self._server: Server[Any] | None = None
+        #: forwarded requests being re-verified by the shared watcher (:meth:`watching`)
+        self._watched: dict[int, tuple[Watch, anyio.CancelScope]] = {}
+        self._watcher = False
 
     @property
     def session_id(self) -> str:
@@ -135,6 +145,8 @@ class McpProxy:
         if not decision.allowed or req is None:
             return _Begun(decision=decision)
         try:
+            if not self._watcher:
+                raise RuntimeError("no watcher runs (McpProxy.watching)")
             watch = Watch(
                 self.gate, req, interval=self.options.interval, snapshot=decision.snapshot
             )
@@ -160,13 +172,41 @@ class McpProxy:
         finally:
             self._inflight -= 1
 
-    async def _watch(self, watch: Watch, scope: anyio.CancelScope) -> None:
-        """Re-verify a forwarded request while it waits; cancel it when authorization ends."""
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        """Re-verify every forwarded request from one task while the block runs.
+
+        Every :data:`POLL_S` the watcher steps the watch of each request in flight (in a
+        worker thread) and cancels the forwarding of each whose authorization ended, as a
+        per-request watch task would, without a task, a task group and a cancellation for
+        every call. Outside the block nothing is forwarded: an allowed request is recorded as
+        not run ("cannot supervise the request").
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                self._watcher = True
+                tg.start_soon(self._watch_all)
+                try:
+                    yield
+                finally:
+                    self._watcher = False
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # the block's own exception, wrapped by the task group: pass it on as it was raised
+            # (the session records its type)
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _watch_all(self) -> None:
         while True:
             await anyio.sleep(POLL_S)
-            if await anyio.to_thread.run_sync(watch.step) is not None:
+            if not self._watched:
+                continue
+            watched = list(self._watched.values())
+            ended = await anyio.to_thread.run_sync(_step_all, watched)
+            for scope in ended:
                 scope.cancel()
-                return
 
     async def _attempt(
         self, forward: Callable[[], Awaitable[R]]
@@ -232,6 +272,8 @@ class McpProxy:
         """
         raw = self._request(action, rtype, rid, args, context)
         begun = await self._on_gate(self._begin, raw)
+        # the ledger is idle while this request is upstream: the ends waiting are written now
+        self.ends.nudge()
         d = begun.decision
         ident = {"decision_hash": d.decision_hash, "request_id": d.request_id}
         if begun.request is None or not d.allowed:
@@ -252,19 +294,18 @@ class McpProxy:
         result: R | None = None
         failure: _Failure | None = None
         self._inflight += 1
+        key = id(watch)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, watch, tg.cancel_scope)
-                try:
-                    result, failure = await self._attempt(forward)
-                finally:
-                    tg.cancel_scope.cancel()
+            with anyio.CancelScope() as scope:
+                self._watched[key] = (watch, scope)
+                result, failure = await self._attempt(forward)
         except BaseException:
             # cancelled from outside (the client cancelled, the proxy is stopping): record it
             fields = _fields(started, None, _Failure("cancelled", 0, "cancelled"))
             self.ends.submit(req, watch.denied, fields)
             raise
         finally:
+            self._watched.pop(key, None)
             self._inflight -= 1
 
         # the end record follows off the critical path (EndRecorder), always after the start's

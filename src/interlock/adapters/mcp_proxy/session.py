@@ -187,6 +187,8 @@ async def _proxy_session(
         # left before the session ends: every request's end record is committed (or reported)
         # before the session's own exec.end
         stack.push_async_callback(_close_ends, proxy)
+        # one task re-verifies every forwarded request (stopped before the ends are drained)
+        await stack.enter_async_context(proxy.watching())
         caps = client.server_capabilities
         if caps is not None and caps.tools is not None:
             # list at once: a client that calls before it lists is judged against this listing
