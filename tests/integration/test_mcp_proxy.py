@@ -250,15 +250,16 @@ async def test_allowed_call_is_recorded_before_it_is_forwarded(
 ) -> None:
     at_forward: list[dict[str, Any]] = []
     async with proxied(gate, upstream, options(token)) as (proxy, client):
-        real = proxy.upstream.send_request
+        assert proxy.direct is not None  # a stdio upstream: tools/call is written directly
+        real = proxy.direct.request
 
-        async def spy(request: Any, result_type: Any, *args: Any, **kwargs: Any) -> Any:
+        async def spy(method: str, *args: Any, **kwargs: Any) -> Any:
             # what the ledger holds at the moment the request leaves for the upstream
-            if request.method == "tools/call":
+            if method == "tools/call":
                 at_forward.append({"size": gate.ledger.size(), "records": ledger(gate)})
-            return await real(request, result_type, *args, **kwargs)
+            return await real(method, *args, **kwargs)
 
-        proxy.upstream.send_request = spy  # type: ignore[method-assign]
+        proxy.direct.request = spy  # type: ignore[method-assign]
         result = await client.call_tool("echo", {"text": "hello"})
         session_id = proxy.session_id
         server_name = proxy.server_name
@@ -289,6 +290,51 @@ async def test_allowed_call_is_recorded_before_it_is_forwarded(
         types.CallToolResult.model_validate(result.model_dump(by_alias=True))
     )
     assert gate.ledger.execution(dec["id"]).status == "ended"  # type: ignore[union-attr]
+
+
+async def test_a_direct_tools_call_answers_as_the_sdk_session_would(
+    gate: Gate, token: str, upstream: Upstream, upstream_log: Path
+) -> None:
+    """On a stdio upstream a governed tools/call bypasses the SDK client session
+    (``DirectRequests``); what comes back is what the session would return: the same result
+    model for a result and for a tool error, the same MCPError for an error answer."""
+
+    def call(name: str, arguments: dict[str, Any]) -> types.CallToolRequest:
+        return types.CallToolRequest(
+            params=types.CallToolRequestParams(name=name, arguments=arguments)
+        )
+
+    async with proxied(gate, upstream, options(token)) as (proxy, _client):
+        direct = proxy.direct
+        assert direct is not None
+        sdk_calls: list[str] = []
+        real_send = proxy.upstream.send_request
+
+        async def counted(request: Any, *args: Any, **kwargs: Any) -> Any:
+            sdk_calls.append(request.method)
+            return await real_send(request, *args, **kwargs)
+
+        proxy.upstream.send_request = counted  # type: ignore[method-assign]
+        cases = [("echo", {"text": "same"}), ("add", {"a": 2, "b": 3}), ("add", {"a": "x"})]
+        answers = []
+        for name, arguments in cases:
+            proxy.direct = direct
+            by_direct = await proxy._send_call(call(name, arguments))
+            proxy.direct = None
+            by_session = await proxy._send_call(call(name, arguments))
+            answers.append((by_direct, by_session))
+        proxy.direct = direct
+        assert sdk_calls == ["tools/call"] * len(cases)  # only the session's own calls
+        with pytest.raises(MCPError) as error:  # an error answer raises, as from the session
+            await direct.request("no/such/method", {}, 10)
+
+    for by_direct, by_session in answers:
+        assert type(by_direct) is type(by_session)
+        assert by_direct.model_dump() == by_session.model_dump()
+    assert answers[0][0].content[0].text == "same"  # type: ignore[union-attr]
+    assert answers[2][0].is_error  # type: ignore[union-attr]
+    assert error.value.code == -32601  # JSON-RPC 2.0 §5.1: method not found
+    assert [e["name"] for e in seen(upstream_log)] == ["echo", "echo", "add", "add"]
 
 
 async def test_denied_call_never_reaches_the_upstream(

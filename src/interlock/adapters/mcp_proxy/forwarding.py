@@ -14,9 +14,11 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import mcp.types as types
-from mcp.client.session import ClientSession
+from mcp.client.session import ClientSession, _clamp_inbound_ttl, _later_revision_fields
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
+from mcp_types import methods as _methods
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from interlock.adapters.sdk import disclosed_detail
@@ -54,10 +56,28 @@ from interlock.adapters.mcp_proxy.options import (
     TOOL_ACTION,
     ProxyOptions,
     R,
+    _CallResult,
 )
-from interlock.adapters.mcp_proxy.upstream import ANSWER_TOO_LARGE_CODE
+from interlock.adapters.mcp_proxy.upstream import ANSWER_TOO_LARGE_CODE, DirectRequests
 
 T = TypeVar("T")
+
+
+def _checked_call_result(raw: dict[str, Any], version: str) -> _CallResult:
+    """A ``tools/call`` result object, checked as ``ClientSession.send_request`` checks it for
+    ``version`` (the SDK's own steps, pinned ``mcp<3``): a negative ``ttlMs`` floored, the
+    version's result surface validated, a later revision's fields dropped, then the model.
+
+    Raises:
+        ValidationError: the result is not a valid ``tools/call`` result.
+    """
+    _clamp_inbound_ttl(raw)
+    with contextlib.suppress(KeyError):  # a version without a row: the model checks it
+        _methods.validate_server_result("tools/call", version, raw)
+    foreign = _later_revision_fields("tools/call", version)
+    if not foreign.isdisjoint(raw):
+        raw = {key: value for key, value in raw.items() if key not in foreign}
+    return _CALL.validate_python(raw, by_name=False)
 
 
 def _step_all(watched: list[tuple[Watch, anyio.CancelScope]]) -> list[anyio.CancelScope]:
@@ -83,6 +103,7 @@ class McpProxy:
         options: ProxyOptions,
         tools: ToolCatalogue | None = None,
         ends: EndRecorder | None = None,
+        direct: DirectRequests | None = None,
     ) -> None:
         self.gate = gate
         self.upstream = upstream
@@ -99,6 +120,9 @@ class McpProxy:
         #: governed requests admitted or being admitted and not yet answered
         self._inflight = 0
         self._server: Server[Any] | None = None
+        #: ``tools/call`` written to a stdio upstream without the SDK client session (see
+        #: :class:`DirectRequests`), or None (HTTP upstreams)
+        self.direct = direct
         #: forwarded requests being re-verified by the shared watcher (:meth:`watching`)
         self._watched: dict[int, tuple[Watch, anyio.CancelScope]] = {}
         self._watcher = False
@@ -462,9 +486,7 @@ class McpProxy:
             "McpTool",
             f"{self.server_name}/{params.name}",
             params.arguments or {},
-            lambda: self.upstream.send_request(
-                forwarded, _CALL, request_read_timeout_seconds=self.options.timeout
-            ),
+            lambda: self._send_call(forwarded),
             continuation_context(forwarded.params),
         )
         if out.result is not None:
@@ -472,6 +494,23 @@ class McpProxy:
         if out.passthrough is not None:
             raise out.passthrough
         return _tool_error(out.message)
+
+    async def _send_call(self, forwarded: types.CallToolRequest) -> _CallResult:
+        """Send a governed ``tools/call`` upstream: directly on a stdio upstream that speaks a
+        handshake-era protocol version (:class:`DirectRequests`), else through the SDK client
+        session. Either way the result is checked as the SDK checks it."""
+        version = self.upstream.protocol_version
+        direct = self.direct
+        if direct is None or version is None or version in MODERN_PROTOCOL_VERSIONS:
+            return await self.upstream.send_request(
+                forwarded, _CALL, request_read_timeout_seconds=self.options.timeout
+            )
+        raw = await direct.request(
+            "tools/call",
+            forwarded.params.model_dump(by_alias=True, mode="json", exclude_none=True),
+            self.options.timeout,
+        )
+        return _checked_call_result(raw, version)
 
     async def list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None

@@ -33,7 +33,7 @@ from interlock.adapters.mcp_proxy.options import (
     UpstreamError,
     check_server_name,
 )
-from interlock.adapters.mcp_proxy.upstream import bounded_stdio_client
+from interlock.adapters.mcp_proxy.upstream import DirectRequests, bounded_stdio_client
 
 # -- opening a session -----------------------------------------------------------------------------
 
@@ -60,10 +60,11 @@ async def _session(
 @contextlib.asynccontextmanager
 async def _connect(
     upstream: Upstream, startup: float, tools: ToolCatalogue, max_answer: int
-) -> AsyncIterator[ClientSession]:
+) -> AsyncIterator[tuple[ClientSession, DirectRequests | None]]:
     from interlock._version import __version__
 
     async with contextlib.AsyncExitStack() as stack:
+        direct: DirectRequests | None = None
         try:
             if upstream.url is not None:
                 streams = await stack.enter_async_context(streamable_http_client(upstream.url))
@@ -74,9 +75,13 @@ async def _connect(
                     env=upstream.child_env(),
                     cwd=upstream.cwd,
                 )
+                direct = DirectRequests()
                 streams = await stack.enter_async_context(
                     bounded_stdio_client(
-                        params, errlog=upstream.errlog or sys.stderr, max_bytes=max_answer
+                        params,
+                        errlog=upstream.errlog or sys.stderr,
+                        max_bytes=max_answer,
+                        direct=direct,
                     )
                 )
         except OSError as exc:
@@ -105,7 +110,7 @@ async def _connect(
             raise UpstreamError(
                 f"the upstream server did not initialize: {type(exc).__name__}"
             ) from exc
-        yield client
+        yield client, direct
 
 
 async def _close_ends(proxy: McpProxy) -> None:
@@ -173,7 +178,7 @@ async def _proxy_session(
                 _session(gate, request(options.name), options.interval)
             )
         tools = ToolCatalogue()
-        client = await stack.enter_async_context(
+        client, direct = await stack.enter_async_context(
             _connect(upstream, options.startup_timeout, tools, options.max_answer_bytes)
         )
         name = options.name
@@ -183,7 +188,9 @@ async def _proxy_session(
             run = await stack.enter_async_context(_session(gate, request(name), options.interval))
         if name is None:  # pragma: no cover - set on both paths above
             raise UsageError("no server name")
-        proxy = McpProxy(gate, client, run, server_name=name, options=options, tools=tools)
+        proxy = McpProxy(
+            gate, client, run, server_name=name, options=options, tools=tools, direct=direct
+        )
         # left before the session ends: every request's end record is committed (or reported)
         # before the session's own exec.end
         stack.push_async_callback(_close_ends, proxy)

@@ -17,6 +17,14 @@ timeout.
 
 Process handling (spawn in its own process group, the MCP shutdown sequence, killing the tree)
 is the SDK's own, reused from ``mcp.client.stdio`` (pinned ``mcp<3``).
+
+**Direct requests** (:class:`DirectRequests`): the proxy's governed ``tools/call`` is written on
+the upstream's stdin by the calling task itself and its answer is handed back by the reader,
+without the SDK client session's dispatch (its request bookkeeping, tracing span, writer task
+and receive loop: two task hand-offs and a second JSON-RPC model per call). Such a request has
+an id of its own (``"interlock-<n>"``: a string, so never one of the SDK session's integers);
+everything else on the connection (the handshake, listings, the upstream's own requests and
+notifications) still goes through the SDK session.
 """
 
 from __future__ import annotations
@@ -25,18 +33,28 @@ import contextlib
 import re
 import sys
 from collections.abc import AsyncIterator
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 import anyio.lowlevel
 import mcp.types as types
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.client import stdio as sdk_stdio
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-__all__ = ["ANSWER_TOO_LARGE_CODE", "DEFAULT_MAX_ANSWER_BYTES", "bounded_stdio_client"]
+__all__ = [
+    "ANSWER_TOO_LARGE_CODE",
+    "DEFAULT_MAX_ANSWER_BYTES",
+    "DirectRequests",
+    "bounded_stdio_client",
+]
+
+#: how long a courtesy ``notifications/cancelled`` may take to write (as the SDK's)
+_ABANDON_WRITE_S = 2.0
 
 #: the largest message (one line of JSON-RPC) a stdio upstream may send by default
 DEFAULT_MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -104,6 +122,124 @@ def _too_large(big: _Oversized, limit: int) -> SessionMessage | Exception:
     return SessionMessage(error)
 
 
+class _Waiter:
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.outcome: dict[str, Any] | types.ErrorData | None = None
+
+
+_CLOSED = types.ErrorData(code=types.CONNECTION_CLOSED, message="Connection closed")
+
+
+class DirectRequests:
+    """Requests written on a stdio upstream's stdin by the caller and answered through the
+    reader, beside the SDK's client session (see the module). Given to
+    :func:`bounded_stdio_client`, which connects it.
+
+    :meth:`request` behaves as ``ClientSession.send_request`` at the JSON-RPC level: an error
+    answer raises :class:`MCPError` with its code; no answer within ``timeout`` raises
+    ``REQUEST_TIMEOUT`` after a courtesy ``notifications/cancelled``; a cancelled caller sends
+    the same courtesy; an upstream that is gone (or goes while waiting) raises
+    ``CONNECTION_CLOSED``. The result is returned as the raw JSON object, for the caller to
+    validate.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, _Waiter] = {}
+        self._n = 0
+        self._send: Any = None  # the upstream's stdin, once connected
+        self._lock = anyio.Lock()
+        self.closed = False
+
+    def _connect(self, send: Any, lock: anyio.Lock) -> None:
+        self._send, self._lock = send, lock
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        if self._send is None or self.closed:
+            raise MCPError(code=types.CONNECTION_CLOSED, message="Connection closed")
+        line = orjson.dumps(message) + b"\n"
+        try:
+            async with self._lock:
+                await self._send(line)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            raise MCPError(code=types.CONNECTION_CLOSED, message="Connection closed") from exc
+
+    async def request(
+        self, method: str, params: dict[str, Any], read_timeout: float | None
+    ) -> dict[str, Any]:
+        """Send ``method`` with ``params``; the result object of its answer (waited for at
+        most ``read_timeout`` seconds).
+
+        Raises:
+            MCPError: an error answer, REQUEST_TIMEOUT or CONNECTION_CLOSED (see the class).
+        """
+        self._n += 1
+        rid = f"interlock-{self._n}"
+        waiter = _Waiter()
+        self._waiting[rid] = waiter
+        written = False
+        try:
+            await self._write({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            written = True
+            with anyio.fail_after(read_timeout):
+                await waiter.done.wait()
+        except TimeoutError:
+            await self._courtesy(rid, f"timed out after {read_timeout}s", shield=False)
+            raise MCPError(
+                code=types.REQUEST_TIMEOUT, message=f"Request {method!r} timed out"
+            ) from None
+        except anyio.get_cancelled_exc_class():
+            if written:
+                await self._courtesy(rid, "caller cancelled", shield=True)
+            raise
+        finally:
+            self._waiting.pop(rid, None)
+        outcome = waiter.outcome
+        if isinstance(outcome, types.ErrorData):
+            raise MCPError(code=outcome.code, message=outcome.message, data=outcome.data)
+        if outcome is None:  # pragma: no cover - set before done
+            raise MCPError(code=types.CONNECTION_CLOSED, message="Connection closed")
+        return outcome
+
+    async def _courtesy(self, rid: str, reason: str, *, shield: bool) -> None:
+        with anyio.move_on_after(_ABANDON_WRITE_S, shield=shield):
+            with contextlib.suppress(MCPError):
+                await self._write(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": rid, "reason": reason},
+                    }
+                )
+
+    def _deliver(self, message: object) -> bool:
+        """Hand an answer to its waiting request (True), or leave it to the session."""
+        if not self._waiting or not isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            return False
+        rid = message.id
+        waiter = self._waiting.get(rid) if isinstance(rid, str) else None
+        if waiter is None:
+            # an answer to a request given up (timed out, cancelled): not the session's either
+            return isinstance(rid, str) and rid.startswith("interlock-")
+        if isinstance(message, types.JSONRPCResponse):
+            waiter.outcome = message.result
+        else:
+            waiter.outcome = message.error
+        waiter.done.set()
+        return True
+
+    def _close(self) -> None:
+        """The upstream is gone: every waiting request, and every later one, ends
+        CONNECTION_CLOSED."""
+        self.closed = True
+        for waiter in self._waiting.values():
+            if waiter.outcome is None:
+                waiter.outcome = _CLOSED
+                waiter.done.set()
+
+
 def _parse(line: bytes) -> SessionMessage | Exception:
     """One message, or the parse error as a value (as the SDK surfaces it to the session)."""
     try:
@@ -114,7 +250,11 @@ def _parse(line: bytes) -> SessionMessage | Exception:
 
 @contextlib.asynccontextmanager
 async def bounded_stdio_client(
-    server: StdioServerParameters, *, errlog: TextIO = sys.stderr, max_bytes: int
+    server: StdioServerParameters,
+    *,
+    errlog: TextIO = sys.stderr,
+    max_bytes: int,
+    direct: DirectRequests | None = None,
 ) -> AsyncIterator[
     tuple[
         MemoryObjectReceiveStream[SessionMessage | Exception],
@@ -124,6 +264,7 @@ async def bounded_stdio_client(
     """Spawn ``server`` and speak MCP to it over stdin/stdout, as the SDK's ``stdio_client``
     does, except that a message from it longer than ``max_bytes`` (newline excluded) is not
     read into memory: its request is answered :data:`ANSWER_TOO_LARGE_CODE` (see the module).
+    ``direct``: requests that bypass the session (see :class:`DirectRequests`).
 
     Raises:
         OSError: the server process cannot be spawned.
@@ -140,6 +281,9 @@ async def bounded_stdio_client(
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
     writer_done = anyio.Event()
+    stdin_lock = anyio.Lock()
+    if direct is not None and process.stdin is not None:
+        direct._connect(process.stdin.send, stdin_lock)
 
     async def stdout_reader() -> None:
         stdout = process.stdout
@@ -173,11 +317,19 @@ async def bounded_stdio_client(
                             pending.clear()
                             if out is None:
                                 continue
+                            if (
+                                direct is not None
+                                and isinstance(out, SessionMessage)
+                                and direct._deliver(out.message)
+                            ):
+                                continue
                             try:
                                 await read_writer.send(out)
                             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                                 return
                 finally:
+                    if direct is not None:
+                        direct._close()
                     await sdk_stdio._drain_stdout(process)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, ConnectionError):
             pass  # our own shutdown, or the upstream went away: the session sees the close
@@ -190,10 +342,13 @@ async def bounded_stdio_client(
             async with write_reader:
                 async for message in write_reader:
                     data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    await stdin.send((data + "\n").encode(server.encoding))
+                    async with stdin_lock:
+                        await stdin.send((data + "\n").encode(server.encoding))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             await read_writer.aclose()  # the session sees the end instead of hanging
         finally:
+            if direct is not None:
+                direct._close()
             writer_done.set()
 
     async with anyio.create_task_group() as tg:
