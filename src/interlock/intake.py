@@ -21,6 +21,7 @@ The id (UUIDv7) and time come from the gate, which reads its clock once; clients
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -62,6 +63,7 @@ _MAX_ID = 1024
 #: an approval (``interlock.trust.approval``) is about 400 bytes
 MAX_APPROVAL_BYTES = 8 * 1024
 _I_JSON = 2**53 - 1
+_isfinite = math.isfinite
 
 #: lowercase ASCII words joined by single '.' or '/': no empty, '.' or '..' segment
 _ACTION_RE = re.compile(r"^(?=.{1,128}\Z)[a-z][a-z0-9_\-]*(?:[./][a-z0-9_\-]+)*\Z")
@@ -117,6 +119,79 @@ def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
             _check_json_value(v, f"{where}.{k}", depth + 1)
         return
     raise _fail(f"{where}: {type(value).__name__} is not a JSON type")
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_json_ok(value: Any, depth: int = 0) -> bool:
+    """True only when ``_check_json_value(value, where, depth)`` would return without raising:
+    exact ``dict`` (string keys), ``list``, ``str`` (no lone surrogate), ``int`` within the I-JSON
+    range, finite ``float``, ``bool`` and ``None``, nested at most 32 levels. False means "run
+    :func:`_check_json_value`", which then raises with the path of what is wrong (or accepts
+    what this walk does not vouch for, such as a subclass of a JSON type). So the common case
+    builds no path strings and makes one call per container, and no answer changes."""
+    t = type(value)
+    if t is dict:
+        if depth >= _MAX_DEPTH and value:
+            return False  # the children would be deeper than the limit
+        for k, item in value.items():
+            if type(k) is not str or not (k.isascii() or _utf8_ok(k)):
+                return False
+            ti = type(item)
+            if ti is str:
+                if item.isascii() or _utf8_ok(item):
+                    continue
+                return False
+            if item is None or ti is bool:
+                continue
+            if ti is int:
+                if -_I_JSON <= item <= _I_JSON:
+                    continue
+                return False
+            if ti is float:
+                if _isfinite(item):
+                    continue
+                return False
+            if (ti is dict or ti is list) and _is_json_ok(item, depth + 1):
+                continue
+            return False
+        return True
+    if t is list:
+        if depth >= _MAX_DEPTH and value:
+            return False
+        for item in value:
+            ti = type(item)
+            if ti is str:
+                if item.isascii() or _utf8_ok(item):
+                    continue
+                return False
+            if item is None or ti is bool:
+                continue
+            if ti is int:
+                if -_I_JSON <= item <= _I_JSON:
+                    continue
+                return False
+            if ti is float:
+                if _isfinite(item):
+                    continue
+                return False
+            if (ti is dict or ti is list) and _is_json_ok(item, depth + 1):
+                continue
+            return False
+        return True
+    if t is str:
+        return value.isascii() or _utf8_ok(value)
+    if value is None or t is bool:
+        return True
+    if t is float:
+        return _isfinite(value)
+    return t is int and -_I_JSON <= value <= _I_JSON
 
 
 def _ident(value: Any, name: str, pattern: re.Pattern[str] | None = None) -> str:
@@ -198,9 +273,12 @@ def parse_request(
         # From the Python API. Validate strictly (string keys, JSON types only), then take a
         # plain-JSON copy: subclasses with odd __eq__ or later mutation by the caller cannot
         # reach the pipeline, and the size checked is the size of what is decided on.
-        _check_json_value(dict(raw), "request")
+        # one copy, walked and then encoded: what is checked is what is decided on
+        copy = dict(raw)
+        if not _is_json_ok(copy):
+            _check_json_value(copy, "request")
         try:
-            encoded = _to_json(dict(raw))
+            encoded = _to_json(copy)
         except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
             raise _fail(f"request is not JSON-serialisable: {exc}") from exc
         if len(encoded) > MAX_REQUEST_BYTES:
@@ -238,14 +316,14 @@ def parse_request(
     args = doc.get("args", {})
     if not isinstance(args, dict):
         raise _fail("'args' must be an object")
-    if not checked:
+    if not checked and not _is_json_ok(args):
         _check_json_value(args, "args")
     if action == SHELL_EXEC:
         _check_shell_args(args)
     context = doc.get("context", {})
     if not isinstance(context, dict):
         raise _fail("'context' must be an object")
-    if not checked:
+    if not checked and not _is_json_ok(context):
         _check_json_value(context, "context")
 
     capability = doc.get("capability")
