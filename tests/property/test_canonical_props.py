@@ -10,6 +10,7 @@ be what the walk alone gives.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 from unittest import mock
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interlock.core import canonical
-from interlock.core.canonical import CanonicalizationError, canonical_bytes
+from interlock.core.canonical import CanonicalizationError, canonical_bytes, digest
 
 _LIMIT = 2**53 - 1
 
@@ -104,3 +105,20 @@ def test_is_plain_stops_at_the_depth_limit() -> None:
     assert canonical._is_plain(_nest([], 64, as_dict=False))
     assert not canonical._is_plain(_nest([], 65, as_dict=False))
     assert _outcome(_nest([], 65, as_dict=False), False)[0] == "error"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_values, st.just({}), st.just(_Dict())), st.booleans())
+def test_digest_is_the_sha256_of_the_canonical_bytes(value: Any, allow_floats: bool) -> None:
+    try:
+        want: tuple[str, str] = (
+            "ok",
+            hashlib.sha256(canonical_bytes(value, allow_floats=allow_floats)).hexdigest(),
+        )
+    except CanonicalizationError as exc:
+        want = ("error", str(exc))
+    try:
+        got: tuple[str, str] = ("ok", digest(value, allow_floats=allow_floats))
+    except CanonicalizationError as exc:
+        got = ("error", str(exc))
+    assert got == want

@@ -159,10 +159,16 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: the digest of ``{}`` (most requests' context, many requests' arguments)
+_EMPTY_OBJECT_DIGEST = hashlib.sha256(b"{}").hexdigest()
+
+
 def digest(value: Any, *, allow_floats: bool = False) -> str:
     """Hex SHA-256 of the canonical bytes of ``value``.
 
     Raises:
         CanonicalizationError: as :func:`canonical_bytes`.
     """
+    if type(value) is dict and not value:
+        return _EMPTY_OBJECT_DIGEST  # canonical_bytes({}) is b"{}"
     return hashlib.sha256(canonical_bytes(value, allow_floats=allow_floats)).hexdigest()
