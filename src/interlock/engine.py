@@ -114,6 +114,10 @@ _LAST_RESORT = Decision(
 )
 
 
+#: the lineage of a request without a parent: a frozen value, so one instance serves all
+_NO_LINEAGE = Lineage()
+
+
 class GateCore:
     """An open governance home: the snapshot, the ledger, and :meth:`decide`.
 
@@ -631,7 +635,7 @@ class GateCore:
         if keep is not None:
             keep.append(request)
 
-        lineage = Lineage(parent=request.parent, status="unknown")
+        lineage: Lineage | None = None
         try:
             lineage = self._lineage(request)
             if refusal is not None:
@@ -642,6 +646,8 @@ class GateCore:
                 verdict = decide(request, snapshot, lineage)
                 stage = Stage.PIPELINE if verdict.reproducible else Stage.GATE
         except Exception as exc:  # noqa: BLE001 - I2: could not decide, so deny (and record it)
+            if lineage is None:  # the parent lookup itself failed
+                lineage = Lineage(parent=request.parent, status="unknown")
             verdict = _deny(ReasonCode.INTERNAL_ERROR, error_detail(exc))
             stage = Stage.GATE
         elapsed = time.perf_counter_ns() - started
@@ -735,7 +741,7 @@ class GateCore:
 
     def _lineage(self, request: ActionRequest) -> Lineage:
         if request.parent is None:
-            return Lineage()
+            return _NO_LINEAGE
         row = self.ledger.execution(request.parent)
         if row is None:
             return Lineage(parent=request.parent, status="unknown", depth=0)

@@ -207,13 +207,27 @@ def _cedar_value(value: Any) -> Any:
 
 
 def _needs_mapping(value: Any) -> bool:
-    """Whether :func:`_cedar_value` would change ``value`` (a float, or a null attribute)."""
+    """Whether :func:`_cedar_value` would change ``value`` (a float, or a null attribute).
+    Loops rather than ``any()`` over a generator, and no call for an exact ``str``, ``int`` or
+    ``bool`` (never a float, dict or list): the same answer, without a frame per value."""
     if isinstance(value, float):
         return True
     if isinstance(value, dict):
-        return any(v is None or _needs_mapping(v) for v in value.values())
+        for v in value.values():
+            t = type(v)
+            if t is str or t is int or t is bool:
+                continue
+            if v is None or _needs_mapping(v):
+                return True
+        return False
     if isinstance(value, list):
-        return any(_needs_mapping(v) for v in value)
+        for v in value:
+            t = type(v)
+            if t is str or t is int or t is bool:
+                continue
+            if _needs_mapping(v):
+                return True
+        return False
     return False
 
 

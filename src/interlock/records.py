@@ -43,6 +43,9 @@ EXEC_RECORDS = frozenset(
 )
 
 
+_DECISION = RecordType.DECISION.value
+
+
 def decision_record(
     request: ActionRequest,
     verdict: Verdict,
@@ -55,10 +58,10 @@ def decision_record(
     is the decision hash. Arguments, context and token are recorded by digest."""
     rec: dict[str, Any] = {
         "v": RECORD_VERSION,
-        "type": RecordType.DECISION.value,
+        "type": _DECISION,
         "id": request.id,
         "ts": request.time,
-        "stage": stage.value,
+        "stage": stage._value_,  # .value is a descriptor call per read; _value_ is what it reads
         "request": {
             "principal": request.principal,
             "action": request.action,
@@ -75,7 +78,7 @@ def decision_record(
         "parent": request.parent,
         "parent_leaf": lineage.parent_leaf,
         "snapshot": snapshot_id,
-        "effect": verdict.effect.value,
+        "effect": verdict.effect._value_,
         "reasons": [r.to_json() for r in verdict.reasons],
         "obligations": list(verdict.obligations),
     }

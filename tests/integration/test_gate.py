@@ -330,6 +330,31 @@ def test_an_exception_anywhere_is_a_deny(
         assert rec["effect"] == "deny"
 
 
+def test_a_failed_parent_lookup_is_recorded_with_an_unknown_lineage(
+    home: Path, issue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = issue()
+    with Gate.open(home) as gate:
+        parent = gate.decide(tool_request(token))
+
+        def boom(_id: str) -> Any:
+            raise RuntimeError("store exploded")
+
+        monkeypatch.setattr(gate.ledger, "execution", boom)
+        d = gate.decide(tool_request(token, parent=parent.request_id))
+        assert d.codes == ("INTERNAL_ERROR",)
+        rec = _assert_recorded(gate, d)
+        assert rec["stage"] == "gate"
+        assert rec["parent"] == parent.request_id
+        assert rec["parent_leaf"] is None
+        assert rec["lineage"] == {"status": "unknown", "depth": 0}
+        # and a request without a parent records no lineage at all
+        monkeypatch.undo()
+        rec = _assert_recorded(gate, gate.decide(tool_request(token)))
+        assert "lineage" not in rec
+        assert rec["parent"] is None
+
+
 # -- replay (I3) ---------------------------------------------------------------------------------
 
 

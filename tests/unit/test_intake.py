@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import threading
 import uuid
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from interlock import intake
 from interlock.errors import MalformedRequest
 from interlock.intake import new_request_id, parse_request
 
@@ -97,6 +101,59 @@ def test_request_ids_are_uuidv7_and_time_ordered() -> None:
     assert a.variant == uuid.RFC_4122
     assert a.int >> 80 < b.int >> 80
     assert new_request_id(1) != new_request_id(1)
+
+
+def _reference_id(unix_ns: int, random10: bytes) -> str:
+    """RFC 9562 §5.7 spelled out with uuid.UUID: the layout new_request_id must produce."""
+    rand = int.from_bytes(random10, "big")
+    value = (unix_ns // 1_000_000 & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(-(2**70), 2**70), st.binary(min_size=10, max_size=10))
+def test_request_id_layout_is_uuidv7_of_its_random_bytes(unix_ns: int, random10: bytes) -> None:
+    with mock.patch.object(intake, "_random10", return_value=random10):
+        assert new_request_id(unix_ns) == _reference_id(unix_ns, random10)
+
+
+def test_request_id_random_bytes_are_never_handed_out_twice() -> None:
+    seen: list[bytes] = []
+
+    def draw() -> None:
+        seen.extend(intake._random10() for _ in range(3000))
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 12000
+    assert len(set(seen)) == len(seen)
+    assert all(len(b) == 10 for b in seen)
+
+
+def test_a_forked_child_draws_other_request_id_bytes_than_its_parent() -> None:
+    intake._random10()  # the pool now holds bytes the child must not reuse
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ten draws, to the parent
+        os.close(read)
+        os.write(write, b"".join(intake._random10() for _ in range(10)))
+        os._exit(0)
+    os.close(write)
+    child = b""
+    while len(child) < 100:
+        more = os.read(read, 100)
+        if not more:
+            break
+        child += more
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = b"".join(intake._random10() for _ in range(10))
+    assert len(child) == 100
+    assert child != parent
 
 
 @settings(max_examples=300, deadline=None)

@@ -21,7 +21,10 @@ nothing else escaped), same integer digits, same key order (UTF-8 byte order is 
 order, which is UTF-16 order below U+D800). So :func:`canonical_bytes` checks that a value is
 in that subset (one cheap walk) and uses ``orjson``; anything else (floats, keys with
 characters at or above U+D800) goes to ``rfc8785``. ``tests/vectors/test_rfc8785.py`` holds
-every path to the RFC's examples and property tests hold them to each other.
+every path to the RFC's examples and property tests hold them to each other. The walk itself
+starts with :func:`_is_plain`, which vouches only for exact JSON types already in the subset
+(one call per container, no stack of tuples) and otherwise leaves the answer, and the error
+message, to :func:`_fast_path_ok` (``tests/property/test_canonical_props.py``).
 """
 
 from __future__ import annotations
@@ -83,6 +86,51 @@ def _fast_path_ok(value: Any, allow_floats: bool) -> bool:
     return fast
 
 
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """True only when :func:`_fast_path_ok` would return True without raising: ``value`` is
+    made of exact ``dict`` (string keys below U+D800), ``list``/``tuple``, ``str``, ``int``
+    within ±2^53, ``bool`` and ``None``, nested at most 64 levels. False means "ask
+    :func:`_fast_path_ok`", which then says why (or picks ``rfc8785``): so this walk never
+    changes an answer, it only takes the common case without a stack of tuples. Recursive, but
+    only for containers and never deeper than 65 frames (it gives up past the limit)."""
+    t = type(value)
+    if t is dict:
+        if depth >= _MAX_DEPTH and value:
+            return False  # the children would be deeper than the limit: let the walk raise
+        for k, item in value.items():
+            if type(k) is not str or not (k.isascii() or max(k) < "\ud800"):
+                return False
+            ti = type(item)
+            if ti is str or item is None or ti is bool:
+                continue
+            if ti is int:
+                if -_I_JSON <= item <= _I_JSON:
+                    continue
+                return False
+            if (ti is dict or ti is list or ti is tuple) and _is_plain(item, depth + 1):
+                continue
+            return False
+        return True
+    if t is list or t is tuple:
+        if depth >= _MAX_DEPTH and value:
+            return False
+        for item in value:
+            ti = type(item)
+            if ti is str or item is None or ti is bool:
+                continue
+            if ti is int:
+                if -_I_JSON <= item <= _I_JSON:
+                    continue
+                return False
+            if (ti is dict or ti is list or ti is tuple) and _is_plain(item, depth + 1):
+                continue
+            return False
+        return True
+    if t is str or value is None or t is bool:
+        return True
+    return t is int and -_I_JSON <= value <= _I_JSON
+
+
 def canonical_bytes(value: Any, *, allow_floats: bool = False) -> bytes:
     """Return the RFC 8785 bytes of a JSON value.
 
@@ -94,7 +142,7 @@ def canonical_bytes(value: Any, *, allow_floats: bool = False) -> bytes:
             integers outside ±2^53, lone surrogates, or nesting deeper than 64.
     """
     try:
-        if _fast_path_ok(value, allow_floats):
+        if _is_plain(value) or _fast_path_ok(value, allow_floats):
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         return bytes(rfc8785.dumps(value))
     except UnicodeEncodeError as exc:
@@ -111,10 +159,16 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: the digest of ``{}`` (most requests' context, many requests' arguments)
+_EMPTY_OBJECT_DIGEST = hashlib.sha256(b"{}").hexdigest()
+
+
 def digest(value: Any, *, allow_floats: bool = False) -> str:
     """Hex SHA-256 of the canonical bytes of ``value``.
 
     Raises:
         CanonicalizationError: as :func:`canonical_bytes`.
     """
+    if type(value) is dict and not value:
+        return _EMPTY_OBJECT_DIGEST  # canonical_bytes({}) is b"{}"
     return hashlib.sha256(canonical_bytes(value, allow_floats=allow_floats)).hexdigest()

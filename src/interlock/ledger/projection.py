@@ -207,9 +207,18 @@ def delta_of(
     ts = _ts_fast(ts_text) if isinstance(ts_text, str) else None
     if kind == "decision":
         request = rec.get("request")
-        principal = request.get("principal") if isinstance(request, Mapping) else None
+        # ``type(...) is dict or`` only spares the ABC check for the gate's own records
+        principal = (
+            request.get("principal")
+            if type(request) is dict or isinstance(request, Mapping)
+            else None
+        )
         lineage = rec.get("lineage")
-        depth = lineage.get("depth", 0) if isinstance(lineage, Mapping) else 0
+        depth = (
+            lineage.get("depth", 0)
+            if lineage is not None and (type(lineage) is dict or isinstance(lineage, Mapping))
+            else 0
+        )
         parent = rec.get("parent")
         effect = _str(rec.get("effect"))
         if not isinstance(depth, int) or (parent is not None and not isinstance(parent, str)):
