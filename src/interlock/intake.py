@@ -157,60 +157,40 @@ def _is_json_ok(value: Any, depth: int = 0) -> bool:
     builds no path strings and makes one call per container, and no answer changes."""
     t = type(value)
     if t is dict:
-        if depth >= _MAX_DEPTH and value:
-            return False  # the children would be deeper than the limit
-        for k, item in value.items():
+        for k in value:
             if type(k) is not str or not (k.isascii() or _utf8_ok(k)):
                 return False
-            ti = type(item)
-            if ti is str:
-                if item.isascii() or _utf8_ok(item):
-                    continue
-                return False
-            if item is None or ti is bool:
-                continue
-            if ti is int:
-                if -_I_JSON <= item <= _I_JSON:
-                    continue
-                return False
-            if ti is float:
-                if _isfinite(item):
-                    continue
-                return False
-            if (ti is dict or ti is list) and _is_json_ok(item, depth + 1):
-                continue
-            return False
-        return True
-    if t is list:
-        if depth >= _MAX_DEPTH and value:
-            return False
-        for item in value:
-            ti = type(item)
-            if ti is str:
-                if item.isascii() or _utf8_ok(item):
-                    continue
-                return False
-            if item is None or ti is bool:
-                continue
-            if ti is int:
-                if -_I_JSON <= item <= _I_JSON:
-                    continue
-                return False
-            if ti is float:
-                if _isfinite(item):
-                    continue
-                return False
-            if (ti is dict or ti is list) and _is_json_ok(item, depth + 1):
-                continue
-            return False
-        return True
-    if t is str:
+        items: Any = value.values()
+    elif t is list:
+        items = value
+    elif t is str:
         return value.isascii() or _utf8_ok(value)
-    if value is None or t is bool:
-        return True
-    if t is float:
+    elif t is float:
         return _isfinite(value)
-    return t is int and -_I_JSON <= value <= _I_JSON
+    else:
+        return value is None or t is bool or (t is int and -_I_JSON <= value <= _I_JSON)
+    if depth >= _MAX_DEPTH and value:
+        return False  # the children would be deeper than the limit
+    for item in items:
+        ti = type(item)
+        if ti is str:
+            if item.isascii() or _utf8_ok(item):
+                continue
+            return False
+        if item is None or ti is bool:
+            continue
+        if ti is int:
+            if -_I_JSON <= item <= _I_JSON:
+                continue
+            return False
+        if ti is float:
+            if _isfinite(item):
+                continue
+            return False
+        if (ti is dict or ti is list) and _is_json_ok(item, depth + 1):
+            continue
+        return False
+    return True
 
 
 def _ident(value: Any, name: str, pattern: re.Pattern[str] | None = None) -> str:

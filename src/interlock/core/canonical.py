@@ -95,40 +95,28 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     only for containers and never deeper than 65 frames (it gives up past the limit)."""
     t = type(value)
     if t is dict:
-        if depth >= _MAX_DEPTH and value:
-            return False  # the children would be deeper than the limit: let the walk raise
-        for k, item in value.items():
+        for k in value:
             if type(k) is not str or not (k.isascii() or max(k) < "\ud800"):
                 return False
-            ti = type(item)
-            if ti is str or item is None or ti is bool:
-                continue
-            if ti is int:
-                if -_I_JSON <= item <= _I_JSON:
-                    continue
-                return False
-            if (ti is dict or ti is list or ti is tuple) and _is_plain(item, depth + 1):
-                continue
-            return False
-        return True
-    if t is list or t is tuple:
-        if depth >= _MAX_DEPTH and value:
-            return False
-        for item in value:
-            ti = type(item)
-            if ti is str or item is None or ti is bool:
-                continue
-            if ti is int:
-                if -_I_JSON <= item <= _I_JSON:
-                    continue
-                return False
-            if (ti is dict or ti is list or ti is tuple) and _is_plain(item, depth + 1):
+        items: Any = value.values()
+    elif t is list or t is tuple:
+        items = value
+    else:
+        return t is str or value is None or t is bool or (t is int and -_I_JSON <= value <= _I_JSON)
+    if depth >= _MAX_DEPTH and value:
+        return False  # the children would be deeper than the limit: let the walk raise
+    for item in items:
+        ti = type(item)
+        if ti is str or item is None or ti is bool:
+            continue
+        if ti is int:
+            if -_I_JSON <= item <= _I_JSON:
                 continue
             return False
-        return True
-    if t is str or value is None or t is bool:
-        return True
-    return t is int and -_I_JSON <= value <= _I_JSON
+        if (ti is dict or ti is list or ti is tuple) and _is_plain(item, depth + 1):
+            continue
+        return False
+    return True
 
 
 def canonical_bytes(value: Any, *, allow_floats: bool = False) -> bytes:
