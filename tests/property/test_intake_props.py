@@ -24,14 +24,8 @@ from hypothesis import strategies as st
 from interlock import intake
 from interlock.errors import MalformedRequest
 from interlock.intake import parse_request
+from tests.unit.test_intake import GOOD, RID, WHEN
 
-RID = "0190b3f6-7a1c-7000-8000-000000000000"
-WHEN = "2026-01-01T00:00:00.000000Z"
-GOOD = {
-    "principal": "spiffe://acme.test/agent/researcher",
-    "action": "tool.call",
-    "resource": {"type": "Tool", "id": "web_search"},
-}
 _LIMIT = 2**53 - 1
 
 
