@@ -175,7 +175,10 @@ class Explorer:
         self.page.get_by_label("Principal").fill(principal)
         self.page.get_by_label("Trace id").fill(trace)
         self.page.get_by_label("Only executions in a chain").set_checked(linked)
+        before = int(self.page.locator("html").get_attribute("data-searched") or 0)
         self.page.get_by_role("button", name="Search", exact=True).click()
+        # this search's answer is drawn: the rows and graph are not the previous search's
+        expect(self.page.locator("html")).to_have_attribute("data-searched", str(before + 1))
 
     def graph_states(self) -> dict[str, str]:
         nodes = self.page.evaluate("() => globalThis.interlockLineage.graphNodes()")

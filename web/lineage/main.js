@@ -522,6 +522,7 @@ async function search(q, selectId = null) {
   history.replaceState(null, "", `${location.pathname}${q.root ? `?execution=${q.root}` : qs ? `?${qs}` : ""}`);
   statusLine.className = "status muted";
   statusLine.textContent = "Searching…";
+  statusLine.setAttribute("aria-busy", "true");
   let data;
   try {
     data = await api(`/console/api/lineage/graph${qs ? `?${qs}` : ""}`);
@@ -529,6 +530,7 @@ async function search(q, selectId = null) {
     if (request !== view.request) return;
     statusLine.className = "status notice error";
     statusLine.textContent = `Search failed: ${e instanceof ApiError ? e.detail : e.message}`;
+    searched(request);
     return;
   }
   if (request !== view.request) return;
@@ -547,6 +549,14 @@ async function search(q, selectId = null) {
   detailPanel.replaceChildren(el("h2", {}, "Execution"), el("p", { class: "muted" }, "Select an execution in the graph or the list to see its decision, receipt and proof, and to prove its chain."));
   if (selectId && view.nodes.has(selectId)) select(selectId, "list");
   document.documentElement.dataset.ready = "true";
+  searched(request);
+}
+
+// The latest search has drawn its answer (or its error): the status line is no longer busy,
+// and <html data-searched> counts the searches answered (a test waits for its own).
+function searched(request) {
+  statusLine.removeAttribute("aria-busy");
+  document.documentElement.dataset.searched = String(request);
 }
 
 start("lineage", async (main) => {
