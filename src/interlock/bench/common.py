@@ -138,10 +138,35 @@ def set_deadline(home: Home, ms: int) -> None:
         record_trust(view.ledger, view.home, changes, ns=time.time_ns())
 
 
+#: a figure's measurements printed beside it (all of them are in the JSON), as label: key
+DETAILS = (
+    ("p99", "p99"),
+    ("CPU µs/decision", "cpu_us_per_decision"),
+    ("decisions/fsync", "decisions_per_fsync"),
+    ("added p50 ms", "added_p50_ms"),
+    ("added p99 ms", "added_p99_ms"),
+    ("SQLite commit p50 µs", "sqlite_commit_p50_us"),
+    ("SQLite commit / fsync", "sqlite_commit_vs_fsync"),
+    ("callers", "callers"),
+)
+
+
+def details(fig: Result) -> str:
+    """The :data:`DETAILS` ``fig`` has, one ``label value`` per line."""
+    out = []
+    for label, key in DETAILS:
+        v = fig.get(key)
+        if v is not None:
+            out.append(f"{label} {v:.4g}" if isinstance(v, float | int) else f"{label}: {v}")
+    return "\n".join(out)
+
+
 def results_table(results: dict[str, Result]) -> Table:
-    """The figures as a Rich table: each beside its in-run baseline, the ratio and the goal."""
+    """The figures as a Rich table: each beside its in-run baseline, the ratio, the goal, and
+    what it cost (:data:`DETAILS`: CPU per decision, decisions per fsync, tails)."""
     t = Table(title="Interlock benchmarks — ratio = value / baseline measured in the same run")
-    for col in ("figure", "value", "unit", "baseline", "baseline is", "ratio", "goal", "met"):
+    cols = ("figure", "value", "unit", "baseline", "baseline is", "ratio", "goal", "met", "detail")
+    for col in cols:
         t.add_column(col)
     for k, v in results.items():
         if k.startswith("_"):
@@ -155,5 +180,6 @@ def results_table(results: dict[str, Result]) -> Table:
             f"{v['ratio']:.3g}",
             v["goal"],
             "[green]yes[/]" if v["met"] else "[red]no[/]",
+            details(v),
         )
     return t

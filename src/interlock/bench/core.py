@@ -142,6 +142,28 @@ def _fsync_one(directory: Path) -> Iterator[Callable[[], None]]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _sqlite_one(directory: Path) -> Iterator[Callable[[], None]]:
+    """One 400-byte row committed on its own to a SQLite WAL database (``synchronous=FULL``,
+    as the ledger's ``full`` durability) in ``directory``: the floor under P4, since every
+    durable decision is at least one such commit."""
+    conn = sqlite3.connect(directory / "p4-floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY, d BLOB)")
+    data = b"x" * 400
+
+    def one() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (d) VALUES (?)", (data,))
+        conn.execute("COMMIT")
+
+    try:
+        yield one
+    finally:
+        conn.close()
+
+
 def _one_commit_per_record(directory: Path, n: int) -> float:
     conn = sqlite3.connect(directory / "baseline.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -422,10 +444,13 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         try:
             say("P4: one sequential caller, full durability")
             n = 300 if quick else 2000
-            with _fsync_one(tmp) as one_fsync:
+            with _fsync_one(tmp) as one_fsync, _sqlite_one(tmp) as one_commit:
                 pair = paired(lambda: gate.decide(_tool_request(tool_token, 0)), one_fsync, n, n)
+                # the floor: a bare SQLite commit against the same fsync, timed the same way
+                floor = paired(one_commit, one_fsync, n, n)
             lat = pair.ours
             p50, fp50 = pct(lat, 0.5), pct(pair.base, 0.5)
+            sp50 = pct(floor.ours, 0.5)
             results["P4"] = figure(
                 p50,
                 "us",
@@ -435,6 +460,8 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
                 p50 <= 1.5 * fp50,
                 paired_with=pair,
                 p99=round(pct(lat, 0.99), 3),
+                sqlite_commit_p50_us=round(sp50, 1),
+                sqlite_commit_vs_fsync=round(sp50 / pct(floor.base, 0.5), 2),
             )
         finally:
             gate.close()

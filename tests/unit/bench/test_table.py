@@ -1,0 +1,34 @@
+"""The printed benchmark table carries what each figure cost beside it (issue 14: CPU per
+decision and decisions per fsync at each load are printed, not only written to the JSON)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from interlock.bench.common import details, figure, results_table
+
+
+def test_a_figure_s_costs_are_printed_beside_it() -> None:
+    p3 = figure(
+        2682.0,
+        "decisions/s",
+        4219.0,
+        "SQLite WAL, one fsync'ed commit per record (records/s)",
+        ">= 20,000/s",
+        False,
+        cpu_us_per_decision=306.7,
+        decisions_per_fsync=4.35,
+        callers="8 threads in one process, gate.decide",
+    )
+    assert details(p3) == (
+        "CPU µs/decision 306.7\n"
+        "decisions/fsync 4.35\n"
+        "callers: 8 threads in one process, gate.decide"
+    )
+    p4 = figure(527.0, "us", 125.0, "raw write+fsync", "<= 1.5x", False, sqlite_commit_p50_us=316.0)
+    assert details(p4) == "SQLite commit p50 µs 316"
+    console = Console(width=400, record=True)
+    console.print(results_table({"P3": p3, "P4": p4, "_meta": {"quick": True}}))
+    text = console.export_text()
+    assert "CPU µs/decision 306.7" in text and "SQLite commit p50 µs 316" in text
+    assert "_meta" not in text
