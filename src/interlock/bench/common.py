@@ -138,48 +138,59 @@ def set_deadline(home: Home, ms: int) -> None:
         record_trust(view.ledger, view.home, changes, ns=time.time_ns())
 
 
-#: a figure's measurements printed beside it (all of them are in the JSON), as label: key
+#: a figure's measurements printed under its value (all of them are in the JSON): the line's
+#: template and the key it shows
 DETAILS = (
-    ("p99", "p99"),
-    ("CPU µs/decision", "cpu_us_per_decision"),
-    ("decisions/fsync", "decisions_per_fsync"),
-    ("added p50 ms", "added_p50_ms"),
-    ("added p99 ms", "added_p99_ms"),
-    ("SQLite commit p50 µs", "sqlite_commit_p50_us"),
-    ("SQLite commit / fsync", "sqlite_commit_vs_fsync"),
-    ("callers", "callers"),
+    ("p99 {}", "p99"),
+    ("{} µs CPU a decision", "cpu_us_per_decision"),
+    ("{} decisions a fsync", "decisions_per_fsync"),
+    ("added p50 {} ms", "added_p50_ms"),
+    ("added p99 {} ms", "added_p99_ms"),
+    ("SQLite commit {} µs", "sqlite_commit_p50_us"),
+    ("SQLite commit/fsync {}", "sqlite_commit_vs_fsync"),
+    ("callers: {}", "callers"),
 )
 
 
+def number(x: float) -> str:
+    """``x`` for a reader: thousands grouped from 1,000, else four significant digits."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def details(fig: Result) -> str:
-    """The :data:`DETAILS` ``fig`` has, one ``label value`` per line."""
+    """The :data:`DETAILS` ``fig`` has, one per line."""
     out = []
-    for label, key in DETAILS:
+    for template, key in DETAILS:
         v = fig.get(key)
         if v is not None:
-            out.append(f"{label} {v:.4g}" if isinstance(v, float | int) else f"{label}: {v}")
+            out.append(template.format(number(v) if isinstance(v, float | int) else v))
     return "\n".join(out)
 
 
 def results_table(results: dict[str, Result]) -> Table:
-    """The figures as a Rich table: each beside its in-run baseline, the ratio, the goal, and
-    what it cost (:data:`DETAILS`: CPU per decision, decisions per fsync, tails)."""
-    t = Table(title="Interlock benchmarks — ratio = value / baseline measured in the same run")
-    cols = ("figure", "value", "unit", "baseline", "baseline is", "ratio", "goal", "met", "detail")
-    for col in cols:
-        t.add_column(col)
+    """The figures as a Rich table: each value with what it cost (:data:`DETAILS`: CPU per
+    decision, decisions per fsync, tails) beside its in-run baseline, the ratio and the goal."""
+    t = Table(
+        title="Interlock benchmarks — ratio = value / baseline measured in the same run",
+        show_lines=True,
+    )
+    t.add_column("figure", no_wrap=True)
+    t.add_column("measured", min_width=24)
+    t.add_column("baseline (same run)", min_width=22)
+    t.add_column("ratio", justify="right")
+    t.add_column("goal")
+    t.add_column("met")
     for k, v in results.items():
         if k.startswith("_"):
             continue
+        measured = f"[bold]{number(v['value'])}[/] {v['unit']}"
+        more = details(v)
         t.add_row(
             k,
-            f"{v['value']:.4g}",
-            v["unit"],
-            f"{v['baseline']:.4g}",
-            v["baseline_what"],
+            f"{measured}\n{more}" if more else measured,
+            f"{number(v['baseline'])}: {v['baseline_what']}",
             f"{v['ratio']:.3g}",
             v["goal"],
             "[green]yes[/]" if v["met"] else "[red]no[/]",
-            details(v),
         )
     return t

@@ -21,14 +21,15 @@ def test_a_figure_s_costs_are_printed_beside_it() -> None:
         callers="8 threads in one process, gate.decide",
     )
     assert details(p3) == (
-        "CPU µs/decision 306.7\n"
-        "decisions/fsync 4.35\n"
+        "306.7 µs CPU a decision\n"
+        "4.35 decisions a fsync\n"
         "callers: 8 threads in one process, gate.decide"
     )
     p4 = figure(527.0, "us", 125.0, "raw write+fsync", "<= 1.5x", False, sqlite_commit_p50_us=316.0)
-    assert details(p4) == "SQLite commit p50 µs 316"
+    assert details(p4) == "SQLite commit 316 µs"
     console = Console(width=400, record=True)
     console.print(results_table({"P3": p3, "P4": p4, "_meta": {"quick": True}}))
     text = console.export_text()
-    assert "CPU µs/decision 306.7" in text and "SQLite commit p50 µs 316" in text
+    assert "306.7 µs CPU a decision" in text and "SQLite commit 316 µs" in text
+    assert "2,682 decisions/s" in text and "4,219: SQLite WAL" in text
     assert "_meta" not in text
