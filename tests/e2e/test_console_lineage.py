@@ -177,8 +177,11 @@ class Explorer:
         self.page.get_by_label("Only executions in a chain").set_checked(linked)
         before = int(self.page.locator("html").get_attribute("data-searched") or 0)
         self.page.get_by_role("button", name="Search", exact=True).click()
-        # this search's answer is drawn: the rows and graph are not the previous search's
-        expect(self.page.locator("html")).to_have_attribute("data-searched", str(before + 1))
+        # this search's answer is drawn: the rows and graph are not an earlier search's
+        self.page.wait_for_function(
+            "n => Number(document.documentElement.dataset.searched || 0) > n", arg=before
+        )
+        expect(self.page.locator("#lineage-status")).not_to_have_attribute("aria-busy", "true")
 
     def graph_states(self) -> dict[str, str]:
         nodes = self.page.evaluate("() => globalThis.interlockLineage.graphNodes()")
