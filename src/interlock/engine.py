@@ -65,7 +65,7 @@ from interlock.ledger.projection import (
     RESTRICT_EVENTS,
     delta_of,
 )
-from interlock.ledger.protocols import Append, Fleet, Store
+from interlock.ledger.protocols import Append, AppendResult, Fleet, Store
 from interlock.ledger.statecheck import (
     FullCheck,
 )
@@ -116,6 +116,17 @@ _LAST_RESORT = Decision(
 
 #: the lineage of a request without a parent: a frozen value, so one instance serves all
 _NO_LINEAGE = Lineage()
+
+
+def _finish_any(
+    gate: GateCore,
+    p: records.Prepared | records.MalformedPrepared,
+    outcome: AppendResult | LedgerError,
+) -> Decision:
+    """The answer for a batch member's record once the batch's append returned ``outcome``."""
+    if isinstance(p, records.MalformedPrepared):
+        return records._finish_malformed(p, outcome)
+    return records._finish(gate, p, outcome)
 
 
 class GateCore:
@@ -546,6 +557,8 @@ class GateCore:
         decided = self._verdict(raw, started, keep, refusal)
         if isinstance(decided, Decision):
             return decided
+        if isinstance(decided, records.MalformedPrepared):
+            return records._commit_malformed(self, decided)
         request, verdict, snapshot, lineage, stage = decided
         decision = records._commit(self, request, verdict, snapshot, lineage, stage, start=start)
         if verdict.boundary is not None and decision.ledger_index is not None:
@@ -564,12 +577,16 @@ class GateCore:
         (LEDGER_UNAVAILABLE / LEDGER_CORRUPT), as :meth:`decide` would deny one.
         """
         out: list[Decision | None] = [None] * len(requests)
-        prepared: list[tuple[int, records.Prepared]] = []
+        prepared: list[tuple[int, records.Prepared | records.MalformedPrepared]] = []
         for i, raw in enumerate(requests):
             try:
                 decided = self._verdict(raw, time.perf_counter_ns(), None, None)
                 if isinstance(decided, Decision):
                     out[i] = decided
+                    continue
+                if isinstance(decided, records.MalformedPrepared):
+                    # recorded in the batch's one commit, not in a commit of its own
+                    prepared.append((i, decided))
                     continue
                 request, verdict, snapshot, lineage, stage = decided
                 prepared.append(
@@ -583,16 +600,16 @@ class GateCore:
                 results = self.ledger.append(items, timeout=self.ledger_timeout_s)
             except LedgerError as exc:
                 for i, p in prepared:
-                    out[i] = records._finish(self, p, exc)
+                    out[i] = _finish_any(self, p, exc)
             except Exception as exc:  # noqa: BLE001 - I2: nothing is allowed unrecorded
                 for i, _p in prepared:
                     out[i] = self._error_decision(exc)
             else:
                 at = 0
                 for i, p in prepared:
-                    out[i] = records._finish(self, p, results[at])
+                    out[i] = _finish_any(self, p, results[at])
                     at += len(p.items)
-                    if p.verdict.boundary is not None:
+                    if isinstance(p, records.Prepared) and p.verdict.boundary is not None:
                         self._enforce_boundary(p.request, p.verdict)
         return [d if d is not None else _LAST_RESORT for d in out]
 
@@ -602,9 +619,14 @@ class GateCore:
         started: int,
         keep: list[ActionRequest] | None,
         refusal: Reason | None,
-    ) -> Decision | tuple[ActionRequest, Verdict, Snapshot, Lineage, Stage]:
+    ) -> (
+        Decision
+        | records.MalformedPrepared
+        | tuple[ActionRequest, Verdict, Snapshot, Lineage, Stage]
+    ):
         """Everything :meth:`decide` does before the record is appended: a Decision when the
-        request ends early (unrecorded denials, malformed requests), else what to record."""
+        request ends early (unrecorded denials), a malformed request's deny record, else what
+        to record."""
         floor = self._time_floor  # before the clock: see _clock_problem
         ns = self._clock_ns()
         request_id = new_request_id(ns)
@@ -631,7 +653,7 @@ class GateCore:
         try:
             request = parse_request(raw, request_id=request_id, time=when)
         except MalformedRequest as exc:
-            return records._record_malformed(self, raw, exc, request_id, when, snapshot.id)
+            return records._prepare_malformed(raw, exc, request_id, when, snapshot.id)
         if keep is not None:
             keep.append(request)
 

@@ -347,14 +347,27 @@ def _commit(
     return _finish(gate, prepared, res)
 
 
-def _record_malformed(
-    gate: Gate,
+@dataclass(frozen=True, slots=True)
+class MalformedPrepared:
+    """A malformed request's deny record, built but not yet appended
+    (:func:`_prepare_malformed`); :func:`_finish_malformed` answers it once appended."""
+
+    request_id: str
+    snapshot_id: str
+    reason: Reason
+    items: tuple[Append, ...]
+    decision_hash: str
+
+
+def _prepare_malformed(
     raw: Mapping[str, Any] | bytes | str,
     exc: MalformedRequest,
     request_id: str,
     when: str,
     snapshot_id: str,
-) -> Decision:
+) -> MalformedPrepared:
+    """The deny record of a request intake refused: its raw bytes' digest and size (the bytes
+    themselves as a blob, up to 1 MiB), never its fields."""
     if isinstance(raw, bytes | str):
         raw_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     else:
@@ -379,39 +392,54 @@ def _record_malformed(
         "obligations": [],
     }
     data = canonical_bytes(record)
-    decision_hash = hashlib.sha256(data).hexdigest()
     blobs = {f"raw:{raw_digest}": raw_bytes} if len(raw_bytes) <= 1 << 20 else {}
-    index: int | None
-    reasons: tuple[Reason, ...] = (reason,)
-    try:
-        (res,) = gate.ledger.append(
-            [
-                Append(
-                    record=data,
-                    blobs=blobs,
-                    state=delta_of(record, node_public=None, root_public=None),
-                )
-            ],
-            timeout=gate.ledger_timeout_s,
-        )
-        index = res.index
-    except LedgerError as exc:
-        index = None
+    item = Append(
+        record=data, blobs=blobs, state=delta_of(record, node_public=None, root_public=None)
+    )
+    return MalformedPrepared(
+        request_id=request_id,
+        snapshot_id=snapshot_id,
+        reason=reason,
+        items=(item,),
+        decision_hash=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _finish_malformed(prepared: MalformedPrepared, outcome: AppendResult | LedgerError) -> Decision:
+    """The deny for ``prepared`` once its append returned ``outcome`` (recorded at its index,
+    or not recorded, with the ledger's reason added)."""
+    reasons: tuple[Reason, ...] = (prepared.reason,)
+    index: int | None = None
+    if isinstance(outcome, LedgerError):
         code = (
             ReasonCode.LEDGER_CORRUPT
-            if isinstance(exc, LedgerCorrupt)
+            if isinstance(outcome, LedgerCorrupt)
             else ReasonCode.LEDGER_UNAVAILABLE
         )
-        reasons = (reason, Reason(code=code, detail=f"decision not recorded: {exc.message}"))
+        reasons = (
+            prepared.reason,
+            Reason(code=code, detail=f"decision not recorded: {outcome.message}"),
+        )
+    else:
+        index = outcome.index
     return Decision(
-        request_id=request_id,
+        request_id=prepared.request_id,
         effect=Effect.DENY,
         reasons=reasons,
-        snapshot=snapshot_id,
-        decision_hash=decision_hash,
+        snapshot=prepared.snapshot_id,
+        decision_hash=prepared.decision_hash,
         ledger_index=index,
         stage=Stage.INTAKE,
     )
+
+
+def _commit_malformed(gate: Gate, prepared: MalformedPrepared) -> Decision:
+    """Append a malformed request's deny record on its own and answer it."""
+    try:
+        (res,) = gate.ledger.append(list(prepared.items), timeout=gate.ledger_timeout_s)
+    except LedgerError as err:
+        return _finish_malformed(prepared, err)
+    return _finish_malformed(prepared, res)
 
 
 def _unrecorded(gate: Gate, request_id: str, code: ReasonCode, detail: str) -> Decision:

@@ -55,15 +55,22 @@ def test_each_answer_is_what_decide_gives_and_the_batch_is_one_commit(
 def test_a_malformed_request_in_a_batch_is_denied_alone(gate: Gate, issue: Any) -> None:
     good = tool_request(issue(), "web_search")
     dup = b'{"principal": "a", "principal": "b"}'
+    led: Any = gate.ledger
+    before, commits = led.size(), led.commits
     out = gate.decide_many([good, dup, b"\xff\xfe", good])
     assert [d.effect.value for d in out] == ["allow", "deny", "deny", "allow"]
     assert out[1].codes == ("MALFORMED_REQUEST",) and out[2].codes == ("MALFORMED_REQUEST",)
-    assert out[1].ledger_index is not None  # the malformed request is recorded too
+    # the malformed requests are recorded too, in the batch's one commit, in order
+    assert led.commits == commits + 1
+    assert [d.ledger_index for d in out] == list(range(before, before + 4))
+    rec = json.loads(gate.ledger.entry(out[1].ledger_index))  # type: ignore[arg-type]
+    assert rec["id"] == out[1].request_id and rec["stage"] == "intake"
+    assert rec["request"]["raw_size"] == len(dup)
 
 
 def test_a_ledger_that_cannot_commit_denies_the_whole_batch(home: Path, issue: Any) -> None:
     edit_config(home, "ledger_timeout_ms = 2000", "ledger_timeout_ms = 200")
-    requests = _requests(issue)
+    requests: list[Any] = [*_requests(issue), b"not json"]
     with Gate.open(home) as gate:
         before = gate.ledger.size()
         blocker = sqlite3.connect(home / "ledger.db", isolation_level=None)
@@ -73,8 +80,9 @@ def test_a_ledger_that_cannot_commit_denies_the_whole_batch(home: Path, issue: A
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        assert [d.effect.value for d in out] == ["deny"] * len(CASES)
+        assert [d.effect.value for d in out] == ["deny"] * (len(CASES) + 1)
         assert all(d.codes[-1] == "LEDGER_UNAVAILABLE" and d.ledger_index is None for d in out)
+        assert out[-1].codes == ("MALFORMED_REQUEST", "LEDGER_UNAVAILABLE")
         time.sleep(0.3)
         ids = {d.request_id for d in out}
         recorded = [json.loads(x) for _, _, x in gate.ledger.iter_entries(before)]
