@@ -65,7 +65,7 @@ from interlock.ledger.projection import (
     RESTRICT_EVENTS,
     delta_of,
 )
-from interlock.ledger.protocols import Append, AppendResult, Fleet, Store
+from interlock.ledger.protocols import Append, Fleet, Store
 from interlock.ledger.statecheck import (
     FullCheck,
 )
@@ -116,17 +116,6 @@ _LAST_RESORT = Decision(
 
 #: the lineage of a request without a parent: a frozen value, so one instance serves all
 _NO_LINEAGE = Lineage()
-
-
-def _finish_any(
-    gate: GateCore,
-    p: records.Prepared | records.MalformedPrepared,
-    outcome: AppendResult | LedgerError,
-) -> Decision:
-    """The answer for a batch member's record once the batch's append returned ``outcome``."""
-    if isinstance(p, records.MalformedPrepared):
-        return records._finish_malformed(p, outcome)
-    return records._finish(gate, p, outcome)
 
 
 class GateCore:
@@ -558,7 +547,7 @@ class GateCore:
         if isinstance(decided, Decision):
             return decided
         if isinstance(decided, records.MalformedPrepared):
-            return records._commit_malformed(self, decided)
+            return records._append_and_finish(self, decided)
         request, verdict, snapshot, lineage, stage = decided
         decision = records._commit(self, request, verdict, snapshot, lineage, stage, start=start)
         if verdict.boundary is not None and decision.ledger_index is not None:
@@ -600,14 +589,14 @@ class GateCore:
                 results = self.ledger.append(items, timeout=self.ledger_timeout_s)
             except LedgerError as exc:
                 for i, p in prepared:
-                    out[i] = _finish_any(self, p, exc)
+                    out[i] = records._finish(self, p, exc)
             except Exception as exc:  # noqa: BLE001 - I2: nothing is allowed unrecorded
                 for i, _p in prepared:
                     out[i] = self._error_decision(exc)
             else:
                 at = 0
                 for i, p in prepared:
-                    out[i] = _finish_any(self, p, results[at])
+                    out[i] = records._finish(self, p, results[at])
                     at += len(p.items)
                     if isinstance(p, records.Prepared) and p.verdict.boundary is not None:
                         self._enforce_boundary(p.request, p.verdict)

@@ -274,9 +274,13 @@ def _prepare(
     )
 
 
-def _finish(gate: Gate, prepared: Prepared, outcome: AppendResult | LedgerError) -> Decision:
+def _finish(
+    gate: Gate, prepared: Prepared | MalformedPrepared, outcome: AppendResult | LedgerError
+) -> Decision:
     """The answer for ``prepared`` once its append returned ``outcome`` (its decision record's
     result, or the ledger's error): I1 — the only allow is here, after the durable commit."""
+    if isinstance(prepared, MalformedPrepared):
+        return _finish_malformed(prepared, outcome)
     request, verdict, snapshot = prepared.request, prepared.verdict, prepared.snapshot
     allowed = verdict.effect is Effect.ALLOW
     if isinstance(outcome, LedgerError):
@@ -329,6 +333,15 @@ def _finish(gate: Gate, prepared: Prepared, outcome: AppendResult | LedgerError)
     )
 
 
+def _append_and_finish(gate: Gate, prepared: Prepared | MalformedPrepared) -> Decision:
+    """Append ``prepared``'s records in a commit of their own and answer it."""
+    try:
+        res, *_ = gate.ledger.append(list(prepared.items), timeout=gate.ledger_timeout_s)
+    except LedgerError as exc:
+        return _finish(gate, prepared, exc)
+    return _finish(gate, prepared, res)
+
+
 def _commit(
     gate: Gate,
     request: ActionRequest,
@@ -340,11 +353,7 @@ def _commit(
     start: Mapping[str, Any] | None = None,
 ) -> Decision:
     prepared = _prepare(gate, request, verdict, snapshot, lineage, stage, start=start)
-    try:
-        res, *_ = gate.ledger.append(list(prepared.items), timeout=gate.ledger_timeout_s)
-    except LedgerError as exc:
-        return _finish(gate, prepared, exc)
-    return _finish(gate, prepared, res)
+    return _append_and_finish(gate, prepared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,15 +440,6 @@ def _finish_malformed(prepared: MalformedPrepared, outcome: AppendResult | Ledge
         ledger_index=index,
         stage=Stage.INTAKE,
     )
-
-
-def _commit_malformed(gate: Gate, prepared: MalformedPrepared) -> Decision:
-    """Append a malformed request's deny record on its own and answer it."""
-    try:
-        (res,) = gate.ledger.append(list(prepared.items), timeout=gate.ledger_timeout_s)
-    except LedgerError as err:
-        return _finish_malformed(prepared, err)
-    return _finish_malformed(prepared, res)
 
 
 def _unrecorded(gate: Gate, request_id: str, code: ReasonCode, detail: str) -> Decision:

@@ -216,13 +216,14 @@ class DirectRequests:
 
     def _deliver(self, message: object) -> bool:
         """Hand an answer to its waiting request (True), or leave it to the session."""
-        if not self._waiting or not isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+        if not isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
             return False
         rid = message.id
-        waiter = self._waiting.get(rid) if isinstance(rid, str) else None
+        if not isinstance(rid, str) or not rid.startswith("interlock-"):
+            return False  # the session's (its ids are integers)
+        waiter = self._waiting.get(rid)
         if waiter is None:
-            # an answer to a request given up (timed out, cancelled): not the session's either
-            return isinstance(rid, str) and rid.startswith("interlock-")
+            return True  # an answer to a request given up (timed out, cancelled): dropped
         if isinstance(message, types.JSONRPCResponse):
             waiter.outcome = message.result
         else:
