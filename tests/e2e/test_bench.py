@@ -41,6 +41,11 @@ def test_bench_quick_reports_every_figure_with_a_baseline() -> None:
         assert results[name]["cpu_us_per_decision"] > 0, name
         assert results[name]["decisions_per_fsync"] >= 1, name
     assert results["P3pb"]["decisions_per_fsync"] > results["P3p"]["decisions_per_fsync"]
+    # P3p and P3pb: one sequencer process for both, beside a sequencer in each process
+    for name in ("P3p", "P3pb"):
+        assert results[name]["own_sequencers"] > 0, name
+        assert results[name]["own_sequencers_per_fsync"] >= 1, name
+        assert "one sequencer process" in results[name]["callers"], name
     # P4 shows its floor: a bare SQLite commit, against the same fsync
     p4 = results["P4"]
     assert p4["sqlite_commit_p50_us"] > 0 and p4["sqlite_commit_vs_fsync"] > 0

@@ -73,11 +73,14 @@ def test_two_workers_answer_and_record_on_one_ledger(
     tok = token(home, "tool.call:Tool::*")
     req = tool_request(tok)
     answered: dict[int, list[dict[str, object]]] = {}
+    sequencer: dict[int, object] = {}
     clients = [httpx.Client(base_url=url, timeout=30) for _ in range(CONNECTIONS)]
     try:
         for http in clients:
             # one keep-alive connection each: /healthz names the worker holding it
-            worker = http.get("/healthz").json()["worker"]
+            health = http.get("/healthz").json()
+            worker = health["worker"]
+            sequencer[worker] = health.get("sequencer")
             for _ in range(3):
                 r = http.post("/v1/decisions", json=req)
                 assert r.status_code == 200
@@ -88,6 +91,8 @@ def test_two_workers_answer_and_record_on_one_ledger(
         for http in clients:
             http.close()
     assert set(answered) == set(pids)  # both workers decided
+    # both hand their records to the one sequencer, in the server's parent
+    assert sequencer == {p: proc.pid for p in pids}
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert not any(_alive(p) for p in pids)

@@ -12,6 +12,11 @@ opened its gate. A decider decides the request in ``DIR/request.json`` in a loop
 ``DIR/allows-<pid>`` — one ``write(2)`` per answer, after the allow was returned: what a caller
 was told survives its SIGKILL. SIGTERM makes it stop and close its gate.
 
+With ``"shared": true`` it first forks a sequencer host on the first home (what ``interlock
+serve --workers`` runs in its parent: :mod:`interlock.ledger.storage.sqlite_shared`), whose pid
+comes first in ``pids``; every decider then hands its records to that one sequencer, and stops
+(closing its gate) when the host is gone. SIGTERM makes the host close.
+
 ``{"op": "reap"}`` waits for every decider and answers ``{"status": {pid: wait status}}``.
 
 ``{"op": "verify", "home": HOME}`` runs ``interlock ledger verify --json`` (the CLI's own
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -30,13 +36,20 @@ from pathlib import Path
 from typing import Any
 
 
-def _decider(home: str, out: Path, threads: int, batch: int) -> None:
+def _decider(
+    home: str, out: Path, threads: int, batch: int, link: socket.socket | None = None
+) -> None:
     from interlock.gate import Gate
+    from interlock.ledger.storage.sqlite_shared import SequencerLink
 
     raw = (out / "request.json").read_text()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     gate = Gate.open(home)
+    if link is not None:
+        gate.ledger.attach_sequencer(  # type: ignore[attr-defined]
+            SequencerLink(link, on_lost=lambda _reason: stop.set())
+        )
     fd = os.open(out / f"allows-{os.getpid()}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     (out / f"ready-{os.getpid()}").touch()
 
@@ -60,6 +73,57 @@ def _decider(home: str, out: Path, threads: int, batch: int) -> None:
         w.join()
     gate.close()
     os.close(fd)
+
+
+def _host(home: str, out: Path, ends: list[socket.socket]) -> None:
+    from interlock.home import Home
+    from interlock.ledger.note import NoteSigner
+    from interlock.ledger.storage.sqlite import SqliteLedger
+    from interlock.ledger.storage.sqlite_shared import SequencerHost
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    h = Home.load(Path(home))
+    location = h.ledger_location
+    assert isinstance(location, Path)
+    ledger = SqliteLedger(
+        location, signer=NoteSigner(h.config.origin, h.private_key("log")), durability="full"
+    )
+    host = SequencerHost(ledger)
+    for n, end in enumerate(ends):
+        host.serve(end, f"decider {n}")
+    (out / f"ready-{os.getpid()}").touch()
+    stop.wait()
+    host.close()
+
+
+def _start(cmd: dict[str, Any]) -> list[int]:
+    out, threads = Path(cmd["out"]), int(cmd["threads"])
+    batch = int(cmd.get("batch", 1))
+    homes: list[str] = cmd["homes"]
+    if not cmd.get("shared"):
+        return [_fork(lambda h=h: _decider(h, out, threads, batch)) for h in homes]
+    pairs = [socket.socketpair() for _ in homes]
+    mine = [a for a, _ in pairs]
+    theirs = [b for _, b in pairs]
+
+    def host() -> None:
+        for b in theirs:
+            b.close()
+        _host(homes[0], out, mine)
+
+    children = [_fork(host)]
+    for n, h in enumerate(homes):
+
+        def decider(h: str = h, n: int = n) -> None:
+            for s in [*mine, *(b for i, b in enumerate(theirs) if i != n)]:
+                s.close()
+            _decider(h, out, threads, batch, theirs[n])
+
+        children.append(_fork(decider))
+    for s in [*mine, *theirs]:
+        s.close()
+    return children
 
 
 def _fork(body: Any) -> int:
@@ -91,12 +155,8 @@ def main() -> None:
         cmd = json.loads(line)
         op = cmd["op"]
         if op == "start":
-            out, threads = Path(cmd["out"]), int(cmd["threads"])
-            batch = int(cmd.get("batch", 1))
-            children = [
-                _fork(lambda h=h, out=out, t=threads, b=batch: _decider(h, out, t, b))
-                for h in cmd["homes"]
-            ]
+            out = Path(cmd["out"])
+            children = _start(cmd)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not all(
                 (out / f"ready-{p}").exists() for p in children

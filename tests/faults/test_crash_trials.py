@@ -34,6 +34,8 @@ DRIVER = Path(__file__).with_name("crash_driver.py")
 SQLITE_TRIALS = 90
 #: of the SQLite trials, those with a decide_many caller in every process (issue 14)
 SEQUENCER_TRIALS = 30
+#: of the SQLite trials, those whose deciders hand their records to one sequencer process
+SHARED_TRIALS = 20
 FLEET_TRIALS = 10
 PROCESSES = 3
 
@@ -104,21 +106,34 @@ def _trial(
     out: Path,
     verify_home: Path,
     batch: int = 1,
+    shared: bool = False,
 ) -> dict[str, int]:
     """One trial; returns its counts."""
     out.mkdir()
     (out / "request.json").write_text(json.dumps(tool_request(_token(verify_home))))
-    pids = driver.ask(op="start", homes=homes, out=str(out), threads=2, batch=batch)["pids"]
+    pids = driver.ask(op="start", homes=homes, out=str(out), threads=2, batch=batch, shared=shared)[
+        "pids"
+    ]
     time.sleep(rng.uniform(0.05, 0.8))  # the random moment
     kill_all = rng.random() < 0.5
     victims = pids if kill_all else [rng.choice(pids)]
+    # a shared sequencer's process (the first pid) is the victim of half the single kills;
+    # its deciders must then stop on their own
+    host_only = shared and not kill_all and rng.random() < 0.5
+    if host_only:
+        victims = [pids[0]]
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    if not kill_all:
+    if not kill_all and not host_only:
         time.sleep(rng.uniform(0.0, 0.3))  # the others go on past the crash, then stop
         for pid in pids:
             if pid not in victims:
                 os.kill(pid, signal.SIGTERM)
+    if host_only:
+        stayed = _still_running(pids[1:], within=30.0)
+        for pid in stayed:
+            os.kill(pid, signal.SIGTERM)
+        assert not stayed, f"deciders {stayed} went on without their sequencer"
     status = {int(p): s for p, s in driver.ask(op="reap")["status"].items()}
     for pid in pids:
         if pid in victims:
@@ -146,6 +161,22 @@ def _trial(
         "lost": lost,
         "verified": int(ok),
     }
+
+
+def _still_running(pids: list[int], *, within: float) -> list[int]:
+    """Those of ``pids`` still running (not exited, not a zombie) after up to ``within`` s."""
+
+    def running(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and any(running(p) for p in pids):
+        time.sleep(0.02)
+    return [p for p in pids if running(p)]
 
 
 def _lost(home: Path, reported: list[list[str]]) -> int:
@@ -193,7 +224,7 @@ def _run(kind: str, counts: list[dict[str, int]]) -> None:
 def test_kill_9_trials_on_sqlite_homes(tmp_path: Path, driver: Driver, rng: random.Random) -> None:
     counts: list[dict[str, int]] = []
     home = tmp_path
-    for n in range(SQLITE_TRIALS - SEQUENCER_TRIALS):
+    for n in range(SQLITE_TRIALS - SEQUENCER_TRIALS - SHARED_TRIALS):
         if n % 10 == 0:
             home = _sqlite_home(tmp_path / f"home{n // 10}")
         counts.append(_trial(driver, rng, [str(home)] * PROCESSES, tmp_path / f"trial{n}", home))
@@ -216,6 +247,32 @@ def test_kill_9_trials_of_the_sequencer_under_batched_load(
             _trial(driver, rng, [str(home)] * PROCESSES, tmp_path / f"trial{n}", home, batch=16)
         )
     _run(f"SQLite sequencer: {PROCESSES} processes, decide_many of 16 + decide", counts)
+
+
+def test_kill_9_trials_of_a_sequencer_shared_by_processes(
+    tmp_path: Path, driver: Driver, rng: random.Random
+) -> None:
+    """Issue 14: one sequencer process commits the records of every decider process (as
+    ``interlock serve --workers`` does). SIGKILL lands on the sequencer's process (while it
+    reads, gathers, writes, syncs or answers), on one decider, or on all; deciders that lose
+    the sequencer stop; every allow any caller was told of is on the verifying ledger."""
+    counts: list[dict[str, int]] = []
+    home = tmp_path
+    for n in range(SHARED_TRIALS):
+        if n % 10 == 0:
+            home = _sqlite_home(tmp_path / f"home{n // 10}")
+        counts.append(
+            _trial(
+                driver,
+                rng,
+                [str(home)] * PROCESSES,
+                tmp_path / f"trial{n}",
+                home,
+                batch=16 if n % 2 else 1,
+                shared=True,
+            )
+        )
+    _run(f"SQLite shared sequencer: 1 sequencer process, {PROCESSES} deciders", counts)
 
 
 def test_kill_9_trials_on_a_fleet(

@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import json
 import resource
+import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Load", "throughput", "tool_request"]
+
+if TYPE_CHECKING:
+    from interlock.ledger.storage.sqlite_shared import SequencerHost
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,21 @@ def tool_request(token: str, i: int) -> dict[str, Any]:
     }
 
 
-def _child(home: str, token: str, callers: int, batch: int, seconds: float) -> None:
-    """One load process: warm up, say ``ready``, wait for ``go`` on stdin, run, report JSON."""
+def _child(
+    home: str, token: str, callers: int, batch: int, seconds: float, sequencer_fd: int = -1
+) -> None:
+    """One load process: warm up, say ``ready``, wait for ``go`` on stdin, run, report JSON.
+    ``sequencer_fd``: a socket to the parent's sequencer, which then commits every record."""
+    import socket
+
     from interlock.gate import Gate
+    from interlock.ledger.storage.sqlite_shared import SequencerLink
 
     gate = Gate.open(home)
+    if sequencer_fd >= 0:
+        gate.ledger.attach_sequencer(  # type: ignore[attr-defined]
+            SequencerLink(socket.socket(fileno=sequencer_fd))
+        )
     try:
         gate.decide_many([tool_request(token, i) for i in range(max(batch, 8))])
         print("ready", flush=True)
@@ -108,30 +122,53 @@ def _child(home: str, token: str, callers: int, batch: int, seconds: float) -> N
 
 
 def throughput(
-    home: Path, token: str, *, processes: int, callers: int, batch: int, seconds: float
+    home: Path,
+    token: str,
+    *,
+    processes: int,
+    callers: int,
+    batch: int,
+    seconds: float,
+    shared: bool = False,
 ) -> Load:
-    """Run ``processes`` load processes of ``callers`` callers each on ``home``.
+    """Run ``processes`` load processes of ``callers`` callers each on ``home``. ``shared``:
+    this process commits every process's records with one sequencer (as ``interlock serve
+    --workers`` does), and its CPU and commits are counted too.
 
     Raises:
         RuntimeError: a process failed or a decision was denied.
     """
-    code = "import sys; from interlock.bench.callers import _child; _child(*sys.argv[1:3], " + (
-        f"{callers}, {batch}, {seconds!r})"
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(home), token],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    host = _host(home) if shared else None
+    procs = []
+    for _ in range(processes):
+        fd = -1
+        theirs = None
+        if host is not None:
+            mine, theirs = socket.socketpair()
+            fd = theirs.fileno()
+        code = "import sys; from interlock.bench.callers import _child; " + (
+            f"_child(*sys.argv[1:3], {callers}, {batch}, {seconds!r}, {fd})"
         )
-        for _ in range(processes)
-    ]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(home), token],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                pass_fds=() if theirs is None else (fd,),
+            )
+        )
+        if host is not None and theirs is not None:
+            theirs.close()
+            host.serve(mine, f"load process {procs[-1].pid}")
     try:
         for p in procs:
             if p.stdout is None or p.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"a load process did not start: {p.communicate()[1][-2000:]}")
+        if host is not None:
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            commits0, committed0 = host.ledger.commits, host.ledger.committed
         for p in procs:
             if p.stdin is not None:
                 p.stdin.write("go\n")
@@ -142,11 +179,25 @@ def throughput(
             if p.returncode != 0 or not out.strip():
                 raise RuntimeError(f"a load process failed: {err[-2000:]}")
             reports.append(json.loads(out.strip().splitlines()[-1]))
+        if host is not None:
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            reports.append(
+                {
+                    "decisions": 0,
+                    "seconds": 0.0,
+                    "cpu": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
+                    "commits": host.ledger.commits - commits0,
+                    "committed": host.ledger.committed - committed0,
+                    "denied": [],
+                }
+            )
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        if host is not None:
+            host.close()
     denied = [c for r in reports for c in r["denied"]]
     if denied:
         raise RuntimeError(f"decisions denied during the benchmark: {denied[:3]}")
@@ -161,3 +212,18 @@ def throughput(
         decisions=decisions,
         commits=commits,
     )
+
+
+def _host(home: Path) -> SequencerHost:
+    """The home's ledger with its log key, behind a sequencer host (as the server's parent)."""
+    from interlock.home import Home
+    from interlock.ledger.note import NoteSigner
+    from interlock.ledger.storage.sqlite import SqliteLedger
+    from interlock.ledger.storage.sqlite_shared import SequencerHost
+
+    h = Home.load(home)
+    location = h.ledger_location
+    if not isinstance(location, Path):
+        raise RuntimeError("a shared sequencer needs a SQLite home")
+    signer = NoteSigner(h.config.origin, h.private_key("log"))
+    return SequencerHost(SqliteLedger(location, signer=signer, durability=h.config.durability))

@@ -149,6 +149,7 @@ DETAILS = (
     ("SQLite commit {} µs", "sqlite_commit_p50_us"),
     ("SQLite commit/fsync {}", "sqlite_commit_vs_fsync"),
     ("callers: {}", "callers"),
+    ("a sequencer per process: {}/s", "own_sequencers"),
 )
 
 

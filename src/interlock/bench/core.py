@@ -425,8 +425,19 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             ("P3pb", 64, "2 processes x 4 callers, gate.decide_many of 64"),
         ):
             say(f"{key}: {what}, durable ledger, all processes counted")
-            load = throughput(
+            # each process with its own sequencer (SQLite's write lock orders them), then one
+            # sequencer process for both, as ``interlock serve --workers`` runs
+            own = throughput(
                 home.path, tool_token, processes=2, callers=4, batch=batch, seconds=seconds
+            )
+            load = throughput(
+                home.path,
+                tool_token,
+                processes=2,
+                callers=4,
+                batch=batch,
+                seconds=seconds,
+                shared=True,
             )
             results[key] = figure(
                 load.rate,
@@ -437,7 +448,10 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
                 load.rate >= 20_000,
                 cpu_us_per_decision=round(load.cpu_us, 1),
                 decisions_per_fsync=round(load.per_commit, 2),
-                callers=what,
+                callers=f"{what}, one sequencer process",
+                own_sequencers=round(own.rate, 1),
+                own_sequencers_cpu_us=round(own.cpu_us, 1),
+                own_sequencers_per_fsync=round(own.per_commit, 2),
             )
 
         gate = Gate.open(home.path)

@@ -229,6 +229,9 @@ class HealthOut(_Out):
     lease: LeaseOut | None = None
     #: the process id of the worker that answered (``interlock serve --workers``)
     worker: int | None = None
+    #: the process whose sequencer commits this worker's records (``interlock serve
+    #: --workers`` on a SQLite home: the server's parent); absent when it commits its own
+    sequencer: int | None = None
 
 
 class LeaseOut(_Out):

@@ -20,10 +20,14 @@ Why these choices:
   same ``serve`` as a single process does (its header and body timeouts, its connection caps
   and a gate it closes on the way out), which uvicorn's mode (an import string and a
   picklable configuration) cannot give. Only a process of the same user can join the port.
-* **Durability is unchanged**: every worker appends to the same ledger; SQLite serialises the
-  writers, and each allow is still answered only after its own commit. Governance changes made
-  through any worker (quarantine, revocation, kill switch) are on the ledger, which every gate
-  follows.
+* **One sequencer for all workers** (a SQLite home): the parent opens the ledger and commits
+  every worker's records with its one sequencer (:mod:`interlock.ledger.storage.sqlite_shared`);
+  each worker reaches it over a socketpair it inherits. Records of all workers share commits
+  (one fsync a batch) instead of each worker's commits waiting for the others' write lock.
+  Durability is unchanged: each allow is answered only after the commit that holds it, and a
+  worker that loses the sequencer denies and stops (so the server stops). Governance changes
+  made through any worker (quarantine, revocation, kill switch) are on the ledger, which every
+  gate follows. On a fleet's PostgreSQL store each worker commits its own records.
 * **A worker that exits stops the server**: the parent stops the other workers and exits 1,
   naming the worker and its status. A half-working server (fewer workers than asked, a port
   some connections of which nobody accepts) is never left running silently; restarting is
@@ -56,6 +60,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from interlock.ledger.storage.sqlite_shared import SequencerHost
 
 __all__ = ["WorkerError", "bind_sockets", "run_workers"]
 
@@ -102,14 +110,54 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
 
 
 def _spawn(
-    sock: socket.socket, parent_fd: int, config: dict[str, object]
+    sock: socket.socket,
+    parent_fd: int,
+    config: dict[str, object],
+    sequencer: socket.socket | None,
 ) -> subprocess.Popen[bytes]:
-    arg = json.dumps({**config, "listen_fd": sock.fileno(), "parent_fd": parent_fd})
+    fds = [sock.fileno(), parent_fd]
+    extra: dict[str, object] = {"listen_fd": sock.fileno(), "parent_fd": parent_fd}
+    if sequencer is not None:
+        fds.append(sequencer.fileno())
+        extra["sequencer_fd"] = sequencer.fileno()
+    arg = json.dumps({**config, **extra})
     # our own interpreter and module, no shell
     return subprocess.Popen(
         [sys.executable, "-m", "interlock.server.workers", arg],
-        pass_fds=(sock.fileno(), parent_fd),
+        pass_fds=fds,
     )
+
+
+def _open_sequencer(home: Path) -> SequencerHost | None:
+    """The workers' one sequencer on ``home``'s SQLite ledger, or None: a fleet's store
+    (each worker commits its own), or a home whose ledger cannot be opened (each worker then
+    opens its gate, which denies with the reason, and commits its own records)."""
+    from interlock.errors import Error
+    from interlock.home import Home
+    from interlock.ledger.note import NoteSigner
+    from interlock.ledger.storage.sqlite import SqliteLedger
+    from interlock.ledger.storage.sqlite_shared import SequencerHost
+
+    try:
+        h = Home.load(home)
+        location = h.ledger_location
+        if h.config.store is not None or not isinstance(location, Path):
+            return None
+        signer = NoteSigner(h.config.origin, h.private_key("log"))
+        ledger = SqliteLedger(
+            location,
+            signer=signer,
+            durability=h.config.durability,
+            busy_timeout_ms=h.config.ledger_timeout_ms,
+        )
+    except Error as exc:
+        print(
+            f"interlock serve: each worker commits its own records: {exc.diagnostics()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    return SequencerHost(ledger)
 
 
 def run_workers(
@@ -149,6 +197,7 @@ def run_workers(
     procs: list[subprocess.Popen[bytes]] = []
     stop = threading.Event()
     previous: dict[int, object] = {}
+    sequencer = _open_sequencer(home) if workers > 1 else None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
@@ -157,7 +206,17 @@ def run_workers(
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for sock in sockets:
-                procs.append(_spawn(sock, parent_r, config))
+                theirs: socket.socket | None = None
+                if sequencer is not None:
+                    mine, theirs = socket.socketpair()
+                try:
+                    proc = _spawn(sock, parent_r, config, theirs)
+                finally:
+                    if theirs is not None:
+                        theirs.close()  # the worker holds its copy
+                procs.append(proc)
+                if sequencer is not None:
+                    sequencer.serve(mine, f"worker {proc.pid}")
         except OSError as exc:
             raise WorkerError(f"cannot start a worker: {exc.strerror or exc}") from None
         finally:
@@ -180,6 +239,8 @@ def run_workers(
         return status
     finally:
         _stop_all(procs, stop_timeout)
+        if sequencer is not None:
+            sequencer.close()
         os.close(parent_w)
         for s, handler in previous.items():
             signal.signal(s, handler)  # type: ignore[arg-type]
@@ -228,6 +289,13 @@ def _watch_parent(fd: int) -> None:
     threading.Thread(target=watch, name="interlock-parent-watch", daemon=True).start()
 
 
+def _stop_self(reason: str) -> None:
+    """The sequencer is lost: every append of this worker is refused (it denies); stop, so
+    that the parent stops the server instead of leaving it half-working."""
+    print(f"interlock serve worker {os.getpid()}: {reason}; stopping", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker(config: dict[str, object]) -> int:
     """One worker: open the gate on the home, serve on the inherited socket, close the gate."""
     from interlock.errors import Error
@@ -247,6 +315,16 @@ def _worker(config: dict[str, object]) -> int:
         return 2
     hosts = config.get("allowed_hosts")
     workers = config.get("workers")
+    seq_fd = config.get("sequencer_fd")
+    if isinstance(seq_fd, int):
+        from interlock.ledger.storage.sqlite import SqliteLedger
+        from interlock.ledger.storage.sqlite_shared import SequencerLink
+
+        link = SequencerLink(socket.socket(fileno=seq_fd), on_lost=_stop_self)
+        if isinstance(gate.ledger, SqliteLedger):
+            gate.ledger.attach_sequencer(link)
+        else:
+            link.close()
     with gate:
         serve(
             gate,

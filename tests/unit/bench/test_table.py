@@ -25,6 +25,20 @@ def test_a_figure_s_costs_are_printed_beside_it() -> None:
         "4.35 decisions a fsync\n"
         "callers: 8 threads in one process, gate.decide"
     )
+    p3p = figure(
+        2306.0,
+        "decisions/s",
+        4219.0,
+        "SQLite WAL, one fsync'ed commit per record (records/s)",
+        ">= 20,000/s",
+        False,
+        callers="2 processes x 4 callers, gate.decide, one sequencer process",
+        own_sequencers=1303.4,
+    )
+    assert details(p3p) == (
+        "callers: 2 processes x 4 callers, gate.decide, one sequencer process\n"
+        "a sequencer per process: 1,303/s"
+    )
     p4 = figure(527.0, "us", 125.0, "raw write+fsync", "<= 1.5x", False, sqlite_commit_p50_us=316.0)
     assert details(p4) == "SQLite commit 316 µs"
     console = Console(width=400, record=True)

@@ -41,8 +41,8 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from re import _constants as _sre_constants  # type: ignore[attr-defined]
-from re import _parser as _sre_parser  # type: ignore[attr-defined]
+from re import _constants as _sre_constants  # type: ignore[attr-defined,unused-ignore]
+from re import _parser as _sre_parser  # type: ignore[attr-defined,unused-ignore]
 from typing import Any
 
 import jsonschema

@@ -215,7 +215,11 @@ class SqliteLedger(GroupCommit, StateTables, TreeCheck):
 
     def close(self) -> None:
         """Refuse new appends, let every queued one commit (up to 10 s), then stop the
-        sequencer and close connections."""
+        sequencer and close connections (a worker's link to another process's sequencer
+        too)."""
+        remote = self._remote
+        if remote is not None:
+            remote.close()
         self._stop_writer(10.0)
         if self._wlock.acquire(timeout=10):
             try:

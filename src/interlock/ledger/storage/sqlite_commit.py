@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ from interlock.ledger.tiles import tile_levels
 
 if TYPE_CHECKING:
     from interlock.ledger.note import NoteSigner
+    from interlock.ledger.storage.sqlite_shared import SequencerLink
 
 
 _log = logging.getLogger("interlock")
@@ -50,18 +51,34 @@ class _Pending:
     ``state``: ``queued`` (withdrawable) -> ``taken`` (in a batch whose transaction waits for
     the write lock: still withdrawable) -> ``writing`` (in the transaction) -> ``done``; a
     withdrawn one becomes ``cancelled``. ``wake`` is created locked and released once, when
-    the records are done (a lock: cheaper to wait on than an Event)."""
+    the records are done (a lock: cheaper to wait on than an Event). ``notify``, when set (the
+    records of another process, :mod:`~interlock.ledger.storage.sqlite_shared`), is called
+    instead of releasing ``wake``: it sends the answer back, without a thread waiting here."""
 
-    __slots__ = ("deadline", "error", "items", "results", "state", "wake")
+    __slots__ = ("deadline", "error", "items", "notify", "results", "state", "wake")
 
-    def __init__(self, items: Sequence[Append], deadline: float) -> None:
+    def __init__(
+        self,
+        items: Sequence[Append],
+        deadline: float,
+        notify: Callable[[_Pending], None] | None = None,
+    ) -> None:
         self.items = items
         self.deadline = deadline
+        self.notify = notify
         self.wake = threading.Lock()
         self.wake.acquire()
         self.results: list[AppendResult] = []
         self.error: BaseException | None = None
         self.state = "queued"
+
+    def finish(self) -> None:
+        """Mark done and answer the caller (its ``results`` or ``error`` are set)."""
+        self.state = "done"
+        if self.notify is not None:
+            self.notify(self)
+        else:
+            self.wake.release()
 
 
 class _LockBusy(LedgerUnavailable):
@@ -123,6 +140,51 @@ class GroupCommit:
         self._cp_retry_at = 0.0  # a timer checkpoint that failed is retried after this
         #: (st_dev, st_ino) of the database and its WAL as this writer first committed to them
         self._file_ids: dict[str, tuple[int, int]] = {}
+        #: set in a worker process whose appends another process's sequencer commits
+        #: (:meth:`attach_sequencer`): this object then never writes
+        self._remote: SequencerLink | None = None
+
+    def attach_sequencer(self, link: SequencerLink) -> None:
+        """Send this ledger object's appends (and forced checkpoints) to the sequencer at the
+        other end of ``link`` instead of committing them here (``interlock serve --workers``:
+        one sequencer for every worker). Reads are unchanged. This object's own sequencer, if
+        it ran, stops once what is queued for it has committed: from now on it never writes."""
+        with self._mu:
+            self._remote = link
+            started = self._started
+        if started:
+            self._stop_writer(10.0)
+            with self._wlock:
+                if self._wconn is not None:
+                    self._wconn.close()
+                    self._wconn = None
+
+    @property
+    def sequencer_pid(self) -> int | None:
+        """The process whose sequencer commits this object's appends, when it is another
+        process's (:meth:`attach_sequencer`); None when this object commits its own."""
+        remote = self._remote
+        return None if remote is None else remote.peer_pid
+
+    def _enqueue(self, p: _Pending) -> None:
+        """Queue ``p`` (its ``notify`` set) for this process's sequencer and return at once:
+        its answer goes to ``notify`` once it is done, or now if the ledger refuses appends."""
+        with self._mu:
+            if self._closed:
+                p.error = LedgerUnavailable("ledger is closed")
+            elif self._failed is not None:
+                p.error = LedgerUnavailable(f"ledger writer failed: {self._failed}")
+            elif self._pid != os.getpid():
+                p.error = LedgerUnavailable("this ledger was opened in another process")
+            else:
+                if not self._started:
+                    self._start_locked()
+                queue = self._queue
+                queue.append(p)
+                if len(queue) == 1 or len(queue) >= self._expect:
+                    self._work.notify()
+                return
+        p.finish()
 
     def _submit(self, p: _Pending, timeout: float) -> None:
         """Queue ``p`` for the sequencer and return once it is done (its ``results`` or
@@ -132,6 +194,10 @@ class GroupCommit:
             LedgerUnavailable: the ledger is closed or failed, used from a forked process, or
                 ``timeout`` passed first (``p`` withdrawn unless it was already being written).
         """
+        remote = self._remote
+        if remote is not None:
+            remote.submit(p, timeout)
+            return
         with self._mu:
             if self._closed:
                 raise LedgerUnavailable("ledger is closed")
@@ -276,8 +342,7 @@ class GroupCommit:
                     if q.state in ("done", "cancelled"):
                         continue
                     q.error = self._failed
-                    q.state = "done"
-                    q.wake.release()
+                    q.finish()
                 self._queue = []
             _log.critical("the ledger's sequencer stopped; appends are refused", exc_info=exc)
 
@@ -319,8 +384,7 @@ class GroupCommit:
             if error is None and results is not None:
                 for q, res in zip(batch, results, strict=True):
                     q.results = res
-                    q.state = "done"
-                    q.wake.release()
+                    q.finish()
                 self.commits += 1
                 self.committed += sum(len(r) for r in results)
             else:
@@ -332,8 +396,7 @@ class GroupCommit:
                         continue
                     late = isinstance(error, _LockBusy) and q.deadline <= now
                     q.error = LedgerUnavailable(_DEADLINE_MESSAGE) if late else error
-                    q.state = "done"
-                    q.wake.release()
+                    q.finish()
         if error is not None and not isinstance(error, Exception):
             raise error
 

@@ -74,7 +74,11 @@ def summary(state: ServerState) -> dict[str, Any]:
 @api.get("/healthz", summary="Liveness", response_model=HealthOut)
 def healthz(state: StateDep) -> JSONResponse:
     """200 while the process serves; a summary of the node (:func:`summary`)."""
-    return JSONResponse({**summary(state), "worker": os.getpid()})
+    body = {**summary(state), "worker": os.getpid()}
+    sequencer = getattr(state.gate.ledger, "sequencer_pid", None)
+    if sequencer is not None:
+        body["sequencer"] = sequencer
+    return JSONResponse(body)
 
 
 @api.get(
