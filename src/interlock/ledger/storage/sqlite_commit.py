@@ -382,11 +382,12 @@ class GroupCommit:
             error = exc
         with self._mu:
             if error is None and results is not None:
+                # counted before anyone is answered: an answered caller sees its commit counted
+                self.commits += 1
+                self.committed += sum(len(r) for r in results)
                 for q, res in zip(batch, results, strict=True):
                     q.results = res
                     q.finish()
-                self.commits += 1
-                self.committed += sum(len(r) for r in results)
             else:
                 if isinstance(error, LedgerCorrupt):
                     self._failed = error

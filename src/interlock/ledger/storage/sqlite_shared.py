@@ -1,5 +1,6 @@
 """One sequencer for several processes on one SQLite home (``interlock serve --workers N``).
 
+    >>> from interlock.ledger.storage.sqlite_shared import SequencerHost, SequencerLink
     >>> host = SequencerHost(ledger)                      # doctest: +SKIP
     >>> mine, theirs = socket.socketpair()                # doctest: +SKIP
     >>> host.serve(mine, "worker 1")                      # doctest: +SKIP
@@ -112,35 +113,37 @@ def _tune(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, opt, _BUFFER_BYTES)
 
 
-def _read_frame(recv: Callable[[int], bytes]) -> bytes | None:
-    """One frame's body, or None at a clean end of stream.
+class _Frames:
+    """The frames arriving on a stream socket: a 4-byte big-endian length, then the body."""
 
-    Raises:
-        ValueError: a frame above MAX_FRAME_BYTES, or the stream ended inside one.
-    """
-    head = recv(_HEADER.size)
-    if not head:
-        return None
-    (size,) = _HEADER.unpack(head)
-    if size > MAX_FRAME_BYTES:
-        raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME_BYTES})")
-    body = recv(size)
-    if len(body) != size:
-        raise ValueError("the stream ended inside a frame")
-    return body
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
 
+    def next(self) -> bytes | None:
+        """The next frame's body, or None at a clean end of stream.
 
-def _receiver(sock: socket.socket) -> Callable[[int], bytes]:
-    """``recv(n)``: exactly ``n`` bytes, fewer only at the end of the stream."""
-    reader = sock.makefile("rb", buffering=1 << 16)
-
-    def recv(n: int) -> bytes:
-        data: bytes = reader.read(n)
-        if 0 < len(data) < n:
-            raise ValueError("the stream ended inside a frame")
-        return data
-
-    return recv
+        Raises:
+            ValueError: a frame above MAX_FRAME_BYTES, or the stream ended inside one.
+            OSError: the socket failed.
+        """
+        buf = self._buf
+        while True:
+            if len(buf) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(buf)
+                if size > MAX_FRAME_BYTES:
+                    raise ValueError(f"a frame of {size} bytes (at most {MAX_FRAME_BYTES})")
+                end = _HEADER.size + size
+                if len(buf) >= end:
+                    body = bytes(buf[_HEADER.size : end])
+                    del buf[:end]
+                    return body
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                if buf:
+                    raise ValueError("the stream ended inside a frame")
+                return None
+            buf += chunk
 
 
 def _send_within(sock: socket.socket, data: bytes, timeout: float) -> None:
@@ -246,11 +249,11 @@ class SequencerLink:
         self._sock.close()
 
     def _read(self) -> None:
-        recv = _receiver(self._sock)
+        frames = _Frames(self._sock)
         reason = "the ledger's sequencer closed its connection"
         try:
             while True:
-                body = _read_frame(recv)
+                body = frames.next()
                 if body is None:
                     break
                 reply = _decode_reply(body)
@@ -339,10 +342,10 @@ class _Connection:
 
     def _read(self) -> None:
         ledger = self.host.ledger
-        recv = _receiver(self.sock)
+        frames = _Frames(self.sock)
         try:
             while True:
-                body = _read_frame(recv)
+                body = frames.next()
                 if body is None:
                     self.drop("it closed its connection", clean=True)
                     return
