@@ -255,3 +255,40 @@ def test_a_peer_that_sends_anything_but_requests_is_dropped_without_a_write(
     # the other worker is unaffected
     assert good.gate.decide(req).allowed
     assert host.ledger.size() == size + 1
+
+
+def test_a_sequencer_that_stops_reading_cannot_hold_callers_past_their_deadline(
+    home: Path,
+) -> None:
+    """A stopped sequencer process (SIGSTOP) stops reading; its socket fills. Callers must
+    still be answered (denied) at their deadline, not block in a send."""
+    ours, theirs = socket.socketpair()
+    signer = NoteSigner("interlock.test/link", Ed25519PrivateKey.generate())
+    led = SqliteLedger(Home.load(home).path / "ledger.db", signer=signer)
+    led.attach_sequencer(SequencerLink(theirs))
+    big = Append(record=b"x" * 60_000)
+    outcomes: list[BaseException | None] = []
+    lock = threading.Lock()
+
+    def append() -> None:
+        try:
+            led.append([big], timeout=1.0)
+            outcome: BaseException | None = None
+        except LedgerUnavailable as exc:
+            outcome = exc
+        with lock:
+            outcomes.append(outcome)
+
+    # more than the socket buffers hold (4 MiB asked for each side, never read)
+    threads = [threading.Thread(target=append) for _ in range(200)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert not any(t.is_alive() for t in threads), "a caller stayed past its deadline"
+    assert time.monotonic() - t0 < 15
+    assert len(outcomes) == 200
+    assert all(isinstance(o, LedgerUnavailable) for o in outcomes)
+    ours.close()
+    led.close()

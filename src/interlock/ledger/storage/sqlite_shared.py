@@ -146,24 +146,32 @@ class _Frames:
             buf += chunk
 
 
+class _NotSent(TimeoutError):
+    """Nothing of the data was sent before the timeout: the stream is intact."""
+
+
 def _send_within(sock: socket.socket, data: bytes, timeout: float) -> None:
     """``sendall`` that gives up after ``timeout`` seconds (the socket stays blocking for its
     reader: a timeout set on it, or on a dup of it, would make its reads non-blocking too).
 
     Raises:
-        OSError: the peer is gone, or did not take the data in time (``TimeoutError``).
+        _NotSent: the peer took none of the data in time.
+        TimeoutError: it took only part of it in time (the stream is cut mid-frame).
+        OSError: the peer is gone.
     """
     view = memoryview(data)
-    deadline = None
+    deadline = time.monotonic() + timeout
+    total = len(view)
     while view:
         try:
             sent = sock.send(view, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            now = time.monotonic()
-            deadline = deadline or now + timeout
-            if now >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if len(view) == total:
+                    raise _NotSent("the peer took nothing in time") from None
                 raise TimeoutError("the peer did not take its data in time") from None
-            select.select([], [sock], [], deadline - now)
+            select.select([], [sock], [], left)
             continue
         view = view[sent:]
 
@@ -227,13 +235,34 @@ class SequencerLink:
             raise LedgerUnavailable(
                 f"an append of {len(frame)} bytes exceeds the sequencer's {MAX_FRAME_BYTES}"
             )
+        # sending is bounded by the caller's deadline too: a sequencer that stops reading (a
+        # stopped process) fills the socket, and no caller may wait past its deadline for it
+        if not self._send.acquire(timeout=max(0.0, p.deadline - time.monotonic())):
+            return self._gave_up(rid, timeout)
         try:
-            with self._send:
-                self._sock.sendall(_HEADER.pack(len(frame)) + frame)
+            _send_within(
+                self._sock, _HEADER.pack(len(frame)) + frame, p.deadline - time.monotonic()
+            )
+        except _NotSent:
+            self._send.release()
+            return self._gave_up(rid, timeout)
         except OSError as exc:
+            # a frame partly sent (cut off at the deadline) or a broken socket: the stream
+            # cannot be trusted again
+            self._send.release()
             self._lose(f"cannot reach the ledger's sequencer: {exc.strerror or exc}")
-        if p.wake.acquire(timeout=max(0.0, timeout)):
-            return
+        else:
+            self._send.release()
+        if p.wake.acquire(timeout=max(0.0, p.deadline - time.monotonic())):
+            return None
+        return self._gave_up(rid, timeout)
+
+    def _gave_up(self, rid: int, timeout: float) -> None:
+        """The caller's deadline passed: withdraw its wait, unless its answer came meanwhile.
+
+        Raises:
+            LedgerUnavailable: not answered.
+        """
         with self._mu:
             if self._waiting.pop(rid, None) is None:
                 return  # answered as the wait ended: its results or error are set
