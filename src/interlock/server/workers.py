@@ -206,16 +206,21 @@ def run_workers(
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             for sock in sockets:
+                mine: socket.socket | None = None
                 theirs: socket.socket | None = None
                 if sequencer is not None:
                     mine, theirs = socket.socketpair()
                 try:
                     proc = _spawn(sock, parent_r, config, theirs)
+                except OSError:
+                    if mine is not None:
+                        mine.close()
+                    raise
                 finally:
                     if theirs is not None:
                         theirs.close()  # the worker holds its copy
                 procs.append(proc)
-                if sequencer is not None:
+                if sequencer is not None and mine is not None:
                     sequencer.serve(mine, f"worker {proc.pid}")
         except OSError as exc:
             raise WorkerError(f"cannot start a worker: {exc.strerror or exc}") from None
