@@ -286,18 +286,20 @@ class SequencerLink:
                 if body is None:
                     break
                 reply = _decode_reply(body)
+                # the outcome is set while the caller cannot give up (``_gave_up`` holds
+                # ``_mu`` too): a caller that finds itself answered finds its answer
                 with self._mu:
                     p = self._waiting.pop(reply.id, None)
-                if p is None:
-                    continue  # its caller gave up
-                if reply.results is None:
-                    message = reply.error or "the ledger's sequencer refused the append"
-                    kind = LedgerCorrupt if reply.corrupt else LedgerUnavailable
-                    p.error = kind(message)
-                elif len(reply.results) != len(p.items):
-                    p.error = LedgerUnavailable("ledger append not confirmed for every record")
-                else:
-                    p.results = [AppendResult(index=i, leaf_hash=h) for i, h in reply.results]
+                    if p is None:
+                        continue  # its caller gave up
+                    if reply.results is None:
+                        message = reply.error or "the ledger's sequencer refused the append"
+                        kind = LedgerCorrupt if reply.corrupt else LedgerUnavailable
+                        p.error = kind(message)
+                    elif len(reply.results) != len(p.items):
+                        p.error = LedgerUnavailable("ledger append not confirmed for every record")
+                    else:
+                        p.results = [AppendResult(index=i, leaf_hash=h) for i, h in reply.results]
                 p.wake.release()
         except Exception as exc:  # noqa: BLE001 - any failure here fails closed
             reason = f"the link to the ledger's sequencer broke: {exc}"
@@ -310,8 +312,9 @@ class SequencerLink:
             self._lost = reason
             waiting, self._waiting = self._waiting, {}
             closed = self._closed
+            for p in waiting.values():
+                p.error = LedgerUnavailable(reason)
         for p in waiting.values():
-            p.error = LedgerUnavailable(reason)
             p.wake.release()
         if not closed:
             _log.error("%s: every append is refused", reason)
