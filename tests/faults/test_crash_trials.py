@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,13 +221,29 @@ def _run(kind: str, counts: list[dict[str, int]]) -> None:
     assert total["reported"] >= total["trials"], "too few allows reported to mean anything"
 
 
-def test_kill_9_trials_on_sqlite_homes(tmp_path: Path, driver: Driver, rng: random.Random) -> None:
+def _sqlite_trials(
+    tmp_path: Path,
+    driver: Driver,
+    rng: random.Random,
+    trials: int,
+    batch: Callable[[int], int] = lambda _n: 1,
+    shared: bool = False,
+) -> list[dict[str, int]]:
+    """``trials`` trials of ``PROCESSES`` processes on one SQLite home (a fresh home every
+    ten); trial ``n`` decides ``batch(n)`` requests a call on its first thread."""
     counts: list[dict[str, int]] = []
     home = tmp_path
-    for n in range(SQLITE_TRIALS - SEQUENCER_TRIALS - SHARED_TRIALS):
+    for n in range(trials):
         if n % 10 == 0:
             home = _sqlite_home(tmp_path / f"home{n // 10}")
-        counts.append(_trial(driver, rng, [str(home)] * PROCESSES, tmp_path / f"trial{n}", home))
+        homes = [str(home)] * PROCESSES
+        out = tmp_path / f"trial{n}"
+        counts.append(_trial(driver, rng, homes, out, home, batch=batch(n), shared=shared))
+    return counts
+
+
+def test_kill_9_trials_on_sqlite_homes(tmp_path: Path, driver: Driver, rng: random.Random) -> None:
+    counts = _sqlite_trials(tmp_path, driver, rng, SQLITE_TRIALS - SEQUENCER_TRIALS - SHARED_TRIALS)
     _run(f"SQLite: {PROCESSES} processes on one home", counts)
 
 
@@ -238,14 +254,7 @@ def test_kill_9_trials_of_the_sequencer_under_batched_load(
     commits batches that mix a ``decide_many`` caller of 16 with a single caller; SIGKILL
     lands wherever it lands — while the sequencer gathers, waits for the write lock, writes,
     syncs or answers — and every allow any caller was told of is on the verifying ledger."""
-    counts: list[dict[str, int]] = []
-    home = tmp_path
-    for n in range(SEQUENCER_TRIALS):
-        if n % 10 == 0:
-            home = _sqlite_home(tmp_path / f"home{n // 10}")
-        counts.append(
-            _trial(driver, rng, [str(home)] * PROCESSES, tmp_path / f"trial{n}", home, batch=16)
-        )
+    counts = _sqlite_trials(tmp_path, driver, rng, SEQUENCER_TRIALS, batch=lambda _n: 16)
     _run(f"SQLite sequencer: {PROCESSES} processes, decide_many of 16 + decide", counts)
 
 
@@ -256,22 +265,9 @@ def test_kill_9_trials_of_a_sequencer_shared_by_processes(
     ``interlock serve --workers`` does). SIGKILL lands on the sequencer's process (while it
     reads, gathers, writes, syncs or answers), on one decider, or on all; deciders that lose
     the sequencer stop; every allow any caller was told of is on the verifying ledger."""
-    counts: list[dict[str, int]] = []
-    home = tmp_path
-    for n in range(SHARED_TRIALS):
-        if n % 10 == 0:
-            home = _sqlite_home(tmp_path / f"home{n // 10}")
-        counts.append(
-            _trial(
-                driver,
-                rng,
-                [str(home)] * PROCESSES,
-                tmp_path / f"trial{n}",
-                home,
-                batch=16 if n % 2 else 1,
-                shared=True,
-            )
-        )
+    counts = _sqlite_trials(
+        tmp_path, driver, rng, SHARED_TRIALS, batch=lambda n: 16 if n % 2 else 1, shared=True
+    )
     _run(f"SQLite shared sequencer: 1 sequencer process, {PROCESSES} deciders", counts)
 
 
