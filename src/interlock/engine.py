@@ -22,38 +22,30 @@ Two parts:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
-from interlock.core.canonical import canonical_bytes
+from interlock import governance, records, snapshots, watchers
 from interlock.core.model import (
-    RECORD_VERSION,
     ActionRequest,
     Decision,
     Effect,
     Reason,
     ReasonCode,
-    RecordType,
     Stage,
-    format_time,
     format_time_us,
 )
 from interlock.errors import (
-    ClockBehind,
     Error,
     LedgerError,
-    LedgerUnavailable,
     MalformedRequest,
-    PolicyError,
     error_detail,
 )
+from interlock.fleet import follow
 from interlock.fleet.lease import Lease
 from interlock.fleet.node import Node
 from interlock.home import Home, default_home
@@ -63,24 +55,17 @@ from interlock.ledger.projection import (
     KILL_SWITCH_EVENTS,
     QUARANTINE_EVENTS,
     RESTRICT_EVENTS,
-    delta_of,
 )
-from interlock.ledger.protocols import Append, Fleet, Store
+from interlock.ledger.protocols import Fleet, Store
 from interlock.ledger.statecheck import (
     FullCheck,
 )
 from interlock.ledger.storage import open_store
-from interlock.policy.bundle import PolicyBundle, load_bundle
+from interlock.pipeline import Lineage, Snapshot, Verdict, _deny, decide
+from interlock.policy.bundle import PolicyBundle
 from interlock.policy.engine import PolicyEngine
 from interlock.trust import keys
 from interlock.trust.attestation import Measurement
-
-if TYPE_CHECKING:
-    pass
-
-from interlock import governance, records, watchers
-from interlock.fleet import follow
-from interlock.pipeline import Lineage, Snapshot, Verdict, _deny, decide
 
 __all__ = [
     "KILL_SWITCH_EVENTS",
@@ -95,23 +80,6 @@ __all__ = [
 
 
 _log = logging.getLogger("interlock")
-
-
-#: how old the trust state (revocations, quarantines, kill switch) may be before a snapshot
-#: read refreshes it from the log: below the supervisors' POLL_S, so each poll refreshes
-TRUST_REFRESH_S = 0.04
-
-
-#: what ``Gate.decide`` returns when even reporting an error failed: a constant, built at import
-_LAST_RESORT = Decision(
-    request_id="00000000-0000-7000-8000-000000000000",
-    effect=Effect.DENY,
-    reasons=(Reason(code=ReasonCode.INTERNAL_ERROR, detail="could not decide or report why"),),
-    snapshot="",
-    decision_hash=hashlib.sha256(b"interlock:last-resort-deny").hexdigest(),
-    ledger_index=None,
-    stage=Stage.GATE,
-)
 
 
 #: the lineage of a request without a parent: a frozen value, so one instance serves all
@@ -353,113 +321,15 @@ class GateCore:
         """Why this node stopped allowing because of its ledger, or None."""
         return self._corrupt
 
-    # -- governance state -------------------------------------------------------------------------
+    # -- governance state (:mod:`interlock.snapshots`) -------------------------------------------
 
-    def reload_policy(self) -> None:
-        """Load ``<home>/policy`` if its signature verifies and its version does not go back;
-        record the load on the ledger. On failure the previous bundle stays active only if it
-        is still the recorded one; with none, every decision is POLICY_UNAVAILABLE."""
-        state = self.ledger.settings()
-        # DESIGN I8: the floor is the highest version ever activated on the log
-        last_version = int(state["policy_version"][0]) if "policy_version" in state else 0
-        last_digest = json.loads(state["policy_digest"][0]) if "policy_digest" in state else None
-        try:
-            bundle = load_bundle(
-                self.home.policy_dir, self.trusted_policy_keys(), min_version=last_version
-            )
-            if bundle.version == last_version and last_digest and bundle.digest != last_digest:
-                raise PolicyError(
-                    f"bundle version {bundle.version} was already loaded with different content;"
-                    " sign changes with a higher version (interlock policy sign)"
-                )
-        except (PolicyError, OSError, ValueError) as exc:
-            message = exc.diagnostics() if isinstance(exc, Error) else str(exc)
-            with self._lock:
-                self._policy_problem = f"policy bundle rejected: {message}"
-                if self._bundle is None:
-                    self._engine = None
-            self._rebuild_snapshot(force_trust=True)
-            return
-        engine = PolicyEngine.from_bundle(bundle)
-        if bundle.digest != last_digest and self._corrupt is None:
-            now = format_time(datetime.fromtimestamp(self._clock_ns() / 1e9, UTC))
-            rec = {
-                "v": RECORD_VERSION,
-                "type": RecordType.GOVERNANCE.value,
-                "event": "policy.loaded",
-                "id": new_request_id(self._clock_ns()),
-                "ts": now,
-                "policy_version": bundle.version,
-                "policy_digest": bundle.digest,
-            }
-            self.ledger.append(
-                [
-                    Append(
-                        record=canonical_bytes(rec),
-                        blobs={f"bundle:{bundle.digest}": bundle.to_blob()},
-                        state=delta_of(rec, node_public=None, root_public=None),
-                    )
-                ],
-                timeout=self.ledger_timeout_s,
-            )
-        with self._lock:
-            self._bundle, self._engine, self._policy_problem = bundle, engine, None
-        self._rebuild_snapshot(force_trust=True)
-        if self._attested is not None:
-            self._attest()  # the measurement names the active bundle
+    reload_policy = snapshots.reload_policy
 
-    def _rebuild_snapshot(self, *, force_trust: bool = False) -> Snapshot:
-        with self._lock:
-            # read under the lock: a refresh that read an older trust state must never
-            # replace a newer snapshot (a revocation would be undone until the next refresh)
-            version, revoked, quarantined, kill_switch, restricted = self.ledger.trust_state()
-            snap = self._snapshot
-            if snap is not None and version < snap.trust_version:
-                return snap
-            if not force_trust and snap is not None and snap.trust_version == version:
-                return snap
-            snap = Snapshot.build(
-                root_public=self._root_public,
-                bundle=self._bundle,
-                policy_problem=self._policy_problem,
-                revoked=revoked,
-                trust_version=version,
-                max_depth=self.home.config.max_lineage_depth,
-                engine=self._engine,
-                quarantined=quarantined,
-                kill_switch=kill_switch,
-                approvers=self._approvers,
-                break_glass_keys=self._break_glass_keys,
-                env=self._env,
-                # trust settings that disagree with the log make the node untrusted (DESIGN I8)
-                env_problem=self._trust_problem or self._env_problem,
-                boundaries=self.home.config.boundaries,
-                restricted=restricted,
-            )
-            self._snapshot = snap
-            return snap
+    _rebuild_snapshot = snapshots.rebuild_snapshot
 
-    @property
-    def snapshot(self) -> Snapshot:
-        """The current snapshot; revocations, quarantines and kill-switch changes committed by
-        other processes are picked up within 40 ms (TRUST_REFRESH_S) on a SQLite home, and
-        by the follower's pull on a fleet node (:mod:`interlock.fleet.node`).
+    snapshot = property(snapshots.current_snapshot)
 
-        Raises:
-            LedgerUnavailable: a fleet node that has not read any governance state yet.
-        """
-        snap = self._snapshot
-        if self._lease is not None:
-            # a fleet node: the follower keeps it current; no store round trip here
-            if snap is None:
-                raise LedgerUnavailable("this node has not read the log's governance state yet")
-            return snap
-        now = time.monotonic()
-        if snap is None or now - self._trust_checked > TRUST_REFRESH_S:
-            self._trust_checked = now
-            snap = self._rebuild_snapshot()
-            self._refresh_floor()
-        return snap
+    _check_clock = staticmethod(snapshots.check_clock)
 
     revoke = governance.revoke
 
@@ -496,44 +366,20 @@ class GateCore:
             try:
                 return self._error_decision(exc)
             except Exception:  # noqa: BLE001 - even building the error decision failed
-                return _LAST_RESORT
+                return records.LAST_RESORT
         except BaseException as exc:
             # a Rust panic in a binding (pyo3's PanicException) derives from BaseException;
             # interpreter exits and interrupts still propagate (no allow is returned either way)
             if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
                 raise
-            return _LAST_RESORT
+            return records.LAST_RESORT
 
     def _now(self) -> tuple[str, str]:
         ns = self._clock_ns()
         when = format_time_us(ns // 1000)
         return new_request_id(ns), when
 
-    def _clock_problem(self, ns: int, floor: int) -> str | None:
-        """Why the clock reading ``ns`` cannot be used, or None: it is behind ``floor``, the
-        highest timestamp on the log, read *before* the clock (DESIGN I8: the log's last time
-        is a floor, so setting the clock back cannot revive an expired token). Read in that
-        order, a concurrent caller's later commit never makes an honest clock look behind."""
-        if ns // 1000 >= floor:
-            return None
-        behind = floor - ns // 1000
-        return (
-            f"the node's clock is {behind / 1e6:.3f} s behind the last timestamp on the log"
-            f" ({format_time(datetime.fromtimestamp(floor / 1e6, UTC))}): fix the clock; a"
-            " clock set back cannot be trusted to judge expiry"
-        )
-
-    def _check_clock(self, ns: int, floor: int) -> None:
-        """Raises ClockBehind when ``ns`` is behind the log's time floor ``floor``."""
-        problem = self._clock_problem(ns, floor)
-        if problem is not None:
-            raise ClockBehind(problem)
-
-    def _refresh_floor(self) -> None:
-        """Raise the time floor to the log's latest timestamp (other processes append too)."""
-        last = self.ledger.settings().get("last_ts")
-        if last is not None and int(last[0]) > self._time_floor:
-            self._time_floor = int(last[0])
+    decide_many = records.decide_many
 
     def _decide(
         self,
@@ -554,54 +400,6 @@ class GateCore:
             self._enforce_boundary(request, verdict)
         return decision
 
-    def decide_many(self, requests: Sequence[Mapping[str, Any] | bytes | str]) -> list[Decision]:
-        """Decide several action requests and record them in **one** durable commit: the
-        answers, in order, are those :meth:`decide` would give each, and every allow among
-        them is returned only after that commit. For callers holding many requests at once
-        (an agent fanning out, a batch API); each request is decided on its own (its own
-        deadline; requests of one batch cannot be each other's parents: a child's parent must
-        be committed before the child is decided).
-
-        Never raises; if the commit fails every request of it is denied
-        (LEDGER_UNAVAILABLE / LEDGER_CORRUPT), as :meth:`decide` would deny one.
-        """
-        out: list[Decision | None] = [None] * len(requests)
-        prepared: list[tuple[int, records.Prepared | records.MalformedPrepared]] = []
-        for i, raw in enumerate(requests):
-            try:
-                decided = self._verdict(raw, time.perf_counter_ns(), None, None)
-                if isinstance(decided, Decision):
-                    out[i] = decided
-                    continue
-                if isinstance(decided, records.MalformedPrepared):
-                    # recorded in the batch's one commit, not in a commit of its own
-                    prepared.append((i, decided))
-                    continue
-                request, verdict, snapshot, lineage, stage = decided
-                prepared.append(
-                    (i, records._prepare(self, request, verdict, snapshot, lineage, stage))
-                )
-            except Exception as exc:  # noqa: BLE001 - I2: one request's failure denies it alone
-                out[i] = self._error_decision(exc)
-        if prepared:
-            items = [item for _, p in prepared for item in p.items]
-            try:
-                results = self.ledger.append(items, timeout=self.ledger_timeout_s)
-            except LedgerError as exc:
-                for i, p in prepared:
-                    out[i] = records._finish(self, p, exc)
-            except Exception as exc:  # noqa: BLE001 - I2: nothing is allowed unrecorded
-                for i, _p in prepared:
-                    out[i] = self._error_decision(exc)
-            else:
-                at = 0
-                for i, p in prepared:
-                    out[i] = records._finish(self, p, results[at])
-                    at += len(p.items)
-                    if isinstance(p, records.Prepared) and p.verdict.boundary is not None:
-                        self._enforce_boundary(p.request, p.verdict)
-        return [d if d is not None else _LAST_RESORT for d in out]
-
     def _verdict(
         self,
         raw: Mapping[str, Any] | bytes | str,
@@ -616,7 +414,7 @@ class GateCore:
         """Everything :meth:`decide` does before the record is appended: a Decision when the
         request ends early (unrecorded denials), a malformed request's deny record, else what
         to record."""
-        floor = self._time_floor  # before the clock: see _clock_problem
+        floor = self._time_floor  # before the clock: see snapshots.clock_problem
         ns = self._clock_ns()
         request_id = new_request_id(ns)
         when = format_time_us(ns // 1000)
@@ -635,7 +433,7 @@ class GateCore:
             # DESIGN I7: not recorded; the store is usually what cannot be reached
             return records._unrecorded(self, request_id, ReasonCode.POLICY_STALE, stale)
         snapshot = self.snapshot
-        behind = self._clock_problem(ns, floor)
+        behind = snapshots.clock_problem(ns, floor)
         if behind is not None:
             # not recorded: its timestamp would go backwards on the log
             return records._unrecorded(self, request_id, ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
@@ -734,7 +532,7 @@ class GateCore:
             snapshot = self.snapshot
             floor = self._time_floor
             ns = self._clock_ns()
-            behind = self._clock_problem(ns, floor)
+            behind = snapshots.clock_problem(ns, floor)
             if behind is not None:
                 return _deny(ReasonCode.ENVIRONMENT_UNTRUSTED, behind)
             when = format_time_us(ns // 1000)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,17 @@ EXEC_RECORDS = frozenset(
 
 
 _DECISION = RecordType.DECISION.value
+
+#: what ``Gate.decide`` returns when even reporting an error failed: a constant, built at import
+LAST_RESORT = Decision(
+    request_id="00000000-0000-7000-8000-000000000000",
+    effect=Effect.DENY,
+    reasons=(Reason(code=ReasonCode.INTERNAL_ERROR, detail="could not decide or report why"),),
+    snapshot="",
+    decision_hash=hashlib.sha256(b"interlock:last-resort-deny").hexdigest(),
+    ledger_index=None,
+    stage=Stage.GATE,
+)
 
 
 def decision_record(
@@ -456,3 +468,50 @@ def _unrecorded(gate: Gate, request_id: str, code: ReasonCode, detail: str) -> D
         ledger_index=None,
         stage=Stage.GATE,
     )
+
+
+def decide_many(gate: Gate, requests: Sequence[Mapping[str, Any] | bytes | str]) -> list[Decision]:
+    """Decide several action requests and record them in **one** durable commit: the
+    answers, in order, are those :meth:`decide` would give each, and every allow among
+    them is returned only after that commit. For callers holding many requests at once
+    (an agent fanning out, a batch API); each request is decided on its own (its own
+    deadline; requests of one batch cannot be each other's parents: a child's parent must
+    be committed before the child is decided).
+
+    Never raises; if the commit fails every request of it is denied
+    (LEDGER_UNAVAILABLE / LEDGER_CORRUPT), as :meth:`decide` would deny one.
+    """
+    out: list[Decision | None] = [None] * len(requests)
+    prepared: list[tuple[int, Prepared | MalformedPrepared]] = []
+    for i, raw in enumerate(requests):
+        try:
+            decided = gate._verdict(raw, time.perf_counter_ns(), None, None)
+            if isinstance(decided, Decision):
+                out[i] = decided
+                continue
+            if isinstance(decided, MalformedPrepared):
+                # recorded in the batch's one commit, not in a commit of its own
+                prepared.append((i, decided))
+                continue
+            request, verdict, snapshot, lineage, stage = decided
+            prepared.append((i, _prepare(gate, request, verdict, snapshot, lineage, stage)))
+        except Exception as exc:  # noqa: BLE001 - I2: one request's failure denies it alone
+            out[i] = gate._error_decision(exc)
+    if prepared:
+        items = [item for _, p in prepared for item in p.items]
+        try:
+            results = gate.ledger.append(items, timeout=gate.ledger_timeout_s)
+        except LedgerError as exc:
+            for i, p in prepared:
+                out[i] = _finish(gate, p, exc)
+        except Exception as exc:  # noqa: BLE001 - I2: nothing is allowed unrecorded
+            for i, _p in prepared:
+                out[i] = gate._error_decision(exc)
+        else:
+            at = 0
+            for i, p in prepared:
+                out[i] = _finish(gate, p, results[at])
+                at += len(p.items)
+                if isinstance(p, Prepared) and p.verdict.boundary is not None:
+                    gate._enforce_boundary(p.request, p.verdict)
+    return [d if d is not None else LAST_RESORT for d in out]

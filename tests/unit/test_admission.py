@@ -24,13 +24,13 @@ from interlock.server.enforce.admission import (
     MAX_OBJECT_ARG_BYTES,
     AdmissionConfig,
     AdmissionError,
-    AdmissionReview,
     action_request,
     answer,
     create_admission_app,
     pod_facts,
     principal_of,
 )
+from interlock.server.enforce.admission_wire import AdmissionReview
 from interlock.server.enforce.certs import TlsError, ca_bundle, ensure_admission_tls
 from tests.e2e.k8s_reviews import (
     DEPLOYER,

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from interlock.gate import Gate
 from interlock.ledger.protocols import NodeRow
 from interlock.server import create_app
-from interlock.server.console import health
+from interlock.server.console import health, health_sampler
 from interlock.server.console.feed import DecisionFeed
 from interlock.server.state import ServerState
 from tests.conftest import RESEARCHER, tool_request
@@ -87,15 +87,15 @@ def _signed_in(client: TestClient, token: str) -> None:
     ],
 )
 def test_quantile_interpolates_within_a_bucket(q: float, expected: float) -> None:
-    got = health.quantile(q, [0.001, 0.01, math.inf], [2, 4, 4])
+    got = health_sampler.quantile(q, [0.001, 0.01, math.inf], [2, 4, 4])
     assert got == pytest.approx(expected)
 
 
 def test_quantile_of_an_empty_histogram_is_unknown_and_the_inf_bucket_gives_the_top_bound() -> None:
-    assert health.quantile(0.5, [0.001, math.inf], [0, 0]) is None
-    assert health.quantile(0.5, [], []) is None
+    assert health_sampler.quantile(0.5, [0.001, math.inf], [0, 0]) is None
+    assert health_sampler.quantile(0.5, [], []) is None
     # every observation above the last finite bound: the answer is that bound, not infinity
-    assert health.quantile(0.99, [0.001, 0.01, math.inf], [0, 0, 5]) == 0.01
+    assert health_sampler.quantile(0.99, [0.001, 0.01, math.inf], [0, 0, 5]) == 0.01
 
 
 # -- rates by reason code, bucketed -------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_rates_are_bucketed_by_time_and_reason_code(
     rates = health.Rates()
     now = b + 28.0  # 8 s into the third bucket
     rates.update(feed, now)
-    sampler = health.Sampler(ServerState.for_gate(clocked), clock=lambda: now)
+    sampler = health_sampler.Sampler(ServerState.for_gate(clocked), clock=lambda: now)
     out = health.series(rates, sampler, now=now, window_s=30, bucket_s=10)
 
     assert out["t"] == [b, b + 10, b + 20]
@@ -204,7 +204,7 @@ def test_latency_percentiles_per_bucket_come_from_the_difference_of_two_samples(
     state = ServerState.for_gate(gate)
     b = _base()
     now = [float(b)]
-    sampler = health.Sampler(state, clock=lambda: now[0])
+    sampler = health_sampler.Sampler(state, clock=lambda: now[0])
     sampler.sample(at=b)
     # bounds (s): 0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 ...
     for seconds in (0.0003, 0.0003, 0.0003, 0.003):
@@ -234,7 +234,7 @@ def test_latency_percentiles_per_bucket_come_from_the_difference_of_two_samples(
 def test_growth_is_entries_per_second_since_a_reading_about_a_minute_ago(gate: Gate) -> None:
     state = ServerState.for_gate(gate)
     now = [1000.0]
-    sampler = health.Sampler(state, clock=lambda: now[0])
+    sampler = health_sampler.Sampler(state, clock=lambda: now[0])
     first = sampler.sample()
     assert first.size == gate.ledger.size()
     assert sampler.growth(first.size, 1000.5) is None  # less than a second apart

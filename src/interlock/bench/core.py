@@ -13,25 +13,23 @@ Nothing here is a test: budgets are reported, never asserted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import resource
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from interlock.bench.baselines import fsync_one, one_commit_per_record, sqlite_one
 from interlock.bench.callers import throughput
 from interlock.bench.callers import tool_request as _tool_request
 from interlock.bench.common import Lcg, Paired, Result, figure, paired, pct, set_deadline
@@ -124,60 +122,6 @@ def _bench_pipeline(home: Home, tmp: Path, token: str, n_policies: int, iters: i
         iters,
         base_iters,
     )
-
-
-@contextlib.contextmanager
-def _fsync_one(directory: Path) -> Iterator[Callable[[], None]]:
-    """One raw append of 400 bytes and its fsync, in ``directory``: P4's baseline."""
-    fd = os.open(directory / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    payload = b"x" * 400
-
-    def one() -> None:
-        os.write(fd, payload)
-        os.fsync(fd)
-
-    try:
-        yield one
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _sqlite_one(directory: Path) -> Iterator[Callable[[], None]]:
-    """One 400-byte row committed on its own to a SQLite WAL database (``synchronous=FULL``,
-    as the ledger's ``full`` durability) in ``directory``: the floor under P4, since every
-    durable decision is at least one such commit."""
-    conn = sqlite3.connect(directory / "p4-floor.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER PRIMARY KEY, d BLOB)")
-    data = b"x" * 400
-
-    def one() -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t (d) VALUES (?)", (data,))
-        conn.execute("COMMIT")
-
-    try:
-        yield one
-    finally:
-        conn.close()
-
-
-def _one_commit_per_record(directory: Path, n: int) -> float:
-    conn = sqlite3.connect(directory / "baseline.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, h BLOB, d BLOB)")
-    data = b"x" * 400
-    t0 = time.perf_counter()
-    for i in range(n):
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO t VALUES (?, ?, ?)", (i, hashlib.sha256(data).digest(), data))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return n / elapsed
 
 
 def _bench_governed(gate: Gate, token: str, threads: int, per_thread: int) -> float:
@@ -386,7 +330,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
             rate = _bench_governed(gate, tool_token, 8, per)
             cpu_us = (_cpu_s() - cpu0) / (8 * per) * 1e6
             per_commit = (led.committed - committed0) / max(1, led.commits - commits0)
-            base_rate = _one_commit_per_record(tmp, 200 if quick else 1000)
+            base_rate = one_commit_per_record(tmp, 200 if quick else 1000)
             results["P3"] = figure(
                 rate,
                 "decisions/s",
@@ -458,7 +402,7 @@ def run_benchmarks(*, quick: bool = False, console: Console | None = None) -> di
         try:
             say("P4: one sequential caller, full durability")
             n = 300 if quick else 2000
-            with _fsync_one(tmp) as one_fsync, _sqlite_one(tmp) as one_commit:
+            with fsync_one(tmp) as one_fsync, sqlite_one(tmp) as one_commit:
                 pair = paired(lambda: gate.decide(_tool_request(tool_token, 0)), one_fsync, n, n)
                 # the floor: a bare SQLite commit against the same fsync, timed the same way
                 floor = paired(one_commit, one_fsync, n, n)

@@ -67,9 +67,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -77,6 +77,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from interlock.core.model import Effect, ReasonCode
+from interlock.server.enforce.admission_wire import (
+    DNS_LABEL,
+    AdmissionRequest,
+    AdmissionReview,
+    UserInfo,
+)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -91,7 +97,6 @@ __all__ = [
     "AdmissionConfig",
     "AdmissionError",
     "AdmissionListener",
-    "AdmissionReview",
     "action_request",
     "admission_server_config",
     "answer",
@@ -115,8 +120,7 @@ MAX_OBJECT_ARG_BYTES: Final = 32 * 1024
 MAX_OBJECT_DEPTH: Final = 24
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}\Z")
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-_SA_PART = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*\Z")
+_SA_PART = re.compile(rf"{DNS_LABEL}(\.{DNS_LABEL})*\Z")
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")
 #: where the pod spec is, by (group, kind)
@@ -163,63 +167,6 @@ class AdmissionListener:
     cert: Path
     key: Path
     config: AdmissionConfig = field(default_factory=AdmissionConfig)
-
-
-# -- AdmissionReview v1 (k8s.io/api/admission/v1, types.go) ---------------------------------------
-# Fields Kubernetes marks omitempty default; the others are required. Unknown fields are
-# allowed (newer API servers add some); types are strict (no "true" for true).
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True, populate_by_name=True)
-
-
-_GROUP = rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*)?$"  # "" is the core group
-_VERSION = r"^[a-z0-9]+$"
-
-
-class GroupVersionKind(_Model):
-    group: str = Field(max_length=253, pattern=_GROUP)
-    version: str = Field(min_length=1, max_length=63, pattern=_VERSION)
-    kind: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z][A-Za-z0-9]*$")
-
-
-class GroupVersionResource(_Model):
-    group: str = Field(max_length=253, pattern=_GROUP)
-    version: str = Field(min_length=1, max_length=63, pattern=_VERSION)
-    resource: str = Field(min_length=1, max_length=253)
-
-
-class UserInfo(_Model):
-    username: str = Field("", max_length=512)
-    uid: str = Field("", max_length=512)
-    groups: list[str] = Field(default_factory=list, max_length=256)
-    extra: dict[str, list[str]] = Field(default_factory=dict, max_length=64)
-
-
-class AdmissionRequest(_Model):
-    uid: str = Field(min_length=1, max_length=128)
-    kind: GroupVersionKind
-    resource: GroupVersionResource
-    subResource: str = Field("", max_length=253)  # noqa: N815 - Kubernetes' field names
-    requestKind: GroupVersionKind | None = None  # noqa: N815
-    requestResource: GroupVersionResource | None = None  # noqa: N815
-    requestSubResource: str = Field("", max_length=253)  # noqa: N815
-    # names cannot contain '/' (apimachinery path segment names), so the resource id splits
-    name: str = Field("", max_length=253, pattern=r"^[^/%]*$")
-    namespace: str = Field("", max_length=63, pattern=rf"^({_DNS_LABEL})?$")
-    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
-    userInfo: UserInfo  # noqa: N815
-    object_: dict[str, Any] | None = Field(None, alias="object")
-    oldObject: dict[str, Any] | None = None  # noqa: N815
-    dryRun: bool = False  # noqa: N815
-    options: dict[str, Any] | None = None
-
-
-class AdmissionReview(_Model):
-    apiVersion: Literal["admission.k8s.io/v1"]  # noqa: N815
-    kind: Literal["AdmissionReview"]
-    request: AdmissionRequest
 
 
 # -- the mapping ---------------------------------------------------------------------------------
